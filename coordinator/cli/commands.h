@@ -1,0 +1,17 @@
+/* commands.h: the `lisa` subcommands. Each lives in its own cmd-*.c file and
+ * is registered in the table in main.c.
+ *
+ * Contract: argv[0] is the subcommand name; the function parses its own
+ * options, prints results to stdout and errors to stderr, and returns the
+ * process exit status (0 ok, 1 runtime error, 2 usage error).
+ *
+ * Checklist when adding a command: a cmd_<name>() here, its file, a row in
+ * main.c's table, a `--help` text naming every option, a test in tests/cli/. */
+#ifndef LISA_COMMANDS_H
+#define LISA_COMMANDS_H
+
+int cmd_generate(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+#endif

@@ -1,0 +1,47 @@
+/* main.c: the `lisa` command-line entry point: dispatches to a subcommand.
+ * It does no work itself beyond the top-level help. */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+
+typedef struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+} cli_command;
+
+static const cli_command k_commands[] = {
+    {"generate", cmd_generate, "run a LLaMA checkpoint on a text prompt (greedy)"},
+    {"tokenize", cmd_tokenize, "encode stdin to token ids, or decode ids to text"},
+    {"bench", cmd_bench, "benchmark the engine (bench llm: prefill/decode tokens/s)"},
+};
+#define N_COMMANDS (sizeof k_commands / sizeof k_commands[0])
+
+static void print_help(FILE *f) {
+    fprintf(f,
+            "usage: lisa <command> [options]\n"
+            "\n"
+            "LISA reasoning-segmentation inference engine.\n"
+            "\n"
+            "commands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(f, "  %-10s %s\n", k_commands[i].name, k_commands[i].summary);
+    fprintf(f, "\nRun `lisa <command> --help` for the options of a command.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        print_help(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        print_help(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(argv[1], k_commands[i].name)) return k_commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "lisa: unknown command '%s'\n\n", argv[1]);
+    print_help(stderr);
+    return 2;
+}

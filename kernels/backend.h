@@ -1,0 +1,145 @@
+/* backend.h: the backend seam. Tensors, device memory, streams and the ops
+ * the models are built from.
+ *
+ * A backend is a struct of function pointers (lisa_backend_ops) plus an
+ * opaque context, in the manner of ggml-backend. The CPU backend (cpu/) is
+ * the oracle: every other backend (cuda/) is tested op by op against it.
+ *
+ * Conventions
+ *  - Shapes are written in torch order, outermost first: a (T, C) tensor has
+ *    shape[0] = T rows of C contiguous elements. All tensors are contiguous.
+ *  - Activations are F32 on the CPU; a GPU backend may run them in F16/BF16.
+ *    Weights may be F32, F16 or BF16 on any backend (kept in the file dtype).
+ *  - Every op is enqueued on the backend's stream: it may return before the
+ *    result is ready; lisa_backend_synchronize() waits. The CPU backend is
+ *    synchronous.
+ *  - Ops return LISA_OK or a status with lisa_error_set() called; shape
+ *    mismatches are programmer errors in the model code and are asserted.
+ *
+ * This file deliberately knows nothing of models, tokens, requests, MPI or
+ * Redis.
+ *
+ * Checklist when adding an op:
+ *  1. a member in lisa_backend_ops with a contract comment (shapes);
+ *  2. the CPU implementation in cpu/ops-cpu.c (the reference);
+ *  3. the CUDA twin in cuda/ and a case in the cross-backend op test;
+ *  4. a unit test in tests/unit/test-ops.c. */
+#ifndef LISA_BACKEND_H
+#define LISA_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dtype.h"
+#include "status.h"
+
+#define LISA_MAX_DIMS 4
+
+typedef struct lisa_backend lisa_backend;
+
+typedef struct lisa_tensor {
+    void *data;                     /* backend memory (host for CPU) */
+    lisa_dtype dtype;
+    int ndim;
+    int64_t shape[LISA_MAX_DIMS];   /* torch order, outermost first */
+} lisa_tensor;
+
+/* Number of elements and of bytes of t. */
+int64_t lisa_tensor_nelem(const lisa_tensor *t);
+size_t lisa_tensor_nbytes(const lisa_tensor *t);
+/* A tensor header over existing memory; shape given as ndim int64 values. */
+lisa_tensor lisa_tensor_view(void *data, lisa_dtype dtype, int ndim, const int64_t *shape);
+/* Shorthands for 1-D and 2-D views. */
+lisa_tensor lisa_tensor_1d(void *data, lisa_dtype dtype, int64_t n0);
+lisa_tensor lisa_tensor_2d(void *data, lisa_dtype dtype, int64_t n0, int64_t n1);
+/* Rows [r0, r0+n) of a tensor, viewed as a tensor with shape[0] = n. */
+lisa_tensor lisa_tensor_rows(const lisa_tensor *t, int64_t r0, int64_t n);
+
+typedef struct lisa_backend_ops {
+    const char *name;
+
+    /* --- memory and streams --- */
+    /* Allocates nbytes of backend memory (zeroed), aligned to 64 bytes. */
+    lisa_status (*buffer_alloc)(lisa_backend *be, size_t nbytes, void **out);
+    void (*buffer_free)(lisa_backend *be, void *ptr);
+    /* Host -> backend copy of n bytes into dst + offset. Asynchronous: `src`
+     * must stay valid until the next synchronize. */
+    lisa_status (*copy_to_backend)(lisa_backend *be, void *dst, size_t offset,
+                                   const void *src, size_t n);
+    /* Backend -> host copy. Asynchronous like copy_to_backend. */
+    lisa_status (*copy_to_host)(lisa_backend *be, void *dst, const void *src,
+                                size_t offset, size_t n);
+    /* Waits until everything enqueued has finished. */
+    lisa_status (*synchronize)(lisa_backend *be);
+
+    /* --- ops --- */
+    /* out (M, N) = x (M, K) @ w (N, K)^T [+ bias (N)]. w in any dtype;
+     * bias may be NULL. out may not alias x. */
+    lisa_status (*matmul)(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
+                          const lisa_tensor *w, const lisa_tensor *bias);
+    /* out (n, C) = table (V, C)[ids (n)]. Ids are validated by the caller. */
+    lisa_status (*embedding)(lisa_backend *be, lisa_tensor *out, const lisa_tensor *table,
+                             const lisa_tensor *ids);
+    /* out (n, C) = x / sqrt(mean(x^2) + eps) * w (C). out may alias x. */
+    lisa_status (*rmsnorm)(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
+                           const lisa_tensor *w, float eps);
+    /* In place rotary embedding in HF's rotate-half layout on x (n, H, D),
+     * position pos (n) per row, inv_freq[i] = theta^(-2i/D). */
+    lisa_status (*rope)(lisa_backend *be, lisa_tensor *x, const lisa_tensor *pos, float theta);
+    /* Writes k, v (n, KVH, D) into the caches (S, Tmax, KVH, D) at
+     * [seq[i], pos[i]]. Positions are validated by the caller. */
+    lisa_status (*kv_store)(lisa_backend *be, lisa_tensor *kcache, lisa_tensor *vcache,
+                            const lisa_tensor *k, const lisa_tensor *v,
+                            const lisa_tensor *seq, const lisa_tensor *pos);
+    /* Causal attention over the cache. q (n, H, D); row i attends to
+     * cache[seq[i], 0..pos[i]] inclusive; H % KVH == 0, head h reads kv head
+     * h / (H / KVH). out (n, H*D). Scale 1/sqrt(D), softmax in fp32. */
+    lisa_status (*attention)(lisa_backend *be, lisa_tensor *out, const lisa_tensor *q,
+                             const lisa_tensor *kcache, const lisa_tensor *vcache,
+                             const lisa_tensor *seq, const lisa_tensor *pos);
+    /* out (n, I) = silu(gate (n, I)) * up (n, I). out may alias gate. */
+    lisa_status (*swiglu)(lisa_backend *be, lisa_tensor *out, const lisa_tensor *gate,
+                          const lisa_tensor *up);
+    /* out = a + b, same shapes. out may alias a or b. */
+    lisa_status (*add)(lisa_backend *be, lisa_tensor *out, const lisa_tensor *a,
+                       const lisa_tensor *b);
+    /* Row-wise softmax of x (n, V) in place. */
+    lisa_status (*softmax)(lisa_backend *be, lisa_tensor *x);
+    /* out (n) I32 = argmax over each row of x (n, V); ties go to the lowest index. */
+    lisa_status (*argmax)(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x);
+    /* out (n, C) = src (S, C) rows idx (n): gathers activation rows. */
+    lisa_status (*get_rows)(lisa_backend *be, lisa_tensor *out, const lisa_tensor *src,
+                            const lisa_tensor *idx);
+
+    void (*free)(lisa_backend *be);
+} lisa_backend_ops;
+
+struct lisa_backend {
+    const lisa_backend_ops *ops;
+    void *ctx;
+};
+
+typedef enum {
+    LISA_BACKEND_CPU = 0,
+    LISA_BACKEND_CUDA
+} lisa_backend_kind;
+
+/* Creates a backend. `device` selects a GPU for CUDA, ignored on CPU.
+ * `nthreads` <= 0 means all cores (CPU). Returns LISA_ERR_UNSUPPORTED when
+ * the build lacks the backend. */
+lisa_status lisa_backend_init(lisa_backend **out, lisa_backend_kind kind, int device, int nthreads);
+void lisa_backend_free(lisa_backend *be);
+
+/* Convenience: allocate a tensor of the given shape in backend memory. */
+lisa_status lisa_backend_tensor_alloc(lisa_backend *be, lisa_tensor *t, lisa_dtype dtype,
+                                      int ndim, const int64_t *shape);
+void lisa_backend_tensor_free(lisa_backend *be, lisa_tensor *t);
+/* Host <-> backend whole-tensor copies, synchronous. */
+lisa_status lisa_backend_tensor_set(lisa_backend *be, lisa_tensor *t, const void *host);
+lisa_status lisa_backend_tensor_get(lisa_backend *be, const lisa_tensor *t, void *host);
+lisa_status lisa_backend_synchronize(lisa_backend *be);
+
+/* CPU backend constructor (cpu/backend-cpu.c). */
+lisa_status lisa_backend_cpu_init(lisa_backend **out, int nthreads);
+
+#endif

@@ -1,0 +1,83 @@
+/* dtype.c: dtype sizes and f16/bf16 <-> f32 conversion (see dtype.h). */
+#include "dtype.h"
+
+#include <math.h>
+
+size_t lisa_dtype_size(lisa_dtype t) {
+    switch (t) {
+    case LISA_DTYPE_F32: return 4;
+    case LISA_DTYPE_F16: return 2;
+    case LISA_DTYPE_BF16: return 2;
+    case LISA_DTYPE_I32: return 4;
+    case LISA_DTYPE_COUNT: break;
+    }
+    return 0;
+}
+
+const char *lisa_dtype_name(lisa_dtype t) {
+    switch (t) {
+    case LISA_DTYPE_F32: return "F32";
+    case LISA_DTYPE_F16: return "F16";
+    case LISA_DTYPE_BF16: return "BF16";
+    case LISA_DTYPE_I32: return "I32";
+    case LISA_DTYPE_COUNT: break;
+    }
+    return "?";
+}
+
+float lisa_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t man = h & 0x3ffu;
+    uint32_t u;
+    if (exp == 0) {
+        if (man == 0) {
+            u = sign;
+        } else { /* subnormal: renormalize */
+            int e = -1;
+            do {
+                e++;
+                man <<= 1;
+            } while ((man & 0x400u) == 0);
+            u = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ffu) << 13);
+        }
+    } else if (exp == 31) {
+        u = sign | 0x7f800000u | (man << 13);
+    } else {
+        u = sign | ((exp + 112u) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+uint16_t lisa_f32_to_f16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t sign = (u >> 16) & 0x8000u;
+    uint32_t absu = u & 0x7fffffffu;
+    if (absu > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);
+    if (absu >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* overflow to inf */
+    if (absu < 0x38800000u) { /* subnormal or zero in f16 */
+        float a;
+        memcpy(&a, &absu, 4);
+        /* 2^24 scales the smallest subnormal to 1; rint keeps ties-to-even. */
+        return (uint16_t)(sign | (uint32_t)rintf(a * 16777216.0f));
+    }
+    uint32_t r = absu + 0xfffu + ((absu >> 13) & 1u) - 0x38000000u;
+    return (uint16_t)(sign | (r >> 13));
+}
+
+void lisa_dtype_to_f32(float *dst, const void *src, lisa_dtype t, size_t n) {
+    const uint16_t *h = (const uint16_t *)src;
+    switch (t) {
+    case LISA_DTYPE_F32: memcpy(dst, src, n * 4); break;
+    case LISA_DTYPE_BF16:
+        for (size_t i = 0; i < n; i++) dst[i] = lisa_bf16_to_f32(h[i]);
+        break;
+    case LISA_DTYPE_F16:
+        for (size_t i = 0; i < n; i++) dst[i] = lisa_f16_to_f32(h[i]);
+        break;
+    default: break;
+    }
+}

@@ -1,0 +1,51 @@
+/* safetensors.h: read-only access to HF safetensors checkpoints.
+ *
+ * Files are mmap'd; tensor data is never copied here. A checkpoint is either
+ * one `model.safetensors` or several shards listed by
+ * `model.safetensors.index.json` (its "weight_map"). Every header field and
+ * offset is validated against the file size before a pointer is handed out,
+ * so a truncated or hostile file yields LISA_ERR_FORMAT with a message naming
+ * the file and the offending tensor, never an out-of-bounds read.
+ *
+ * Supported dtypes: F32, F16, BF16 (others are rejected by name).
+ * Deliberately not here: dtype conversion, device upload, model semantics. */
+#ifndef LISA_SAFETENSORS_H
+#define LISA_SAFETENSORS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+
+typedef struct lisa_st_tensor {
+    const char *name;
+    lisa_dtype dtype;
+    int ndim;
+    int64_t shape[LISA_MAX_DIMS];
+    const void *data;   /* into the mmap'd file */
+    size_t nbytes;
+    int file_index;     /* which shard */
+} lisa_st_tensor;
+
+typedef struct lisa_safetensors lisa_safetensors;
+
+/* Opens `path`: a .safetensors file, a model.safetensors.index.json, or a
+ * directory holding either (the index is preferred when both exist). */
+lisa_status lisa_safetensors_open(lisa_safetensors **out, const char *path);
+void lisa_safetensors_close(lisa_safetensors *st);
+
+size_t lisa_safetensors_count(const lisa_safetensors *st);
+const lisa_st_tensor *lisa_safetensors_at(const lisa_safetensors *st, size_t i);
+/* NULL when absent. */
+const lisa_st_tensor *lisa_safetensors_find(const lisa_safetensors *st, const char *name);
+
+/* Looks up `name` and checks its shape equals shape[0..ndim). Errors:
+ * LISA_ERR_MISSING "tensor 'X' not found in <path>", LISA_ERR_SHAPE
+ * "tensor 'X': expected shape [a, b], found [c, d]". */
+lisa_status lisa_safetensors_get(const lisa_safetensors *st, const char *name, int ndim,
+                                 const int64_t *shape, const lisa_st_tensor **out);
+
+/* A lisa_tensor header over the mmap'd data (CPU memory, read-only). */
+lisa_tensor lisa_st_tensor_view(const lisa_st_tensor *t);
+
+#endif
