@@ -57,6 +57,9 @@ lisa_tensor lisa_tensor_rows(const lisa_tensor *t, int64_t r0, int64_t n);
 
 typedef struct lisa_backend_ops {
     const char *name;
+    /* Non-zero when backend memory is host memory: read-only weights may then
+     * be used in place from the mmap'd checkpoint instead of uploaded. */
+    int host_memory;
 
     /* --- memory and streams --- */
     /* Allocates nbytes of backend memory (zeroed), aligned to 64 bytes. */

@@ -1,0 +1,66 @@
+/* cli-util.c: see cli-util.h. */
+#include "cli-util.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+long cli_parse_count(const char *opt, const char *val) {
+    char *end;
+    errno = 0;
+    long v = strtol(val, &end, 10);
+    if (errno || end == val || *end || v < 0) {
+        fprintf(stderr, "lisa: %s expects a non-negative integer, got '%s'\n", opt, val);
+        return -1;
+    }
+    return v;
+}
+
+const char *cli_option_value(const char *cmd, int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "lisa %s: %s needs a value\n", cmd, argv[*i]);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+int cli_parse_device(const char *val, lisa_backend_kind *kind, int *device) {
+    *device = 0;
+    if (!strcmp(val, "cpu")) {
+        *kind = LISA_BACKEND_CPU;
+        return 0;
+    }
+    if (!strncmp(val, "cuda", 4)) {
+        *kind = LISA_BACKEND_CUDA;
+        if (val[4] == 0) return 0;
+        if (val[4] == ':' && cli_parse_count("--device", val + 5) >= 0) {
+            *device = atoi(val + 5);
+            return 0;
+        }
+    }
+    fprintf(stderr, "lisa: --device expects cpu, cuda or cuda:N, got '%s'\n", val);
+    return -1;
+}
+
+void cli_json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        switch (*p) {
+        case '"': fputs("\\\"", f); break;
+        case '\\': fputs("\\\\", f); break;
+        case '\n': fputs("\\n", f); break;
+        case '\r': fputs("\\r", f); break;
+        case '\t': fputs("\\t", f); break;
+        default:
+            if (*p < 0x20) fprintf(f, "\\u%04x", *p);
+            else fputc(*p, f);
+        }
+    }
+    fputc('"', f);
+}
+
+void cli_json_ids(FILE *f, const int32_t *ids, size_t n) {
+    fputc('[', f);
+    for (size_t i = 0; i < n; i++) fprintf(f, "%s%d", i ? ", " : "", ids[i]);
+    fputc(']', f);
+}

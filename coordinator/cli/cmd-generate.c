@@ -1,0 +1,155 @@
+/* cmd-generate.c: `lisa generate`: greedy text generation with a plain HF
+ * LLaMA checkpoint directory (config.json, safetensors, tokenizer.model). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli-util.h"
+#include "commands.h"
+#include "generate.h"
+#include "llama.h"
+#include "tokenizer.h"
+
+static void generate_help(FILE *f) {
+    fprintf(f,
+            "usage: lisa generate --model DIR --prompt TEXT [options]\n"
+            "\n"
+            "Runs a HF LLaMA checkpoint directory (config.json, *.safetensors or\n"
+            "model.safetensors.index.json, tokenizer.model [, added_tokens.json])\n"
+            "on one prompt with greedy decoding and prints the generated text.\n"
+            "\n"
+            "options:\n"
+            "  --model DIR           checkpoint directory (required)\n"
+            "  --prompt TEXT         prompt text (required)\n"
+            "  --max-new-tokens N    stop after N new tokens (default 128)\n"
+            "  --no-bos              do not prepend the BOS token\n"
+            "  --json                print {\"prompt_ids\", \"output_ids\", \"text\", \"stop\"}\n"
+            "  --ctx N               context window to reserve (default: prompt + N new,\n"
+            "                        at most max_position_embeddings)\n"
+            "  --device DEV          cpu (default), cuda or cuda:N\n"
+            "  --threads N           CPU threads (default: all cores)\n"
+            "  -h, --help            show this help\n"
+            "\n"
+            "Output ids include the EOS token when generation stopped on it; the text\n"
+            "does not. Exit status: 0 ok, 1 runtime error, 2 usage error.\n");
+}
+
+static const char *stop_name(lisa_stop_reason r) {
+    switch (r) {
+    case LISA_STOP_EOS: return "eos";
+    case LISA_STOP_LENGTH: return "length";
+    case LISA_STOP_CONTEXT: return "context";
+    case LISA_STOP_ERROR: return "error";
+    case LISA_STOP_NONE: break;
+    }
+    return "none";
+}
+
+int cmd_generate(int argc, char **argv) {
+    const char *model_dir = NULL, *prompt = NULL, *device = "cpu";
+    long max_new = 128, ctx = 0, threads = 0;
+    int no_bos = 0, json = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            generate_help(stdout);
+            return 0;
+        } else if (!strcmp(a, "--no-bos")) {
+            no_bos = 1;
+        } else if (!strcmp(a, "--json")) {
+            json = 1;
+        } else if (!strcmp(a, "--model") || !strcmp(a, "--prompt") || !strcmp(a, "--device") ||
+                   !strcmp(a, "--max-new-tokens") || !strcmp(a, "--ctx") ||
+                   !strcmp(a, "--threads")) {
+            if (!(v = cli_option_value("generate", argc, argv, &i))) return 2;
+            if (!strcmp(a, "--model")) model_dir = v;
+            else if (!strcmp(a, "--prompt")) prompt = v;
+            else if (!strcmp(a, "--device")) device = v;
+            else if (!strcmp(a, "--max-new-tokens") && (max_new = cli_parse_count(a, v)) < 0) return 2;
+            else if (!strcmp(a, "--ctx") && (ctx = cli_parse_count(a, v)) < 0) return 2;
+            else if (!strcmp(a, "--threads") && (threads = cli_parse_count(a, v)) < 0) return 2;
+        } else {
+            fprintf(stderr, "lisa generate: unknown option '%s' (see --help)\n", a);
+            return 2;
+        }
+    }
+    if (!model_dir || !prompt) {
+        fprintf(stderr, "lisa generate: --model and --prompt are required (see --help)\n");
+        return 2;
+    }
+    lisa_backend_kind kind;
+    int dev;
+    if (cli_parse_device(device, &kind, &dev)) return 2;
+
+    int rc = 1;
+    lisa_backend *be = NULL;
+    lisa_tokenizer *tok = NULL;
+    lisa_llama_model model;
+    lisa_llama_state state;
+    int model_ok = 0, state_ok = 0;
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    char *text = NULL;
+    lisa_gen_result res;
+    memset(&res, 0, sizeof res);
+    char tok_path[4096], added_path[4096];
+    snprintf(tok_path, sizeof tok_path, "%s/tokenizer.model", model_dir);
+    snprintf(added_path, sizeof added_path, "%s/added_tokens.json", model_dir);
+    FILE *probe = fopen(added_path, "rb");
+    if (probe) fclose(probe);
+
+    lisa_status st = lisa_backend_init(&be, kind, dev, (int)threads);
+    if (st == LISA_OK) st = lisa_tokenizer_load(&tok, tok_path, probe ? added_path : NULL);
+    if (st == LISA_OK) st = lisa_llama_model_load(&model, model_dir, be, 0, -1);
+    if (st == LISA_OK) model_ok = 1;
+    if (st == LISA_OK) st = lisa_tokenizer_encode(tok, prompt, strlen(prompt), !no_bos, &ids, &n_ids);
+    if (st == LISA_OK && n_ids == 0) st = lisa_error_set(LISA_ERR_ARG, "the prompt encodes to no tokens");
+    if (st == LISA_OK) {
+        long maxpos = model.cfg.max_position_embeddings;
+        if ((long)n_ids >= maxpos)
+            st = lisa_error_set(LISA_ERR_ARG, "prompt has %zu tokens; the model's context is %ld",
+                                n_ids, maxpos);
+        if (ctx == 0) ctx = (long)n_ids + max_new + 1;
+        if (ctx > maxpos) ctx = maxpos;
+        if (st == LISA_OK && (long)n_ids >= ctx)
+            st = lisa_error_set(LISA_ERR_ARG, "prompt has %zu tokens; --ctx is %ld", n_ids, ctx);
+    }
+    if (st == LISA_OK) st = lisa_llama_state_init(&state, &model, 1, (int)ctx, 512, 1);
+    if (st == LISA_OK) state_ok = 1;
+    if (st == LISA_OK) {
+        lisa_gen_request req = {ids, (int)n_ids, (int)max_new, 0};
+        st = lisa_generate_greedy(&model, &state, &req, 1, model.cfg.eos_token_id, &res);
+        if (st == LISA_OK && res.status != LISA_OK)
+            st = lisa_error_set(res.status, "%s", res.error);
+    }
+    if (st == LISA_OK) {
+        int n_text = res.n_tokens;
+        if (n_text > 0 && res.stop == LISA_STOP_EOS) n_text--;
+        st = lisa_tokenizer_decode(tok, res.tokens, (size_t)n_text, &text);
+    }
+    if (st != LISA_OK) {
+        fprintf(stderr, "lisa generate: %s: %s\n", lisa_status_str(st), lisa_error_get());
+        goto out;
+    }
+    if (json) {
+        printf("{\"prompt_ids\": ");
+        cli_json_ids(stdout, ids, n_ids);
+        printf(", \"output_ids\": ");
+        cli_json_ids(stdout, res.tokens, (size_t)res.n_tokens);
+        printf(", \"text\": ");
+        cli_json_string(stdout, text);
+        printf(", \"stop\": \"%s\"}\n", stop_name(res.stop));
+    } else {
+        printf("%s\n", text);
+    }
+    rc = 0;
+out:
+    free(text);
+    free(ids);
+    lisa_gen_result_free(&res);
+    if (state_ok) lisa_llama_state_free(&state);
+    if (model_ok) lisa_llama_model_free(&model);
+    lisa_tokenizer_free(tok);
+    lisa_backend_free(be);
+    return rc;
+}

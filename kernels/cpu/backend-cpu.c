@@ -1,0 +1,416 @@
+/* backend-cpu.c: the CPU backend, the numerical oracle for every other one.
+ *
+ * fp32 compute over OpenBLAS (cblas_sgemm) and OpenMP. Weights stay in their
+ * checkpoint dtype (F32, F16 or BF16) so a bf16 checkpoint costs its file size
+ * in memory, not twice that:
+ *  - few rows (M < LISA_CPU_DIRECT_ROWS, i.e. decode): each weight row is
+ *    widened once into a per-thread fp32 buffer and dotted with every x row;
+ *    memory traffic is the bf16 bytes, which is what bounds decode.
+ *  - many rows (prefill): tiles of LISA_CPU_TILE_BYTES of weight rows are
+ *    widened into an fp32 scratch and multiplied with cblas_sgemm.
+ * cblas_sbgemm was rejected: it would round the fp32 activations to bf16
+ * and lose the exactness the reference comparisons need.
+ *
+ * Memory is plain host memory (64-byte aligned); copies are memcpy and the
+ * backend is synchronous. Deliberately not here: any model knowledge. */
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+
+#define LISA_CPU_DIRECT_ROWS 8
+#define LISA_CPU_TILE_BYTES ((size_t)4 << 20)
+
+typedef struct {
+    int nthreads;
+    float *tile;        /* fp32 scratch for widened weight tiles */
+    size_t tile_elems;
+} cpu_ctx;
+
+static cpu_ctx *ctx_of(lisa_backend *be) { return (cpu_ctx *)be->ctx; }
+
+/* --- memory --- */
+
+static lisa_status cpu_buffer_alloc(lisa_backend *be, size_t nbytes, void **out) {
+    (void)be;
+    size_t n = (nbytes + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, n ? n : 64);
+    if (!p) return lisa_error_set(LISA_ERR_NOMEM, "cpu: cannot allocate %zu bytes", nbytes);
+    memset(p, 0, n);
+    *out = p;
+    return LISA_OK;
+}
+
+static void cpu_buffer_free(lisa_backend *be, void *ptr) {
+    (void)be;
+    free(ptr);
+}
+
+static lisa_status cpu_copy_to_backend(lisa_backend *be, void *dst, size_t offset, const void *src,
+                                       size_t n) {
+    (void)be;
+    memcpy((char *)dst + offset, src, n);
+    return LISA_OK;
+}
+
+static lisa_status cpu_copy_to_host(lisa_backend *be, void *dst, const void *src, size_t offset,
+                                    size_t n) {
+    (void)be;
+    memcpy(dst, (const char *)src + offset, n);
+    return LISA_OK;
+}
+
+static lisa_status cpu_synchronize(lisa_backend *be) {
+    (void)be;
+    return LISA_OK;
+}
+
+/* --- helpers --- */
+
+/* Dot product with 8 independent partial sums so the compiler vectorizes it
+ * without -ffast-math. */
+static inline float dot_f32(const float *a, const float *b, int64_t n) {
+    float acc[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
+    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static void widen_rows(float *dst, const lisa_tensor *w, int64_t r0, int64_t nrows, int64_t K) {
+    size_t es = lisa_dtype_size(w->dtype);
+    const char *src = (const char *)w->data + (size_t)r0 * (size_t)K * es;
+    lisa_dtype_to_f32(dst, src, w->dtype, (size_t)(nrows * K));
+}
+
+/* --- ops --- */
+
+/* out (M, N) = x (M, K) @ w (N, K)^T + bias (N) */
+static lisa_status cpu_matmul(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
+                              const lisa_tensor *w, const lisa_tensor *bias) {
+    cpu_ctx *c = ctx_of(be);
+    int64_t M = x->shape[0], K = x->shape[x->ndim - 1], N = w->shape[0];
+    LISA_ASSERT(w->ndim == 2 && w->shape[1] == K && lisa_tensor_nelem(x) == M * K);
+    LISA_ASSERT(lisa_tensor_nelem(out) == M * N && x->dtype == LISA_DTYPE_F32);
+    const float *xd = (const float *)x->data;
+    float *od = (float *)out->data;
+    if (M == 0) return LISA_OK;
+
+    if (w->dtype == LISA_DTYPE_F32 && M >= LISA_CPU_DIRECT_ROWS) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, xd,
+                    (int)K, (const float *)w->data, (int)K, 0.0f, od, (int)N);
+    } else if (M < LISA_CPU_DIRECT_ROWS) {
+        int fail = 0;
+#pragma omp parallel num_threads(c->nthreads)
+        {
+            float *row = (w->dtype == LISA_DTYPE_F32) ? NULL : malloc((size_t)K * sizeof(float));
+            if (w->dtype != LISA_DTYPE_F32 && !row) {
+#pragma omp atomic write
+                fail = 1;
+            }
+#pragma omp for schedule(static)
+            for (int64_t n = 0; n < N; n++) {
+                if (fail) continue;
+                const float *wr;
+                if (row) {
+                    widen_rows(row, w, n, 1, K);
+                    wr = row;
+                } else {
+                    wr = (const float *)w->data + n * K;
+                }
+                for (int64_t m = 0; m < M; m++) od[m * N + n] = dot_f32(xd + m * K, wr, K);
+            }
+            free(row);
+        }
+        if (fail) return lisa_error_set(LISA_ERR_NOMEM, "cpu matmul: scratch allocation failed");
+    } else {
+        int64_t tile_rows = (int64_t)(c->tile_elems / (size_t)K);
+        if (tile_rows < 1) {
+            free(c->tile);
+            c->tile_elems = (size_t)K;
+            c->tile = malloc(c->tile_elems * sizeof(float));
+            if (!c->tile) return lisa_error_set(LISA_ERR_NOMEM, "cpu matmul: tile allocation failed");
+            tile_rows = 1;
+        }
+        for (int64_t n0 = 0; n0 < N; n0 += tile_rows) {
+            int64_t nt = N - n0 < tile_rows ? N - n0 : tile_rows;
+#pragma omp parallel for num_threads(c->nthreads) schedule(static)
+            for (int64_t r = 0; r < nt; r++) widen_rows(c->tile + r * K, w, n0 + r, 1, K);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)nt, (int)K, 1.0f, xd,
+                        (int)K, c->tile, (int)K, 0.0f, od + n0, (int)N);
+        }
+    }
+    if (bias) {
+        LISA_ASSERT(lisa_tensor_nelem(bias) == N);
+        float *b = malloc((size_t)N * sizeof(float));
+        if (!b) return lisa_error_set(LISA_ERR_NOMEM, "cpu matmul: bias allocation failed");
+        lisa_dtype_to_f32(b, bias->data, bias->dtype, (size_t)N);
+        for (int64_t m = 0; m < M; m++)
+            for (int64_t n = 0; n < N; n++) od[m * N + n] += b[n];
+        free(b);
+    }
+    return LISA_OK;
+}
+
+/* out (n, C) = table (V, C)[ids] */
+static lisa_status cpu_embedding(lisa_backend *be, lisa_tensor *out, const lisa_tensor *table,
+                                 const lisa_tensor *ids) {
+    (void)be;
+    int64_t n = lisa_tensor_nelem(ids), V = table->shape[0], C = table->shape[1];
+    LISA_ASSERT(ids->dtype == LISA_DTYPE_I32 && lisa_tensor_nelem(out) == n * C);
+    const int32_t *id = (const int32_t *)ids->data;
+    for (int64_t i = 0; i < n; i++) {
+        LISA_ASSERT(id[i] >= 0 && id[i] < V);
+        widen_rows((float *)out->data + i * C, table, id[i], 1, C);
+    }
+    return LISA_OK;
+}
+
+/* out (n, C) = x * rsqrt(mean(x^2) + eps) * w */
+static lisa_status cpu_rmsnorm(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
+                               const lisa_tensor *w, float eps) {
+    int64_t C = x->shape[x->ndim - 1], n = lisa_tensor_nelem(x) / C;
+    LISA_ASSERT(lisa_tensor_nelem(w) == C && lisa_tensor_nelem(out) == n * C);
+    float *wf = malloc((size_t)C * sizeof(float));
+    if (!wf) return lisa_error_set(LISA_ERR_NOMEM, "cpu rmsnorm: allocation failed");
+    lisa_dtype_to_f32(wf, w->data, w->dtype, (size_t)C);
+    const float *xd = (const float *)x->data;
+    float *od = (float *)out->data;
+#pragma omp parallel for num_threads(ctx_of(be)->nthreads) schedule(static) if (n > 4)
+    for (int64_t i = 0; i < n; i++) {
+        const float *xr = xd + i * C;
+        double ss = 0;
+        for (int64_t j = 0; j < C; j++) ss += (double)xr[j] * xr[j];
+        float r = 1.0f / sqrtf((float)(ss / (double)C) + eps);
+        for (int64_t j = 0; j < C; j++) od[i * C + j] = wf[j] * (xr[j] * r);
+    }
+    free(wf);
+    return LISA_OK;
+}
+
+/* x (n, H, D) in place; HF rotate-half: pairs (j, j + D/2). */
+static lisa_status cpu_rope(lisa_backend *be, lisa_tensor *x, const lisa_tensor *pos, float theta) {
+    (void)be;
+    LISA_ASSERT(x->ndim == 3 && pos->dtype == LISA_DTYPE_I32);
+    int64_t n = x->shape[0], H = x->shape[1], D = x->shape[2], half = D / 2;
+    LISA_ASSERT(D % 2 == 0 && lisa_tensor_nelem(pos) == n);
+    float inv_freq[512];
+    LISA_ASSERT(half <= 512);
+    /* HF: 1 / base ** (arange(0, D, 2).float() / D), all in fp32. */
+    for (int64_t j = 0; j < half; j++) inv_freq[j] = 1.0f / powf(theta, (float)(2 * j) / (float)D);
+    const int32_t *p = (const int32_t *)pos->data;
+    float *xd = (float *)x->data;
+    for (int64_t i = 0; i < n; i++) {
+        for (int64_t j = 0; j < half; j++) {
+            float f = (float)p[i] * inv_freq[j];
+            float cs = cosf(f), sn = sinf(f);
+            for (int64_t h = 0; h < H; h++) {
+                float *v = xd + (i * H + h) * D;
+                float a = v[j], b = v[j + half];
+                v[j] = a * cs - b * sn;
+                v[j + half] = b * cs + a * sn;
+            }
+        }
+    }
+    return LISA_OK;
+}
+
+/* caches (S, Tmax, KVH, D) [seq[i], pos[i]] = k, v (n, KVH, D) */
+static lisa_status cpu_kv_store(lisa_backend *be, lisa_tensor *kc, lisa_tensor *vc,
+                                const lisa_tensor *k, const lisa_tensor *v, const lisa_tensor *seq,
+                                const lisa_tensor *pos) {
+    (void)be;
+    int64_t S = kc->shape[0], Tmax = kc->shape[1], row = kc->shape[2] * kc->shape[3];
+    int64_t n = lisa_tensor_nelem(seq);
+    LISA_ASSERT(kc->dtype == LISA_DTYPE_F32 && lisa_tensor_nelem(k) == n * row);
+    const int32_t *s = (const int32_t *)seq->data, *p = (const int32_t *)pos->data;
+    for (int64_t i = 0; i < n; i++) {
+        LISA_ASSERT(s[i] >= 0 && s[i] < S && p[i] >= 0 && p[i] < Tmax);
+        size_t off = ((size_t)s[i] * (size_t)Tmax + (size_t)p[i]) * (size_t)row;
+        memcpy((float *)kc->data + off, (const float *)k->data + i * row, (size_t)row * 4);
+        memcpy((float *)vc->data + off, (const float *)v->data + i * row, (size_t)row * 4);
+    }
+    return LISA_OK;
+}
+
+static lisa_status cpu_attention(lisa_backend *be, lisa_tensor *out, const lisa_tensor *q,
+                                 const lisa_tensor *kc, const lisa_tensor *vc,
+                                 const lisa_tensor *seq, const lisa_tensor *pos) {
+    int64_t n = q->shape[0], H = q->shape[1], D = q->shape[2];
+    int64_t Tmax = kc->shape[1], KVH = kc->shape[2];
+    LISA_ASSERT(H % KVH == 0 && kc->shape[3] == D && lisa_tensor_nelem(out) == n * H * D);
+    int64_t group = H / KVH;
+    const int32_t *s = (const int32_t *)seq->data, *p = (const int32_t *)pos->data;
+    const float *qd = (const float *)q->data, *kd = (const float *)kc->data,
+                *vd = (const float *)vc->data;
+    float *od = (float *)out->data;
+    float scale = 1.0f / sqrtf((float)D);
+    int fail = 0;
+#pragma omp parallel num_threads(ctx_of(be)->nthreads)
+    {
+        float *sc = malloc((size_t)Tmax * sizeof(float));
+        if (!sc) {
+#pragma omp atomic write
+            fail = 1;
+        }
+#pragma omp for collapse(2) schedule(dynamic, 4)
+        for (int64_t i = 0; i < n; i++) {
+            for (int64_t h = 0; h < H; h++) {
+                if (!sc) continue;
+                const float *qr = qd + (i * H + h) * D;
+                int64_t kvh = h / group, len = (int64_t)p[i] + 1;
+                const float *kbase = kd + ((size_t)s[i] * (size_t)Tmax * (size_t)KVH + (size_t)kvh) * (size_t)D;
+                const float *vbase = vd + ((size_t)s[i] * (size_t)Tmax * (size_t)KVH + (size_t)kvh) * (size_t)D;
+                float mx = -INFINITY;
+                for (int64_t t = 0; t < len; t++) {
+                    sc[t] = dot_f32(qr, kbase + t * KVH * D, D) * scale;
+                    if (sc[t] > mx) mx = sc[t];
+                }
+                float sum = 0;
+                for (int64_t t = 0; t < len; t++) {
+                    sc[t] = expf(sc[t] - mx);
+                    sum += sc[t];
+                }
+                float inv = 1.0f / sum;
+                float *o = od + (i * H + h) * D;
+                for (int64_t d = 0; d < D; d++) o[d] = 0;
+                for (int64_t t = 0; t < len; t++) {
+                    float wgt = sc[t] * inv;
+                    const float *vr = vbase + t * KVH * D;
+                    for (int64_t d = 0; d < D; d++) o[d] += wgt * vr[d];
+                }
+            }
+        }
+        free(sc);
+    }
+    if (fail) return lisa_error_set(LISA_ERR_NOMEM, "cpu attention: scratch allocation failed");
+    return LISA_OK;
+}
+
+static lisa_status cpu_swiglu(lisa_backend *be, lisa_tensor *out, const lisa_tensor *gate,
+                              const lisa_tensor *up) {
+    int64_t n = lisa_tensor_nelem(gate);
+    LISA_ASSERT(lisa_tensor_nelem(up) == n && lisa_tensor_nelem(out) == n);
+    const float *g = (const float *)gate->data, *u = (const float *)up->data;
+    float *o = (float *)out->data;
+#pragma omp parallel for num_threads(ctx_of(be)->nthreads) schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    return LISA_OK;
+}
+
+static lisa_status cpu_add(lisa_backend *be, lisa_tensor *out, const lisa_tensor *a,
+                           const lisa_tensor *b) {
+    (void)be;
+    int64_t n = lisa_tensor_nelem(a);
+    LISA_ASSERT(lisa_tensor_nelem(b) == n && lisa_tensor_nelem(out) == n);
+    const float *x = (const float *)a->data, *y = (const float *)b->data;
+    float *o = (float *)out->data;
+    for (int64_t i = 0; i < n; i++) o[i] = x[i] + y[i];
+    return LISA_OK;
+}
+
+static lisa_status cpu_softmax(lisa_backend *be, lisa_tensor *x) {
+    (void)be;
+    int64_t V = x->shape[x->ndim - 1], n = lisa_tensor_nelem(x) / V;
+    float *d = (float *)x->data;
+    for (int64_t i = 0; i < n; i++) {
+        float *r = d + i * V, mx = -INFINITY, sum = 0;
+        for (int64_t j = 0; j < V; j++)
+            if (r[j] > mx) mx = r[j];
+        for (int64_t j = 0; j < V; j++) {
+            r[j] = expf(r[j] - mx);
+            sum += r[j];
+        }
+        float inv = 1.0f / sum;
+        for (int64_t j = 0; j < V; j++) r[j] *= inv;
+    }
+    return LISA_OK;
+}
+
+static lisa_status cpu_argmax(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x) {
+    (void)be;
+    int64_t V = x->shape[x->ndim - 1], n = lisa_tensor_nelem(x) / V;
+    LISA_ASSERT(out->dtype == LISA_DTYPE_I32 && lisa_tensor_nelem(out) == n);
+    const float *d = (const float *)x->data;
+    int32_t *o = (int32_t *)out->data;
+    for (int64_t i = 0; i < n; i++) {
+        const float *r = d + i * V;
+        int64_t best = 0;
+        for (int64_t j = 1; j < V; j++)
+            if (r[j] > r[best]) best = j;
+        o[i] = (int32_t)best;
+    }
+    return LISA_OK;
+}
+
+static lisa_status cpu_get_rows(lisa_backend *be, lisa_tensor *out, const lisa_tensor *src,
+                                const lisa_tensor *idx) {
+    (void)be;
+    int64_t C = src->shape[src->ndim - 1], S = lisa_tensor_nelem(src) / C;
+    int64_t n = lisa_tensor_nelem(idx);
+    LISA_ASSERT(lisa_tensor_nelem(out) == n * C && idx->dtype == LISA_DTYPE_I32);
+    const int32_t *id = (const int32_t *)idx->data;
+    for (int64_t i = 0; i < n; i++) {
+        LISA_ASSERT(id[i] >= 0 && id[i] < S);
+        memcpy((float *)out->data + i * C, (const float *)src->data + (int64_t)id[i] * C,
+               (size_t)C * sizeof(float));
+    }
+    return LISA_OK;
+}
+
+static void cpu_free(lisa_backend *be) {
+    cpu_ctx *c = ctx_of(be);
+    free(c->tile);
+    free(c);
+    free(be);
+}
+
+static const lisa_backend_ops k_cpu_ops = {
+    .name = "cpu",
+    .host_memory = 1,
+    .buffer_alloc = cpu_buffer_alloc,
+    .buffer_free = cpu_buffer_free,
+    .copy_to_backend = cpu_copy_to_backend,
+    .copy_to_host = cpu_copy_to_host,
+    .synchronize = cpu_synchronize,
+    .matmul = cpu_matmul,
+    .embedding = cpu_embedding,
+    .rmsnorm = cpu_rmsnorm,
+    .rope = cpu_rope,
+    .kv_store = cpu_kv_store,
+    .attention = cpu_attention,
+    .swiglu = cpu_swiglu,
+    .add = cpu_add,
+    .softmax = cpu_softmax,
+    .argmax = cpu_argmax,
+    .get_rows = cpu_get_rows,
+    .free = cpu_free,
+};
+
+lisa_status lisa_backend_cpu_init(lisa_backend **out, int nthreads) {
+    lisa_backend *be = calloc(1, sizeof *be);
+    cpu_ctx *c = calloc(1, sizeof *c);
+    if (!be || !c) {
+        free(be);
+        free(c);
+        return lisa_error_set(LISA_ERR_NOMEM, "cpu backend: allocation failed");
+    }
+    c->nthreads = nthreads > 0 ? nthreads : omp_get_num_procs();
+    c->tile_elems = LISA_CPU_TILE_BYTES / sizeof(float);
+    c->tile = malloc(c->tile_elems * sizeof(float));
+    if (!c->tile) {
+        free(be);
+        free(c);
+        return lisa_error_set(LISA_ERR_NOMEM, "cpu backend: tile allocation failed");
+    }
+    openblas_set_num_threads(c->nthreads);
+    be->ops = &k_cpu_ops;
+    be->ctx = c;
+    *out = be;
+    return LISA_OK;
+}

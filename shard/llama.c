@@ -1,0 +1,453 @@
+/* llama.c: LLaMA decoder weights, per-request state and the forward pass for
+ * one layer range (see llama.h). The math follows HF transformers 4.31's
+ * LlamaForCausalLM in fp32: pre-norm RMSNorm, rotate-half RoPE, grouped-query
+ * attention, SiLU-gated MLP, final RMSNorm, LM head. */
+#include "llama.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LLAMA_MAX_NAME 128
+#define LLAMA_ALIGN 256
+
+/* One entry of the weight table: checkpoint name, expected shape, destination. */
+typedef struct {
+    char name[LLAMA_MAX_NAME];
+    int ndim;
+    int64_t shape[2];
+    lisa_tensor *dst;
+} llama_weight_spec;
+
+int lisa_llama_model_is_first(const lisa_llama_model *m) { return m->layer_begin == 0; }
+int lisa_llama_model_is_last(const lisa_llama_model *m) {
+    return m->layer_end == m->cfg.num_hidden_layers;
+}
+
+/* Fills the weight table for m's range; returns the count. `specs` must hold
+ * 3 + 9 * nlayers entries. Tied LM heads point `output` at the embedding. */
+static int llama_weight_table(lisa_llama_model *m, llama_weight_spec *specs, int has_lm_head) {
+    const lisa_llama_config *c = &m->cfg;
+    int64_t C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
+    int64_t HD = (int64_t)c->num_attention_heads * c->head_dim;
+    int64_t KVD = (int64_t)c->num_key_value_heads * c->head_dim;
+    int n = 0;
+#define SPEC(dst_, nd_, s0_, s1_, ...)                                        \
+    do {                                                                      \
+        snprintf(specs[n].name, LLAMA_MAX_NAME, __VA_ARGS__);                 \
+        specs[n].ndim = (nd_);                                                \
+        specs[n].shape[0] = (s0_);                                            \
+        specs[n].shape[1] = (s1_);                                            \
+        specs[n].dst = (dst_);                                                \
+        n++;                                                                  \
+    } while (0)
+    int need_embed = lisa_llama_model_is_first(m) ||
+                     (lisa_llama_model_is_last(m) && !has_lm_head);
+    if (need_embed) SPEC(&m->tok_embeddings, 2, V, C, "model.embed_tokens.weight");
+    for (int l = m->layer_begin; l < m->layer_end; l++) {
+        lisa_llama_layer *L = &m->layers[l - m->layer_begin];
+        SPEC(&L->attn_norm, 1, C, 0, "model.layers.%d.input_layernorm.weight", l);
+        SPEC(&L->wq, 2, HD, C, "model.layers.%d.self_attn.q_proj.weight", l);
+        SPEC(&L->wk, 2, KVD, C, "model.layers.%d.self_attn.k_proj.weight", l);
+        SPEC(&L->wv, 2, KVD, C, "model.layers.%d.self_attn.v_proj.weight", l);
+        SPEC(&L->wo, 2, C, HD, "model.layers.%d.self_attn.o_proj.weight", l);
+        SPEC(&L->ffn_norm, 1, C, 0, "model.layers.%d.post_attention_layernorm.weight", l);
+        SPEC(&L->w_gate, 2, I, C, "model.layers.%d.mlp.gate_proj.weight", l);
+        SPEC(&L->w_up, 2, I, C, "model.layers.%d.mlp.up_proj.weight", l);
+        SPEC(&L->w_down, 2, C, I, "model.layers.%d.mlp.down_proj.weight", l);
+    }
+    if (lisa_llama_model_is_last(m)) {
+        SPEC(&m->norm, 1, C, 0, "model.norm.weight");
+        if (has_lm_head) SPEC(&m->output, 2, V, C, "lm_head.weight");
+    }
+#undef SPEC
+    return n;
+}
+
+static lisa_status llama_range_set(lisa_llama_model *m, lisa_backend *be, int l0, int l1) {
+    int L = m->cfg.num_hidden_layers;
+    if (l1 < 0) l1 = L;
+    if (l0 < 0 || l0 >= l1 || l1 > L)
+        return lisa_error_set(LISA_ERR_ARG, "layer range [%d, %d) invalid for a %d-layer model",
+                              l0, l1, L);
+    m->layer_begin = l0;
+    m->layer_end = l1;
+    m->be = be;
+    m->layers = calloc((size_t)(l1 - l0), sizeof *m->layers);
+    if (!m->layers) return lisa_error_set(LISA_ERR_NOMEM, "llama: cannot allocate layer table");
+    return LISA_OK;
+}
+
+/* Carves one backend buffer for every tensor of the table (llm.c style):
+ * returns the total size and sets each dst's data to its offset (as a
+ * pointer relative to NULL) until `base` is known. */
+static size_t llama_carve(llama_weight_spec *specs, int n, const lisa_dtype *dtypes) {
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        *specs[i].dst = lisa_tensor_view(NULL, dtypes[i], specs[i].ndim, specs[i].shape);
+        size_t bytes = lisa_tensor_nbytes(specs[i].dst);
+        specs[i].dst->data = (void *)(uintptr_t)off;
+        off += (bytes + LLAMA_ALIGN - 1) / LLAMA_ALIGN * LLAMA_ALIGN;
+    }
+    return off;
+}
+
+static void llama_rebase(llama_weight_spec *specs, int n, void *base) {
+    for (int i = 0; i < n; i++)
+        specs[i].dst->data = (char *)base + (uintptr_t)specs[i].dst->data;
+}
+
+static void llama_finish_tied(lisa_llama_model *m, int has_lm_head) {
+    if (lisa_llama_model_is_last(m) && !has_lm_head) m->output = m->tok_embeddings;
+}
+
+lisa_status lisa_llama_model_load(lisa_llama_model *m, const char *dir, lisa_backend *be,
+                                  int layer_begin, int layer_end) {
+    memset(m, 0, sizeof *m);
+    lisa_status st = lisa_llama_config_load(&m->cfg, dir);
+    if (st != LISA_OK) return st;
+    if ((st = llama_range_set(m, be, layer_begin, layer_end)) != LISA_OK) goto fail;
+    if ((st = lisa_safetensors_open(&m->st, dir)) != LISA_OK) goto fail;
+
+    int has_lm_head = lisa_safetensors_find(m->st, "lm_head.weight") != NULL;
+    if (!has_lm_head && !m->cfg.tie_word_embeddings && lisa_llama_model_is_last(m)) {
+        st = lisa_error_set(LISA_ERR_MISSING,
+                            "tensor 'lm_head.weight' not found in %s (config has "
+                            "tie_word_embeddings=false)", dir);
+        goto fail;
+    }
+    int cap = 3 + 9 * (m->layer_end - m->layer_begin);
+    llama_weight_spec *specs = calloc((size_t)cap, sizeof *specs);
+    lisa_dtype *dtypes = calloc((size_t)cap, sizeof *dtypes);
+    const lisa_st_tensor **src = calloc((size_t)cap, sizeof *src);
+    if (!specs || !dtypes || !src) {
+        free(specs);
+        free(dtypes);
+        free(src);
+        st = lisa_error_set(LISA_ERR_NOMEM, "llama: cannot allocate weight table");
+        goto fail;
+    }
+    int n = llama_weight_table(m, specs, has_lm_head);
+    for (int i = 0; i < n && st == LISA_OK; i++) {
+        st = lisa_safetensors_get(m->st, specs[i].name, specs[i].ndim, specs[i].shape, &src[i]);
+        if (st == LISA_OK) dtypes[i] = src[i]->dtype;
+    }
+    if (st == LISA_OK && be->ops->host_memory) {
+        for (int i = 0; i < n; i++) *specs[i].dst = lisa_st_tensor_view(src[i]);
+    } else if (st == LISA_OK) {
+        size_t total = llama_carve(specs, n, dtypes);
+        st = be->ops->buffer_alloc(be, total, &m->weights);
+        if (st == LISA_OK) {
+            llama_rebase(specs, n, m->weights);
+            for (int i = 0; i < n && st == LISA_OK; i++)
+                st = be->ops->copy_to_backend(be, specs[i].dst->data, 0, src[i]->data,
+                                              src[i]->nbytes);
+            if (st == LISA_OK) st = be->ops->synchronize(be);
+        }
+    }
+    free(specs);
+    free(dtypes);
+    free(src);
+    if (st != LISA_OK) goto fail;
+    llama_finish_tied(m, has_lm_head);
+    return LISA_OK;
+fail:
+    lisa_llama_model_free(m);
+    return st;
+}
+
+/* xorshift64* and a 4-uniform sum: cheap, deterministic, roughly normal. */
+static uint64_t rng_next(uint64_t *s) {
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 0x2545F4914F6CDD1DULL;
+}
+
+static float rng_normalish(uint64_t *s) {
+    float acc = 0;
+    for (int i = 0; i < 4; i++) acc += (float)(rng_next(s) >> 40) / (float)(1 << 24);
+    return (acc - 2.0f) * 1.7320508f; /* unit variance */
+}
+
+lisa_status lisa_llama_model_init_random(lisa_llama_model *m, const lisa_llama_config *cfg,
+                                         lisa_backend *be, lisa_dtype dtype, int layer_begin,
+                                         int layer_end, uint64_t seed) {
+    memset(m, 0, sizeof *m);
+    m->cfg = *cfg;
+    lisa_status st = llama_range_set(m, be, layer_begin, layer_end);
+    if (st != LISA_OK) return st;
+    int has_lm_head = !cfg->tie_word_embeddings;
+    int cap = 3 + 9 * (m->layer_end - m->layer_begin);
+    llama_weight_spec *specs = calloc((size_t)cap, sizeof *specs);
+    lisa_dtype *dtypes = calloc((size_t)cap, sizeof *dtypes);
+    if (!specs || !dtypes) {
+        free(specs);
+        free(dtypes);
+        lisa_llama_model_free(m);
+        return lisa_error_set(LISA_ERR_NOMEM, "llama: cannot allocate weight table");
+    }
+    int n = llama_weight_table(m, specs, has_lm_head);
+    for (int i = 0; i < n; i++) dtypes[i] = dtype;
+    size_t total = llama_carve(specs, n, dtypes);
+    st = be->ops->buffer_alloc(be, total, &m->weights);
+    if (st == LISA_OK) llama_rebase(specs, n, m->weights);
+    uint64_t rs = seed ? seed : 0x9E3779B97F4A7C15ULL;
+    /* Fill through a host staging chunk so the same code serves device memory. */
+    size_t chunk_elems = (size_t)1 << 20;
+    void *stage = st == LISA_OK ? malloc(chunk_elems * 4) : NULL;
+    if (st == LISA_OK && !stage) st = lisa_error_set(LISA_ERR_NOMEM, "llama: staging allocation failed");
+    for (int i = 0; i < n && st == LISA_OK; i++) {
+        lisa_tensor *t = specs[i].dst;
+        int is_norm = t->ndim == 1;
+        size_t ne = (size_t)lisa_tensor_nelem(t), es = lisa_dtype_size(dtype);
+        for (size_t off = 0; off < ne && st == LISA_OK; off += chunk_elems) {
+            size_t cnt = ne - off < chunk_elems ? ne - off : chunk_elems;
+            for (size_t j = 0; j < cnt; j++) {
+                float v = is_norm ? 1.0f : 0.02f * rng_normalish(&rs);
+                if (dtype == LISA_DTYPE_F32) ((float *)stage)[j] = v;
+                else if (dtype == LISA_DTYPE_BF16) ((uint16_t *)stage)[j] = lisa_f32_to_bf16(v);
+                else ((uint16_t *)stage)[j] = lisa_f32_to_f16(v);
+            }
+            st = be->ops->copy_to_backend(be, t->data, off * es, stage, cnt * es);
+            if (st == LISA_OK) st = be->ops->synchronize(be);
+        }
+    }
+    free(stage);
+    free(specs);
+    free(dtypes);
+    if (st != LISA_OK) {
+        lisa_llama_model_free(m);
+        return st;
+    }
+    llama_finish_tied(m, has_lm_head);
+    return LISA_OK;
+}
+
+void lisa_llama_model_free(lisa_llama_model *m) {
+    if (m->weights && m->be) m->be->ops->buffer_free(m->be, m->weights);
+    if (m->st) lisa_safetensors_close(m->st);
+    free(m->layers);
+    memset(m, 0, sizeof *m);
+}
+
+/* --- state --- */
+
+static lisa_status state_alloc(lisa_llama_state *s, lisa_tensor *t, lisa_dtype dt, int ndim,
+                               int64_t a, int64_t b, int64_t c, int64_t d) {
+    int64_t shape[4] = {a, b, c, d};
+    lisa_status st = lisa_backend_tensor_alloc(s->be, t, dt, ndim, shape);
+    if (st != LISA_OK) {
+        size_t bytes = (size_t)a * (size_t)(ndim > 1 ? b : 1) * (size_t)(ndim > 2 ? c : 1) *
+                       (size_t)(ndim > 3 ? d : 1) * lisa_dtype_size(dt);
+        return lisa_error_set(st, "llama state: cannot reserve %zu bytes (%s)", bytes,
+                              lisa_error_get());
+    }
+    return LISA_OK;
+}
+
+lisa_status lisa_llama_state_init(lisa_llama_state *s, const lisa_llama_model *m, int max_seqs,
+                                  int max_ctx, int max_tokens, int max_out) {
+    memset(s, 0, sizeof *s);
+    const lisa_llama_config *c = &m->cfg;
+    if (max_seqs < 1 || max_ctx < 1 || max_tokens < 1 || max_out < 1)
+        return lisa_error_set(LISA_ERR_ARG, "llama state: sizes must be positive");
+    if (max_ctx > c->max_position_embeddings)
+        return lisa_error_set(LISA_ERR_ARG, "llama state: context %d exceeds max_position_embeddings %d",
+                              max_ctx, c->max_position_embeddings);
+    if (max_out > max_tokens) max_out = max_tokens;
+    s->be = m->be;
+    s->max_seqs = max_seqs;
+    s->max_ctx = max_ctx;
+    s->max_tokens = max_tokens;
+    s->max_out = max_out;
+    int nl = m->layer_end - m->layer_begin;
+    int64_t C = c->hidden_size, I = c->intermediate_size, H = c->num_attention_heads,
+            KVH = c->num_key_value_heads, D = c->head_dim, V = c->vocab_size, n = max_tokens;
+    s->k_cache = calloc((size_t)nl, sizeof(lisa_tensor));
+    s->v_cache = calloc((size_t)nl, sizeof(lisa_tensor));
+    if (!s->k_cache || !s->v_cache) {
+        lisa_llama_state_free(s);
+        return lisa_error_set(LISA_ERR_NOMEM, "llama state: cannot allocate cache table");
+    }
+    lisa_status st = LISA_OK;
+    for (int l = 0; l < nl && st == LISA_OK; l++) {
+        st = state_alloc(s, &s->k_cache[l], LISA_DTYPE_F32, 4, max_seqs, max_ctx, KVH, D);
+        if (st == LISA_OK)
+            st = state_alloc(s, &s->v_cache[l], LISA_DTYPE_F32, 4, max_seqs, max_ctx, KVH, D);
+    }
+    if (st == LISA_OK) st = state_alloc(s, &s->x, LISA_DTYPE_F32, 2, n, C, 0, 0);
+    if (st == LISA_OK) st = state_alloc(s, &s->xb, LISA_DTYPE_F32, 2, n, C, 0, 0);
+    if (st == LISA_OK) st = state_alloc(s, &s->q, LISA_DTYPE_F32, 3, n, H, D, 0);
+    if (st == LISA_OK) st = state_alloc(s, &s->k, LISA_DTYPE_F32, 3, n, KVH, D, 0);
+    if (st == LISA_OK) st = state_alloc(s, &s->v, LISA_DTYPE_F32, 3, n, KVH, D, 0);
+    if (st == LISA_OK) st = state_alloc(s, &s->att, LISA_DTYPE_F32, 2, n, H * D, 0, 0);
+    if (st == LISA_OK) st = state_alloc(s, &s->gate, LISA_DTYPE_F32, 2, n, I, 0, 0);
+    if (st == LISA_OK) st = state_alloc(s, &s->up, LISA_DTYPE_F32, 2, n, I, 0, 0);
+    if (st == LISA_OK) st = state_alloc(s, &s->ids, LISA_DTYPE_I32, 1, n, 0, 0, 0);
+    if (st == LISA_OK) st = state_alloc(s, &s->seq, LISA_DTYPE_I32, 1, n, 0, 0, 0);
+    if (st == LISA_OK) st = state_alloc(s, &s->pos, LISA_DTYPE_I32, 1, n, 0, 0, 0);
+    if (st == LISA_OK) st = state_alloc(s, &s->out_idx, LISA_DTYPE_I32, 1, max_out, 0, 0, 0);
+    if (st == LISA_OK) st = state_alloc(s, &s->hout, LISA_DTYPE_F32, 2, max_out, C, 0, 0);
+    if (st == LISA_OK && lisa_llama_model_is_last(m))
+        st = state_alloc(s, &s->logits, LISA_DTYPE_F32, 2, max_out, V, 0, 0);
+    if (st == LISA_OK) st = state_alloc(s, &s->argmax, LISA_DTYPE_I32, 1, max_out, 0, 0, 0);
+    s->k_cache_n = nl;
+    if (st != LISA_OK) lisa_llama_state_free(s);
+    return st;
+}
+
+void lisa_llama_state_free(lisa_llama_state *s) {
+    if (!s->be) return;
+    for (int l = 0; l < s->k_cache_n; l++) {
+        if (s->k_cache) lisa_backend_tensor_free(s->be, &s->k_cache[l]);
+        if (s->v_cache) lisa_backend_tensor_free(s->be, &s->v_cache[l]);
+    }
+    lisa_tensor *scratch[] = {&s->x,   &s->xb,  &s->q,   &s->k,       &s->v,    &s->att,
+                              &s->gate, &s->up, &s->ids, &s->seq,     &s->pos,  &s->out_idx,
+                              &s->hout, &s->logits, &s->argmax};
+    for (size_t i = 0; i < sizeof scratch / sizeof scratch[0]; i++)
+        lisa_backend_tensor_free(s->be, scratch[i]);
+    free(s->k_cache);
+    free(s->v_cache);
+    memset(s, 0, sizeof *s);
+}
+
+/* --- forward --- */
+
+static lisa_tensor view3(const lisa_tensor *t, int64_t n, int64_t a, int64_t b) {
+    int64_t shape[3] = {n, a, b};
+    return lisa_tensor_view(t->data, t->dtype, 3, shape);
+}
+
+static lisa_tensor view2(const lisa_tensor *t, int64_t n, int64_t a) {
+    return lisa_tensor_2d(t->data, t->dtype, n, a);
+}
+
+static lisa_status llama_validate_batch(const lisa_llama_model *m, const lisa_llama_state *s,
+                                        const lisa_llama_batch *b) {
+    if (b->n < 1 || b->n > s->max_tokens)
+        return lisa_error_set(LISA_ERR_ARG, "llama forward: %d tokens, state reserved for 1..%d",
+                              b->n, s->max_tokens);
+    if (lisa_llama_model_is_last(m) && (b->n_out < 0 || b->n_out > s->max_out))
+        return lisa_error_set(LISA_ERR_ARG, "llama forward: %d output rows, state reserved for %d",
+                              b->n_out, s->max_out);
+    if (!b->tokens && !b->embd)
+        return lisa_error_set(LISA_ERR_ARG, "llama forward: neither tokens nor embeddings given");
+    if (b->tokens && !lisa_llama_model_is_first(m))
+        return lisa_error_set(LISA_ERR_ARG, "llama forward: token ids given to a range that "
+                                            "does not start at layer 0");
+    for (int i = 0; i < b->n; i++) {
+        if (b->tokens && (b->tokens[i] < 0 || b->tokens[i] >= m->cfg.vocab_size))
+            return lisa_error_set(LISA_ERR_ARG, "llama forward: token id %d out of range [0, %d)",
+                                  b->tokens[i], m->cfg.vocab_size);
+        if (b->seq[i] < 0 || b->seq[i] >= s->max_seqs)
+            return lisa_error_set(LISA_ERR_ARG, "llama forward: sequence slot %d out of range [0, %d)",
+                                  b->seq[i], s->max_seqs);
+        if (b->pos[i] < 0 || b->pos[i] >= s->max_ctx)
+            return lisa_error_set(LISA_ERR_ARG, "llama forward: position %d beyond the context of %d",
+                                  b->pos[i], s->max_ctx);
+    }
+    if (lisa_llama_model_is_last(m))
+        for (int i = 0; i < b->n_out; i++)
+            if (b->out_rows[i] < 0 || b->out_rows[i] >= b->n)
+                return lisa_error_set(LISA_ERR_ARG, "llama forward: output row %d not in the batch",
+                                      b->out_rows[i]);
+    return LISA_OK;
+}
+
+lisa_status lisa_llama_embed(const lisa_llama_model *m, lisa_llama_state *s, const int32_t *tokens,
+                             int n, float *out) {
+    lisa_backend *be = s->be;
+    if (!lisa_llama_model_is_first(m))
+        return lisa_error_set(LISA_ERR_ARG, "llama embed: range does not hold the embedding");
+    if (n < 1 || n > s->max_tokens)
+        return lisa_error_set(LISA_ERR_ARG, "llama embed: %d tokens, reserved for 1..%d", n,
+                              s->max_tokens);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= m->cfg.vocab_size)
+            return lisa_error_set(LISA_ERR_ARG, "llama embed: token id %d out of range", tokens[i]);
+    int64_t C = m->cfg.hidden_size;
+    lisa_tensor ids = lisa_tensor_1d(s->ids.data, LISA_DTYPE_I32, n);
+    lisa_tensor x = view2(&s->x, n, C);
+    LISA_TRY(be->ops->copy_to_backend(be, ids.data, 0, tokens, (size_t)n * 4));
+    LISA_TRY(be->ops->embedding(be, &x, &m->tok_embeddings, &ids));
+    LISA_TRY(be->ops->copy_to_host(be, out, x.data, 0, (size_t)n * (size_t)C * 4));
+    return be->ops->synchronize(be);
+}
+
+lisa_status lisa_llama_forward(const lisa_llama_model *m, lisa_llama_state *s,
+                               const lisa_llama_batch *b, float *logits, float *hidden,
+                               int32_t *next) {
+    LISA_TRY(llama_validate_batch(m, s, b));
+    lisa_backend *be = s->be;
+    const lisa_backend_ops *op = be->ops;
+    const lisa_llama_config *c = &m->cfg;
+    int64_t n = b->n, C = c->hidden_size, I = c->intermediate_size, H = c->num_attention_heads,
+            KVH = c->num_key_value_heads, D = c->head_dim, V = c->vocab_size;
+
+    lisa_tensor ids = lisa_tensor_1d(s->ids.data, LISA_DTYPE_I32, n);
+    lisa_tensor seq = lisa_tensor_1d(s->seq.data, LISA_DTYPE_I32, n);
+    lisa_tensor pos = lisa_tensor_1d(s->pos.data, LISA_DTYPE_I32, n);
+    lisa_tensor x = view2(&s->x, n, C), xb = view2(&s->xb, n, C);
+    lisa_tensor q = view3(&s->q, n, H, D), k = view3(&s->k, n, KVH, D),
+                v = view3(&s->v, n, KVH, D);
+    lisa_tensor q2 = view2(&s->q, n, H * D), k2 = view2(&s->k, n, KVH * D),
+                v2 = view2(&s->v, n, KVH * D);
+    lisa_tensor att = view2(&s->att, n, H * D);
+    lisa_tensor gate = view2(&s->gate, n, I), up = view2(&s->up, n, I);
+
+    LISA_TRY(op->copy_to_backend(be, seq.data, 0, b->seq, (size_t)n * 4));
+    LISA_TRY(op->copy_to_backend(be, pos.data, 0, b->pos, (size_t)n * 4));
+    if (b->tokens) {
+        LISA_TRY(op->copy_to_backend(be, ids.data, 0, b->tokens, (size_t)n * 4));
+        LISA_TRY(op->embedding(be, &x, &m->tok_embeddings, &ids));
+    } else {
+        LISA_TRY(op->copy_to_backend(be, x.data, 0, b->embd, (size_t)(n * C) * 4));
+    }
+
+    for (int l = 0; l < m->layer_end - m->layer_begin; l++) {
+        const lisa_llama_layer *L = &m->layers[l];
+        /* attention block */
+        LISA_TRY(op->rmsnorm(be, &xb, &x, &L->attn_norm, c->rms_norm_eps));
+        LISA_TRY(op->matmul(be, &q2, &xb, &L->wq, NULL));
+        LISA_TRY(op->matmul(be, &k2, &xb, &L->wk, NULL));
+        LISA_TRY(op->matmul(be, &v2, &xb, &L->wv, NULL));
+        LISA_TRY(op->rope(be, &q, &pos, c->rope_theta));
+        LISA_TRY(op->rope(be, &k, &pos, c->rope_theta));
+        LISA_TRY(op->kv_store(be, &s->k_cache[l], &s->v_cache[l], &k, &v, &seq, &pos));
+        LISA_TRY(op->attention(be, &att, &q, &s->k_cache[l], &s->v_cache[l], &seq, &pos));
+        LISA_TRY(op->matmul(be, &xb, &att, &L->wo, NULL));
+        LISA_TRY(op->add(be, &x, &x, &xb));
+        /* MLP block */
+        LISA_TRY(op->rmsnorm(be, &xb, &x, &L->ffn_norm, c->rms_norm_eps));
+        LISA_TRY(op->matmul(be, &gate, &xb, &L->w_gate, NULL));
+        LISA_TRY(op->matmul(be, &up, &xb, &L->w_up, NULL));
+        LISA_TRY(op->swiglu(be, &gate, &gate, &up));
+        LISA_TRY(op->matmul(be, &xb, &gate, &L->w_down, NULL));
+        LISA_TRY(op->add(be, &x, &x, &xb));
+    }
+
+    if (!lisa_llama_model_is_last(m)) {
+        if (hidden) LISA_TRY(op->copy_to_host(be, hidden, x.data, 0, (size_t)(n * C) * 4));
+        return op->synchronize(be);
+    }
+    int64_t no = b->n_out;
+    if (no == 0) return op->synchronize(be);
+    lisa_tensor oidx = lisa_tensor_1d(s->out_idx.data, LISA_DTYPE_I32, no);
+    lisa_tensor hout = view2(&s->hout, no, C);
+    lisa_tensor lg = view2(&s->logits, no, V);
+    lisa_tensor am = lisa_tensor_1d(s->argmax.data, LISA_DTYPE_I32, no);
+    LISA_TRY(op->copy_to_backend(be, oidx.data, 0, b->out_rows, (size_t)no * 4));
+    LISA_TRY(op->get_rows(be, &hout, &x, &oidx));
+    LISA_TRY(op->rmsnorm(be, &hout, &hout, &m->norm, c->rms_norm_eps));
+    LISA_TRY(op->matmul(be, &lg, &hout, &m->output, NULL));
+    if (hidden) LISA_TRY(op->copy_to_host(be, hidden, hout.data, 0, (size_t)(no * C) * 4));
+    if (logits) LISA_TRY(op->copy_to_host(be, logits, lg.data, 0, (size_t)(no * V) * 4));
+    if (next) {
+        LISA_TRY(op->argmax(be, &am, &lg));
+        LISA_TRY(op->copy_to_host(be, next, am.data, 0, (size_t)no * 4));
+    }
+    return op->synchronize(be);
+}

@@ -1,0 +1,127 @@
+/* llama.h: the LLaMA decoder for one contiguous layer range on one backend.
+ *
+ * A lisa_llama_model holds read-only weights for layers [layer_begin,
+ * layer_end) plus the token embedding (first range) and the final norm and LM
+ * head (last range). Loading one range per rank is how the cluster splits a
+ * 13B model; a single process loads [0, L). Per-request state (KV cache
+ * slots, scratch activations) lives in lisa_llama_state, reserved once for a
+ * worst case (max sequences, max context, max tokens per forward) so the hot
+ * path never allocates.
+ *
+ * Shapes: C hidden, I intermediate, H heads, KVH kv heads, D head dim,
+ * V vocab, S sequence slots, Tmax context per slot, n tokens in a batch.
+ *
+ * Deliberately not here: tokenization, sampling policy, prompts, images. */
+#ifndef LISA_LLAMA_H
+#define LISA_LLAMA_H
+
+#include <stdint.h>
+
+#include "backend.h"
+#include "llama-config.h"
+#include "safetensors.h"
+
+typedef struct lisa_llama_layer {
+    lisa_tensor attn_norm;  /* model.layers.N.input_layernorm.weight (C) */
+    lisa_tensor wq;         /* model.layers.N.self_attn.q_proj.weight (H*D, C) */
+    lisa_tensor wk;         /* model.layers.N.self_attn.k_proj.weight (KVH*D, C) */
+    lisa_tensor wv;         /* model.layers.N.self_attn.v_proj.weight (KVH*D, C) */
+    lisa_tensor wo;         /* model.layers.N.self_attn.o_proj.weight (C, H*D) */
+    lisa_tensor ffn_norm;   /* model.layers.N.post_attention_layernorm.weight (C) */
+    lisa_tensor w_gate;     /* model.layers.N.mlp.gate_proj.weight (I, C) */
+    lisa_tensor w_up;       /* model.layers.N.mlp.up_proj.weight (I, C) */
+    lisa_tensor w_down;     /* model.layers.N.mlp.down_proj.weight (C, I) */
+} lisa_llama_layer;
+
+typedef struct lisa_llama_model {
+    lisa_llama_config cfg;
+    int layer_begin, layer_end;   /* [l0, l1) of cfg.num_hidden_layers */
+    lisa_tensor tok_embeddings;   /* model.embed_tokens.weight (V, C); first range only */
+    lisa_tensor norm;             /* model.norm.weight (C); last range only */
+    lisa_tensor output;           /* lm_head.weight (V, C), embed_tokens when tied; last range only */
+    lisa_llama_layer *layers;     /* (l1 - l0) */
+    lisa_backend *be;             /* not owned */
+    lisa_safetensors *st;         /* owned when weights are used in place from the mmap */
+    void *weights;                /* owned backend buffer holding every weight, or NULL */
+} lisa_llama_model;
+
+/* Loads layers [layer_begin, layer_end) (layer_end < 0 means all) from a HF
+ * LLaMA directory (config.json + safetensors). On a host-memory backend the
+ * tensors are used in place from the mmap; otherwise they are uploaded into
+ * one backend buffer carved by a size table. A missing or mis-shaped tensor
+ * is an error naming it and both shapes. */
+lisa_status lisa_llama_model_load(lisa_llama_model *m, const char *dir, lisa_backend *be,
+                                  int layer_begin, int layer_end);
+/* Random weights for benchmarks: normal(0, 0.02)-like values, norms 1, in
+ * `dtype`, for the given config and layer range. */
+lisa_status lisa_llama_model_init_random(lisa_llama_model *m, const lisa_llama_config *cfg,
+                                         lisa_backend *be, lisa_dtype dtype, int layer_begin,
+                                         int layer_end, uint64_t seed);
+void lisa_llama_model_free(lisa_llama_model *m);
+int lisa_llama_model_is_first(const lisa_llama_model *m);
+int lisa_llama_model_is_last(const lisa_llama_model *m);
+
+typedef struct lisa_llama_state {
+    int max_seqs;     /* S */
+    int max_ctx;      /* Tmax */
+    int max_tokens;   /* n per forward call */
+    int max_out;      /* rows per forward call whose outputs are wanted */
+    lisa_tensor *k_cache, *v_cache;  /* per layer (S, Tmax, KVH, D) F32 */
+    /* scratch, (max_tokens, ...) */
+    lisa_tensor x;      /* (n, C) residual stream */
+    lisa_tensor xb;     /* (n, C) normed */
+    lisa_tensor q;      /* (n, H, D) */
+    lisa_tensor k;      /* (n, KVH, D) */
+    lisa_tensor v;      /* (n, KVH, D) */
+    lisa_tensor att;    /* (n, H*D) */
+    lisa_tensor gate;   /* (n, I) */
+    lisa_tensor up;     /* (n, I) */
+    lisa_tensor ids;    /* (n) I32 */
+    lisa_tensor seq;    /* (n) I32 */
+    lisa_tensor pos;    /* (n) I32 */
+    lisa_tensor out_idx;  /* (max_out) I32 */
+    lisa_tensor hout;     /* (max_out, C) */
+    lisa_tensor logits;   /* (max_out, V) */
+    lisa_tensor argmax;   /* (max_out) I32 */
+    int k_cache_n;        /* layers with a cache */
+    lisa_backend *be;
+} lisa_llama_state;
+
+/* Reserves KV cache and scratch for the worst case. Fails cleanly (with the
+ * byte count) when memory is short. */
+lisa_status lisa_llama_state_init(lisa_llama_state *s, const lisa_llama_model *m, int max_seqs,
+                                  int max_ctx, int max_tokens, int max_out);
+void lisa_llama_state_free(lisa_llama_state *s);
+
+/* One forward call over n packed tokens of any mix of sequences.
+ * Input: `tokens` (n) on the first range (or `embd` (n, C) given instead:
+ * LISA splices image features this way; on later ranges the previous range's
+ * residual). Each token i belongs to slot seq[i] at position pos[i] and its
+ * K/V are written there; a sequence's earlier positions must already be in
+ * the cache (or in this batch, before it).
+ * Output, for the `n_out` rows out_rows[]:
+ *  - last range: `logits` (n_out, V), `hidden` (n_out, C) final-norm hidden
+ *    states, `next` (n_out) greedy ids (argmax, ties to the lowest id); each
+ *    may be NULL when not wanted;
+ *  - other ranges: `hidden` (n, C) residual stream of every token (n_out
+ *    ignored), for the next range.
+ * Host pointers throughout. Invalid ids, slots or positions are LISA_ERR_ARG. */
+typedef struct lisa_llama_batch {
+    int n;
+    const int32_t *tokens;   /* (n) or NULL */
+    const float *embd;       /* (n, C) or NULL */
+    const int32_t *seq;      /* (n) */
+    const int32_t *pos;      /* (n) */
+    int n_out;
+    const int32_t *out_rows; /* (n_out) indices into the batch */
+} lisa_llama_batch;
+
+lisa_status lisa_llama_forward(const lisa_llama_model *m, lisa_llama_state *s,
+                               const lisa_llama_batch *b, float *logits, float *hidden,
+                               int32_t *next);
+
+/* Embedding rows for tokens (n) into out (n, C), host memory; first range only. */
+lisa_status lisa_llama_embed(const lisa_llama_model *m, lisa_llama_state *s, const int32_t *tokens,
+                             int n, float *out);
+
+#endif
