@@ -32,7 +32,7 @@ static inline int test_finish(const char *name) {
 
 /* Joins dir and name into a static buffer (one use at a time). */
 static inline const char *test_path(const char *dir, const char *name) {
-    static char buf[4096];
+    static char buf[8192];
     snprintf(buf, sizeof buf, "%s/%s", dir, name);
     return buf;
 }

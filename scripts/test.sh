@@ -1,0 +1,22 @@
+#!/bin/sh
+# Builds the engine twice and runs the whole test suite on each build:
+#   build/       Release, -Werror           (the build users get)
+#   build-asan/  Debug, ASan + UBSan        (memory and UB errors fail tests)
+# Usage: scripts/test.sh [--no-asan]. Assumes scripts/install-deps.sh ran.
+set -eu
+cd "$(dirname "$0")/.."
+JOBS=$(nproc 2>/dev/null || echo 2)
+
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DLISA_WERROR=ON
+cmake --build build -j "$JOBS"
+(cd build && ctest --output-on-failure -j "$JOBS")
+
+if [ "${1:-}" != "--no-asan" ]; then
+    cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLISA_WERROR=ON -DLISA_SANITIZE=ON
+    cmake --build build-asan -j "$JOBS"
+    # detect_leaks: every test must free what it allocates.
+    (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        ctest --output-on-failure -j "$JOBS")
+fi
+echo "all tests passed"

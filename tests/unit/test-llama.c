@@ -1,0 +1,228 @@
+/* test-llama.c: the LLaMA decoder against HF transformers 4.31 (fp32).
+ *
+ * For each fixture model (tests/fixtures/llama-*, written by
+ * tests/reference/gen_llama.py) and each prompt it checks:
+ *  - logits at the first and last prompt positions within 1e-4 relative
+ *    (max |diff| / max |ref|) and the final-norm hidden states of every
+ *    prompt position within 1e-4 relative;
+ *  - the greedy continuation equals transformers' generate() token for token;
+ *  - all prompts generated together in one batch, prefilled in small mixed
+ *    chunks, give the same tokens as one at a time;
+ *  - the model split into two layer ranges (as pipeline stages) gives the
+ *    same logits as the whole model. */
+#include <cJSON.h>
+
+#include "generate.h"
+#include "llama.h"
+#include "testutil.h"
+
+#define TOL_LOGITS 1e-4
+#define TOL_HIDDEN 1e-4
+
+typedef struct {
+    int32_t *ids;
+    int n;
+    int32_t *gen;
+    int n_gen;
+    int max_new;
+    float *logits; /* (2, V) */
+    float *hidden; /* (n, C) */
+} llama_case;
+
+static int32_t *json_ids(const cJSON *arr, int *n) {
+    *n = cJSON_GetArraySize(arr);
+    int32_t *ids = malloc((size_t)(*n ? *n : 1) * sizeof *ids);
+    for (int i = 0; i < *n; i++) ids[i] = (int32_t)cJSON_GetArrayItem(arr, i)->valuedouble;
+    return ids;
+}
+
+static float *read_f32(const char *dir, const char *name, size_t expect) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    size_t len = 0;
+    char *buf = test_read_file(path, &len);
+    CHECK(buf && len == expect * 4, "%s: expected %zu floats, file has %zu bytes", path, expect, len);
+    if (!buf || len != expect * 4) {
+        free(buf);
+        return NULL;
+    }
+    return (float *)buf;
+}
+
+/* Forward of one prompt in slot 0 of a fresh-enough state: fills logits at
+ * rows {0, n-1} and hidden at every row. */
+static lisa_status run_prompt(const lisa_llama_model *m, lisa_llama_state *s, const llama_case *c,
+                              float *logits, float *hidden) {
+    int32_t *seq = calloc((size_t)c->n, 4), *pos = malloc((size_t)c->n * 4),
+            *rows = malloc((size_t)c->n * 4);
+    for (int i = 0; i < c->n; i++) {
+        pos[i] = i;
+        rows[i] = i;
+    }
+    float *all = malloc((size_t)c->n * (size_t)m->cfg.vocab_size * 4);
+    lisa_llama_batch b = {c->n, c->ids, NULL, seq, pos, c->n, rows};
+    lisa_status st = lisa_llama_forward(m, s, &b, all, hidden, NULL);
+    size_t V = (size_t)m->cfg.vocab_size;
+    memcpy(logits, all, V * 4);
+    memcpy(logits + V, all + (size_t)(c->n - 1) * V, V * 4);
+    free(all);
+    free(seq);
+    free(pos);
+    free(rows);
+    return st;
+}
+
+/* Same prompt through two pipeline stages [0, split) and [split, L). */
+static void check_split(const char *dir, const llama_case *c, const float *ref_logits) {
+    lisa_backend *be;
+    lisa_llama_model a, b;
+    lisa_llama_state sa, sb;
+    CHECK(lisa_backend_cpu_init(&be, 2) == LISA_OK, "backend");
+    lisa_status st = lisa_llama_model_load(&a, dir, be, 0, 1);
+    CHECK(st == LISA_OK, "load range [0,1): %s", lisa_error_get());
+    st = lisa_llama_model_load(&b, dir, be, 1, -1);
+    CHECK(st == LISA_OK, "load range [1,L): %s", lisa_error_get());
+    CHECK((a.output.data == NULL && b.tok_embeddings.data == NULL) || b.cfg.tie_word_embeddings,
+          "a stage holds only what its range needs");
+    CHECK(lisa_llama_state_init(&sa, &a, 1, 64, 64, 64) == LISA_OK, "state a");
+    CHECK(lisa_llama_state_init(&sb, &b, 1, 64, 64, 64) == LISA_OK, "state b");
+    int n = c->n, C = a.cfg.hidden_size, V = a.cfg.vocab_size;
+    int32_t *seq = calloc((size_t)n, 4), *pos = malloc((size_t)n * 4), *rows = malloc((size_t)n * 4);
+    for (int i = 0; i < n; i++) pos[i] = rows[i] = i;
+    float *mid = malloc((size_t)n * (size_t)C * 4), *lg = malloc((size_t)n * (size_t)V * 4);
+    lisa_llama_batch ba = {n, c->ids, NULL, seq, pos, 0, NULL};
+    CHECK(lisa_llama_forward(&a, &sa, &ba, NULL, mid, NULL) == LISA_OK, "stage a: %s", lisa_error_get());
+    lisa_llama_batch bb = {n, NULL, mid, seq, pos, n, rows};
+    CHECK(lisa_llama_forward(&b, &sb, &bb, lg, NULL, NULL) == LISA_OK, "stage b: %s", lisa_error_get());
+    double e = test_rel_err(lg + (size_t)(n - 1) * V, ref_logits + V, (size_t)V);
+    CHECK(e <= TOL_LOGITS, "%s: two-stage logits rel err %.3g", dir, e);
+    free(seq);
+    free(pos);
+    free(rows);
+    free(mid);
+    free(lg);
+    lisa_llama_state_free(&sa);
+    lisa_llama_state_free(&sb);
+    lisa_llama_model_free(&a);
+    lisa_llama_model_free(&b);
+    lisa_backend_free(be);
+}
+
+static void test_model(const char *fixtures, const char *name) {
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/%s", fixtures, name);
+    char *json = test_read_file(test_path(dir, "expected.json"), NULL);
+    CHECK(json != NULL, "%s/expected.json missing", dir);
+    if (!json) return;
+    cJSON *root = cJSON_Parse(json);
+    cJSON *cases = cJSON_GetObjectItem(root, "cases");
+    int nc = cJSON_GetArraySize(cases);
+    CHECK(nc >= 5, "%s: %d cases", name, nc);
+
+    lisa_backend *be;
+    lisa_llama_model m;
+    CHECK(lisa_backend_cpu_init(&be, 2) == LISA_OK, "backend");
+    lisa_status st = lisa_llama_model_load(&m, dir, be, 0, -1);
+    CHECK(st == LISA_OK, "load %s: %s", dir, lisa_error_get());
+    if (st != LISA_OK) return;
+    int V = m.cfg.vocab_size, C = m.cfg.hidden_size;
+
+    llama_case *cs = calloc((size_t)nc, sizeof *cs);
+    int max_ctx = 0;
+    for (int k = 0; k < nc; k++) {
+        cJSON *c = cJSON_GetArrayItem(cases, k);
+        cs[k].ids = json_ids(cJSON_GetObjectItem(c, "ids"), &cs[k].n);
+        cs[k].gen = json_ids(cJSON_GetObjectItem(c, "generated"), &cs[k].n_gen);
+        cs[k].max_new = cJSON_GetObjectItem(c, "max_new_tokens")->valueint;
+        cs[k].logits = read_f32(dir, cJSON_GetObjectItem(c, "logits_file")->valuestring, (size_t)2 * V);
+        cs[k].hidden = read_f32(dir, cJSON_GetObjectItem(c, "hidden_file")->valuestring,
+                                (size_t)cs[k].n * C);
+        if (cs[k].n + cs[k].max_new + 1 > max_ctx) max_ctx = cs[k].n + cs[k].max_new + 1;
+    }
+
+    /* logits and hidden states, one prompt at a time */
+    lisa_llama_state s;
+    CHECK(lisa_llama_state_init(&s, &m, nc, max_ctx, 256, 256) == LISA_OK, "state: %s", lisa_error_get());
+    double worst_l = 0, worst_h = 0;
+    for (int k = 0; k < nc; k++) {
+        if (!cs[k].logits || !cs[k].hidden) continue;
+        float *lg = malloc((size_t)2 * V * 4), *hd = malloc((size_t)cs[k].n * C * 4);
+        CHECK(run_prompt(&m, &s, &cs[k], lg, hd) == LISA_OK, "forward: %s", lisa_error_get());
+        double el = test_rel_err(lg, cs[k].logits, (size_t)2 * V);
+        double eh = test_rel_err(hd, cs[k].hidden, (size_t)cs[k].n * C);
+        CHECK(el <= TOL_LOGITS, "%s case %d: logits rel err %.3g", name, k, el);
+        CHECK(eh <= TOL_HIDDEN, "%s case %d: hidden rel err %.3g", name, k, eh);
+        if (el > worst_l) worst_l = el;
+        if (eh > worst_h) worst_h = eh;
+        free(lg);
+        free(hd);
+    }
+    fprintf(stderr, "%s: worst logits rel err %.3g, hidden %.3g (tolerance %.0e)\n", name, worst_l,
+            worst_h, TOL_LOGITS);
+
+    /* greedy, one sequence at a time */
+    lisa_gen_request *rq = calloc((size_t)nc, sizeof *rq);
+    lisa_gen_result *one = calloc((size_t)nc, sizeof *one), *all = calloc((size_t)nc, sizeof *all);
+    for (int k = 0; k < nc; k++) {
+        rq[k].prompt = cs[k].ids;
+        rq[k].n_prompt = cs[k].n;
+        rq[k].max_new_tokens = cs[k].max_new;
+        CHECK(lisa_generate_greedy(&m, &s, &rq[k], 1, m.cfg.eos_token_id, &one[k]) == LISA_OK,
+              "generate: %s", lisa_error_get());
+        int same = one[k].n_tokens == cs[k].n_gen &&
+                   !memcmp(one[k].tokens, cs[k].gen, (size_t)cs[k].n_gen * 4);
+        CHECK(same, "%s case %d: greedy tokens differ from transformers (%d vs %d tokens)", name, k,
+              one[k].n_tokens, cs[k].n_gen);
+        CHECK(cs[k].n_gen >= 32 || one[k].stop == LISA_STOP_EOS, "case %d: short continuation", k);
+    }
+    lisa_llama_state_free(&s);
+
+    /* all together; chunks of 7 tokens force prompts to share forward calls */
+    CHECK(lisa_llama_state_init(&s, &m, nc, max_ctx, 7, 7) == LISA_OK, "state: %s", lisa_error_get());
+    CHECK(lisa_generate_greedy(&m, &s, rq, nc, m.cfg.eos_token_id, all) == LISA_OK, "batched: %s",
+          lisa_error_get());
+    for (int k = 0; k < nc; k++) {
+        int same = one[k].n_tokens == all[k].n_tokens &&
+                   !memcmp(one[k].tokens, all[k].tokens, (size_t)all[k].n_tokens * 4);
+        CHECK(same, "%s case %d: batched generation differs from single", name, k);
+    }
+    lisa_llama_state_free(&s);
+
+    /* a prompt longer than the context fails alone */
+    CHECK(lisa_llama_state_init(&s, &m, 2, 8, 16, 16) == LISA_OK, "state");
+    lisa_gen_request two[2] = {{cs[nc - 1].ids, cs[nc - 1].n, 3, 0}, {cs[0].ids, 1, 3, 0}};
+    lisa_gen_result r2[2];
+    CHECK(lisa_generate_greedy(&m, &s, two, 2, -1, r2) == LISA_OK, "generate");
+    CHECK(cs[nc - 1].n < 8 || (r2[0].status == LISA_ERR_ARG && strstr(r2[0].error, "context")),
+          "long prompt rejected: '%s'", r2[0].error);
+    CHECK(r2[1].status == LISA_OK && r2[1].n_tokens == 3, "short prompt still served");
+    lisa_gen_result_free(&r2[0]);
+    lisa_gen_result_free(&r2[1]);
+    lisa_llama_state_free(&s);
+
+    if (cs[0].logits && m.cfg.num_hidden_layers >= 2) check_split(dir, &cs[nc - 1], cs[nc - 1].logits);
+
+    for (int k = 0; k < nc; k++) {
+        free(cs[k].ids);
+        free(cs[k].gen);
+        free(cs[k].logits);
+        free(cs[k].hidden);
+        lisa_gen_result_free(&one[k]);
+        lisa_gen_result_free(&all[k]);
+    }
+    free(cs);
+    free(rq);
+    free(one);
+    free(all);
+    lisa_llama_model_free(&m);
+    lisa_backend_free(be);
+    cJSON_Delete(root);
+    free(json);
+}
+
+int main(int argc, char **argv) {
+    const char *fixtures = argc > 1 ? argv[1] : "tests/fixtures";
+    test_model(fixtures, "llama-mha");
+    test_model(fixtures, "llama-gqa");
+    return test_finish("test-llama");
+}
