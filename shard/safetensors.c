@@ -264,9 +264,9 @@ static lisa_status st_entry_parse(lisa_safetensors *st, int fi, const cJSON *ent
                               (unsigned long long)want);
     }
 
-    lisa_st_tensor *t;
+    lisa_st_tensor *t = NULL;
     LISA_TRY(st_tensor_push(st, &t));
-    char *copy;
+    char *copy = NULL;
     LISA_TRY(st_str_dup(&copy, name));
     t->name = copy;
     t->dtype = dtype;
@@ -451,8 +451,8 @@ static lisa_status st_index_load_json(lisa_safetensors *st, const char *index_pa
 
 /* Parses an index json and loads its shards. */
 static lisa_status st_index_load(lisa_safetensors *st, const char *index_path) {
-    char *text;
-    size_t len;
+    char *text = NULL;
+    size_t len = 0;
     LISA_TRY(st_file_slurp(index_path, &text, &len));
     cJSON *root = cJSON_ParseWithLength(text, len);
     free(text);
