@@ -436,6 +436,66 @@ static void test_truncated_fixture(const char *fixtures) {
     free(buf);
 }
 
+/* Flips bytes of a good file with a fixed LCG and opens each mutant: any
+ * status is fine, but a success must hand out only in-bounds tensors (the
+ * sanitizer build catches reads outside the mapping). */
+static void test_mutations(void) {
+    tspec ts[2] = {
+        {"a", "F32", 2, {2, 3}, k_f32, sizeof k_f32},
+        {"b", "BF16", 1, {4}, g_bf16, sizeof g_bf16},
+    };
+    const char *p = tmp_path("mut.safetensors");
+    write_st(p, ts, 2);
+    size_t len = 0;
+    char *good = test_read_file(p, &len);
+    CHECK(good != NULL, "read back %s", p);
+    if (!good) return;
+    char *buf = malloc(len);
+    uint32_t rng = 12345u;
+    int opened = 0;
+    for (int iter = 0; iter < 300; iter++) {
+        memcpy(buf, good, len);
+        for (int k = 0; k < 1 + iter % 3; k++) {
+            rng = rng * 1664525u + 1013904223u;
+            size_t at = (rng >> 8) % len;
+            rng = rng * 1664525u + 1013904223u;
+            static const char k_json_chars[] = "0123456789[]{},:\"-";
+            if (iter % 2) buf[at] = (char)(rng >> 24);
+            else buf[at] = k_json_chars[(rng >> 24) % (sizeof k_json_chars - 1)];
+        }
+        FILE *f = fopen(p, "wb");
+        fwrite(buf, 1, len, f);
+        fclose(f);
+        lisa_safetensors *st = NULL;
+        if (lisa_safetensors_open(&st, p) != LISA_OK) {
+            CHECK(lisa_error_get()[0] != 0, "mutant %d failed without a message", iter);
+            continue;
+        }
+        opened++;
+        float sum = 0;
+        for (size_t i = 0; i < lisa_safetensors_count(st); i++) {
+            const lisa_st_tensor *t = lisa_safetensors_at(st, i);
+            const unsigned char *d = t->data;
+            for (size_t j = 0; j < t->nbytes; j++) sum += d[j];
+        }
+        CHECK(sum >= 0, "mutant %d data", iter);
+        lisa_safetensors_close(st);
+    }
+    fprintf(stderr, "note: %d of 300 mutants opened\n", opened);
+    free(buf);
+    free(good);
+}
+
+/* Number of open file descriptors of this process (-1 if unknown). */
+static int fd_count(void) {
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return -1;
+    int n = 0;
+    while (readdir(d) != NULL) n++;
+    closedir(d);
+    return n;
+}
+
 /* Removes path and, for a folder, everything below it (no symlinks are
  * followed: lstat sees them as files). */
 static void rm_tree(const char *path) {
@@ -461,12 +521,15 @@ int main(int argc, char **argv) {
         perror("mkdtemp");
         return 2;
     }
+    int fds = fd_count();
     test_good_single();
     test_good_dir_single();
     test_sharded();
     test_bad_index();
     test_bad_files();
+    test_mutations();
     if (argc > 1) test_truncated_fixture(argv[1]);
+    CHECK(fd_count() == fds, "file descriptors leaked: %d before, %d after", fds, fd_count());
     rm_tree(g_tmp);
     return test_finish("test-safetensors");
 }
