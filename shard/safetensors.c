@@ -295,9 +295,19 @@ static lisa_status st_file_load(lisa_safetensors *st, const char *path, int *fi)
                               "%s: header length %llu beyond the file size (%zu bytes)", path,
                               (unsigned long long)hlen, f->size);
 
-    cJSON *root = cJSON_ParseWithLength((const char *)base + 8, (size_t)hlen);
+    const char *htext = (const char *)base + 8, *hend = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(htext, (size_t)hlen, &hend, 0);
     if (!root)
         return lisa_error_set(LISA_ERR_FORMAT, "%s: header is not valid JSON", path);
+    /* Only whitespace padding may follow the JSON value. */
+    for (const char *c = hend; c < htext + hlen; c++) {
+        if (*c != ' ' && *c != '\t' && *c != '\n' && *c != '\r') {
+            cJSON_Delete(root);
+            return lisa_error_set(LISA_ERR_FORMAT,
+                                  "%s: header is not valid JSON (trailing bytes at offset %zu)",
+                                  path, (size_t)(c - htext));
+        }
+    }
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return lisa_error_set(LISA_ERR_FORMAT, "%s: header is not a JSON object", path);

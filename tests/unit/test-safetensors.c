@@ -311,6 +311,8 @@ static void test_bad_files(void) {
 
     expect_header_fail("this is not json", 0, "not valid JSON", "header not JSON");
     expect_header_fail("{\"x\": {\"dtype\": \"F32\"", 0, "not valid JSON", "truncated JSON");
+    expect_header_fail("{}  x", 0, "trailing bytes", "junk after the header JSON");
+    expect_header_fail("{} {}", 0, "trailing bytes", "two JSON values in the header");
     expect_header_fail("[1, 2, 3]", 0, "not a JSON object", "header is an array");
     expect_header_fail("{\"x\": 5}", 0, "not an object", "entry not an object");
     expect_header_fail("{\"x\": {\"shape\": [1], \"data_offsets\": [0, 4]}}", 4, "dtype",
