@@ -97,7 +97,7 @@ static lisa_status cfg_eos(const cJSON *root, int *out) {
     if (cJSON_GetArraySize(it) == 0)
         return lisa_error_set(LISA_ERR_FORMAT, "config.json: 'eos_token_id' is an empty list");
     const cJSON *el;
-    int id;
+    int id = 0;
     cJSON_ArrayForEach(el, it) LISA_TRY(cfg_as_int(el, "eos_token_id", &id));
     return cfg_as_int(cJSON_GetArrayItem(it, 0), "eos_token_id", out);
 }

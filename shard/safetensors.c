@@ -198,7 +198,7 @@ static lisa_status st_entry_parse(lisa_safetensors *st, int fi, const cJSON *ent
     if (!cJSON_IsString(jdtype))
         return lisa_error_set(LISA_ERR_FORMAT, "tensor '%s' in %s: missing or non-string dtype",
                               name, path);
-    lisa_dtype dtype;
+    lisa_dtype dtype = LISA_DTYPE_F32;
     if (!st_dtype_parse(jdtype->valuestring, &dtype))
         return lisa_error_set(LISA_ERR_FORMAT, "tensor '%s' in %s: unsupported dtype '%s'",
                               name, path, jdtype->valuestring);
@@ -217,7 +217,7 @@ static lisa_status st_entry_parse(lisa_safetensors *st, int fi, const cJSON *ent
     int d = 0;
     const cJSON *dim;
     cJSON_ArrayForEach(dim, jshape) {
-        uint64_t v;
+        uint64_t v = 0;
         if (!st_json_uint(dim, &v) || v > (uint64_t)INT64_MAX)
             return lisa_error_set(LISA_ERR_FORMAT,
                                   "tensor '%s' in %s: shape[%d] is not a non-negative integer",
@@ -236,7 +236,7 @@ static lisa_status st_entry_parse(lisa_safetensors *st, int fi, const cJSON *ent
     uint64_t want = nelem * esize;
 
     const cJSON *joff = cJSON_GetObjectItemCaseSensitive(entry, "data_offsets");
-    uint64_t begin, end;
+    uint64_t begin = 0, end = 0;
     if (!cJSON_IsArray(joff) || cJSON_GetArraySize(joff) != 2 ||
         !st_json_uint(cJSON_GetArrayItem(joff, 0), &begin) ||
         !st_json_uint(cJSON_GetArrayItem(joff, 1), &end))
@@ -419,7 +419,7 @@ static lisa_status st_index_load_json(lisa_safetensors *st, const char *index_pa
                                   index_path, e->string, e->valuestring);
     }
 
-    char *dir;
+    char *dir = NULL;
     LISA_TRY(st_path_dir(&dir, index_path));
     lisa_status s = LISA_OK;
     /* Distinct shards in order of first appearance: file index i belongs to
@@ -431,10 +431,10 @@ static lisa_status st_index_load_json(lisa_safetensors *st, const char *index_pa
             seen = strcmp(base ? base + 1 : st->files[i].path, e->valuestring) == 0;
         }
         if (seen) continue;
-        char *shard;
+        char *shard = NULL;
         s = st_path_join(&shard, dir, e->valuestring);
         if (s != LISA_OK) break;
-        int fi;
+        int fi = -1;
         s = st_file_load(st, shard, &fi);
         free(shard);
         if (s != LISA_OK) break;
@@ -483,7 +483,7 @@ static lisa_status st_open_any(lisa_safetensors *st, const char *path) {
     if (stat(path, &sb) != 0)
         return lisa_error_set(LISA_ERR_IO, "cannot open %s: %s", path, strerror(errno));
     if (S_ISDIR(sb.st_mode)) {
-        char *p;
+        char *p = NULL;
         LISA_TRY(st_path_join(&p, path, ST_INDEX_NAME));
         if (st_path_exists(p)) {
             lisa_status s = st_index_load(st, p);
@@ -493,7 +493,7 @@ static lisa_status st_open_any(lisa_safetensors *st, const char *path) {
         free(p);
         LISA_TRY(st_path_join(&p, path, ST_SINGLE_NAME));
         if (st_path_exists(p)) {
-            int fi;
+            int fi = -1;
             lisa_status s = st_file_load(st, p, &fi);
             free(p);
             if (s != LISA_OK) return s;
@@ -504,7 +504,7 @@ static lisa_status st_open_any(lisa_safetensors *st, const char *path) {
                               ST_INDEX_NAME, ST_SINGLE_NAME);
     }
     if (st_ends_with(path, ".json")) return st_index_load(st, path);
-    int fi;
+    int fi = -1;
     LISA_TRY(st_file_load(st, path, &fi));
     return st_table_finish(st);
 }
