@@ -5,7 +5,10 @@ Writes, under tests/fixtures/tokenizer/:
   tokenizer.model     a copy of the LLaMA SentencePiece model the C tests load
   added_tokens.json   LISA-13B-llama2-v1's added tokens ([SEG], <im_start>, <im_end>)
   cases.json          {"added_tokens": {...}, "cases": [{"text", "sp_ids",
-                      "sp_decoded", "hf_ids"}, ...]}
+                      "sp_decoded", "hf_ids"}, ...], "byte_cases": [{"hex",
+                      "sp_ids", "sp_decoded_hex"[, "hf_ids"]}, ...]}
+                      (byte_cases: inputs JSON strings cannot carry, i.e.
+                      NUL bytes and malformed UTF-8, given as hex)
   cli-input.txt       the text tests/cli/tokenize.sh feeds to `lisa tokenize`
   cli-expected.txt    "hf <ids>" (with added tokens), "bos <ids>" (same with
                       --bos) and "sp <ids>" (pure SentencePiece) for that text
@@ -61,7 +64,7 @@ def fixed_cases():
           "windows\r\nline\r\nendings", "mixed \t\n whitespace \n\t runs", " " * 17, "\n" * 9,
           "x" + " " * 40 + "y", "\u00a0nbsp\u00a0", "\u3000ideographic\u3000space", "\u2003em\u2002en",
           "zero\u200bwidth", "line\u2028separator", "nel\x85char", "ctrl\x1c\x1d\x1e\x1fchars",
-          "\x00nul\x00", "\x07bell\x08bs\x7fdel", "\x0bvt\x0cff"]
+          "\x07bell\x08bs\x7fdel", "\x0bvt\x0cff"]
     # ASCII sentences
     c += ["Hello world", "Hello, world!", "The quick brown fox jumps over the lazy dog.",
           "What is in the image?", "Please output segmentation mask.",
@@ -134,6 +137,13 @@ def fixed_cases():
     return c
 
 
+# Raw byte inputs: NUL bytes (cJSON strings cannot hold them) and malformed
+# UTF-8 (sentencepiece maps each bad byte to U+FFFD before BPE).
+BYTE_CASES = [b"\x00", b"a\x00b", b"\x00nul\x00", b"a\xffb", b"\xc3", b"\xc3(", b"x\xed\xa0\x80y",
+              b"\xf4\x90\x80\x80", b"\xc0\xaf overlong", b"\xe6\x97", b"\xe6\x97\xa5\xe6",
+              b"\xef\xbf\xbd", b"\x80\x80\x80", b"ok \xfe\xff [SEG] \xf0\x9f\x98"]
+
+
 def random_cases(n, seed=20240521):
     rng = random.Random(seed)
     out = []
@@ -176,8 +186,17 @@ def main():
         ids = sp.encode(t)
         cases.append({"text": t, "sp_ids": ids, "sp_decoded": sp.decode(ids),
                       "hf_ids": hf(t, add_special_tokens=False).input_ids})
+    byte_cases = []
+    for b in BYTE_CASES:
+        ids = sp.encode(b)
+        c = {"hex": b.hex(), "sp_ids": ids, "sp_decoded_hex": sp.decode(ids).encode().hex()}
+        try:
+            c["hf_ids"] = hf(b.decode("utf-8"), add_special_tokens=False).input_ids
+        except UnicodeDecodeError:
+            pass
+        byte_cases.append(c)
     with open(os.path.join(out, "cases.json"), "w", encoding="utf-8") as f:
-        json.dump({"added_tokens": added, "cases": cases}, f, ensure_ascii=False,
+        json.dump({"added_tokens": added, "cases": cases, "byte_cases": byte_cases}, f, ensure_ascii=False,
                   separators=(",", ":"))
         f.write("\n")
 
