@@ -2,9 +2,9 @@
  *
  * For each fixture model (tests/fixtures/llama-*, written by
  * tests/reference/gen_llama.py) and each prompt it checks:
- *  - logits at the first and last prompt positions within 1e-4 relative
- *    (max |diff| / max |ref|) and the final-norm hidden states of every
- *    prompt position within 1e-4 relative;
+ *  - logits at the first and last prompt positions and the final-norm
+ *    hidden states of every prompt position within 1e-5 relative
+ *    (max |diff| / max |ref|; measured worst about 2e-6);
  *  - the greedy continuation equals transformers' generate() token for token;
  *  - all prompts generated together in one batch, prefilled in small mixed
  *    chunks, give the same tokens as one at a time;
@@ -16,8 +16,8 @@
 #include "llama.h"
 #include "testutil.h"
 
-#define TOL_LOGITS 1e-4
-#define TOL_HIDDEN 1e-4
+#define TOL_LOGITS 1e-5
+#define TOL_HIDDEN 1e-5
 
 typedef struct {
     int32_t *ids;
