@@ -364,8 +364,8 @@ static lisa_status tok_init_specs(lisa_tokenizer *t, const Sentencepiece__ModelP
                               "%s: SentencePiece model_type %d is not BPE (only BPE is supported)",
                               path, (int)ts->model_type);
     if (ts->treat_whitespace_as_suffix)
-        return lisa_error_set(LISA_ERR_UNSUPPORTED, "%s: treat_whitespace_as_suffix is not supported",
-                              path);
+        return lisa_error_set(LISA_ERR_UNSUPPORTED,
+                              "%s: treat_whitespace_as_suffix is not supported", path);
     if ((ns->has_precompiled_charsmap && ns->precompiled_charsmap.len > 0) ||
         (mp->denormalizer_spec && mp->denormalizer_spec->has_precompiled_charsmap &&
          mp->denormalizer_spec->precompiled_charsmap.len > 0))
@@ -476,7 +476,8 @@ static lisa_status tok_init_specials(lisa_tokenizer *t) {
 
 lisa_status lisa_tokenizer_load(lisa_tokenizer **out, const char *model_path,
                                 const char *added_tokens_path) {
-    if (!out || !model_path) return lisa_error_set(LISA_ERR_ARG, "lisa_tokenizer_load: NULL argument");
+    if (!out || !model_path)
+        return lisa_error_set(LISA_ERR_ARG, "lisa_tokenizer_load: NULL argument");
     *out = NULL;
     char *buf;
     size_t len;
