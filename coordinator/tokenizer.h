@@ -28,8 +28,9 @@ lisa_status lisa_tokenizer_load(lisa_tokenizer **out, const char *model_path,
 void lisa_tokenizer_free(lisa_tokenizer *tok);
 
 /* Encodes `len` bytes of UTF-8 text. `add_bos` prepends the BOS id. `*ids`
- * is malloc'd (caller frees), `*n_ids` its length. Invalid UTF-8 bytes are
- * encoded by byte fallback, never rejected. */
+ * is malloc'd (caller frees), `*n_ids` its length. Invalid UTF-8 is never
+ * rejected: as in sentencepiece, each malformed byte becomes U+FFFD before
+ * merging. */
 lisa_status lisa_tokenizer_encode(const lisa_tokenizer *tok, const char *text, size_t len,
                                   int add_bos, int32_t **ids, size_t *n_ids);
 

@@ -6,8 +6,10 @@
  *  - few rows (M < LISA_CPU_DIRECT_ROWS, i.e. decode): each weight row is
  *    widened once into a per-thread fp32 buffer and dotted with every x row;
  *    memory traffic is the bf16 bytes, which is what bounds decode.
- *  - many rows (prefill): tiles of LISA_CPU_TILE_BYTES of weight rows are
- *    widened into an fp32 scratch and multiplied with cblas_sgemm.
+ *  - many rows (prefill): tiles of up to LISA_CPU_TILE_BYTES of weight rows
+ *    are widened into per-thread fp32 scratch and multiplied with
+ *    cblas_sgemm, one tile per OpenMP thread at a time; OpenBLAS is kept
+ *    single-threaded so its pool and OpenMP's never compete for cores.
  * cblas_sbgemm was rejected: it would round the fp32 activations to bf16
  * and lose the exactness the reference comparisons need.
  *
@@ -26,8 +28,7 @@
 
 typedef struct {
     int nthreads;
-    float *tile;        /* fp32 scratch for widened weight tiles */
-    size_t tile_elems;
+    size_t tile_elems;  /* fp32 elements of a widened weight tile */
 } cpu_ctx;
 
 static cpu_ctx *ctx_of(lisa_backend *be) { return (cpu_ctx *)be->ctx; }
@@ -101,10 +102,7 @@ static lisa_status cpu_matmul(lisa_backend *be, lisa_tensor *out, const lisa_ten
     float *od = (float *)out->data;
     if (M == 0) return LISA_OK;
 
-    if (w->dtype == LISA_DTYPE_F32 && M >= LISA_CPU_DIRECT_ROWS) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, xd,
-                    (int)K, (const float *)w->data, (int)K, 0.0f, od, (int)N);
-    } else if (M < LISA_CPU_DIRECT_ROWS) {
+    if (M < LISA_CPU_DIRECT_ROWS) {
         int fail = 0;
 #pragma omp parallel num_threads(c->nthreads)
         {
@@ -129,21 +127,40 @@ static lisa_status cpu_matmul(lisa_backend *be, lisa_tensor *out, const lisa_ten
         }
         if (fail) return lisa_error_set(LISA_ERR_NOMEM, "cpu matmul: scratch allocation failed");
     } else {
+        /* Column tiles of out, one sgemm each, spread over our threads; each
+         * thread widens its tile into its own scratch. OpenBLAS itself runs
+         * single-threaded so the two pools never fight over the cores. */
         int64_t tile_rows = (int64_t)(c->tile_elems / (size_t)K);
-        if (tile_rows < 1) {
-            free(c->tile);
-            c->tile_elems = (size_t)K;
-            c->tile = malloc(c->tile_elems * sizeof(float));
-            if (!c->tile) return lisa_error_set(LISA_ERR_NOMEM, "cpu matmul: tile allocation failed");
-            tile_rows = 1;
+        if (tile_rows < 1) tile_rows = 1;
+        if (tile_rows > (N + c->nthreads - 1) / c->nthreads)
+            tile_rows = (N + c->nthreads - 1) / c->nthreads;
+        int64_t ntiles = (N + tile_rows - 1) / tile_rows;
+        int fail = 0;
+#pragma omp parallel num_threads(c->nthreads)
+        {
+            float *tile = NULL;
+            if (w->dtype != LISA_DTYPE_F32) {
+                tile = malloc((size_t)tile_rows * (size_t)K * sizeof(float));
+                if (!tile) {
+#pragma omp atomic write
+                    fail = 1;
+                }
+            }
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t t = 0; t < ntiles; t++) {
+                if (fail) continue;
+                int64_t n0 = t * tile_rows, nt = N - n0 < tile_rows ? N - n0 : tile_rows;
+                const float *wt = (const float *)w->data + n0 * K;
+                if (tile) {
+                    widen_rows(tile, w, n0, nt, K);
+                    wt = tile;
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)nt, (int)K,
+                            1.0f, xd, (int)K, wt, (int)K, 0.0f, od + n0, (int)N);
+            }
+            free(tile);
         }
-        for (int64_t n0 = 0; n0 < N; n0 += tile_rows) {
-            int64_t nt = N - n0 < tile_rows ? N - n0 : tile_rows;
-#pragma omp parallel for num_threads(c->nthreads) schedule(static)
-            for (int64_t r = 0; r < nt; r++) widen_rows(c->tile + r * K, w, n0 + r, 1, K);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)nt, (int)K, 1.0f, xd,
-                        (int)K, c->tile, (int)K, 0.0f, od + n0, (int)N);
-        }
+        if (fail) return lisa_error_set(LISA_ERR_NOMEM, "cpu matmul: tile allocation failed");
     }
     if (bias) {
         LISA_ASSERT(lisa_tensor_nelem(bias) == N);
@@ -364,9 +381,7 @@ static lisa_status cpu_get_rows(lisa_backend *be, lisa_tensor *out, const lisa_t
 }
 
 static void cpu_free(lisa_backend *be) {
-    cpu_ctx *c = ctx_of(be);
-    free(c->tile);
-    free(c);
+    free(ctx_of(be));
     free(be);
 }
 
@@ -402,13 +417,7 @@ lisa_status lisa_backend_cpu_init(lisa_backend **out, int nthreads) {
     }
     c->nthreads = nthreads > 0 ? nthreads : omp_get_num_procs();
     c->tile_elems = LISA_CPU_TILE_BYTES / sizeof(float);
-    c->tile = malloc(c->tile_elems * sizeof(float));
-    if (!c->tile) {
-        free(be);
-        free(c);
-        return lisa_error_set(LISA_ERR_NOMEM, "cpu backend: tile allocation failed");
-    }
-    openblas_set_num_threads(c->nthreads);
+    openblas_set_num_threads(1);
     be->ops = &k_cpu_ops;
     be->ctx = c;
     *out = be;
