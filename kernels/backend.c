@@ -43,12 +43,25 @@ lisa_tensor lisa_tensor_rows(const lisa_tensor *t, int64_t r0, int64_t n) {
     return v;
 }
 
+int lisa_backend_has_cuda(void) {
+#ifdef LISA_HAVE_CUDA
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 lisa_status lisa_backend_init(lisa_backend **out, lisa_backend_kind kind, int device, int nthreads) {
-    (void)device;
     switch (kind) {
     case LISA_BACKEND_CPU: return lisa_backend_cpu_init(out, nthreads);
     case LISA_BACKEND_CUDA:
-        return lisa_error_set(LISA_ERR_UNSUPPORTED, "this build has no CUDA backend");
+#ifdef LISA_HAVE_CUDA
+        return lisa_backend_cuda_init(out, device);
+#else
+        (void)device;
+        return lisa_error_set(LISA_ERR_UNSUPPORTED,
+                              "this build has no CUDA backend (configure with -DLISA_CUDA=ON)");
+#endif
     }
     return lisa_error_set(LISA_ERR_ARG, "unknown backend kind %d", (int)kind);
 }

@@ -8,8 +8,10 @@
  * Conventions
  *  - Shapes are written in torch order, outermost first: a (T, C) tensor has
  *    shape[0] = T rows of C contiguous elements. All tensors are contiguous.
- *  - Activations are F32 on the CPU; a GPU backend may run them in F16/BF16.
- *    Weights may be F32, F16 or BF16 on any backend (kept in the file dtype).
+ *  - Activations are F32 on the CPU; the CUDA backend runs them in F32, F16
+ *    or BF16 (arithmetic inside a kernel is fp32 either way). CPU weights may
+ *    be F32, F16 or BF16 (kept in the file dtype); CUDA matmul weights must
+ *    have the activations' dtype (converted once at upload).
  *  - Every op is enqueued on the backend's stream: it may return before the
  *    result is ready; lisa_backend_synchronize() waits. The CPU backend is
  *    synchronous.
@@ -32,6 +34,10 @@
 
 #include "dtype.h"
 #include "status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 #define LISA_MAX_DIMS 4
 
@@ -74,6 +80,11 @@ typedef struct lisa_backend_ops {
                                 size_t offset, size_t n);
     /* Waits until everything enqueued has finished. */
     lisa_status (*synchronize)(lisa_backend *be);
+    /* Host -> backend copy of n elements, converting from src_dtype (host)
+     * to dst_dtype (backend), through staging memory. Used to upload weights
+     * once in the compute dtype. Synchronous. */
+    lisa_status (*upload_convert)(lisa_backend *be, void *dst, lisa_dtype dst_dtype,
+                                  const void *src, lisa_dtype src_dtype, size_t n);
 
     /* --- ops --- */
     /* out (M, N) = x (M, K) @ w (N, K)^T [+ bias (N)]. w in any dtype;
@@ -86,6 +97,10 @@ typedef struct lisa_backend_ops {
     /* out (n, C) = x / sqrt(mean(x^2) + eps) * w (C). out may alias x. */
     lisa_status (*rmsnorm)(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
                            const lisa_tensor *w, float eps);
+    /* Fused residual add and RMSNorm: x (n, C) += d (n, C), rounded to x's
+     * dtype; then out (n, C) = rmsnorm(x) * w as in rmsnorm. out may alias d. */
+    lisa_status (*add_rmsnorm)(lisa_backend *be, lisa_tensor *x, const lisa_tensor *d,
+                               lisa_tensor *out, const lisa_tensor *w, float eps);
     /* In place rotary embedding in HF's rotate-half layout on x (n, H, D),
      * position pos (n) per row, inv_freq[i] = theta^(-2i/D). */
     lisa_status (*rope)(lisa_backend *be, lisa_tensor *x, const lisa_tensor *pos, float theta);
@@ -113,6 +128,9 @@ typedef struct lisa_backend_ops {
     /* out (n, C) = src (S, C) rows idx (n): gathers activation rows. */
     lisa_status (*get_rows)(lisa_backend *be, lisa_tensor *out, const lisa_tensor *src,
                             const lisa_tensor *idx);
+
+    /* out = x converted to out's dtype (same element count; F32/F16/BF16). */
+    lisa_status (*convert)(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x);
 
     void (*free)(lisa_backend *be);
 } lisa_backend_ops;
@@ -144,5 +162,14 @@ lisa_status lisa_backend_synchronize(lisa_backend *be);
 
 /* CPU backend constructor (cpu/backend-cpu.c). */
 lisa_status lisa_backend_cpu_init(lisa_backend **out, int nthreads);
+/* CUDA backend constructor (cuda/backend-cuda.cu); only in CUDA builds.
+ * LISA_ERR_UNSUPPORTED when no device is present. */
+lisa_status lisa_backend_cuda_init(lisa_backend **out, int device);
+/* Non-zero when this build includes the CUDA backend. */
+int lisa_backend_has_cuda(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -12,6 +12,10 @@
 #include <string.h>
 
 /* NOTE: add new types at the end; sizes live in lisa_dtype_size(). */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum {
     LISA_DTYPE_F32 = 0,
     LISA_DTYPE_F16,
@@ -43,5 +47,9 @@ uint16_t lisa_f32_to_f16(float f);
 
 /* Widens n elements of type t at src into dst (fp32). */
 void lisa_dtype_to_f32(float *dst, const void *src, lisa_dtype t, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

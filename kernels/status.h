@@ -11,6 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum {
     LISA_OK = 0,
     LISA_ERR_IO,          /* file missing, unreadable, mmap failed */
@@ -51,5 +55,9 @@ const char *lisa_status_str(lisa_status st);
         lisa_status st_ = (expr);                                             \
         if (st_ != LISA_OK) return st_;                                       \
     } while (0)
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

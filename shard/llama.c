@@ -102,9 +102,21 @@ static void llama_finish_tied(lisa_llama_model *m, int has_lm_head) {
     if (lisa_llama_model_is_last(m) && !has_lm_head) m->output = m->tok_embeddings;
 }
 
+static lisa_status llama_dtype_check(const lisa_backend *be, lisa_dtype dtype) {
+    if (dtype != LISA_DTYPE_F32 && dtype != LISA_DTYPE_F16 && dtype != LISA_DTYPE_BF16)
+        return lisa_error_set(LISA_ERR_ARG, "llama: compute dtype must be F32, F16 or BF16");
+    if (be->ops->host_memory && dtype != LISA_DTYPE_F32)
+        return lisa_error_set(LISA_ERR_UNSUPPORTED,
+                              "the %s backend computes in fp32 only (asked for %s)", be->ops->name,
+                              lisa_dtype_name(dtype));
+    return LISA_OK;
+}
+
 lisa_status lisa_llama_model_load(lisa_llama_model *m, const char *dir, lisa_backend *be,
-                                  int layer_begin, int layer_end) {
+                                  lisa_dtype dtype, int layer_begin, int layer_end) {
     memset(m, 0, sizeof *m);
+    LISA_TRY(llama_dtype_check(be, dtype));
+    m->dtype = dtype;
     lisa_status st = lisa_llama_config_load(&m->cfg, dir);
     if (st != LISA_OK) return st;
     if ((st = llama_range_set(m, be, layer_begin, layer_end)) != LISA_OK) goto fail;
@@ -136,14 +148,16 @@ lisa_status lisa_llama_model_load(lisa_llama_model *m, const char *dir, lisa_bac
     if (st == LISA_OK && be->ops->host_memory) {
         for (int i = 0; i < n; i++) *specs[i].dst = lisa_st_tensor_view(src[i]);
     } else if (st == LISA_OK) {
+        /* Device copy: every weight converted to the compute dtype, uploaded
+         * once through the backend's staging into one carved buffer. */
+        for (int i = 0; i < n; i++) dtypes[i] = dtype;
         size_t total = llama_carve(specs, n, dtypes);
         st = be->ops->buffer_alloc(be, total, &m->weights);
         if (st == LISA_OK) {
             llama_rebase(specs, n, m->weights);
             for (int i = 0; i < n && st == LISA_OK; i++)
-                st = be->ops->copy_to_backend(be, specs[i].dst->data, 0, src[i]->data,
-                                              src[i]->nbytes);
-            if (st == LISA_OK) st = be->ops->synchronize(be);
+                st = be->ops->upload_convert(be, specs[i].dst->data, dtype, src[i]->data,
+                                             src[i]->dtype, (size_t)lisa_tensor_nelem(specs[i].dst));
         }
     }
     free(specs);
@@ -172,10 +186,15 @@ static float rng_normalish(uint64_t *s) {
 }
 
 lisa_status lisa_llama_model_init_random(lisa_llama_model *m, const lisa_llama_config *cfg,
-                                         lisa_backend *be, lisa_dtype dtype, int layer_begin,
-                                         int layer_end, uint64_t seed) {
+                                         lisa_backend *be, lisa_dtype wdtype, lisa_dtype dtype,
+                                         int layer_begin, int layer_end, uint64_t seed) {
     memset(m, 0, sizeof *m);
+    LISA_TRY(llama_dtype_check(be, dtype));
+    if (!be->ops->host_memory && wdtype != dtype)
+        return lisa_error_set(LISA_ERR_ARG, "llama: on %s weights must be in the compute dtype",
+                              be->ops->name);
     m->cfg = *cfg;
+    m->dtype = dtype;
     lisa_status st = llama_range_set(m, be, layer_begin, layer_end);
     if (st != LISA_OK) return st;
     int has_lm_head = !cfg->tie_word_embeddings;
@@ -189,7 +208,7 @@ lisa_status lisa_llama_model_init_random(lisa_llama_model *m, const lisa_llama_c
         return lisa_error_set(LISA_ERR_NOMEM, "llama: cannot allocate weight table");
     }
     int n = llama_weight_table(m, specs, has_lm_head);
-    for (int i = 0; i < n; i++) dtypes[i] = dtype;
+    for (int i = 0; i < n; i++) dtypes[i] = wdtype;
     size_t total = llama_carve(specs, n, dtypes);
     st = be->ops->buffer_alloc(be, total, &m->weights);
     if (st == LISA_OK) llama_rebase(specs, n, m->weights);
@@ -201,13 +220,13 @@ lisa_status lisa_llama_model_init_random(lisa_llama_model *m, const lisa_llama_c
     for (int i = 0; i < n && st == LISA_OK; i++) {
         lisa_tensor *t = specs[i].dst;
         int is_norm = t->ndim == 1;
-        size_t ne = (size_t)lisa_tensor_nelem(t), es = lisa_dtype_size(dtype);
+        size_t ne = (size_t)lisa_tensor_nelem(t), es = lisa_dtype_size(wdtype);
         for (size_t off = 0; off < ne && st == LISA_OK; off += chunk_elems) {
             size_t cnt = ne - off < chunk_elems ? ne - off : chunk_elems;
             for (size_t j = 0; j < cnt; j++) {
                 float v = is_norm ? 1.0f : 0.02f * rng_normalish(&rs);
-                if (dtype == LISA_DTYPE_F32) ((float *)stage)[j] = v;
-                else if (dtype == LISA_DTYPE_BF16) ((uint16_t *)stage)[j] = lisa_f32_to_bf16(v);
+                if (wdtype == LISA_DTYPE_F32) ((float *)stage)[j] = v;
+                else if (wdtype == LISA_DTYPE_BF16) ((uint16_t *)stage)[j] = lisa_f32_to_bf16(v);
                 else ((uint16_t *)stage)[j] = lisa_f32_to_f16(v);
             }
             st = be->ops->copy_to_backend(be, t->data, off * es, stage, cnt * es);
@@ -272,26 +291,30 @@ lisa_status lisa_llama_state_init(lisa_llama_state *s, const lisa_llama_model *m
         return lisa_error_set(LISA_ERR_NOMEM, "llama state: cannot allocate cache table");
     }
     lisa_status st = LISA_OK;
+    lisa_dtype dt = m->dtype;
     for (int l = 0; l < nl && st == LISA_OK; l++) {
-        st = state_alloc(s, &s->k_cache[l], LISA_DTYPE_F32, 4, max_seqs, max_ctx, KVH, D);
-        if (st == LISA_OK)
-            st = state_alloc(s, &s->v_cache[l], LISA_DTYPE_F32, 4, max_seqs, max_ctx, KVH, D);
+        st = state_alloc(s, &s->k_cache[l], dt, 4, max_seqs, max_ctx, KVH, D);
+        if (st == LISA_OK) st = state_alloc(s, &s->v_cache[l], dt, 4, max_seqs, max_ctx, KVH, D);
     }
-    if (st == LISA_OK) st = state_alloc(s, &s->x, LISA_DTYPE_F32, 2, n, C, 0, 0);
-    if (st == LISA_OK) st = state_alloc(s, &s->xb, LISA_DTYPE_F32, 2, n, C, 0, 0);
-    if (st == LISA_OK) st = state_alloc(s, &s->q, LISA_DTYPE_F32, 3, n, H, D, 0);
-    if (st == LISA_OK) st = state_alloc(s, &s->k, LISA_DTYPE_F32, 3, n, KVH, D, 0);
-    if (st == LISA_OK) st = state_alloc(s, &s->v, LISA_DTYPE_F32, 3, n, KVH, D, 0);
-    if (st == LISA_OK) st = state_alloc(s, &s->att, LISA_DTYPE_F32, 2, n, H * D, 0, 0);
-    if (st == LISA_OK) st = state_alloc(s, &s->gate, LISA_DTYPE_F32, 2, n, I, 0, 0);
-    if (st == LISA_OK) st = state_alloc(s, &s->up, LISA_DTYPE_F32, 2, n, I, 0, 0);
+    if (st == LISA_OK) st = state_alloc(s, &s->x, dt, 2, n, C, 0, 0);
+    if (st == LISA_OK) st = state_alloc(s, &s->xb, dt, 2, n, C, 0, 0);
+    if (st == LISA_OK) st = state_alloc(s, &s->q, dt, 3, n, H, D, 0);
+    if (st == LISA_OK) st = state_alloc(s, &s->k, dt, 3, n, KVH, D, 0);
+    if (st == LISA_OK) st = state_alloc(s, &s->v, dt, 3, n, KVH, D, 0);
+    if (st == LISA_OK) st = state_alloc(s, &s->att, dt, 2, n, H * D, 0, 0);
+    if (st == LISA_OK) st = state_alloc(s, &s->gate, dt, 2, n, I, 0, 0);
+    if (st == LISA_OK) st = state_alloc(s, &s->up, dt, 2, n, I, 0, 0);
     if (st == LISA_OK) st = state_alloc(s, &s->ids, LISA_DTYPE_I32, 1, n, 0, 0, 0);
     if (st == LISA_OK) st = state_alloc(s, &s->seq, LISA_DTYPE_I32, 1, n, 0, 0, 0);
     if (st == LISA_OK) st = state_alloc(s, &s->pos, LISA_DTYPE_I32, 1, n, 0, 0, 0);
     if (st == LISA_OK) st = state_alloc(s, &s->out_idx, LISA_DTYPE_I32, 1, max_out, 0, 0, 0);
-    if (st == LISA_OK) st = state_alloc(s, &s->hout, LISA_DTYPE_F32, 2, max_out, C, 0, 0);
+    if (st == LISA_OK) st = state_alloc(s, &s->hout, dt, 2, max_out, C, 0, 0);
     if (st == LISA_OK && lisa_llama_model_is_last(m))
-        st = state_alloc(s, &s->logits, LISA_DTYPE_F32, 2, max_out, V, 0, 0);
+        st = state_alloc(s, &s->logits, dt, 2, max_out, V, 0, 0);
+    if (st == LISA_OK && dt != LISA_DTYPE_F32)
+        st = state_alloc(s, &s->io, LISA_DTYPE_F32, 2, n, C, 0, 0);
+    if (st == LISA_OK && dt != LISA_DTYPE_F32 && lisa_llama_model_is_last(m))
+        st = state_alloc(s, &s->logits32, LISA_DTYPE_F32, 2, max_out, V, 0, 0);
     if (st == LISA_OK) st = state_alloc(s, &s->argmax, LISA_DTYPE_I32, 1, max_out, 0, 0, 0);
     s->k_cache_n = nl;
     if (st != LISA_OK) lisa_llama_state_free(s);
@@ -306,7 +329,7 @@ void lisa_llama_state_free(lisa_llama_state *s) {
     }
     lisa_tensor *scratch[] = {&s->x,   &s->xb,  &s->q,   &s->k,       &s->v,    &s->att,
                               &s->gate, &s->up, &s->ids, &s->seq,     &s->pos,  &s->out_idx,
-                              &s->hout, &s->logits, &s->argmax};
+                              &s->hout, &s->logits, &s->argmax, &s->io, &s->logits32};
     for (size_t i = 0; i < sizeof scratch / sizeof scratch[0]; i++)
         lisa_backend_tensor_free(s->be, scratch[i]);
     free(s->k_cache);
@@ -357,6 +380,28 @@ static lisa_status llama_validate_batch(const lisa_llama_model *m, const lisa_ll
     return LISA_OK;
 }
 
+/* Host fp32 (rows, C) -> backend tensor t (rows, C) in the model dtype. */
+static lisa_status llama_upload_rows(lisa_llama_state *s, lisa_tensor *t, const float *host) {
+    lisa_backend *be = s->be;
+    size_t ne = (size_t)lisa_tensor_nelem(t);
+    if (t->dtype == LISA_DTYPE_F32) return be->ops->copy_to_backend(be, t->data, 0, host, ne * 4);
+    lisa_tensor io = lisa_tensor_2d(s->io.data, LISA_DTYPE_F32, t->shape[0], t->shape[1]);
+    LISA_TRY(be->ops->copy_to_backend(be, io.data, 0, host, ne * 4));
+    return be->ops->convert(be, t, &io);
+}
+
+/* Backend tensor t (rows, cols) in the model dtype -> host fp32, through
+ * `stage` (an F32 tensor at least as large) when t is not F32. */
+static lisa_status llama_download(lisa_llama_state *s, const lisa_tensor *t, const lisa_tensor *stage,
+                                  float *host) {
+    lisa_backend *be = s->be;
+    size_t ne = (size_t)lisa_tensor_nelem(t);
+    if (t->dtype == LISA_DTYPE_F32) return be->ops->copy_to_host(be, host, t->data, 0, ne * 4);
+    lisa_tensor f = lisa_tensor_2d(stage->data, LISA_DTYPE_F32, t->shape[0], t->shape[1]);
+    LISA_TRY(be->ops->convert(be, &f, t));
+    return be->ops->copy_to_host(be, host, f.data, 0, ne * 4);
+}
+
 lisa_status lisa_llama_embed(const lisa_llama_model *m, lisa_llama_state *s, const int32_t *tokens,
                              int n, float *out) {
     lisa_backend *be = s->be;
@@ -373,7 +418,7 @@ lisa_status lisa_llama_embed(const lisa_llama_model *m, lisa_llama_state *s, con
     lisa_tensor x = view2(&s->x, n, C);
     LISA_TRY(be->ops->copy_to_backend(be, ids.data, 0, tokens, (size_t)n * 4));
     LISA_TRY(be->ops->embedding(be, &x, &m->tok_embeddings, &ids));
-    LISA_TRY(be->ops->copy_to_host(be, out, x.data, 0, (size_t)n * (size_t)C * 4));
+    LISA_TRY(llama_download(s, &x, &s->io, out));
     return be->ops->synchronize(be);
 }
 
@@ -386,6 +431,7 @@ lisa_status lisa_llama_forward(const lisa_llama_model *m, lisa_llama_state *s,
     const lisa_llama_config *c = &m->cfg;
     int64_t n = b->n, C = c->hidden_size, I = c->intermediate_size, H = c->num_attention_heads,
             KVH = c->num_key_value_heads, D = c->head_dim, V = c->vocab_size;
+    int nl = m->layer_end - m->layer_begin;
 
     lisa_tensor ids = lisa_tensor_1d(s->ids.data, LISA_DTYPE_I32, n);
     lisa_tensor seq = lisa_tensor_1d(s->seq.data, LISA_DTYPE_I32, n);
@@ -404,13 +450,15 @@ lisa_status lisa_llama_forward(const lisa_llama_model *m, lisa_llama_state *s,
         LISA_TRY(op->copy_to_backend(be, ids.data, 0, b->tokens, (size_t)n * 4));
         LISA_TRY(op->embedding(be, &x, &m->tok_embeddings, &ids));
     } else {
-        LISA_TRY(op->copy_to_backend(be, x.data, 0, b->embd, (size_t)(n * C) * 4));
+        LISA_TRY(llama_upload_rows(s, &x, b->embd));
     }
 
-    for (int l = 0; l < m->layer_end - m->layer_begin; l++) {
+    /* Residual adds are fused into the following norm: xb holds a block's
+     * output until the next add_rmsnorm folds it into x. */
+    if (nl > 0) LISA_TRY(op->rmsnorm(be, &xb, &x, &m->layers[0].attn_norm, c->rms_norm_eps));
+    for (int l = 0; l < nl; l++) {
         const lisa_llama_layer *L = &m->layers[l];
-        /* attention block */
-        LISA_TRY(op->rmsnorm(be, &xb, &x, &L->attn_norm, c->rms_norm_eps));
+        /* attention block: xb = attn_norm(x) on entry */
         LISA_TRY(op->matmul(be, &q2, &xb, &L->wq, NULL));
         LISA_TRY(op->matmul(be, &k2, &xb, &L->wk, NULL));
         LISA_TRY(op->matmul(be, &v2, &xb, &L->wv, NULL));
@@ -419,18 +467,20 @@ lisa_status lisa_llama_forward(const lisa_llama_model *m, lisa_llama_state *s,
         LISA_TRY(op->kv_store(be, &s->k_cache[l], &s->v_cache[l], &k, &v, &seq, &pos));
         LISA_TRY(op->attention(be, &att, &q, &s->k_cache[l], &s->v_cache[l], &seq, &pos));
         LISA_TRY(op->matmul(be, &xb, &att, &L->wo, NULL));
-        LISA_TRY(op->add(be, &x, &x, &xb));
-        /* MLP block */
-        LISA_TRY(op->rmsnorm(be, &xb, &x, &L->ffn_norm, c->rms_norm_eps));
+        /* MLP block: x += attn; xb = ffn_norm(x) */
+        LISA_TRY(op->add_rmsnorm(be, &x, &xb, &xb, &L->ffn_norm, c->rms_norm_eps));
         LISA_TRY(op->matmul(be, &gate, &xb, &L->w_gate, NULL));
         LISA_TRY(op->matmul(be, &up, &xb, &L->w_up, NULL));
         LISA_TRY(op->swiglu(be, &gate, &gate, &up));
         LISA_TRY(op->matmul(be, &xb, &gate, &L->w_down, NULL));
-        LISA_TRY(op->add(be, &x, &x, &xb));
+        if (l + 1 < nl)
+            LISA_TRY(op->add_rmsnorm(be, &x, &xb, &xb, &m->layers[l + 1].attn_norm, c->rms_norm_eps));
+        else
+            LISA_TRY(op->add(be, &x, &x, &xb));
     }
 
     if (!lisa_llama_model_is_last(m)) {
-        if (hidden) LISA_TRY(op->copy_to_host(be, hidden, x.data, 0, (size_t)(n * C) * 4));
+        if (hidden) LISA_TRY(llama_download(s, &x, &s->io, hidden));
         return op->synchronize(be);
     }
     int64_t no = b->n_out;
@@ -443,9 +493,10 @@ lisa_status lisa_llama_forward(const lisa_llama_model *m, lisa_llama_state *s,
     LISA_TRY(op->get_rows(be, &hout, &x, &oidx));
     LISA_TRY(op->rmsnorm(be, &hout, &hout, &m->norm, c->rms_norm_eps));
     LISA_TRY(op->matmul(be, &lg, &hout, &m->output, NULL));
-    if (hidden) LISA_TRY(op->copy_to_host(be, hidden, hout.data, 0, (size_t)(no * C) * 4));
-    if (logits) LISA_TRY(op->copy_to_host(be, logits, lg.data, 0, (size_t)(no * V) * 4));
+    if (hidden) LISA_TRY(llama_download(s, &hout, &s->io, hidden));
+    if (logits) LISA_TRY(llama_download(s, &lg, &s->logits32, logits));
     if (next) {
+        /* argmax on the logits in the compute dtype, as LISA does in bf16 */
         LISA_TRY(op->argmax(be, &am, &lg));
         LISA_TRY(op->copy_to_host(be, next, am.data, 0, (size_t)no * 4));
     }

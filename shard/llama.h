@@ -40,23 +40,26 @@ typedef struct lisa_llama_model {
     lisa_tensor norm;             /* model.norm.weight (C); last range only */
     lisa_tensor output;           /* lm_head.weight (V, C), embed_tokens when tied; last range only */
     lisa_llama_layer *layers;     /* (l1 - l0) */
+    lisa_dtype dtype;             /* activations and KV cache (F32 on the CPU) */
     lisa_backend *be;             /* not owned */
     lisa_safetensors *st;         /* owned when weights are used in place from the mmap */
     void *weights;                /* owned backend buffer holding every weight, or NULL */
 } lisa_llama_model;
 
 /* Loads layers [layer_begin, layer_end) (layer_end < 0 means all) from a HF
- * LLaMA directory (config.json + safetensors). On a host-memory backend the
- * tensors are used in place from the mmap; otherwise they are uploaded into
- * one backend buffer carved by a size table. A missing or mis-shaped tensor
- * is an error naming it and both shapes. */
+ * LLaMA directory (config.json + safetensors), to compute in `dtype`. On a
+ * host-memory backend (CPU: dtype must be F32) the tensors are used in place
+ * from the mmap in their file dtype; otherwise they are converted to `dtype`
+ * and uploaded once into one backend buffer carved by a size table. A missing
+ * or mis-shaped tensor is an error naming it and both shapes. */
 lisa_status lisa_llama_model_load(lisa_llama_model *m, const char *dir, lisa_backend *be,
-                                  int layer_begin, int layer_end);
-/* Random weights for benchmarks: normal(0, 0.02)-like values, norms 1, in
- * `dtype`, for the given config and layer range. */
+                                  lisa_dtype dtype, int layer_begin, int layer_end);
+/* Random weights for benchmarks: normal(0, 0.02)-like values, norms 1, stored
+ * in `wdtype`, computing in `dtype` (on non-host backends wdtype must equal
+ * dtype), for the given config and layer range. */
 lisa_status lisa_llama_model_init_random(lisa_llama_model *m, const lisa_llama_config *cfg,
-                                         lisa_backend *be, lisa_dtype dtype, int layer_begin,
-                                         int layer_end, uint64_t seed);
+                                         lisa_backend *be, lisa_dtype wdtype, lisa_dtype dtype,
+                                         int layer_begin, int layer_end, uint64_t seed);
 void lisa_llama_model_free(lisa_llama_model *m);
 int lisa_llama_model_is_first(const lisa_llama_model *m);
 int lisa_llama_model_is_last(const lisa_llama_model *m);
@@ -66,8 +69,8 @@ typedef struct lisa_llama_state {
     int max_ctx;      /* Tmax */
     int max_tokens;   /* n per forward call */
     int max_out;      /* rows per forward call whose outputs are wanted */
-    lisa_tensor *k_cache, *v_cache;  /* per layer (S, Tmax, KVH, D) F32 */
-    /* scratch, (max_tokens, ...) */
+    lisa_tensor *k_cache, *v_cache;  /* per layer (S, Tmax, KVH, D), model dtype */
+    /* scratch in the model dtype, (max_tokens, ...) */
     lisa_tensor x;      /* (n, C) residual stream */
     lisa_tensor xb;     /* (n, C) normed */
     lisa_tensor q;      /* (n, H, D) */
@@ -82,13 +85,15 @@ typedef struct lisa_llama_state {
     lisa_tensor out_idx;  /* (max_out) I32 */
     lisa_tensor hout;     /* (max_out, C) */
     lisa_tensor logits;   /* (max_out, V) */
+    lisa_tensor io;       /* (max_tokens, C) F32 host-exchange staging; non-F32 models */
+    lisa_tensor logits32; /* (max_out, V) F32; non-F32 models */
     lisa_tensor argmax;   /* (max_out) I32 */
     int k_cache_n;        /* layers with a cache */
     lisa_backend *be;
 } lisa_llama_state;
 
-/* Reserves KV cache and scratch for the worst case. Fails cleanly (with the
- * byte count) when memory is short. */
+/* Reserves KV cache and scratch for the worst case, in the model's dtype.
+ * Fails cleanly (with the byte count) when memory is short. */
 lisa_status lisa_llama_state_init(lisa_llama_state *s, const lisa_llama_model *m, int max_seqs,
                                   int max_ctx, int max_tokens, int max_out);
 void lisa_llama_state_free(lisa_llama_state *s);

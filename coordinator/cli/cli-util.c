@@ -42,6 +42,17 @@ int cli_parse_device(const char *val, lisa_backend_kind *kind, int *device) {
     return -1;
 }
 
+int cli_parse_dtype(const char *val, lisa_dtype *dtype) {
+    if (!strcmp(val, "fp32") || !strcmp(val, "f32")) *dtype = LISA_DTYPE_F32;
+    else if (!strcmp(val, "bf16")) *dtype = LISA_DTYPE_BF16;
+    else if (!strcmp(val, "fp16") || !strcmp(val, "f16")) *dtype = LISA_DTYPE_F16;
+    else {
+        fprintf(stderr, "lisa: --dtype expects fp32, bf16 or fp16, got '%s'\n", val);
+        return -1;
+    }
+    return 0;
+}
+
 void cli_json_string(FILE *f, const char *s) {
     fputc('"', f);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {

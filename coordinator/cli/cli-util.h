@@ -16,6 +16,8 @@ long cli_parse_count(const char *opt, const char *val);
 const char *cli_option_value(const char *cmd, int argc, char **argv, int *i);
 /* Parses "cpu" / "cuda" / "cuda:N" into a kind and device index. */
 int cli_parse_device(const char *val, lisa_backend_kind *kind, int *device);
+/* Parses fp32|f32, bf16, fp16|f16 into a dtype; prints an error otherwise. */
+int cli_parse_dtype(const char *val, lisa_dtype *dtype);
 /* Writes s as a JSON string literal (quoted, escaped). */
 void cli_json_string(FILE *f, const char *s);
 /* Writes ids as a JSON array. */

@@ -26,7 +26,9 @@ static void bench_help(FILE *f) {
             "options:\n"
             "  --model DIR        checkpoint directory (weights in their file dtype)\n"
             "  --config FILE      random weights with this config\n"
-            "  --dtype T          weight dtype for --config: bf16 (default), f16, f32\n"
+            "  --dtype T          fp32, bf16 (default) or fp16. On cuda: weights and\n"
+            "                     activations. On cpu (fp32 compute): the dtype the\n"
+            "                     random weights are stored in\n"
             "  --prompt-len T     prompt tokens per sequence (default 128)\n"
             "  --batches LIST     comma-separated batch sizes (default 1,16)\n"
             "  --new-tokens N     decode steps (default 16)\n"
@@ -123,13 +125,7 @@ static int bench_llm(int argc, char **argv) {
         return 2;
     }
     lisa_dtype dtype;
-    if (!strcmp(dtype_s, "bf16")) dtype = LISA_DTYPE_BF16;
-    else if (!strcmp(dtype_s, "f16")) dtype = LISA_DTYPE_F16;
-    else if (!strcmp(dtype_s, "f32")) dtype = LISA_DTYPE_F32;
-    else {
-        fprintf(stderr, "lisa bench llm: --dtype expects bf16, f16 or f32\n");
-        return 2;
-    }
+    if (cli_parse_dtype(dtype_s, &dtype)) return 2;
     int bs[32], nb = 0, maxb = 0;
     for (const char *p = batches; *p && nb < 32;) {
         char *end;
@@ -145,6 +141,7 @@ static int bench_llm(int argc, char **argv) {
     lisa_backend_kind kind;
     int dev;
     if (cli_parse_device(device, &kind, &dev)) return 2;
+    lisa_dtype act = kind == LISA_BACKEND_CPU ? LISA_DTYPE_F32 : dtype;
 
     lisa_backend *be = NULL;
     lisa_llama_model m;
@@ -153,9 +150,9 @@ static int bench_llm(int argc, char **argv) {
     int have_model = 0;
     if (st == LISA_OK && config) {
         st = lisa_llama_config_load(&cfg, config);
-        if (st == LISA_OK) st = lisa_llama_model_init_random(&m, &cfg, be, dtype, 0, -1, 42);
+        if (st == LISA_OK) st = lisa_llama_model_init_random(&m, &cfg, be, kind == LISA_BACKEND_CPU ? dtype : act, act, 0, -1, 42);
     } else if (st == LISA_OK) {
-        st = lisa_llama_model_load(&m, model_dir, be, 0, -1);
+        st = lisa_llama_model_load(&m, model_dir, be, act, 0, -1);
     }
     have_model = st == LISA_OK;
     lisa_llama_state s;

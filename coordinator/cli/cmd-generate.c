@@ -27,6 +27,9 @@ static void generate_help(FILE *f) {
             "  --ctx N               context window to reserve (default: prompt + N new,\n"
             "                        at most max_position_embeddings)\n"
             "  --device DEV          cpu (default), cuda or cuda:N\n"
+            "  --dtype T             fp32, bf16 or fp16: weights and activations\n"
+            "                        (default: fp32 on cpu, bf16 on cuda; the cpu\n"
+            "                        backend computes in fp32 only)\n"
             "  --threads N           CPU threads (default: all cores)\n"
             "  -h, --help            show this help\n"
             "\n"
@@ -46,7 +49,7 @@ static const char *stop_name(lisa_stop_reason r) {
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *model_dir = NULL, *prompt = NULL, *device = "cpu";
+    const char *model_dir = NULL, *prompt = NULL, *device = "cpu", *dtype_s = NULL;
     long max_new = 128, ctx = 0, threads = 0;
     int no_bos = 0, json = 0;
     for (int i = 1; i < argc; i++) {
@@ -59,12 +62,13 @@ int cmd_generate(int argc, char **argv) {
         } else if (!strcmp(a, "--json")) {
             json = 1;
         } else if (!strcmp(a, "--model") || !strcmp(a, "--prompt") || !strcmp(a, "--device") ||
-                   !strcmp(a, "--max-new-tokens") || !strcmp(a, "--ctx") ||
+                   !strcmp(a, "--max-new-tokens") || !strcmp(a, "--ctx") || !strcmp(a, "--dtype") ||
                    !strcmp(a, "--threads")) {
             if (!(v = cli_option_value("generate", argc, argv, &i))) return 2;
             if (!strcmp(a, "--model")) model_dir = v;
             else if (!strcmp(a, "--prompt")) prompt = v;
             else if (!strcmp(a, "--device")) device = v;
+            else if (!strcmp(a, "--dtype")) dtype_s = v;
             else if (!strcmp(a, "--max-new-tokens") && (max_new = cli_parse_count(a, v)) < 0) return 2;
             else if (!strcmp(a, "--ctx") && (ctx = cli_parse_count(a, v)) < 0) return 2;
             else if (!strcmp(a, "--threads") && (threads = cli_parse_count(a, v)) < 0) return 2;
@@ -80,6 +84,8 @@ int cmd_generate(int argc, char **argv) {
     lisa_backend_kind kind;
     int dev;
     if (cli_parse_device(device, &kind, &dev)) return 2;
+    lisa_dtype dtype = kind == LISA_BACKEND_CPU ? LISA_DTYPE_F32 : LISA_DTYPE_BF16;
+    if (dtype_s && cli_parse_dtype(dtype_s, &dtype)) return 2;
 
     int rc = 1;
     lisa_backend *be = NULL;
@@ -100,7 +106,7 @@ int cmd_generate(int argc, char **argv) {
 
     lisa_status st = lisa_backend_init(&be, kind, dev, (int)threads);
     if (st == LISA_OK) st = lisa_tokenizer_load(&tok, tok_path, probe ? added_path : NULL);
-    if (st == LISA_OK) st = lisa_llama_model_load(&model, model_dir, be, 0, -1);
+    if (st == LISA_OK) st = lisa_llama_model_load(&model, model_dir, be, dtype, 0, -1);
     if (st == LISA_OK) model_ok = 1;
     if (st == LISA_OK) st = lisa_tokenizer_encode(tok, prompt, strlen(prompt), !no_bos, &ids, &n_ids);
     if (st == LISA_OK && n_ids == 0) st = lisa_error_set(LISA_ERR_ARG, "the prompt encodes to no tokens");

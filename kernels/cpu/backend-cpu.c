@@ -69,6 +69,49 @@ static lisa_status cpu_synchronize(lisa_backend *be) {
     return LISA_OK;
 }
 
+static void f32_to_dtype(void *dst, lisa_dtype t, const float *src, size_t n) {
+    uint16_t *h = (uint16_t *)dst;
+    switch (t) {
+    case LISA_DTYPE_F32: memcpy(dst, src, n * 4); break;
+    case LISA_DTYPE_BF16:
+        for (size_t i = 0; i < n; i++) h[i] = lisa_f32_to_bf16(src[i]);
+        break;
+    case LISA_DTYPE_F16:
+        for (size_t i = 0; i < n; i++) h[i] = lisa_f32_to_f16(src[i]);
+        break;
+    default: LISA_ASSERT(!"f32_to_dtype: not a float dtype");
+    }
+}
+
+/* Converts n elements between float dtypes through fp32 chunks. */
+static void convert_any(void *dst, lisa_dtype dt, const void *src, lisa_dtype st, size_t n) {
+    if (dt == st) {
+        memcpy(dst, src, n * lisa_dtype_size(dt));
+        return;
+    }
+    float buf[1024];
+    size_t ds = lisa_dtype_size(dt), ss = lisa_dtype_size(st);
+    for (size_t i = 0; i < n; i += 1024) {
+        size_t c = n - i < 1024 ? n - i : 1024;
+        lisa_dtype_to_f32(buf, (const char *)src + i * ss, st, c);
+        f32_to_dtype((char *)dst + i * ds, dt, buf, c);
+    }
+}
+
+static lisa_status cpu_upload_convert(lisa_backend *be, void *dst, lisa_dtype dst_dtype,
+                                      const void *src, lisa_dtype src_dtype, size_t n) {
+    (void)be;
+    convert_any(dst, dst_dtype, src, src_dtype, n);
+    return LISA_OK;
+}
+
+static lisa_status cpu_convert(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x) {
+    (void)be;
+    LISA_ASSERT(lisa_tensor_nelem(out) == lisa_tensor_nelem(x));
+    convert_any(out->data, out->dtype, x->data, x->dtype, (size_t)lisa_tensor_nelem(x));
+    return LISA_OK;
+}
+
 /* --- helpers --- */
 
 /* Dot product with 8 independent partial sums so the compiler vectorizes it
@@ -208,6 +251,17 @@ static lisa_status cpu_rmsnorm(lisa_backend *be, lisa_tensor *out, const lisa_te
     }
     free(wf);
     return LISA_OK;
+}
+
+/* x (n, C) += d; out (n, C) = rmsnorm(x) * w. Row by row, so out may alias d. */
+static lisa_status cpu_add_rmsnorm(lisa_backend *be, lisa_tensor *x, const lisa_tensor *d,
+                                   lisa_tensor *out, const lisa_tensor *w, float eps) {
+    int64_t n = lisa_tensor_nelem(x);
+    LISA_ASSERT(lisa_tensor_nelem(d) == n && d->dtype == LISA_DTYPE_F32);
+    float *xd = (float *)x->data;
+    const float *dd = (const float *)d->data;
+    for (int64_t i = 0; i < n; i++) xd[i] += dd[i];
+    return cpu_rmsnorm(be, out, x, w, eps);
 }
 
 /* x (n, H, D) in place; HF rotate-half: pairs (j, j + D/2). */
@@ -393,9 +447,11 @@ static const lisa_backend_ops k_cpu_ops = {
     .copy_to_backend = cpu_copy_to_backend,
     .copy_to_host = cpu_copy_to_host,
     .synchronize = cpu_synchronize,
+    .upload_convert = cpu_upload_convert,
     .matmul = cpu_matmul,
     .embedding = cpu_embedding,
     .rmsnorm = cpu_rmsnorm,
+    .add_rmsnorm = cpu_add_rmsnorm,
     .rope = cpu_rope,
     .kv_store = cpu_kv_store,
     .attention = cpu_attention,
@@ -404,6 +460,7 @@ static const lisa_backend_ops k_cpu_ops = {
     .softmax = cpu_softmax,
     .argmax = cpu_argmax,
     .get_rows = cpu_get_rows,
+    .convert = cpu_convert,
     .free = cpu_free,
 };
 

@@ -78,9 +78,9 @@ static void check_split(const char *dir, const llama_case *c, const float *ref_l
     lisa_llama_model a, b;
     lisa_llama_state sa, sb;
     CHECK(lisa_backend_cpu_init(&be, 2) == LISA_OK, "backend");
-    lisa_status st = lisa_llama_model_load(&a, dir, be, 0, 1);
+    lisa_status st = lisa_llama_model_load(&a, dir, be, LISA_DTYPE_F32, 0, 1);
     CHECK(st == LISA_OK, "load range [0,1): %s", lisa_error_get());
-    st = lisa_llama_model_load(&b, dir, be, 1, -1);
+    st = lisa_llama_model_load(&b, dir, be, LISA_DTYPE_F32, 1, -1);
     CHECK(st == LISA_OK, "load range [1,L): %s", lisa_error_get());
     CHECK((a.output.data == NULL && b.tok_embeddings.data == NULL) || b.cfg.tie_word_embeddings,
           "a stage holds only what its range needs");
@@ -122,7 +122,7 @@ static void test_model(const char *fixtures, const char *name) {
     lisa_backend *be;
     lisa_llama_model m;
     CHECK(lisa_backend_cpu_init(&be, 2) == LISA_OK, "backend");
-    lisa_status st = lisa_llama_model_load(&m, dir, be, 0, -1);
+    lisa_status st = lisa_llama_model_load(&m, dir, be, LISA_DTYPE_F32, 0, -1);
     CHECK(st == LISA_OK, "load %s: %s", dir, lisa_error_get());
     if (st != LISA_OK) return;
     int V = m.cfg.vocab_size, C = m.cfg.hidden_size;
