@@ -1,0 +1,198 @@
+/* backend-cuda.cu: the CUDA backend: device memory, the stream, pinned
+ * staging for uploads, and the ops table whose entries live in the other
+ * files of this folder (gemm.cu, norm.cu, rope.cu, attention.cu,
+ * elementwise.cu, reduce.cu). Each op mirrors the CPU backend's function of
+ * the same name, which is its oracle (tests/unit/test-backend-ops.c).
+ *
+ * One stream per backend; everything is enqueued on it. Deliberately not
+ * here: multi-GPU, CUDA graphs, model knowledge. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda-common.cuh"
+
+#define CUDA_STAGING_BYTES ((size_t)32 << 20)
+#define CUDA_WORKSPACE_BYTES ((size_t)32 << 20)
+
+static lisa_status cuda_buffer_alloc(lisa_backend *be, size_t nbytes, void **out) {
+    cuda_ctx *c = cuda_ctx_of(be);
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, nbytes ? nbytes : 1);
+    if (e != cudaSuccess) {
+        size_t free_b = 0, total_b = 0;
+        cudaGetLastError();
+        cudaMemGetInfo(&free_b, &total_b);
+        return lisa_error_set(LISA_ERR_NOMEM,
+                              "cuda:%d: cannot allocate %zu bytes (%.2f GiB): %s; device has "
+                              "%.2f GiB free of %.2f GiB",
+                              c->device, nbytes, nbytes / 1073741824.0, cudaGetErrorString(e),
+                              free_b / 1073741824.0, total_b / 1073741824.0);
+    }
+    e = cudaMemsetAsync(p, 0, nbytes, c->stream);
+    if (e != cudaSuccess) {
+        cudaFree(p);
+        CUDA_TRY(e);
+    }
+    *out = p;
+    return LISA_OK;
+}
+
+static void cuda_buffer_free(lisa_backend *be, void *ptr) {
+    cuda_ctx *c = cuda_ctx_of(be);
+    /* pending work may still read it */
+    cudaStreamSynchronize(c->stream);
+    cudaFree(ptr);
+}
+
+static lisa_status cuda_copy_to_backend(lisa_backend *be, void *dst, size_t offset, const void *src,
+                                        size_t n) {
+    cuda_ctx *c = cuda_ctx_of(be);
+    CUDA_TRY(cudaMemcpyAsync((char *)dst + offset, src, n, cudaMemcpyHostToDevice, c->stream));
+    return LISA_OK;
+}
+
+static lisa_status cuda_copy_to_host(lisa_backend *be, void *dst, const void *src, size_t offset,
+                                     size_t n) {
+    cuda_ctx *c = cuda_ctx_of(be);
+    CUDA_TRY(cudaMemcpyAsync(dst, (const char *)src + offset, n, cudaMemcpyDeviceToHost, c->stream));
+    return LISA_OK;
+}
+
+static lisa_status cuda_synchronize(lisa_backend *be) {
+    CUDA_TRY(cudaStreamSynchronize(cuda_ctx_of(be)->stream));
+    return LISA_OK;
+}
+
+/* Host-side conversion of n elements into a pinned chunk. */
+static void host_convert(void *dst, lisa_dtype dt, const void *src, lisa_dtype st, size_t n) {
+    if (dt == st) {
+        memcpy(dst, src, n * lisa_dtype_size(dt));
+        return;
+    }
+    float buf[1024];
+    size_t ss = lisa_dtype_size(st), ds = lisa_dtype_size(dt);
+    for (size_t i = 0; i < n; i += 1024) {
+        size_t cnt = n - i < 1024 ? n - i : 1024;
+        lisa_dtype_to_f32(buf, (const char *)src + i * ss, st, cnt);
+        uint16_t *h = (uint16_t *)((char *)dst + i * ds);
+        if (dt == LISA_DTYPE_F32) memcpy(h, buf, cnt * 4);
+        else if (dt == LISA_DTYPE_BF16)
+            for (size_t j = 0; j < cnt; j++) h[j] = lisa_f32_to_bf16(buf[j]);
+        else
+            for (size_t j = 0; j < cnt; j++) h[j] = lisa_f32_to_f16(buf[j]);
+    }
+}
+
+/* Double-buffered: the CPU converts chunk i+1 while chunk i is in flight. */
+static lisa_status cuda_upload_convert(lisa_backend *be, void *dst, lisa_dtype dst_dtype,
+                                       const void *src, lisa_dtype src_dtype, size_t n) {
+    cuda_ctx *c = cuda_ctx_of(be);
+    size_t ds = lisa_dtype_size(dst_dtype), ss = lisa_dtype_size(src_dtype);
+    size_t chunk = c->staging_size / ds;
+    int b = 0;
+    for (size_t i = 0; i < n; i += chunk, b ^= 1) {
+        size_t cnt = n - i < chunk ? n - i : chunk;
+        CUDA_TRY(cudaEventSynchronize(c->staging_done[b]));
+        host_convert(c->staging[b], dst_dtype, (const char *)src + i * ss, src_dtype, cnt);
+        CUDA_TRY(cudaMemcpyAsync((char *)dst + i * ds, c->staging[b], cnt * ds,
+                                 cudaMemcpyHostToDevice, c->stream));
+        CUDA_TRY(cudaEventRecord(c->staging_done[b], c->stream));
+    }
+    CUDA_TRY(cudaStreamSynchronize(c->stream));
+    return LISA_OK;
+}
+
+static void cuda_free(lisa_backend *be) {
+    cuda_ctx *c = cuda_ctx_of(be);
+    cudaStreamSynchronize(c->stream);
+    cuda_gemm_cache_free(c);
+    for (int i = 0; i < 2; i++) {
+        if (c->staging[i]) cudaFreeHost(c->staging[i]);
+        if (c->staging_done[i]) cudaEventDestroy(c->staging_done[i]);
+    }
+    if (c->workspace) cudaFree(c->workspace);
+    if (c->lt) cublasLtDestroy(c->lt);
+    if (c->stream) cudaStreamDestroy(c->stream);
+    free(c);
+    free(be);
+}
+
+static lisa_backend_ops cuda_ops_table(void) {
+    lisa_backend_ops o;
+    memset(&o, 0, sizeof o);
+    o.name = "cuda";
+    o.host_memory = 0;
+    o.buffer_alloc = cuda_buffer_alloc;
+    o.buffer_free = cuda_buffer_free;
+    o.copy_to_backend = cuda_copy_to_backend;
+    o.copy_to_host = cuda_copy_to_host;
+    o.synchronize = cuda_synchronize;
+    o.upload_convert = cuda_upload_convert;
+    o.matmul = cuda_op_matmul;
+    o.embedding = cuda_op_embedding;
+    o.rmsnorm = cuda_op_rmsnorm;
+    o.add_rmsnorm = cuda_op_add_rmsnorm;
+    o.rope = cuda_op_rope;
+    o.kv_store = cuda_op_kv_store;
+    o.attention = cuda_op_attention;
+    o.swiglu = cuda_op_swiglu;
+    o.add = cuda_op_add;
+    o.softmax = cuda_op_softmax;
+    o.argmax = cuda_op_argmax;
+    o.get_rows = cuda_op_get_rows;
+    o.convert = cuda_op_convert;
+    o.free = cuda_free;
+    return o;
+}
+
+static lisa_backend_ops g_cuda_ops;
+
+/* Sets up stream, cuBLASLt, workspace and staging; on failure the caller
+ * frees what was made through cuda_free. */
+static lisa_status cuda_ctx_setup(cuda_ctx *c) {
+    CUDA_TRY(cudaSetDevice(c->device));
+    CUDA_TRY(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+    CUBLAS_TRY(cublasLtCreate(&c->lt));
+    c->workspace_size = CUDA_WORKSPACE_BYTES;
+    CUDA_TRY(cudaMalloc(&c->workspace, c->workspace_size));
+    c->staging_size = CUDA_STAGING_BYTES;
+    for (int i = 0; i < 2; i++) {
+        CUDA_TRY(cudaMallocHost(&c->staging[i], c->staging_size));
+        CUDA_TRY(cudaEventCreateWithFlags(&c->staging_done[i], cudaEventDisableTiming));
+        CUDA_TRY(cudaEventRecord(c->staging_done[i], c->stream));
+    }
+    return LISA_OK;
+}
+
+extern "C" lisa_status lisa_backend_cuda_init(lisa_backend **out, int device) {
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess || count == 0) {
+        cudaGetLastError();
+        return lisa_error_set(LISA_ERR_UNSUPPORTED, "no CUDA device available (%s)",
+                              e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+    }
+    if (device < 0 || device >= count)
+        return lisa_error_set(LISA_ERR_ARG, "cuda:%d requested but %d device(s) present", device,
+                              count);
+    lisa_backend *be = (lisa_backend *)calloc(1, sizeof *be);
+    cuda_ctx *c = (cuda_ctx *)calloc(1, sizeof *c);
+    if (!be || !c) {
+        free(be);
+        free(c);
+        return lisa_error_set(LISA_ERR_NOMEM, "cuda backend: allocation failed");
+    }
+    c->device = device;
+    const char *dbg = getenv("LISA_CUDA_SYNC");
+    c->debug_sync = dbg && *dbg && strcmp(dbg, "0") != 0;
+    g_cuda_ops = cuda_ops_table();
+    be->ops = &g_cuda_ops;
+    be->ctx = c;
+    lisa_status st = cuda_ctx_setup(c);
+    if (st != LISA_OK) {
+        cuda_free(be);
+        return st;
+    }
+    *out = be;
+    return LISA_OK;
+}

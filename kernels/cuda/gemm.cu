@@ -1,0 +1,111 @@
+/* gemm.cu: matmul through cuBLASLt: out (M, N) = x (M, K) @ w (N, K)^T
+ * [+ bias (N)], the CUDA twin of cpu_matmul.
+ *
+ * Row-major out^T is column-major (N, M), so cuBLASLt computes
+ * out^T = op(W) x^T with W as a column-major (K, N) matrix transposed.
+ * bf16/f16 operands accumulate in fp32 (CUBLAS_COMPUTE_32F); the fp32 path
+ * uses CUBLAS_COMPUTE_32F too, i.e. no TF32, so it can be held to the CPU
+ * oracle's tolerance. Descriptors and the heuristic's algorithm are cached
+ * per (M, N, K, dtype): decode calls the same shapes every step. */
+#include <string.h>
+
+#include "cuda-common.cuh"
+
+static cudaDataType_t cuda_type(lisa_dtype t) {
+    switch (t) {
+    case LISA_DTYPE_BF16: return CUDA_R_16BF;
+    case LISA_DTYPE_F16: return CUDA_R_16F;
+    default: return CUDA_R_32F;
+    }
+}
+
+static void gemm_entry_free(cuda_gemm_entry *e) {
+    if (!e->used) return;
+    if (e->desc) cublasLtMatmulDescDestroy(e->desc);
+    if (e->a) cublasLtMatrixLayoutDestroy(e->a);
+    if (e->b) cublasLtMatrixLayoutDestroy(e->b);
+    if (e->c) cublasLtMatrixLayoutDestroy(e->c);
+    memset(e, 0, sizeof *e);
+}
+
+void cuda_gemm_cache_free(cuda_ctx *c) {
+    for (int i = 0; i < LISA_CUDA_GEMM_CACHE; i++) gemm_entry_free(&c->gemm[i]);
+}
+
+static lisa_status gemm_entry_make(cuda_ctx *c, cuda_gemm_entry *e, int64_t M, int64_t N, int64_t K,
+                                   lisa_dtype dt) {
+    cudaDataType_t ty = cuda_type(dt);
+    e->used = 1;
+    e->M = M;
+    e->N = N;
+    e->K = K;
+    e->dtype = dt;
+    CUBLAS_TRY(cublasLtMatmulDescCreate(&e->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    CUBLAS_TRY(cublasLtMatmulDescSetAttribute(e->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    CUBLAS_TRY(cublasLtMatmulDescSetAttribute(e->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    CUBLAS_TRY(cublasLtMatrixLayoutCreate(&e->a, ty, (uint64_t)K, (uint64_t)N, K)); /* W */
+    CUBLAS_TRY(cublasLtMatrixLayoutCreate(&e->b, ty, (uint64_t)K, (uint64_t)M, K)); /* x */
+    CUBLAS_TRY(cublasLtMatrixLayoutCreate(&e->c, ty, (uint64_t)N, (uint64_t)M, N)); /* out */
+    cublasLtMatmulPreference_t pref;
+    CUBLAS_TRY(cublasLtMatmulPreferenceCreate(&pref));
+    size_t ws = c->workspace_size;
+    cublasStatus_t s = cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulAlgoGetHeuristic(c->lt, e->desc, e->a, e->b, e->c, e->c, pref, 1, &res,
+                                           &found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    CUBLAS_TRY(s);
+    if (found < 1)
+        return lisa_error_set(LISA_ERR_BACKEND, "cublasLt: no algorithm for %s gemm M=%lld N=%lld K=%lld",
+                              lisa_dtype_name(dt), (long long)M, (long long)N, (long long)K);
+    e->algo = res.algo;
+    return LISA_OK;
+}
+
+static lisa_status gemm_entry_get(cuda_ctx *c, int64_t M, int64_t N, int64_t K, lisa_dtype dt,
+                                  cuda_gemm_entry **out) {
+    for (int i = 0; i < LISA_CUDA_GEMM_CACHE; i++) {
+        cuda_gemm_entry *e = &c->gemm[i];
+        if (e->used && e->M == M && e->N == N && e->K == K && e->dtype == dt) {
+            *out = e;
+            return LISA_OK;
+        }
+    }
+    cuda_gemm_entry *e = &c->gemm[c->gemm_next];
+    c->gemm_next = (c->gemm_next + 1) % LISA_CUDA_GEMM_CACHE;
+    gemm_entry_free(e);
+    lisa_status st = gemm_entry_make(c, e, M, N, K, dt);
+    if (st != LISA_OK) {
+        gemm_entry_free(e);
+        return st;
+    }
+    *out = e;
+    return LISA_OK;
+}
+
+lisa_status cuda_op_matmul(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
+                           const lisa_tensor *w, const lisa_tensor *bias) {
+    cuda_ctx *c = cuda_ctx_of(be);
+    int64_t M = x->shape[0], K = x->shape[x->ndim - 1], N = w->shape[0];
+    LISA_ASSERT(w->ndim == 2 && w->shape[1] == K && lisa_tensor_nelem(x) == M * K);
+    LISA_ASSERT(lisa_tensor_nelem(out) == M * N);
+    if (w->dtype != x->dtype || out->dtype != x->dtype)
+        return lisa_error_set(LISA_ERR_UNSUPPORTED,
+                              "cuda matmul: weights %s, input %s, output %s must share a dtype",
+                              lisa_dtype_name(w->dtype), lisa_dtype_name(x->dtype),
+                              lisa_dtype_name(out->dtype));
+    if (M == 0) return LISA_OK;
+    cuda_gemm_entry *e;
+    LISA_TRY(gemm_entry_get(c, M, N, K, x->dtype, &e));
+    float alpha = 1.0f, beta = 0.0f;
+    CUBLAS_TRY(cublasLtMatmul(c->lt, e->desc, &alpha, w->data, e->a, x->data, e->b, &beta,
+                              out->data, e->c, out->data, e->c, &e->algo, c->workspace,
+                              c->workspace_size, c->stream));
+    if (c->debug_sync) CUDA_TRY(cudaStreamSynchronize(c->stream));
+    if (bias) LISA_TRY(cuda_op_add_bias(be, out, bias));
+    return LISA_OK;
+}

@@ -1,0 +1,33 @@
+/* rope.cu: rotary embedding in HF's rotate-half layout, the CUDA twin of
+ * cpu_rope. One thread per (row, head, pair); angles in fp32 as HF computes
+ * them (pos * inv_freq, inv_freq = 1 / theta^(2j/D)). */
+#include "cuda-common.cuh"
+
+template <typename T>
+__global__ void rope_kernel(T *x, const int32_t *pos, int64_t n, int64_t H, int64_t D,
+                            float theta) {
+    int64_t half = D / 2, total = n * H * half;
+    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < total;
+         t += (int64_t)gridDim.x * blockDim.x) {
+        int64_t j = t % half, ih = t / half, i = ih / H;
+        float inv_freq = 1.0f / powf(theta, (float)(2 * j) / (float)D);
+        float f = (float)pos[i] * inv_freq;
+        float cs = cosf(f), sn = sinf(f);
+        T *v = x + ih * D;
+        float a = cu_ld(v, j), b = cu_ld(v, j + half);
+        cu_st(v, j, a * cs - b * sn);
+        cu_st(v, j + half, b * cs + a * sn);
+    }
+}
+
+lisa_status cuda_op_rope(lisa_backend *be, lisa_tensor *x, const lisa_tensor *pos, float theta) {
+    cuda_ctx *c = cuda_ctx_of(be);
+    LISA_ASSERT(x->ndim == 3 && pos->dtype == LISA_DTYPE_I32);
+    int64_t n = x->shape[0], H = x->shape[1], D = x->shape[2];
+    LISA_ASSERT(D % 2 == 0 && lisa_tensor_nelem(pos) == n);
+    if (n == 0) return LISA_OK;
+    CUDA_DISPATCH_FLOAT(x->dtype, rope_kernel<T><<<cuda_blocks(n * H * D / 2, 256), 256, 0, c->stream>>>(
+                                      (T *)x->data, (const int32_t *)pos->data, n, H, D, theta));
+    CUDA_LAUNCH_CHECK(c);
+    return LISA_OK;
+}
