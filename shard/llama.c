@@ -212,27 +212,42 @@ lisa_status lisa_llama_model_init_random(lisa_llama_model *m, const lisa_llama_c
     size_t total = llama_carve(specs, n, dtypes);
     st = be->ops->buffer_alloc(be, total, &m->weights);
     if (st == LISA_OK) llama_rebase(specs, n, m->weights);
+    /* One pool of random values, reused cyclically at a different offset per
+     * tensor: filling 13B parameters one by one would take minutes, and a
+     * benchmark does not need independent weights. Norms are ones. */
     uint64_t rs = seed ? seed : 0x9E3779B97F4A7C15ULL;
-    /* Fill through a host staging chunk so the same code serves device memory. */
-    size_t chunk_elems = (size_t)1 << 20;
-    void *stage = st == LISA_OK ? malloc(chunk_elems * 4) : NULL;
+    size_t pool_elems = (size_t)1 << 22, es = lisa_dtype_size(wdtype);
+    char *stage = st == LISA_OK ? malloc(2 * pool_elems * es) : NULL;
     if (st == LISA_OK && !stage) st = lisa_error_set(LISA_ERR_NOMEM, "llama: staging allocation failed");
+    char *ones = stage ? stage + pool_elems * es : NULL;
+    for (size_t j = 0; stage && j < pool_elems; j++) {
+        float v = 0.02f * rng_normalish(&rs);
+        if (wdtype == LISA_DTYPE_F32) {
+            ((float *)stage)[j] = v;
+            ((float *)ones)[j] = 1.0f;
+        } else if (wdtype == LISA_DTYPE_BF16) {
+            ((uint16_t *)stage)[j] = lisa_f32_to_bf16(v);
+            ((uint16_t *)ones)[j] = lisa_f32_to_bf16(1.0f);
+        } else {
+            ((uint16_t *)stage)[j] = lisa_f32_to_f16(v);
+            ((uint16_t *)ones)[j] = lisa_f32_to_f16(1.0f);
+        }
+    }
     for (int i = 0; i < n && st == LISA_OK; i++) {
         lisa_tensor *t = specs[i].dst;
         int is_norm = t->ndim == 1;
-        size_t ne = (size_t)lisa_tensor_nelem(t), es = lisa_dtype_size(wdtype);
-        for (size_t off = 0; off < ne && st == LISA_OK; off += chunk_elems) {
-            size_t cnt = ne - off < chunk_elems ? ne - off : chunk_elems;
-            for (size_t j = 0; j < cnt; j++) {
-                float v = is_norm ? 1.0f : 0.02f * rng_normalish(&rs);
-                if (wdtype == LISA_DTYPE_F32) ((float *)stage)[j] = v;
-                else if (wdtype == LISA_DTYPE_BF16) ((uint16_t *)stage)[j] = lisa_f32_to_bf16(v);
-                else ((uint16_t *)stage)[j] = lisa_f32_to_f16(v);
-            }
-            st = be->ops->copy_to_backend(be, t->data, off * es, stage, cnt * es);
-            if (st == LISA_OK) st = be->ops->synchronize(be);
+        size_t ne = (size_t)lisa_tensor_nelem(t);
+        size_t start = ((size_t)i * 7919u) % (pool_elems / 2);
+        for (size_t off = 0; off < ne && st == LISA_OK;) {
+            size_t src0 = is_norm ? 0 : (start + off) % pool_elems;
+            size_t cnt = pool_elems - src0;
+            if (cnt > ne - off) cnt = ne - off;
+            st = be->ops->copy_to_backend(be, t->data, off * es,
+                                          (is_norm ? ones : stage) + src0 * es, cnt * es);
+            off += cnt;
         }
     }
+    if (st == LISA_OK) st = be->ops->synchronize(be);
     free(stage);
     free(specs);
     free(dtypes);

@@ -1,0 +1,414 @@
+/* test-backend-ops.c: the cross-backend op test. Every op of the seam runs on
+ * random inputs of odd and even shapes on the CPU (the oracle) and on CUDA,
+ * in fp32, bf16 and fp16, and the outputs are compared by normalized error
+ * NMSE = sum((a - b)^2) / sum(b^2) against per-op, per-dtype thresholds.
+ * Every output buffer carries guard bytes before and after it; an op that
+ * writes outside its tensor fails, on the CPU as well as on CUDA.
+ *
+ * Inputs are drawn in fp32 and rounded to the dtype under test first, so the
+ * CPU computes on exactly the values the GPU sees; what remains is the
+ * kernel's own error plus the rounding of its output. Thresholds: fp32 from
+ * accumulation order (1e-10, 1e-9 for long reductions); bf16 and fp16 from
+ * one output rounding (unit roundoff 2^-8 and 2^-11; NMSE about u^2 / 3)
+ * with margin. They were set by analysis; a GPU run that trips one is to be
+ * looked at by hand, not loosened.
+ *
+ * Without a GPU (or in a build without CUDA) the CUDA cases are reported as
+ * SKIPPED and only the CPU guard checks run. With LISA_REQUIRE_CUDA=1 in the
+ * environment a skip is a failure (scripts/gpu-check.sh sets it). */
+#include <stdint.h>
+
+#include "backend.h"
+#include "testutil.h"
+
+#define GUARD 256
+#define GUARD_BYTE 0xA5
+
+typedef struct {
+    lisa_tensor t;
+    void *base;
+    size_t nbytes;
+} gtensor;
+
+static uint64_t g_rng = 0x1234567887654321ULL;
+static float rnd(void) {
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (float)((g_rng >> 40) / (double)(1 << 24)) * 2.0f - 1.0f;
+}
+
+static float round_to(float v, lisa_dtype dt) {
+    if (dt == LISA_DTYPE_BF16) return lisa_bf16_to_f32(lisa_f32_to_bf16(v));
+    if (dt == LISA_DTYPE_F16) return lisa_f16_to_f32(lisa_f32_to_f16(v));
+    return v;
+}
+
+static float *rand_vec(size_t n, float scale, lisa_dtype dt) {
+    float *v = malloc(n * sizeof *v);
+    for (size_t i = 0; i < n; i++) v[i] = round_to(scale * rnd(), dt);
+    return v;
+}
+
+static void host_from_f32(void *dst, lisa_dtype dt, const float *src, size_t n) {
+    uint16_t *h = dst;
+    for (size_t i = 0; i < n; i++) {
+        if (dt == LISA_DTYPE_F32) ((float *)dst)[i] = src[i];
+        else if (dt == LISA_DTYPE_BF16) h[i] = lisa_f32_to_bf16(src[i]);
+        else if (dt == LISA_DTYPE_F16) h[i] = lisa_f32_to_f16(src[i]);
+        else ((int32_t *)dst)[i] = (int32_t)src[i];
+    }
+}
+
+/* A backend tensor with GUARD sentinel bytes on both sides. */
+static gtensor gt_alloc(lisa_backend *be, lisa_dtype dt, int ndim, const int64_t *shape) {
+    gtensor g;
+    g.t = lisa_tensor_view(NULL, dt, ndim, shape);
+    g.nbytes = lisa_tensor_nbytes(&g.t);
+    size_t total = g.nbytes + 2 * GUARD;
+    LISA_ASSERT(be->ops->buffer_alloc(be, total, &g.base) == LISA_OK);
+    unsigned char *fill = malloc(total);
+    memset(fill, GUARD_BYTE, total);
+    LISA_ASSERT(be->ops->copy_to_backend(be, g.base, 0, fill, total) == LISA_OK);
+    LISA_ASSERT(be->ops->synchronize(be) == LISA_OK);
+    free(fill);
+    g.t.data = (char *)g.base + GUARD;
+    return g;
+}
+
+/* Uploads fp32 values (or ids, for I32) converted to the tensor's dtype. */
+static void gt_set(lisa_backend *be, gtensor *g, const float *v) {
+    size_t n = (size_t)lisa_tensor_nelem(&g->t);
+    void *h = malloc(g->nbytes ? g->nbytes : 1);
+    host_from_f32(h, g->t.dtype, v, n);
+    LISA_ASSERT(be->ops->copy_to_backend(be, g->t.data, 0, h, g->nbytes) == LISA_OK);
+    LISA_ASSERT(be->ops->synchronize(be) == LISA_OK);
+    free(h);
+}
+
+/* Downloads as fp32 and checks the guards; returns 0 when they were hit. */
+static int gt_get(lisa_backend *be, const gtensor *g, float *out) {
+    size_t total = g->nbytes + 2 * GUARD;
+    unsigned char *h = malloc(total);
+    LISA_ASSERT(be->ops->copy_to_host(be, h, g->base, 0, total) == LISA_OK);
+    LISA_ASSERT(be->ops->synchronize(be) == LISA_OK);
+    int ok = 1;
+    for (size_t i = 0; i < GUARD; i++)
+        if (h[i] != GUARD_BYTE || h[GUARD + g->nbytes + i] != GUARD_BYTE) ok = 0;
+    size_t n = (size_t)lisa_tensor_nelem(&g->t);
+    if (g->t.dtype == LISA_DTYPE_I32)
+        for (size_t i = 0; i < n; i++) out[i] = (float)((int32_t *)(h + GUARD))[i];
+    else
+        lisa_dtype_to_f32(out, h + GUARD, g->t.dtype, n);
+    free(h);
+    return ok;
+}
+
+static void gt_free(lisa_backend *be, gtensor *g) { be->ops->buffer_free(be, g->base); }
+
+static double nmse(const float *a, const float *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - (double)b[i];
+        if (isnan(a[i]) != isnan(b[i])) return INFINITY;
+        num += d * d;
+        den += (double)b[i] * b[i];
+    }
+    return den > 0 ? num / den : num;
+}
+
+/* per-op thresholds, indexed by dtype F32, F16, BF16 */
+typedef struct {
+    const char *op;
+    double tol[3];
+} op_tol;
+static const op_tol k_tols[] = {
+    {"matmul", {1e-9, 2e-6, 1e-4}},   {"embedding", {0, 0, 0}},
+    {"rmsnorm", {1e-10, 2e-6, 1e-4}}, {"add_rmsnorm", {1e-10, 4e-6, 2e-4}},
+    {"rope", {1e-10, 2e-6, 1e-4}},    {"attention", {1e-9, 4e-6, 2e-4}},
+    {"swiglu", {1e-10, 2e-6, 1e-4}},  {"add", {1e-12, 2e-6, 1e-4}},
+    {"softmax", {1e-10, 2e-6, 1e-4}}, {"argmax", {0, 0, 0}},
+    {"get_rows", {0, 0, 0}},          {"convert", {0, 0, 0}},
+};
+
+static double tol_of(const char *op, lisa_dtype dt) {
+    for (size_t i = 0; i < sizeof k_tols / sizeof k_tols[0]; i++)
+        if (!strcmp(k_tols[i].op, op)) return k_tols[i].tol[dt == LISA_DTYPE_F32 ? 0 : dt == LISA_DTYPE_F16 ? 1 : 2];
+    LISA_ASSERT(!"no tolerance for op");
+    return 0;
+}
+
+/* One op case: `run` builds inputs on backend `be` in dtype `dt` from the
+ * shared fp32 values in the case, runs the op, and writes the output as fp32
+ * into `out`; it returns 0 when a guard was hit. */
+typedef struct op_case op_case;
+typedef int (*op_run_fn)(const op_case *c, lisa_backend *be, lisa_dtype dt, float *out);
+struct op_case {
+    const char *op;
+    int64_t a, b, c;     /* shape parameters, meaning per op */
+    op_run_fn run;
+    size_t out_n;
+    float *in[4];        /* inputs, fp32 values already rounded per run */
+};
+
+static lisa_dtype wdt(lisa_backend *be, lisa_dtype dt) {
+    /* CPU activations are fp32; its weights may be in any dtype */
+    (void)be;
+    return dt;
+}
+
+static lisa_dtype adt(lisa_backend *be, lisa_dtype dt) {
+    return be->ops->host_memory ? LISA_DTYPE_F32 : dt;
+}
+
+/* matmul: x (a, c) @ w (b, c)^T + bias (b) */
+static int run_matmul(const op_case *k, lisa_backend *be, lisa_dtype dt, float *out) {
+    int64_t sx[2] = {k->a, k->c}, sw[2] = {k->b, k->c}, so[2] = {k->a, k->b}, sb[1] = {k->b};
+    gtensor x = gt_alloc(be, adt(be, dt), 2, sx), w = gt_alloc(be, wdt(be, dt), 2, sw),
+            o = gt_alloc(be, adt(be, dt), 2, so), b = gt_alloc(be, wdt(be, dt), 1, sb);
+    gt_set(be, &x, k->in[0]);
+    gt_set(be, &w, k->in[1]);
+    gt_set(be, &b, k->in[2]);
+    CHECK(be->ops->matmul(be, &o.t, &x.t, &w.t, k->in[3] ? &b.t : NULL) == LISA_OK, "%s", lisa_error_get());
+    int ok = gt_get(be, &o, out);
+    gt_free(be, &x), gt_free(be, &w), gt_free(be, &o), gt_free(be, &b);
+    return ok;
+}
+
+/* embedding: table (b, c)[ids (a)] */
+static int run_embedding(const op_case *k, lisa_backend *be, lisa_dtype dt, float *out) {
+    int64_t st[2] = {k->b, k->c}, si[1] = {k->a}, so[2] = {k->a, k->c};
+    gtensor t = gt_alloc(be, wdt(be, dt), 2, st), ids = gt_alloc(be, LISA_DTYPE_I32, 1, si),
+            o = gt_alloc(be, adt(be, dt), 2, so);
+    gt_set(be, &t, k->in[0]);
+    gt_set(be, &ids, k->in[1]);
+    CHECK(be->ops->embedding(be, &o.t, &t.t, &ids.t) == LISA_OK, "%s", lisa_error_get());
+    int ok = gt_get(be, &o, out);
+    gt_free(be, &t), gt_free(be, &ids), gt_free(be, &o);
+    return ok;
+}
+
+/* rmsnorm (x (a, c), w (c)); add_rmsnorm adds d (a, c) first; out is
+ * [normed ; new x] for add_rmsnorm */
+static int run_norm(const op_case *k, lisa_backend *be, lisa_dtype dt, float *out) {
+    int64_t sx[2] = {k->a, k->c}, sw[1] = {k->c};
+    gtensor x = gt_alloc(be, adt(be, dt), 2, sx), d = gt_alloc(be, adt(be, dt), 2, sx),
+            w = gt_alloc(be, wdt(be, dt), 1, sw), o = gt_alloc(be, adt(be, dt), 2, sx);
+    gt_set(be, &x, k->in[0]);
+    gt_set(be, &d, k->in[1]);
+    gt_set(be, &w, k->in[2]);
+    int fused = !strcmp(k->op, "add_rmsnorm");
+    if (fused)
+        CHECK(be->ops->add_rmsnorm(be, &x.t, &d.t, &o.t, &w.t, 1e-5f) == LISA_OK, "%s", lisa_error_get());
+    else
+        CHECK(be->ops->rmsnorm(be, &o.t, &x.t, &w.t, 1e-6f) == LISA_OK, "%s", lisa_error_get());
+    int ok = gt_get(be, &o, out);
+    if (fused) ok &= gt_get(be, &x, out + k->a * k->c);
+    gt_free(be, &x), gt_free(be, &d), gt_free(be, &w), gt_free(be, &o);
+    return ok;
+}
+
+/* rope on x (a, b heads, c dims), positions in[1] */
+static int run_rope(const op_case *k, lisa_backend *be, lisa_dtype dt, float *out) {
+    int64_t sx[3] = {k->a, k->b, k->c}, sp[1] = {k->a};
+    gtensor x = gt_alloc(be, adt(be, dt), 3, sx), p = gt_alloc(be, LISA_DTYPE_I32, 1, sp);
+    gt_set(be, &x, k->in[0]);
+    gt_set(be, &p, k->in[1]);
+    CHECK(be->ops->rope(be, &x.t, &p.t, 10000.0f) == LISA_OK, "%s", lisa_error_get());
+    int ok = gt_get(be, &x, out);
+    gt_free(be, &x), gt_free(be, &p);
+    return ok;
+}
+
+/* kv_store + attention: a rows over 2 sequences, H = b heads, KVH = b / 2,
+ * D = c, context 64; rows are sequence 0 positions 0..a/2-1 and sequence 1
+ * positions 0..a-a/2-1, interleaved, so prefill and cross-sequence packing
+ * are both exercised. */
+static int run_attention(const op_case *k, lisa_backend *be, lisa_dtype dt, float *out) {
+    int64_t n = k->a, H = k->b, KVH = k->b / 2, D = k->c, Tmax = 64;
+    int64_t sq[3] = {n, H, D}, skv[3] = {n, KVH, D}, sc[4] = {2, Tmax, KVH, D}, si[1] = {n};
+    int64_t so[2] = {n, H * D};
+    gtensor q = gt_alloc(be, adt(be, dt), 3, sq), kk = gt_alloc(be, adt(be, dt), 3, skv),
+            v = gt_alloc(be, adt(be, dt), 3, skv), kc = gt_alloc(be, adt(be, dt), 4, sc),
+            vc = gt_alloc(be, adt(be, dt), 4, sc), seq = gt_alloc(be, LISA_DTYPE_I32, 1, si),
+            pos = gt_alloc(be, LISA_DTYPE_I32, 1, si), o = gt_alloc(be, adt(be, dt), 2, so);
+    float *sv = malloc((size_t)n * sizeof *sv), *pv = malloc((size_t)n * sizeof *pv);
+    int64_t c0 = 0, c1 = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int s = (i % 2 == 1 && c1 < n - n / 2) || c0 >= n / 2;
+        sv[i] = (float)s;
+        pv[i] = (float)(s ? c1++ : c0++);
+    }
+    gt_set(be, &q, k->in[0]);
+    gt_set(be, &kk, k->in[1]);
+    gt_set(be, &v, k->in[2]);
+    gt_set(be, &seq, sv);
+    gt_set(be, &pos, pv);
+    CHECK(be->ops->kv_store(be, &kc.t, &vc.t, &kk.t, &v.t, &seq.t, &pos.t) == LISA_OK, "%s", lisa_error_get());
+    CHECK(be->ops->attention(be, &o.t, &q.t, &kc.t, &vc.t, &seq.t, &pos.t) == LISA_OK, "%s", lisa_error_get());
+    int ok = gt_get(be, &o, out);
+    float *tmp = malloc((size_t)(2 * Tmax * KVH * D) * sizeof *tmp);
+    ok &= gt_get(be, &kc, tmp);
+    ok &= gt_get(be, &vc, tmp);
+    free(tmp);
+    free(sv);
+    free(pv);
+    gt_free(be, &q), gt_free(be, &kk), gt_free(be, &v), gt_free(be, &kc), gt_free(be, &vc);
+    gt_free(be, &seq), gt_free(be, &pos), gt_free(be, &o);
+    return ok;
+}
+
+/* elementwise / row ops on (a, c) */
+static int run_rowop(const op_case *k, lisa_backend *be, lisa_dtype dt, float *out) {
+    int64_t s[2] = {k->a, k->c}, si[1] = {k->a}, sr[1] = {k->b};
+    gtensor x = gt_alloc(be, adt(be, dt), 2, s), y = gt_alloc(be, adt(be, dt), 2, s),
+            o = gt_alloc(be, adt(be, dt), 2, s), am = gt_alloc(be, LISA_DTYPE_I32, 1, si),
+            idx = gt_alloc(be, LISA_DTYPE_I32, 1, sr);
+    int64_t sg[2] = {k->b, k->c};
+    gtensor g = gt_alloc(be, adt(be, dt), 2, sg);
+    gt_set(be, &x, k->in[0]);
+    gt_set(be, &y, k->in[1]);
+    int ok = 1;
+    const lisa_backend_ops *op = be->ops;
+    if (!strcmp(k->op, "swiglu")) {
+        CHECK(op->swiglu(be, &o.t, &x.t, &y.t) == LISA_OK, "%s", lisa_error_get());
+        ok = gt_get(be, &o, out);
+    } else if (!strcmp(k->op, "add")) {
+        CHECK(op->add(be, &o.t, &x.t, &y.t) == LISA_OK, "%s", lisa_error_get());
+        ok = gt_get(be, &o, out);
+    } else if (!strcmp(k->op, "softmax")) {
+        CHECK(op->softmax(be, &x.t) == LISA_OK, "%s", lisa_error_get());
+        ok = gt_get(be, &x, out);
+    } else if (!strcmp(k->op, "argmax")) {
+        CHECK(op->argmax(be, &am.t, &x.t) == LISA_OK, "%s", lisa_error_get());
+        ok = gt_get(be, &am, out);
+    } else if (!strcmp(k->op, "get_rows")) {
+        gt_set(be, &idx, k->in[2]);
+        CHECK(op->get_rows(be, &g.t, &x.t, &idx.t) == LISA_OK, "%s", lisa_error_get());
+        ok = gt_get(be, &g, out);
+    } else if (!strcmp(k->op, "convert")) {
+        /* to fp32 and back into the dtype under test: exact both ways */
+        gtensor f = gt_alloc(be, LISA_DTYPE_F32, 2, s);
+        CHECK(op->convert(be, &f.t, &x.t) == LISA_OK, "%s", lisa_error_get());
+        CHECK(op->convert(be, &o.t, &f.t) == LISA_OK, "%s", lisa_error_get());
+        ok = gt_get(be, &o, out) & gt_get(be, &f, out + k->a * k->c);
+        gt_free(be, &f);
+    }
+    gt_free(be, &x), gt_free(be, &y), gt_free(be, &o), gt_free(be, &am), gt_free(be, &idx);
+    gt_free(be, &g);
+    return ok;
+}
+
+/* Builds case inputs rounded to dt. */
+static void case_inputs(op_case *k, lisa_dtype dt) {
+    int64_t a = k->a, b = k->b, c = k->c;
+    for (int i = 0; i < 4; i++) k->in[i] = NULL;
+    if (!strcmp(k->op, "matmul")) {
+        k->in[0] = rand_vec((size_t)(a * c), 1.0f, dt);
+        k->in[1] = rand_vec((size_t)(b * c), 0.5f, dt);
+        k->in[2] = rand_vec((size_t)b, 0.5f, dt);
+        k->in[3] = (b % 2) ? k->in[2] : NULL; /* odd N: with bias */
+        k->out_n = (size_t)(a * b);
+    } else if (!strcmp(k->op, "embedding")) {
+        k->in[0] = rand_vec((size_t)(b * c), 1.0f, dt);
+        k->in[1] = malloc((size_t)a * sizeof(float));
+        for (int64_t i = 0; i < a; i++) k->in[1][i] = (float)((i * 7 + 3) % b);
+        k->out_n = (size_t)(a * c);
+    } else if (!strcmp(k->op, "rmsnorm") || !strcmp(k->op, "add_rmsnorm")) {
+        k->in[0] = rand_vec((size_t)(a * c), 2.0f, dt);
+        k->in[1] = rand_vec((size_t)(a * c), 1.0f, dt);
+        k->in[2] = rand_vec((size_t)c, 1.0f, dt);
+        k->out_n = (size_t)(2 * a * c);
+    } else if (!strcmp(k->op, "rope")) {
+        k->in[0] = rand_vec((size_t)(a * b * c), 1.0f, dt);
+        k->in[1] = malloc((size_t)a * sizeof(float));
+        for (int64_t i = 0; i < a; i++) k->in[1][i] = (float)((i * 37) % 2000);
+        k->out_n = (size_t)(a * b * c);
+    } else if (!strcmp(k->op, "attention")) {
+        k->in[0] = rand_vec((size_t)(a * b * c), 1.0f, dt);
+        k->in[1] = rand_vec((size_t)(a * (b / 2) * c), 1.0f, dt);
+        k->in[2] = rand_vec((size_t)(a * (b / 2) * c), 1.0f, dt);
+        k->out_n = (size_t)(a * b * c);
+    } else {
+        float scale = !strcmp(k->op, "softmax") ? 8.0f : 3.0f;
+        k->in[0] = rand_vec((size_t)(a * c), scale, dt);
+        k->in[1] = rand_vec((size_t)(a * c), 1.0f, dt);
+        if (!strcmp(k->op, "argmax") && a > 1 && c > 5) { /* a tie: lowest index wins */
+            k->in[0][c + 5] = 100.0f;
+            k->in[0][c + 2] = 100.0f;
+        }
+        k->in[2] = malloc((size_t)b * sizeof(float));
+        for (int64_t i = 0; i < b; i++) k->in[2][i] = (float)((i * 5 + 1) % a);
+        k->out_n = (size_t)(2 * (a > b ? a : b) * c);
+    }
+}
+
+static void case_free(op_case *k) {
+    for (int i = 0; i < 3; i++) free(k->in[i]);
+}
+
+int main(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    lisa_backend *cpu = NULL, *gpu = NULL;
+    CHECK(lisa_backend_cpu_init(&cpu, 2) == LISA_OK, "cpu backend");
+    char skip_reason[256] = "";
+    if (lisa_backend_init(&gpu, LISA_BACKEND_CUDA, 0, 0) != LISA_OK) {
+        snprintf(skip_reason, sizeof skip_reason, "%s", lisa_error_get());
+        gpu = NULL;
+    }
+    const char *req = getenv("LISA_REQUIRE_CUDA");
+    if (!gpu && req && *req && strcmp(req, "0"))
+        CHECK(0, "LISA_REQUIRE_CUDA is set but CUDA is unavailable: %s", skip_reason);
+
+    op_case cases[] = {
+        {"matmul", 1, 19, 37, run_matmul, 0, {0}},   {"matmul", 3, 64, 128, run_matmul, 0, {0}},
+        {"matmul", 8, 33, 96, run_matmul, 0, {0}},   {"matmul", 37, 130, 200, run_matmul, 0, {0}},
+        {"embedding", 5, 50, 37, run_embedding, 0, {0}},
+        {"rmsnorm", 1, 0, 37, run_norm, 0, {0}},     {"rmsnorm", 7, 0, 1000, run_norm, 0, {0}},
+        {"add_rmsnorm", 5, 0, 333, run_norm, 0, {0}},
+        {"rope", 6, 3, 8, run_rope, 0, {0}},         {"rope", 5, 4, 128, run_rope, 0, {0}},
+        {"attention", 9, 4, 8, run_attention, 0, {0}},
+        {"attention", 40, 8, 128, run_attention, 0, {0}},
+        {"attention", 5, 2, 64, run_attention, 0, {0}},
+        {"swiglu", 3, 0, 77, run_rowop, 0, {0}},     {"add", 4, 0, 129, run_rowop, 0, {0}},
+        {"softmax", 3, 0, 1001, run_rowop, 0, {0}},  {"argmax", 4, 0, 32003, run_rowop, 0, {0}},
+        {"get_rows", 6, 3, 37, run_rowop, 0, {0}},   {"convert", 3, 0, 45, run_rowop, 0, {0}},
+    };
+    const lisa_dtype dts[] = {LISA_DTYPE_F32, LISA_DTYPE_F16, LISA_DTYPE_BF16};
+    int skipped = 0;
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        for (size_t di = 0; di < 3; di++) {
+            op_case *k = &cases[ci];
+            lisa_dtype dt = dts[di];
+            case_inputs(k, dt);
+            float *ref = calloc(k->out_n, sizeof *ref), *got = calloc(k->out_n, sizeof *got);
+            int ok = k->run(k, cpu, dt, ref);
+            CHECK(ok, "%s (%lld,%lld,%lld) %s: cpu wrote outside its output", k->op,
+                  (long long)k->a, (long long)k->b, (long long)k->c, lisa_dtype_name(dt));
+            if (gpu) {
+                ok = k->run(k, gpu, dt, got);
+                CHECK(ok, "%s %s: cuda wrote outside its output", k->op, lisa_dtype_name(dt));
+                if (!strcmp(k->op, "rmsnorm") || !strcmp(k->op, "add_rmsnorm")) {
+                    /* the CPU computes in fp32; CUDA rounds its outputs to dt */
+                    for (size_t i = 0; i < k->out_n; i++) ref[i] = round_to(ref[i], dt);
+                }
+                double e = nmse(got, ref, k->out_n), tol = tol_of(k->op, dt);
+                CHECK(e <= tol, "%s (%lld,%lld,%lld) %s: nmse %.3g > %.3g", k->op, (long long)k->a,
+                      (long long)k->b, (long long)k->c, lisa_dtype_name(dt), e, tol);
+                printf("%-12s (%4lld,%4lld,%5lld) %-4s nmse %.3g (tol %.1g) %s\n", k->op,
+                       (long long)k->a, (long long)k->b, (long long)k->c, lisa_dtype_name(dt), e,
+                       tol, e <= tol ? "ok" : "FAIL");
+            } else {
+                skipped++;
+            }
+            free(ref);
+            free(got);
+            case_free(k);
+        }
+    }
+    if (!gpu) printf("cuda: SKIPPED %d cases (%s)\n", skipped, skip_reason);
+    lisa_backend_free(gpu);
+    lisa_backend_free(cpu);
+    return test_finish("test-backend-ops");
+}
