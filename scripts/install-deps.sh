@@ -10,5 +10,5 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential cmake pkg-config \
-    libopenblas-dev libcjson-dev \
+    libopenblas-dev libcjson-dev libjpeg-dev libpng-dev \
     libprotobuf-c-dev protobuf-c-compiler
