@@ -43,6 +43,14 @@ extern "C" {
 
 typedef struct lisa_backend lisa_backend;
 
+/* Elementwise activations. NOTE: add new kinds at the end. */
+typedef enum {
+    LISA_ACT_GELU = 0,    /* exact: 0.5 x (1 + erf(x / sqrt 2)) (torch nn.GELU) */
+    LISA_ACT_QUICK_GELU,  /* x * sigmoid(1.702 x) (CLIP) */
+    LISA_ACT_RELU,
+    LISA_ACT_SILU
+} lisa_act;
+
 typedef struct lisa_tensor {
     void *data;                     /* backend memory (host for CPU) */
     lisa_dtype dtype;
@@ -128,6 +136,55 @@ typedef struct lisa_backend_ops {
     /* out (n, C) = src (S, C) rows idx (n): gathers activation rows. */
     lisa_status (*get_rows)(lisa_backend *be, lisa_tensor *out, const lisa_tensor *src,
                             const lisa_tensor *idx);
+
+    /* --- vision ops: images and tokens are channels-last, (B, H, W, C) --- */
+    /* out (n, C) = (x - mean) / sqrt(var + eps) * w + b over the last dim,
+     * biased variance (nn.LayerNorm; also SAM's LayerNorm2d on channels-last
+     * data). w, b (C). out may alias x. */
+    lisa_status (*layernorm)(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
+                             const lisa_tensor *w, const lisa_tensor *b, float eps);
+    /* out = act(x) elementwise. out may alias x. */
+    lisa_status (*activation)(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
+                              lisa_act act);
+    /* out (n, N) += bias (N) broadcast over rows. */
+    lisa_status (*add_bias)(lisa_backend *be, lisa_tensor *out, const lisa_tensor *bias);
+    /* Non-causal batched attention. q (B, Lq, H, D); k, v (B, Lk, H, D);
+     * out (B, Lq, H*D). score[i][j] = (q_i * scale) . k_j, plus, when rel_h
+     * and rel_w (2*S-1, D) are given (SAM's decomposed relative positions,
+     * Lq = Lk = S*S on an S x S grid, i = yi*S + xi), q_i . rel_h[yi - yj + S - 1]
+     * + q_i . rel_w[xi - xj + S - 1] with the UNSCALED q. Softmax in fp32
+     * over j. No score matrix is kept beyond one row. */
+    lisa_status (*attention_full)(lisa_backend *be, lisa_tensor *out, const lisa_tensor *q,
+                                  const lisa_tensor *k, const lisa_tensor *v, float scale,
+                                  const lisa_tensor *rel_h, const lisa_tensor *rel_w);
+    /* Patches for a convolution as a matmul. x (B, H, W, C) channels-last, or
+     * (B, C, H, W) when channels_first; kernel k x k, stride s, zero padding
+     * p. out (B*Ho*Wo, C*k*k), columns ordered (c, ky, kx) so a torch conv
+     * weight (O, C, k, k) viewed as (O, C*k*k) multiplies it. */
+    lisa_status (*im2col)(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x, int k,
+                          int stride, int pad, int channels_first);
+    /* ConvTranspose2d, kernel 2, stride 2: x (B, H, W, C) -> out (B, 2H, 2W, O),
+     * w (C, O, 2, 2) in torch layout, bias (O) or NULL:
+     * out[2y+a][2x+b][o] = bias[o] + sum_c x[y][x][c] * w[c][o][a][b]. */
+    lisa_status (*conv_transpose_2x2)(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
+                                      const lisa_tensor *w, const lisa_tensor *bias);
+    /* SAM window partition: x (B, H, W, C) zero-padded at the bottom/right to
+     * multiples of ws -> out (B*nh*nw, ws*ws, C), window index wy*nw + wx. */
+    lisa_status (*window_partition)(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
+                                    int ws);
+    /* Inverse of window_partition, cropping the padding: x (B*nh*nw, ws*ws, C)
+     * -> out (B, H, W, C) with H, W taken from out. */
+    lisa_status (*window_unpartition)(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
+                                      int ws);
+    /* torch F.interpolate(mode="bilinear", align_corners=False, no antialias)
+     * of the top-left crop [0, hc) x [0, wc) of planes x (N, H, W) to
+     * out (N, Ho, Wo). hc = H, wc = W resizes the whole plane. */
+    lisa_status (*resize_bilinear)(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
+                                   int hc, int wc);
+    /* out (n, c) = columns [c0, c0 + c) of src (n, C). */
+    lisa_status (*copy_cols)(lisa_backend *be, lisa_tensor *out, const lisa_tensor *src, int c0);
+    /* out (B, C, R) = x (B, R, C) transposed per batch (tokens <-> planes). */
+    lisa_status (*transpose)(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x);
 
     /* out = x converted to out's dtype (same element count; F32/F16/BF16). */
     lisa_status (*convert)(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x);

@@ -21,17 +21,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
+#include "cpu-internal.h"
 
 #define LISA_CPU_DIRECT_ROWS 8
 #define LISA_CPU_TILE_BYTES ((size_t)4 << 20)
 
-typedef struct {
-    int nthreads;
-    size_t tile_elems;  /* fp32 elements of a widened weight tile */
-} cpu_ctx;
-
-static cpu_ctx *ctx_of(lisa_backend *be) { return (cpu_ctx *)be->ctx; }
 
 /* --- memory --- */
 
@@ -137,7 +131,7 @@ static void widen_rows(float *dst, const lisa_tensor *w, int64_t r0, int64_t nro
 /* out (M, N) = x (M, K) @ w (N, K)^T + bias (N) */
 static lisa_status cpu_matmul(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
                               const lisa_tensor *w, const lisa_tensor *bias) {
-    cpu_ctx *c = ctx_of(be);
+    cpu_ctx *c = cpu_ctx_of(be);
     int64_t M = x->shape[0], K = x->shape[x->ndim - 1], N = w->shape[0];
     LISA_ASSERT(w->ndim == 2 && w->shape[1] == K && lisa_tensor_nelem(x) == M * K);
     LISA_ASSERT(lisa_tensor_nelem(out) == M * N && x->dtype == LISA_DTYPE_F32);
@@ -241,7 +235,7 @@ static lisa_status cpu_rmsnorm(lisa_backend *be, lisa_tensor *out, const lisa_te
     lisa_dtype_to_f32(wf, w->data, w->dtype, (size_t)C);
     const float *xd = (const float *)x->data;
     float *od = (float *)out->data;
-#pragma omp parallel for num_threads(ctx_of(be)->nthreads) schedule(static) if (n > 4)
+#pragma omp parallel for num_threads(cpu_ctx_of(be)->nthreads) schedule(static) if (n > 4)
     for (int64_t i = 0; i < n; i++) {
         const float *xr = xd + i * C;
         double ss = 0;
@@ -322,7 +316,7 @@ static lisa_status cpu_attention(lisa_backend *be, lisa_tensor *out, const lisa_
     float *od = (float *)out->data;
     float scale = 1.0f / sqrtf((float)D);
     int fail = 0;
-#pragma omp parallel num_threads(ctx_of(be)->nthreads)
+#pragma omp parallel num_threads(cpu_ctx_of(be)->nthreads)
     {
         float *sc = malloc((size_t)Tmax * sizeof(float));
         if (!sc) {
@@ -369,7 +363,7 @@ static lisa_status cpu_swiglu(lisa_backend *be, lisa_tensor *out, const lisa_ten
     LISA_ASSERT(lisa_tensor_nelem(up) == n && lisa_tensor_nelem(out) == n);
     const float *g = (const float *)gate->data, *u = (const float *)up->data;
     float *o = (float *)out->data;
-#pragma omp parallel for num_threads(ctx_of(be)->nthreads) schedule(static) if (n > 65536)
+#pragma omp parallel for num_threads(cpu_ctx_of(be)->nthreads) schedule(static) if (n > 65536)
     for (int64_t i = 0; i < n; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
     return LISA_OK;
 }
@@ -435,7 +429,7 @@ static lisa_status cpu_get_rows(lisa_backend *be, lisa_tensor *out, const lisa_t
 }
 
 static void cpu_free(lisa_backend *be) {
-    free(ctx_of(be));
+    free(cpu_ctx_of(be));
     free(be);
 }
 
@@ -461,6 +455,17 @@ static const lisa_backend_ops k_cpu_ops = {
     .argmax = cpu_argmax,
     .get_rows = cpu_get_rows,
     .convert = cpu_convert,
+    .layernorm = cpu_layernorm,
+    .activation = cpu_activation,
+    .add_bias = cpu_add_bias,
+    .attention_full = cpu_attention_full,
+    .im2col = cpu_im2col,
+    .conv_transpose_2x2 = cpu_conv_transpose_2x2,
+    .window_partition = cpu_window_partition,
+    .window_unpartition = cpu_window_unpartition,
+    .resize_bilinear = cpu_resize_bilinear,
+    .copy_cols = cpu_copy_cols,
+    .transpose = cpu_transpose,
     .free = cpu_free,
 };
 

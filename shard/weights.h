@@ -1,0 +1,50 @@
+/* weights.h: loading a model's tensors from safetensors into backend memory
+ * by a table, for the vision models (CLIP, SAM, projector, SEG head).
+ *
+ * Each entry names a checkpoint tensor, its expected shape and the model
+ * field it fills. MATMUL entries (large weights consumed by matmul) keep
+ * their file dtype on host backends and are used in place from the mmap;
+ * everything else (PARAM: norms, biases, embeddings that are added to
+ * activations) is converted to the compute dtype. Non-host backends get one
+ * buffer carved by a size table, uploaded once through the backend's
+ * staging. A missing or mis-shaped tensor is an error naming it.
+ *
+ * Deliberately not here: model semantics; the LLaMA loader (llama.c) keeps
+ * its own table. */
+#ifndef LISA_WEIGHTS_H
+#define LISA_WEIGHTS_H
+
+#include "backend.h"
+#include "safetensors.h"
+
+typedef enum {
+    LISA_WEIGHT_MATMUL = 0,
+    LISA_WEIGHT_PARAM
+} lisa_weight_kind;
+
+typedef struct lisa_weight_spec {
+    char name[192];                 /* without the loader's prefix */
+    int ndim;
+    int64_t shape[LISA_MAX_DIMS];
+    lisa_tensor *dst;
+    lisa_weight_kind kind;
+} lisa_weight_spec;
+
+typedef struct lisa_weights {
+    lisa_backend *be;
+    void *buffer;                   /* owned backend buffer, or NULL */
+} lisa_weights;
+
+/* Fills every spec's dst from `st`, looking up prefix + name. */
+lisa_status lisa_weights_load(lisa_weights *w, lisa_backend *be, const lisa_safetensors *st,
+                              const char *prefix, lisa_weight_spec *specs, int n,
+                              lisa_dtype dtype);
+void lisa_weights_free(lisa_weights *w);
+
+/* Appends one entry to a table of capacity cap (asserts on overflow);
+ * name is printf-style. Returns the new count. */
+int lisa_weight_spec_add(lisa_weight_spec *specs, int n, int cap, lisa_tensor *dst,
+                         lisa_weight_kind kind, int ndim, const int64_t *shape, const char *fmt,
+                         ...) __attribute__((format(printf, 8, 9)));
+
+#endif
