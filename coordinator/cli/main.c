@@ -15,6 +15,7 @@ static const cli_command k_commands[] = {
     {"generate", cmd_generate, "run a LLaMA checkpoint on a text prompt (greedy)"},
     {"tokenize", cmd_tokenize, "encode stdin to token ids, or decode ids to text"},
     {"bench", cmd_bench, "benchmark the engine (bench llm: prefill/decode tokens/s)"},
+    {"preprocess", cmd_preprocess, "write an image as the CLIP or SAM branch sees it"},
 };
 #define N_COMMANDS (sizeof k_commands / sizeof k_commands[0])
 
