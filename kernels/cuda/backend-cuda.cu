@@ -141,6 +141,17 @@ static lisa_backend_ops cuda_ops_table(void) {
     o.argmax = cuda_op_argmax;
     o.get_rows = cuda_op_get_rows;
     o.convert = cuda_op_convert;
+    o.layernorm = cuda_op_layernorm;
+    o.activation = cuda_op_activation;
+    o.add_bias = cuda_op_add_bias;
+    o.attention_full = cuda_op_attention_full;
+    o.im2col = cuda_op_im2col;
+    o.conv_transpose_2x2 = cuda_op_conv_transpose_2x2;
+    o.window_partition = cuda_op_window_partition;
+    o.window_unpartition = cuda_op_window_unpartition;
+    o.resize_bilinear = cuda_op_resize_bilinear;
+    o.copy_cols = cuda_op_copy_cols;
+    o.transpose = cuda_op_transpose;
     o.free = cuda_free;
     return o;
 }

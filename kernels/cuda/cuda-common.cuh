@@ -90,6 +90,13 @@ template <typename T> __device__ __forceinline__ float cu_round(float v) {
     return cu_ld(t, 0);
 }
 
+/* A zero of type T (window padding). */
+template <typename T> __device__ __forceinline__ T cu_round_zero() {
+    T t[1];
+    cu_st(t, 0, 0.0f);
+    return t[0];
+}
+
 /* Sum over the block (blockDim.x a multiple of 32, at most 1024); every
  * thread gets the result. `sh` holds 32 floats. */
 __device__ __forceinline__ float block_sum(float v, float *sh) {
@@ -161,5 +168,25 @@ lisa_status cuda_op_attention(lisa_backend *be, lisa_tensor *out, const lisa_ten
                               const lisa_tensor *seq, const lisa_tensor *pos);
 lisa_status cuda_op_softmax(lisa_backend *be, lisa_tensor *x);
 lisa_status cuda_op_argmax(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x);
+/* vision.cu */
+lisa_status cuda_op_layernorm(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
+                              const lisa_tensor *w, const lisa_tensor *b, float eps);
+lisa_status cuda_op_activation(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
+                               lisa_act act);
+lisa_status cuda_op_attention_full(lisa_backend *be, lisa_tensor *out, const lisa_tensor *q,
+                                   const lisa_tensor *k, const lisa_tensor *v, float scale,
+                                   const lisa_tensor *rel_h, const lisa_tensor *rel_w);
+lisa_status cuda_op_im2col(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x, int k,
+                           int stride, int pad, int channels_first);
+lisa_status cuda_op_conv_transpose_2x2(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
+                                       const lisa_tensor *w, const lisa_tensor *bias);
+lisa_status cuda_op_window_partition(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
+                                     int ws);
+lisa_status cuda_op_window_unpartition(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
+                                       int ws);
+lisa_status cuda_op_resize_bilinear(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
+                                    int hc, int wc);
+lisa_status cuda_op_copy_cols(lisa_backend *be, lisa_tensor *out, const lisa_tensor *src, int c0);
+lisa_status cuda_op_transpose(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x);
 
 #endif

@@ -1,0 +1,374 @@
+/* vision.cu: CUDA twins of the CPU backend's vision ops (ops-vision-cpu.c):
+ * layernorm, activations, im2col, the 2x2 transposed convolution, SAM's
+ * window partitioning, torch-exact bilinear resize, column copies,
+ * transposes, and non-causal attention with SAM's decomposed relative
+ * positions. Arithmetic in fp32, storage in the tensor's dtype. */
+#include "cuda-common.cuh"
+
+#define LN_THREADS 256
+
+template <typename T>
+__global__ void layernorm_kernel(T *out, const T *x, const void *w, lisa_dtype wt, const void *b,
+                                 lisa_dtype bt, int64_t C, float eps) {
+    __shared__ float sh[32];
+    const T *xr = x + (int64_t)blockIdx.x * C;
+    float s = 0.0f;
+    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) s += cu_ld(xr, j);
+    float mean = block_sum(s, sh) / (float)C;
+    float ss = 0.0f;
+    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
+        float d = cu_ld(xr, j) - mean;
+        ss += d * d;
+    }
+    float r = rsqrtf(block_sum(ss, sh) / (float)C + eps);
+    T *o = out + (int64_t)blockIdx.x * C;
+    for (int64_t j = threadIdx.x; j < C; j += blockDim.x)
+        cu_st(o, j, (cu_ld(xr, j) - mean) * r * ld_any(w, wt, j) + ld_any(b, bt, j));
+}
+
+lisa_status cuda_op_layernorm(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
+                              const lisa_tensor *w, const lisa_tensor *b, float eps) {
+    cuda_ctx *c = cuda_ctx_of(be);
+    int64_t C = x->shape[x->ndim - 1], n = lisa_tensor_nelem(x) / C;
+    LISA_ASSERT(lisa_tensor_nelem(w) == C && lisa_tensor_nelem(b) == C && out->dtype == x->dtype);
+    if (n == 0) return LISA_OK;
+    CUDA_DISPATCH_FLOAT(x->dtype, layernorm_kernel<T><<<(unsigned)n, LN_THREADS, 0, c->stream>>>(
+                                      (T *)out->data, (const T *)x->data, w->data, w->dtype,
+                                      b->data, b->dtype, C, eps));
+    CUDA_LAUNCH_CHECK(c);
+    return LISA_OK;
+}
+
+template <typename T>
+__global__ void activation_kernel(T *out, const T *x, int64_t n, int act) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        float v = cu_ld(x, i), r;
+        switch (act) {
+        case LISA_ACT_GELU: r = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); break;
+        case LISA_ACT_QUICK_GELU: r = v * (1.0f / (1.0f + expf(-1.702f * v))); break;
+        case LISA_ACT_RELU: r = v > 0.0f ? v : 0.0f; break;
+        default: r = v * (1.0f / (1.0f + expf(-v))); break;
+        }
+        cu_st(out, i, r);
+    }
+}
+
+lisa_status cuda_op_activation(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
+                               lisa_act act) {
+    cuda_ctx *c = cuda_ctx_of(be);
+    int64_t n = lisa_tensor_nelem(x);
+    LISA_ASSERT(lisa_tensor_nelem(out) == n && out->dtype == x->dtype);
+    CUDA_DISPATCH_FLOAT(x->dtype, activation_kernel<T><<<cuda_blocks(n, 256), 256, 0, c->stream>>>(
+                                      (T *)out->data, (const T *)x->data, n, (int)act));
+    CUDA_LAUNCH_CHECK(c);
+    return LISA_OK;
+}
+
+template <typename T>
+__global__ void im2col_kernel(T *out, const T *x, int64_t B, int64_t H, int64_t W, int64_t C,
+                              int64_t Ho, int64_t Wo, int k, int stride, int pad, int cf) {
+    int64_t cols = C * k * k, total = B * Ho * Wo * cols;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t r = i / cols, col = i % cols;
+        int64_t cc = col / (k * k), ky = (col / k) % k, kx = col % k;
+        int64_t b = r / (Ho * Wo), oy = (r / Wo) % Ho, ox = r % Wo;
+        int64_t y = oy * stride - pad + ky, xx = ox * stride - pad + kx;
+        float v = 0.0f;
+        if (y >= 0 && y < H && xx >= 0 && xx < W)
+            v = cf ? cu_ld(x, ((b * C + cc) * H + y) * W + xx) : cu_ld(x, ((b * H + y) * W + xx) * C + cc);
+        cu_st(out, i, v);
+    }
+}
+
+lisa_status cuda_op_im2col(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x, int k,
+                           int stride, int pad, int channels_first) {
+    cuda_ctx *c = cuda_ctx_of(be);
+    LISA_ASSERT(x->ndim == 4 && k > 0 && stride > 0 && pad >= 0 && out->dtype == x->dtype);
+    int64_t B = x->shape[0];
+    int64_t H = channels_first ? x->shape[2] : x->shape[1];
+    int64_t W = channels_first ? x->shape[3] : x->shape[2];
+    int64_t C = channels_first ? x->shape[1] : x->shape[3];
+    int64_t Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1;
+    int64_t total = B * Ho * Wo * C * k * k;
+    LISA_ASSERT(lisa_tensor_nelem(out) == total);
+    CUDA_DISPATCH_FLOAT(x->dtype, im2col_kernel<T><<<cuda_blocks(total, 256), 256, 0, c->stream>>>(
+                                      (T *)out->data, (const T *)x->data, B, H, W, C, Ho, Wo, k,
+                                      stride, pad, channels_first));
+    CUDA_LAUNCH_CHECK(c);
+    return LISA_OK;
+}
+
+/* one thread per output element; the sum over C input channels in fp32 */
+template <typename T>
+__global__ void conv_t2x2_kernel(T *out, const T *x, const void *w, lisa_dtype wt, const void *bias,
+                                 lisa_dtype bt, int64_t B, int64_t H, int64_t W, int64_t C,
+                                 int64_t O) {
+    int64_t total = B * 2 * H * 2 * W * O;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t o = i % O, p = i / O, ox = p % (2 * W), oy = (p / (2 * W)) % (2 * H),
+                b = p / (4 * H * W);
+        int64_t yy = oy / 2, xx = ox / 2, a = oy % 2, cb = ox % 2;
+        const T *xr = x + ((b * H + yy) * W + xx) * C;
+        float acc = 0.0f;
+        for (int64_t cc = 0; cc < C; cc++) acc += cu_ld(xr, cc) * ld_any(w, wt, ((cc * O + o) * 2 + a) * 2 + cb);
+        if (bias) acc += ld_any(bias, bt, o);
+        cu_st(out, i, acc);
+    }
+}
+
+lisa_status cuda_op_conv_transpose_2x2(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
+                                       const lisa_tensor *w, const lisa_tensor *bias) {
+    cuda_ctx *c = cuda_ctx_of(be);
+    LISA_ASSERT(x->ndim == 4 && w->ndim == 4 && w->shape[2] == 2 && w->shape[3] == 2);
+    int64_t B = x->shape[0], H = x->shape[1], W = x->shape[2], C = x->shape[3], O = w->shape[1];
+    LISA_ASSERT(w->shape[0] == C && lisa_tensor_nelem(out) == B * 4 * H * W * O);
+    int64_t total = B * 4 * H * W * O;
+    CUDA_DISPATCH_FLOAT(x->dtype, conv_t2x2_kernel<T><<<cuda_blocks(total, 256), 256, 0, c->stream>>>(
+                                      (T *)out->data, (const T *)x->data, w->data, w->dtype,
+                                      bias ? bias->data : NULL, bias ? bias->dtype : w->dtype, B,
+                                      H, W, C, O));
+    CUDA_LAUNCH_CHECK(c);
+    return LISA_OK;
+}
+
+/* dir 0: partition (x grid -> windows), 1: unpartition (windows -> x grid) */
+template <typename T>
+__global__ void window_kernel(T *out, const T *x, int64_t B, int64_t H, int64_t W, int64_t C,
+                              int64_t ws, int dir) {
+    int64_t nh = (H + ws - 1) / ws, nw = (W + ws - 1) / ws;
+    int64_t total = dir == 0 ? B * nh * nw * ws * ws * C : B * H * W * C;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t cc = i % C, r = i / C;
+        if (dir == 0) {
+            int64_t tx = r % ws, ty = (r / ws) % ws, wx = (r / (ws * ws)) % nw,
+                    wy = (r / (ws * ws * nw)) % nh, b = r / (ws * ws * nw * nh);
+            int64_t y = wy * ws + ty, xx = wx * ws + tx;
+            out[i] = (y < H && xx < W) ? x[((b * H + y) * W + xx) * C + cc] : cu_round_zero<T>();
+        } else {
+            int64_t xx = r % W, y = (r / W) % H, b = r / (W * H);
+            int64_t wy = y / ws, wx = xx / ws, ty = y % ws, tx = xx % ws;
+            out[i] = x[((((b * nh + wy) * nw + wx) * ws + ty) * ws + tx) * C + cc];
+        }
+    }
+}
+
+lisa_status cuda_op_window_partition(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
+                                     int ws) {
+    cuda_ctx *c = cuda_ctx_of(be);
+    LISA_ASSERT(x->ndim == 4 && ws > 0 && out->dtype == x->dtype);
+    int64_t B = x->shape[0], H = x->shape[1], W = x->shape[2], C = x->shape[3];
+    int64_t total = B * ((H + ws - 1) / ws) * ((W + ws - 1) / ws) * ws * ws * C;
+    LISA_ASSERT(lisa_tensor_nelem(out) == total);
+    CUDA_DISPATCH_FLOAT(x->dtype, window_kernel<T><<<cuda_blocks(total, 256), 256, 0, c->stream>>>(
+                                      (T *)out->data, (const T *)x->data, B, H, W, C, ws, 0));
+    CUDA_LAUNCH_CHECK(c);
+    return LISA_OK;
+}
+
+lisa_status cuda_op_window_unpartition(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
+                                       int ws) {
+    cuda_ctx *c = cuda_ctx_of(be);
+    LISA_ASSERT(out->ndim == 4 && ws > 0 && out->dtype == x->dtype);
+    int64_t B = out->shape[0], H = out->shape[1], W = out->shape[2], C = out->shape[3];
+    LISA_ASSERT(lisa_tensor_nelem(x) == B * ((H + ws - 1) / ws) * ((W + ws - 1) / ws) * ws * ws * C);
+    CUDA_DISPATCH_FLOAT(x->dtype, window_kernel<T><<<cuda_blocks(B * H * W * C, 256), 256, 0, c->stream>>>(
+                                      (T *)out->data, (const T *)x->data, B, H, W, C, ws, 1));
+    CUDA_LAUNCH_CHECK(c);
+    return LISA_OK;
+}
+
+/* torch 1.13 source index: computed in double, stored as float */
+__device__ __forceinline__ void bilinear_index(int64_t o, int64_t in, float scale, int64_t *i0,
+                                               int64_t *i1, float *l1) {
+    float src = (float)((double)scale * ((double)o + 0.5) - 0.5);
+    if (src < 0.0f) src = 0.0f;
+    int64_t a = (int64_t)src;
+    if (a > in - 1) a = in - 1;
+    *i0 = a;
+    *i1 = a + (a < in - 1 ? 1 : 0);
+    *l1 = src - (float)a;
+}
+
+template <typename T>
+__global__ void resize_bilinear_kernel(T *out, const T *x, int64_t N, int64_t H, int64_t W,
+                                       int64_t hc, int64_t wc, int64_t Ho, int64_t Wo, float sy,
+                                       float sx) {
+    int64_t total = N * Ho * Wo;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t ox = i % Wo, oy = (i / Wo) % Ho, n = i / (Wo * Ho);
+        int64_t y0, y1, x0, x1;
+        float ly1, lx1;
+        bilinear_index(oy, hc, sy, &y0, &y1, &ly1);
+        bilinear_index(ox, wc, sx, &x0, &x1, &lx1);
+        float ly0 = 1.0f - ly1, lx0 = 1.0f - lx1;
+        const T *p0 = x + (n * H + y0) * W, *p1 = x + (n * H + y1) * W;
+        float v = (cu_ld(p0, x0) * lx0 + cu_ld(p0, x1) * lx1) * ly0 +
+                  (cu_ld(p1, x0) * lx0 + cu_ld(p1, x1) * lx1) * ly1;
+        cu_st(out, i, v);
+    }
+}
+
+lisa_status cuda_op_resize_bilinear(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
+                                    int hc, int wc) {
+    cuda_ctx *c = cuda_ctx_of(be);
+    LISA_ASSERT(x->ndim == 3 && out->ndim == 3 && x->shape[0] == out->shape[0]);
+    int64_t N = x->shape[0], H = x->shape[1], W = x->shape[2], Ho = out->shape[1], Wo = out->shape[2];
+    LISA_ASSERT(hc > 0 && wc > 0 && hc <= H && wc <= W && out->dtype == x->dtype);
+    float sy = (float)hc / (float)Ho, sx = (float)wc / (float)Wo;
+    CUDA_DISPATCH_FLOAT(x->dtype, resize_bilinear_kernel<T><<<cuda_blocks(N * Ho * Wo, 256), 256, 0, c->stream>>>(
+                                      (T *)out->data, (const T *)x->data, N, H, W, hc, wc, Ho, Wo,
+                                      sy, sx));
+    CUDA_LAUNCH_CHECK(c);
+    return LISA_OK;
+}
+
+template <typename T>
+__global__ void copy_cols_kernel(T *out, const T *src, int64_t n, int64_t C, int64_t c, int64_t c0) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n * c;
+         i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = src[(i / c) * C + c0 + i % c];
+}
+
+lisa_status cuda_op_copy_cols(lisa_backend *be, lisa_tensor *out, const lisa_tensor *src, int c0) {
+    cuda_ctx *c = cuda_ctx_of(be);
+    int64_t C = src->shape[src->ndim - 1], n = lisa_tensor_nelem(src) / C;
+    int64_t cc = out->shape[out->ndim - 1];
+    LISA_ASSERT(c0 >= 0 && c0 + cc <= C && lisa_tensor_nelem(out) == n * cc);
+    LISA_ASSERT(src->dtype == out->dtype);
+    CUDA_DISPATCH_FLOAT(src->dtype, copy_cols_kernel<T><<<cuda_blocks(n * cc, 256), 256, 0, c->stream>>>(
+                                        (T *)out->data, (const T *)src->data, n, C, cc, c0));
+    CUDA_LAUNCH_CHECK(c);
+    return LISA_OK;
+}
+
+template <typename T>
+__global__ void transpose_kernel(T *out, const T *x, int64_t B, int64_t R, int64_t C) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < B * R * C;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t r = i % R, cc = (i / R) % C, b = i / (R * C);
+        out[i] = x[(b * R + r) * C + cc];
+    }
+}
+
+lisa_status cuda_op_transpose(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x) {
+    cuda_ctx *c = cuda_ctx_of(be);
+    LISA_ASSERT(x->ndim == 3 && out->dtype == x->dtype);
+    int64_t B = x->shape[0], R = x->shape[1], C = x->shape[2];
+    LISA_ASSERT(lisa_tensor_nelem(out) == B * R * C);
+    CUDA_DISPATCH_FLOAT(x->dtype, transpose_kernel<T><<<cuda_blocks(B * R * C, 256), 256, 0, c->stream>>>(
+                                      (T *)out->data, (const T *)x->data, B, R, C));
+    CUDA_LAUNCH_CHECK(c);
+    return LISA_OK;
+}
+
+#define FA_WARPS 4
+#define FA_MAX_D 256
+#define FA_MAX_S 64
+
+/* Non-causal attention, one warp per (batch, query, head), keys 32 at a
+ * time with an online softmax, as attention.cu; optional SAM relative terms
+ * precomputed per query into shared memory (2*S values from the unscaled q). */
+template <typename T>
+__global__ void attention_full_kernel(T *out, const T *q, const T *k, const T *v, int64_t B,
+                                      int64_t Lq, int64_t Lk, int64_t H, int64_t D, float scale,
+                                      const void *rh, const void *rw, lisa_dtype rt, int64_t S) {
+    __shared__ float qs[FA_WARPS][FA_MAX_D];
+    __shared__ float qu[FA_WARPS][FA_MAX_D];
+    __shared__ float rel[FA_WARPS][2 * FA_MAX_S];
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int64_t task = (int64_t)blockIdx.x * FA_WARPS + warp;
+    if (task >= B * Lq * H) return;
+    int64_t h = task % H, i = (task / H) % Lq, b = task / (H * Lq), ld = H * D;
+    const T *qr = q + (b * Lq + i) * ld + h * D;
+    for (int64_t d = lane; d < D; d += 32) {
+        float u = cu_ld(qr, d);
+        qu[warp][d] = u;
+        qs[warp][d] = u * scale;
+    }
+    __syncwarp();
+    if (rh) {
+        int64_t yi = i / S, xi = i % S;
+        for (int64_t t = lane; t < S; t += 32) {
+            float da = 0.0f, db = 0.0f;
+            for (int64_t d = 0; d < D; d++) {
+                da += qu[warp][d] * ld_any(rh, rt, (yi - t + S - 1) * D + d);
+                db += qu[warp][d] * ld_any(rw, rt, (xi - t + S - 1) * D + d);
+            }
+            rel[warp][t] = da;
+            rel[warp][S + t] = db;
+        }
+        __syncwarp();
+    }
+    const T *kb = k + b * Lk * ld + h * D, *vb = v + b * Lk * ld + h * D;
+    float acc[FA_MAX_D / 32];
+    for (int r = 0; r < FA_MAX_D / 32; r++) acc[r] = 0.0f;
+    float m = -INFINITY, l = 0.0f;
+    for (int64_t k0 = 0; k0 < Lk; k0 += 32) {
+        int64_t kk = k0 + lane;
+        float s = -INFINITY;
+        if (kk < Lk) {
+            const T *kr = kb + kk * ld;
+            s = 0.0f;
+            for (int64_t d = 0; d < D; d++) s += qs[warp][d] * cu_ld(kr, d);
+            if (rh) s = (s + rel[warp][kk / S]) + rel[warp][S + kk % S];
+        }
+        float cm = s;
+        for (int o = 16; o > 0; o >>= 1) cm = fmaxf(cm, __shfl_xor_sync(0xffffffffu, cm, o));
+        float mn = fmaxf(m, cm), corr = expf(m - mn);
+        float p = kk < Lk ? expf(s - mn) : 0.0f, ps = p;
+        for (int o = 16; o > 0; o >>= 1) ps += __shfl_xor_sync(0xffffffffu, ps, o);
+        l = l * corr + ps;
+        for (int r = 0; r < FA_MAX_D / 32; r++) acc[r] *= corr;
+        int64_t cnt = Lk - k0 < 32 ? Lk - k0 : 32;
+        for (int t = 0; t < cnt; t++) {
+            float pt = __shfl_sync(0xffffffffu, p, t);
+            const T *vr = vb + (k0 + t) * ld;
+            for (int r = 0; r < FA_MAX_D / 32; r++) {
+                int64_t d = lane + 32 * r;
+                if (d < D) acc[r] += pt * cu_ld(vr, d);
+            }
+        }
+        m = mn;
+    }
+    T *o = out + (b * Lq + i) * ld + h * D;
+    float inv = 1.0f / l;
+    for (int r = 0; r < FA_MAX_D / 32; r++) {
+        int64_t d = lane + 32 * r;
+        if (d < D) cu_st(o, d, acc[r] * inv);
+    }
+}
+
+lisa_status cuda_op_attention_full(lisa_backend *be, lisa_tensor *out, const lisa_tensor *q,
+                                   const lisa_tensor *k, const lisa_tensor *v, float scale,
+                                   const lisa_tensor *rel_h, const lisa_tensor *rel_w) {
+    cuda_ctx *c = cuda_ctx_of(be);
+    LISA_ASSERT(q->ndim == 4 && k->ndim == 4 && v->ndim == 4);
+    int64_t B = q->shape[0], Lq = q->shape[1], H = q->shape[2], D = q->shape[3], Lk = k->shape[1];
+    LISA_ASSERT(k->shape[0] == B && k->shape[2] == H && k->shape[3] == D);
+    LISA_ASSERT(lisa_tensor_nelem(out) == B * Lq * H * D && q->dtype == k->dtype && out->dtype == q->dtype);
+    int64_t S = 0;
+    if (rel_h) {
+        S = (rel_h->shape[0] + 1) / 2;
+        LISA_ASSERT(rel_w && S * S == Lq && Lq == Lk && rel_h->shape[1] == D);
+        if (S > FA_MAX_S)
+            return lisa_error_set(LISA_ERR_UNSUPPORTED, "cuda attention_full: grid %lld > %d",
+                                  (long long)S, FA_MAX_S);
+    }
+    if (D > FA_MAX_D)
+        return lisa_error_set(LISA_ERR_UNSUPPORTED, "cuda attention_full: head dim %lld > %d",
+                              (long long)D, FA_MAX_D);
+    if (B * Lq * H == 0) return LISA_OK;
+    unsigned blocks = (unsigned)((B * Lq * H + FA_WARPS - 1) / FA_WARPS);
+    CUDA_DISPATCH_FLOAT(q->dtype, attention_full_kernel<T><<<blocks, 32 * FA_WARPS, 0, c->stream>>>(
+                                      (T *)out->data, (const T *)q->data, (const T *)k->data,
+                                      (const T *)v->data, B, Lq, Lk, H, D, scale,
+                                      rel_h ? rel_h->data : NULL, rel_w ? rel_w->data : NULL,
+                                      rel_h ? rel_h->dtype : LISA_DTYPE_F32, S));
+    CUDA_LAUNCH_CHECK(c);
+    return LISA_OK;
+}
