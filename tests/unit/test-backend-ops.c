@@ -129,6 +129,12 @@ static const op_tol k_tols[] = {
     {"swiglu", {1e-10, 2e-6, 1e-4}},  {"add", {1e-12, 2e-6, 1e-4}},
     {"softmax", {1e-10, 2e-6, 1e-4}}, {"argmax", {0, 0, 0}},
     {"get_rows", {0, 0, 0}},          {"convert", {0, 0, 0}},
+    {"layernorm", {1e-10, 2e-6, 1e-4}}, {"activation", {1e-10, 2e-6, 1e-4}},
+    {"add_bias", {1e-12, 2e-6, 1e-4}},  {"attention_full", {1e-9, 4e-6, 2e-4}},
+    {"im2col", {0, 0, 0}},              {"im2col_cf", {0, 0, 0}},
+    {"conv_t2x2", {1e-10, 2e-6, 1e-4}}, {"windows", {0, 0, 0}},
+    {"bilinear", {1e-12, 2e-6, 1e-4}},  {"copy_cols", {0, 0, 0}},
+    {"transpose", {0, 0, 0}},
 };
 
 static double tol_of(const char *op, lisa_dtype dt) {
@@ -299,6 +305,115 @@ static int run_rowop(const op_case *k, lisa_backend *be, lisa_dtype dt, float *o
     return ok;
 }
 
+/* vision: layernorm / activations / add_bias on (a, c); b selects the activation */
+static int run_vrow(const op_case *k, lisa_backend *be, lisa_dtype dt, float *out) {
+    int64_t s[2] = {k->a, k->c}, sw[1] = {k->c};
+    gtensor x = gt_alloc(be, adt(be, dt), 2, s), o = gt_alloc(be, adt(be, dt), 2, s),
+            w = gt_alloc(be, wdt(be, dt), 1, sw), b = gt_alloc(be, wdt(be, dt), 1, sw);
+    gt_set(be, &x, k->in[0]);
+    gt_set(be, &w, k->in[1]);
+    gt_set(be, &b, k->in[2]);
+    const lisa_backend_ops *op = be->ops;
+    int ok;
+    if (!strcmp(k->op, "layernorm")) {
+        CHECK(op->layernorm(be, &o.t, &x.t, &w.t, &b.t, 1e-6f) == LISA_OK, "%s", lisa_error_get());
+        ok = gt_get(be, &o, out);
+    } else if (!strcmp(k->op, "activation")) {
+        CHECK(op->activation(be, &o.t, &x.t, (lisa_act)k->b) == LISA_OK, "%s", lisa_error_get());
+        ok = gt_get(be, &o, out);
+    } else {
+        CHECK(op->add_bias(be, &x.t, &b.t) == LISA_OK, "%s", lisa_error_get());
+        ok = gt_get(be, &x, out);
+    }
+    gt_free(be, &x), gt_free(be, &o), gt_free(be, &w), gt_free(be, &b);
+    return ok;
+}
+
+/* attention_full: B = 2, Lq = Lk = a (a square when b > 0: relative
+ * positions on a sqrt(a) grid), H = 2, D = c */
+static int run_attn_full(const op_case *k, lisa_backend *be, lisa_dtype dt, float *out) {
+    int64_t L = k->a, H = 2, D = k->c, S = 0;
+    while ((S + 1) * (S + 1) <= L) S++;
+    int64_t sq[4] = {2, L, H, D}, so[3] = {2, L, H * D}, sr[2] = {2 * S - 1, D};
+    gtensor q = gt_alloc(be, adt(be, dt), 4, sq), kk = gt_alloc(be, adt(be, dt), 4, sq),
+            v = gt_alloc(be, adt(be, dt), 4, sq), o = gt_alloc(be, adt(be, dt), 3, so),
+            rh = gt_alloc(be, wdt(be, dt), 2, sr), rw = gt_alloc(be, wdt(be, dt), 2, sr);
+    gt_set(be, &q, k->in[0]);
+    gt_set(be, &kk, k->in[1]);
+    gt_set(be, &v, k->in[2]);
+    gt_set(be, &rh, k->in[3]);
+    gt_set(be, &rw, k->in[3] + (2 * S - 1) * D);
+    int rel = k->b > 0;
+    CHECK(be->ops->attention_full(be, &o.t, &q.t, &kk.t, &v.t, 0.125f, rel ? &rh.t : NULL,
+                                  rel ? &rw.t : NULL) == LISA_OK, "%s", lisa_error_get());
+    int ok = gt_get(be, &o, out);
+    gt_free(be, &q), gt_free(be, &kk), gt_free(be, &v), gt_free(be, &o), gt_free(be, &rh), gt_free(be, &rw);
+    return ok;
+}
+
+/* image-shaped ops on x (1, a, b, c) channels-last (or (1, c, a, b) for
+ * im2col_cf): im2col 3x3 pad 1, im2col 4x4 stride 4 channels-first,
+ * conv_transpose_2x2 to 5 channels, windows of 4, bilinear of the c planes
+ * (a, b) cropped to (a-1, b-2) and resized to (2a+1, b+3), copy_cols,
+ * transpose */
+static int run_image(const op_case *k, lisa_backend *be, lisa_dtype dt, float *out) {
+    int64_t A = k->a, Bw = k->b, C = k->c;
+    int64_t sx[4] = {1, A, Bw, C}, sxc[4] = {1, C, A, Bw};
+    const lisa_backend_ops *op = be->ops;
+    lisa_dtype d = adt(be, dt);
+    int ok = 1;
+    if (!strcmp(k->op, "im2col") || !strcmp(k->op, "im2col_cf")) {
+        int cf = !strcmp(k->op, "im2col_cf"), kk = cf ? 4 : 3, st = cf ? 4 : 1, pad = cf ? 0 : 1;
+        int64_t Ho = (A + 2 * pad - kk) / st + 1, Wo = (Bw + 2 * pad - kk) / st + 1;
+        int64_t so[2] = {Ho * Wo, C * kk * kk};
+        gtensor x = gt_alloc(be, d, 4, cf ? sxc : sx), o = gt_alloc(be, d, 2, so);
+        gt_set(be, &x, k->in[0]);
+        CHECK(op->im2col(be, &o.t, &x.t, kk, st, pad, cf) == LISA_OK, "%s", lisa_error_get());
+        ok = gt_get(be, &o, out);
+        gt_free(be, &x), gt_free(be, &o);
+    } else if (!strcmp(k->op, "conv_t2x2")) {
+        int64_t sw[4] = {C, 5, 2, 2}, sb[1] = {5}, so[4] = {1, 2 * A, 2 * Bw, 5};
+        gtensor x = gt_alloc(be, d, 4, sx), w = gt_alloc(be, wdt(be, dt), 4, sw),
+                b = gt_alloc(be, wdt(be, dt), 1, sb), o = gt_alloc(be, d, 4, so);
+        gt_set(be, &x, k->in[0]);
+        gt_set(be, &w, k->in[1]);
+        gt_set(be, &b, k->in[2]);
+        CHECK(op->conv_transpose_2x2(be, &o.t, &x.t, &w.t, &b.t) == LISA_OK, "%s", lisa_error_get());
+        ok = gt_get(be, &o, out);
+        gt_free(be, &x), gt_free(be, &w), gt_free(be, &b), gt_free(be, &o);
+    } else if (!strcmp(k->op, "windows")) {
+        int64_t nw = ((A + 3) / 4) * ((Bw + 3) / 4), sw[3] = {nw, 16, C};
+        gtensor x = gt_alloc(be, d, 4, sx), w = gt_alloc(be, d, 3, sw), o = gt_alloc(be, d, 4, sx);
+        gt_set(be, &x, k->in[0]);
+        CHECK(op->window_partition(be, &w.t, &x.t, 4) == LISA_OK, "%s", lisa_error_get());
+        CHECK(op->window_unpartition(be, &o.t, &w.t, 4) == LISA_OK, "%s", lisa_error_get());
+        ok = gt_get(be, &w, out) & gt_get(be, &o, out + nw * 16 * C);
+        gt_free(be, &x), gt_free(be, &w), gt_free(be, &o);
+    } else if (!strcmp(k->op, "bilinear")) {
+        int64_t si[3] = {C, A, Bw}, so[3] = {C, 2 * A + 1, Bw + 3};
+        gtensor x = gt_alloc(be, d, 3, si), o = gt_alloc(be, d, 3, so);
+        gt_set(be, &x, k->in[0]);
+        CHECK(op->resize_bilinear(be, &o.t, &x.t, (int)A - 1, (int)Bw - 2) == LISA_OK, "%s", lisa_error_get());
+        ok = gt_get(be, &o, out);
+        gt_free(be, &x), gt_free(be, &o);
+    } else if (!strcmp(k->op, "copy_cols")) {
+        int64_t si[2] = {A * Bw, C}, so[2] = {A * Bw, C / 2};
+        gtensor x = gt_alloc(be, d, 2, si), o = gt_alloc(be, d, 2, so);
+        gt_set(be, &x, k->in[0]);
+        CHECK(op->copy_cols(be, &o.t, &x.t, (int)(C / 3)) == LISA_OK, "%s", lisa_error_get());
+        ok = gt_get(be, &o, out);
+        gt_free(be, &x), gt_free(be, &o);
+    } else {
+        int64_t si[3] = {A, Bw, C}, so[3] = {A, C, Bw};
+        gtensor x = gt_alloc(be, d, 3, si), o = gt_alloc(be, d, 3, so);
+        gt_set(be, &x, k->in[0]);
+        CHECK(op->transpose(be, &o.t, &x.t) == LISA_OK, "%s", lisa_error_get());
+        ok = gt_get(be, &o, out);
+        gt_free(be, &x), gt_free(be, &o);
+    }
+    return ok;
+}
+
 /* Builds case inputs rounded to dt. */
 static void case_inputs(op_case *k, lisa_dtype dt) {
     int64_t a = k->a, b = k->b, c = k->c;
@@ -329,6 +444,28 @@ static void case_inputs(op_case *k, lisa_dtype dt) {
         k->in[1] = rand_vec((size_t)(a * (b / 2) * c), 1.0f, dt);
         k->in[2] = rand_vec((size_t)(a * (b / 2) * c), 1.0f, dt);
         k->out_n = (size_t)(a * b * c);
+    } else if (k->run == run_vrow) {
+        k->in[0] = rand_vec((size_t)(a * c), 3.0f, dt);
+        k->in[1] = rand_vec((size_t)c, 1.0f, dt);
+        k->in[2] = rand_vec((size_t)c, 1.0f, dt);
+        k->out_n = (size_t)(a * c);
+    } else if (k->run == run_attn_full) {
+        int64_t S = 0;
+        while ((S + 1) * (S + 1) <= a) S++;
+        for (int i = 0; i < 3; i++) k->in[i] = rand_vec((size_t)(2 * a * 2 * c), 1.0f, dt);
+        free(k->in[3]);
+        k->in[3] = rand_vec((size_t)(2 * (2 * S - 1) * c), 0.5f, dt);
+        k->out_n = (size_t)(2 * a * 2 * c);
+    } else if (k->run == run_image) {
+        k->in[0] = rand_vec((size_t)(a * b * c), 1.0f, dt);
+        k->in[1] = rand_vec((size_t)(c * 5 * 4), 0.5f, dt);
+        k->in[2] = rand_vec(5, 0.5f, dt);
+        size_t nw = (size_t)(((a + 3) / 4) * ((b + 3) / 4));
+        size_t m1 = (size_t)(a * b * c * 16), m2 = nw * 16 * (size_t)c + (size_t)(a * b * c);
+        size_t m3 = (size_t)((2 * a + 1) * (b + 3) * c), m4 = (size_t)(4 * a * b * 5);
+        k->out_n = m1 > m2 ? m1 : m2;
+        if (m3 > k->out_n) k->out_n = m3;
+        if (m4 > k->out_n) k->out_n = m4;
     } else {
         float scale = !strcmp(k->op, "softmax") ? 8.0f : 3.0f;
         k->in[0] = rand_vec((size_t)(a * c), scale, dt);
@@ -345,6 +482,7 @@ static void case_inputs(op_case *k, lisa_dtype dt) {
 
 static void case_free(op_case *k) {
     for (int i = 0; i < 3; i++) free(k->in[i]);
+    if (k->run == run_attn_full) free(k->in[3]);
 }
 
 int main(int argc, char **argv) {
@@ -374,6 +512,19 @@ int main(int argc, char **argv) {
         {"swiglu", 3, 0, 77, run_rowop, 0, {0}},     {"add", 4, 0, 129, run_rowop, 0, {0}},
         {"softmax", 3, 0, 1001, run_rowop, 0, {0}},  {"argmax", 4, 0, 32003, run_rowop, 0, {0}},
         {"get_rows", 6, 3, 37, run_rowop, 0, {0}},   {"convert", 3, 0, 45, run_rowop, 0, {0}},
+        {"layernorm", 7, 0, 333, run_vrow, 0, {0}},
+        {"activation", 5, LISA_ACT_GELU, 100, run_vrow, 0, {0}},
+        {"activation", 5, LISA_ACT_QUICK_GELU, 100, run_vrow, 0, {0}},
+        {"activation", 5, LISA_ACT_RELU, 100, run_vrow, 0, {0}},
+        {"activation", 5, LISA_ACT_SILU, 100, run_vrow, 0, {0}},
+        {"add_bias", 3, 0, 65, run_vrow, 0, {0}},
+        {"attention_full", 37, 0, 16, run_attn_full, 0, {0}},
+        {"attention_full", 49, 1, 80, run_attn_full, 0, {0}},
+        {"attention_full", 196, 1, 64, run_attn_full, 0, {0}},
+        {"im2col", 9, 7, 3, run_image, 0, {0}},      {"im2col_cf", 12, 8, 3, run_image, 0, {0}},
+        {"conv_t2x2", 5, 6, 7, run_image, 0, {0}},   {"windows", 9, 6, 3, run_image, 0, {0}},
+        {"bilinear", 9, 8, 2, run_image, 0, {0}},    {"copy_cols", 3, 5, 12, run_image, 0, {0}},
+        {"transpose", 3, 5, 7, run_image, 0, {0}},
     };
     const lisa_dtype dts[] = {LISA_DTYPE_F32, LISA_DTYPE_F16, LISA_DTYPE_BF16};
     int skipped = 0;
