@@ -1,0 +1,37 @@
+/* prompt.h: LISA's prompt, built and tokenized exactly as chat.py and
+ * evaluate() do.
+ *
+ * The llava_v1 conversation (SeparatorStyle.TWO, sep " ", sep2 "</s>"):
+ *   SYSTEM " USER: <im_start><image><im_end>\n" P " ASSISTANT:"
+ * or, teacher-forced with an answer A (LISA's evaluation uses "[SEG]."):
+ *   ... " ASSISTANT: " A "</s>"
+ * then tokenizer_image_token: the text is split on "<image>", each chunk is
+ * tokenized with BOS by the 4.31 slow tokenizer (added tokens split out,
+ * whitespace around them stripped), the BOS of later chunks dropped, and the
+ * image placeholder LISA_IMAGE_TOKEN inserted where "<image>" stood.
+ *
+ * Deliberately not here: the image features themselves (the engine splices
+ * them at the placeholder), other conversation templates. */
+#ifndef LISA_PROMPT_H
+#define LISA_PROMPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tokenizer.h"
+
+#define LISA_IMAGE_TOKEN (-200)
+
+extern const char *const LISA_PROMPT_SYSTEM_LLAVA_V1;
+
+/* The full prompt text for user message P and optional answer (NULL for
+ * generation). malloc'd. */
+char *lisa_prompt_text(const char *user, const char *answer);
+
+/* Token ids of the prompt, with exactly one LISA_IMAGE_TOKEN; `*image_pos`
+ * is its index. `*ids` malloc'd. The tokenizer must have LISA's added tokens
+ * (<im_start>, <im_end>, [SEG]) loaded. An empty user message is LISA_ERR_ARG. */
+lisa_status lisa_prompt_tokenize(const lisa_tokenizer *tok, const char *user, const char *answer,
+                                 int32_t **ids, size_t *n_ids, size_t *image_pos);
+
+#endif
