@@ -6,6 +6,8 @@
 
 typedef struct {
     int req;       /* index into reqs */
+    float *embd;   /* (n_prompt, C) owned copy when the prompt came as tokens
+                      and the group prefills from embeddings */
     int slot;      /* KV cache slot */
     int len;       /* tokens in the cache */
     int32_t last;  /* last generated token, fed at the next step */
@@ -65,10 +67,31 @@ static lisa_status gen_group(const lisa_llama_model *m, lisa_llama_state *s,
             *pos = malloc((size_t)nt * 4), *rows = malloc((size_t)nt * 4),
             *next = malloc((size_t)nt * 4), *owner = malloc((size_t)nt * 4);
     float *hid = malloc((size_t)s->max_out * (size_t)C * sizeof(float));
+    float *emb = NULL;
+    int use_embd = 0;
     lisa_status st = LISA_OK;
     if (!tok || !seq || !pos || !rows || !next || !owner || !hid) {
         st = lisa_error_set(LISA_ERR_NOMEM, "generate: out of memory");
         goto out;
+    }
+    /* When any prompt comes as embeddings the whole group prefills from
+     * embeddings (a forward call takes one or the other); token prompts are
+     * embedded first. */
+    for (int i = 0; i < ns; i++) use_embd |= reqs[seqs[i].req].embd != NULL;
+    emb = use_embd ? malloc((size_t)nt * (size_t)C * sizeof(float)) : NULL;
+    if (use_embd && !emb) st = lisa_error_set(LISA_ERR_NOMEM, "generate: out of memory");
+    for (int i = 0; i < ns && st == LISA_OK && use_embd; i++) {
+        const lisa_gen_request *rq = &reqs[seqs[i].req];
+        if (rq->embd) continue;
+        seqs[i].embd = malloc((size_t)rq->n_prompt * (size_t)C * sizeof(float));
+        if (!seqs[i].embd) {
+            st = lisa_error_set(LISA_ERR_NOMEM, "generate: out of memory");
+            break;
+        }
+        for (int p0 = 0; p0 < rq->n_prompt && st == LISA_OK; p0 += nt) {
+            int cnt = rq->n_prompt - p0 < nt ? rq->n_prompt - p0 : nt;
+            st = lisa_llama_embed(m, s, rq->prompt + p0, cnt, seqs[i].embd + (size_t)p0 * C);
+        }
     }
     /* Prefill: pack prompts into chunks of at most nt tokens; a sequence's
      * last prompt token produces its first generated token. */
@@ -77,7 +100,12 @@ static lisa_status gen_group(const lisa_llama_model *m, lisa_llama_state *s,
         int n = 0, no = 0;
         while (si < ns && n < nt && no < s->max_out) {
             const lisa_gen_request *rq = &reqs[seqs[si].req];
-            tok[n] = rq->prompt[pi];
+            if (use_embd) {
+                const float *src = rq->embd ? rq->embd : seqs[si].embd;
+                memcpy(emb + (size_t)n * C, src + (size_t)pi * C, (size_t)C * sizeof(float));
+            } else {
+                tok[n] = rq->prompt[pi];
+            }
             seq[n] = seqs[si].slot;
             pos[n] = pi;
             n++;
@@ -89,7 +117,7 @@ static lisa_status gen_group(const lisa_llama_model *m, lisa_llama_state *s,
                 pi = 0;
             }
         }
-        lisa_llama_batch b = {n, tok, NULL, seq, pos, no, rows};
+        lisa_llama_batch b = {n, use_embd ? NULL : tok, use_embd ? emb : NULL, seq, pos, no, rows};
         st = lisa_llama_forward(m, s, &b, NULL, hid, next);
         for (int i = 0; i < no && st == LISA_OK; i++) {
             gen_seq *q = &seqs[owner[i]];
@@ -120,6 +148,11 @@ static lisa_status gen_group(const lisa_llama_model *m, lisa_llama_state *s,
         }
     }
 out:
+    for (int i = 0; i < ns; i++) {
+        free(seqs[i].embd);
+        seqs[i].embd = NULL;
+    }
+    free(emb);
     free(tok);
     free(seq);
     free(pos);
@@ -156,7 +189,8 @@ lisa_status lisa_generate_greedy(const lisa_llama_model *m, lisa_llama_state *s,
                 continue;
             }
             int bad = 0;
-            for (int i = 0; i < rq->n_prompt && !bad; i++)
+            if (!rq->embd && !rq->prompt) bad = 1;
+            for (int i = 0; !rq->embd && rq->prompt && i < rq->n_prompt && !bad; i++)
                 if (rq->prompt[i] < 0 || rq->prompt[i] >= m->cfg.vocab_size) bad = 1;
             if (bad) {
                 snprintf(msg, sizeof msg, "prompt holds a token id outside [0, %d)",

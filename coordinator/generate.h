@@ -26,7 +26,9 @@ typedef enum {
 } lisa_stop_reason;
 
 typedef struct lisa_gen_request {
-    const int32_t *prompt;  /* (n_prompt) token ids */
+    const int32_t *prompt;  /* (n_prompt) token ids, or NULL when embd is given */
+    const float *embd;      /* (n_prompt, C) input embeddings (LISA: text embeddings
+                               with the image features spliced in), or NULL */
     int n_prompt;
     int max_new_tokens;
     int want_hidden;        /* record the hidden state that predicted each token */

@@ -123,7 +123,7 @@ int cmd_generate(int argc, char **argv) {
     if (st == LISA_OK) st = lisa_llama_state_init(&state, &model, 1, (int)ctx, 512, 1);
     if (st == LISA_OK) state_ok = 1;
     if (st == LISA_OK) {
-        lisa_gen_request req = {ids, (int)n_ids, (int)max_new, 0};
+        lisa_gen_request req = {.prompt = ids, .n_prompt = (int)n_ids, .max_new_tokens = (int)max_new};
         st = lisa_generate_greedy(&model, &state, &req, 1, model.cfg.eos_token_id, &res);
         if (st == LISA_OK && res.status != LISA_OK)
             st = lisa_error_set(res.status, "%s", res.error);

@@ -188,9 +188,44 @@ static void test_model(const char *fixtures, const char *name) {
     }
     lisa_llama_state_free(&s);
 
+    /* prompts given as embeddings (how LISA splices image features), mixed
+     * with token prompts in one group, give the same tokens */
+    CHECK(lisa_llama_state_init(&s, &m, nc, max_ctx, 64, 64) == LISA_OK, "state: %s", lisa_error_get());
+    lisa_gen_request *rq2 = calloc((size_t)nc, sizeof *rq2);
+    lisa_gen_result *emb_res = calloc((size_t)nc, sizeof *emb_res);
+    float **embs = calloc((size_t)nc, sizeof *embs);
+    for (int k = 0; k < nc; k++) {
+        rq2[k] = rq[k];
+        if (k % 2 == 0) {
+            embs[k] = malloc((size_t)cs[k].n * (size_t)C * sizeof(float));
+            for (int p0 = 0; p0 < cs[k].n; p0 += 64) {
+                int cnt = cs[k].n - p0 < 64 ? cs[k].n - p0 : 64;
+                CHECK(lisa_llama_embed(&m, &s, cs[k].ids + p0, cnt, embs[k] + (size_t)p0 * C) == LISA_OK,
+                      "embed: %s", lisa_error_get());
+            }
+            rq2[k].prompt = NULL;
+            rq2[k].embd = embs[k];
+        }
+    }
+    CHECK(lisa_generate_greedy(&m, &s, rq2, nc, m.cfg.eos_token_id, emb_res) == LISA_OK, "embd: %s",
+          lisa_error_get());
+    for (int k = 0; k < nc; k++) {
+        int same = one[k].n_tokens == emb_res[k].n_tokens &&
+                   !memcmp(one[k].tokens, emb_res[k].tokens, (size_t)one[k].n_tokens * 4);
+        CHECK(same, "%s case %d: embedding prompt differs from token prompt", name, k);
+        lisa_gen_result_free(&emb_res[k]);
+        free(embs[k]);
+    }
+    free(embs);
+    free(emb_res);
+    free(rq2);
+    lisa_llama_state_free(&s);
+
     /* a prompt longer than the context fails alone */
     CHECK(lisa_llama_state_init(&s, &m, 2, 8, 16, 16) == LISA_OK, "state");
-    lisa_gen_request two[2] = {{cs[nc - 1].ids, cs[nc - 1].n, 3, 0}, {cs[0].ids, 1, 3, 0}};
+    lisa_gen_request two[2] = {
+        {.prompt = cs[nc - 1].ids, .n_prompt = cs[nc - 1].n, .max_new_tokens = 3},
+        {.prompt = cs[0].ids, .n_prompt = 1, .max_new_tokens = 3}};
     lisa_gen_result r2[2];
     CHECK(lisa_generate_greedy(&m, &s, two, 2, -1, r2) == LISA_OK, "generate");
     CHECK(cs[nc - 1].n < 8 || (r2[0].status == LISA_ERR_ARG && strstr(r2[0].error, "context")),
