@@ -283,18 +283,21 @@ lisa_status cpu_window_unpartition(lisa_backend *be, lisa_tensor *out, const lis
     return LISA_OK;
 }
 
-/* torch 1.13 area_pixel_compute_source_index (align_corners=False, linear):
- * the index is computed in double and stored as float. */
+/* torch 1.13 upsample_bilinear2d/linear weights on the CPU (align_corners=
+ * False): the scale is float, the source index is computed and kept in
+ * double (CPU acc_type), lambda1 = (float)(src - i0), lambda0 = 1 - lambda1
+ * in float. Rounding src to float first moves lambda by up to an ulp of src
+ * (6e-5 near index 1000). */
 static void bilinear_axis(int64_t in, int64_t outn, int64_t *i0, int64_t *i1, float *l0, float *l1) {
     float scale = (float)in / (float)outn;
     for (int64_t o = 0; o < outn; o++) {
-        float src = (float)((double)scale * ((double)o + 0.5) - 0.5);
+        double src = (double)scale * ((double)o + 0.5) - 0.5;
         if (src < 0) src = 0;
         int64_t a = (int64_t)src;
         if (a > in - 1) a = in - 1;
         i0[o] = a;
         i1[o] = a + (a < in - 1 ? 1 : 0);
-        l1[o] = src - (float)a;
+        l1[o] = (float)(src - (double)a);
         l0[o] = 1.0f - l1[o];
     }
 }
