@@ -14,5 +14,6 @@ int cmd_generate(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 #endif

@@ -16,6 +16,7 @@ static const cli_command k_commands[] = {
     {"tokenize", cmd_tokenize, "encode stdin to token ids, or decode ids to text"},
     {"bench", cmd_bench, "benchmark the engine (bench llm: prefill/decode tokens/s)"},
     {"preprocess", cmd_preprocess, "write an image as the CLIP or SAM branch sees it"},
+    {"eval", cmd_eval, "ReasonSeg gIoU/cIoU of predicted masks, as LISA computes them"},
 };
 #define N_COMMANDS (sizeof k_commands / sizeof k_commands[0])
 
