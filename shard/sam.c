@@ -162,18 +162,20 @@ static lisa_status sam_config_detect(lisa_sam_config *c, const lisa_safetensors 
 /* --- weight table --- */
 
 #define SHAPE(...) ((const int64_t[]){__VA_ARGS__})
+/* Appends one entry to the table `sp` (count n, capacity cap in scope). */
+#define SPEC(...) (n = lisa_weight_spec_add(sp, n, cap, __VA_ARGS__))
 
 static int sam_attn_specs(lisa_weight_spec *sp, int n, int cap, lisa_sam_attn *a, int64_t C,
                           int64_t I, const char *base) {
     a->inner = (int)I;
-    n = lisa_weight_spec_add(sp, n, cap, &a->q_w, LISA_WEIGHT_MATMUL, 2, SHAPE(I, C), "%s.q_proj.weight", base);
-    n = lisa_weight_spec_add(sp, n, cap, &a->q_b, LISA_WEIGHT_PARAM, 1, SHAPE(I), "%s.q_proj.bias", base);
-    n = lisa_weight_spec_add(sp, n, cap, &a->k_w, LISA_WEIGHT_MATMUL, 2, SHAPE(I, C), "%s.k_proj.weight", base);
-    n = lisa_weight_spec_add(sp, n, cap, &a->k_b, LISA_WEIGHT_PARAM, 1, SHAPE(I), "%s.k_proj.bias", base);
-    n = lisa_weight_spec_add(sp, n, cap, &a->v_w, LISA_WEIGHT_MATMUL, 2, SHAPE(I, C), "%s.v_proj.weight", base);
-    n = lisa_weight_spec_add(sp, n, cap, &a->v_b, LISA_WEIGHT_PARAM, 1, SHAPE(I), "%s.v_proj.bias", base);
-    n = lisa_weight_spec_add(sp, n, cap, &a->o_w, LISA_WEIGHT_MATMUL, 2, SHAPE(C, I), "%s.out_proj.weight", base);
-    n = lisa_weight_spec_add(sp, n, cap, &a->o_b, LISA_WEIGHT_PARAM, 1, SHAPE(C), "%s.out_proj.bias", base);
+    SPEC(&a->q_w, LISA_WEIGHT_MATMUL, 2, SHAPE(I, C), "%s.q_proj.weight", base);
+    SPEC(&a->q_b, LISA_WEIGHT_PARAM, 1, SHAPE(I), "%s.q_proj.bias", base);
+    SPEC(&a->k_w, LISA_WEIGHT_MATMUL, 2, SHAPE(I, C), "%s.k_proj.weight", base);
+    SPEC(&a->k_b, LISA_WEIGHT_PARAM, 1, SHAPE(I), "%s.k_proj.bias", base);
+    SPEC(&a->v_w, LISA_WEIGHT_MATMUL, 2, SHAPE(I, C), "%s.v_proj.weight", base);
+    SPEC(&a->v_b, LISA_WEIGHT_PARAM, 1, SHAPE(I), "%s.v_proj.bias", base);
+    SPEC(&a->o_w, LISA_WEIGHT_MATMUL, 2, SHAPE(C, I), "%s.out_proj.weight", base);
+    SPEC(&a->o_b, LISA_WEIGHT_PARAM, 1, SHAPE(C), "%s.out_proj.bias", base);
     return n;
 }
 
@@ -181,9 +183,9 @@ static int sam_mlp3_specs(lisa_weight_spec *sp, int n, int cap, lisa_sam_mlp3 *p
                           int64_t hid, int64_t out, const char *base) {
     int64_t rows[3] = {hid, hid, out}, cols[3] = {in, hid, hid};
     for (int i = 0; i < 3; i++) {
-        n = lisa_weight_spec_add(sp, n, cap, &p->w[i], LISA_WEIGHT_MATMUL, 2,
+        SPEC(&p->w[i], LISA_WEIGHT_MATMUL, 2,
                                  SHAPE(rows[i], cols[i]), "%s.layers.%d.weight", base, i);
-        n = lisa_weight_spec_add(sp, n, cap, &p->b[i], LISA_WEIGHT_PARAM, 1, SHAPE(rows[i]),
+        SPEC(&p->b[i], LISA_WEIGHT_PARAM, 1, SHAPE(rows[i]),
                                  "%s.layers.%d.bias", base, i);
     }
     return n;
@@ -196,70 +198,71 @@ static int sam_weight_table(lisa_sam_model *m, lisa_weight_spec *sp, int cap) {
     int64_t C = c->dim, M = c->num_mask_tokens;
     const lisa_weight_kind MM = LISA_WEIGHT_MATMUL, PA = LISA_WEIGHT_PARAM;
     int n = 0;
-    n = lisa_weight_spec_add(sp, n, cap, &m->patch_w, MM, 4, SHAPE(D, 3, p, p), "image_encoder.patch_embed.proj.weight");
-    n = lisa_weight_spec_add(sp, n, cap, &m->patch_b, PA, 1, SHAPE(D), "image_encoder.patch_embed.proj.bias");
-    n = lisa_weight_spec_add(sp, n, cap, &m->pos_embed, PA, 4, SHAPE(1, G, G, D), "image_encoder.pos_embed");
+    SPEC(&m->patch_w, MM, 4, SHAPE(D, 3, p, p), "image_encoder.patch_embed.proj.weight");
+    SPEC(&m->patch_b, PA, 1, SHAPE(D), "image_encoder.patch_embed.proj.bias");
+    SPEC(&m->pos_embed, PA, 4, SHAPE(1, G, G, D), "image_encoder.pos_embed");
     for (int i = 0; i < c->depth; i++) {
         lisa_sam_block *b = &m->blocks[i];
         int64_t R = c->global[i] ? 2 * G - 1 : 2 * (int64_t)c->window - 1;
         const char *f = "image_encoder.blocks.%d.%s";
-        n = lisa_weight_spec_add(sp, n, cap, &b->norm1_w, PA, 1, SHAPE(D), f, i, "norm1.weight");
-        n = lisa_weight_spec_add(sp, n, cap, &b->norm1_b, PA, 1, SHAPE(D), f, i, "norm1.bias");
-        n = lisa_weight_spec_add(sp, n, cap, &b->qkv_w, MM, 2, SHAPE(3 * D, D), f, i, "attn.qkv.weight");
-        n = lisa_weight_spec_add(sp, n, cap, &b->qkv_b, PA, 1, SHAPE(3 * D), f, i, "attn.qkv.bias");
-        n = lisa_weight_spec_add(sp, n, cap, &b->proj_w, MM, 2, SHAPE(D, D), f, i, "attn.proj.weight");
-        n = lisa_weight_spec_add(sp, n, cap, &b->proj_b, PA, 1, SHAPE(D), f, i, "attn.proj.bias");
-        n = lisa_weight_spec_add(sp, n, cap, &b->rel_pos_h, PA, 2, SHAPE(R, hd), f, i, "attn.rel_pos_h");
-        n = lisa_weight_spec_add(sp, n, cap, &b->rel_pos_w, PA, 2, SHAPE(R, hd), f, i, "attn.rel_pos_w");
-        n = lisa_weight_spec_add(sp, n, cap, &b->norm2_w, PA, 1, SHAPE(D), f, i, "norm2.weight");
-        n = lisa_weight_spec_add(sp, n, cap, &b->norm2_b, PA, 1, SHAPE(D), f, i, "norm2.bias");
-        n = lisa_weight_spec_add(sp, n, cap, &b->lin1_w, MM, 2, SHAPE(Mlp, D), f, i, "mlp.lin1.weight");
-        n = lisa_weight_spec_add(sp, n, cap, &b->lin1_b, PA, 1, SHAPE(Mlp), f, i, "mlp.lin1.bias");
-        n = lisa_weight_spec_add(sp, n, cap, &b->lin2_w, MM, 2, SHAPE(D, Mlp), f, i, "mlp.lin2.weight");
-        n = lisa_weight_spec_add(sp, n, cap, &b->lin2_b, PA, 1, SHAPE(D), f, i, "mlp.lin2.bias");
+        SPEC(&b->norm1_w, PA, 1, SHAPE(D), f, i, "norm1.weight");
+        SPEC(&b->norm1_b, PA, 1, SHAPE(D), f, i, "norm1.bias");
+        SPEC(&b->qkv_w, MM, 2, SHAPE(3 * D, D), f, i, "attn.qkv.weight");
+        SPEC(&b->qkv_b, PA, 1, SHAPE(3 * D), f, i, "attn.qkv.bias");
+        SPEC(&b->proj_w, MM, 2, SHAPE(D, D), f, i, "attn.proj.weight");
+        SPEC(&b->proj_b, PA, 1, SHAPE(D), f, i, "attn.proj.bias");
+        SPEC(&b->rel_pos_h, PA, 2, SHAPE(R, hd), f, i, "attn.rel_pos_h");
+        SPEC(&b->rel_pos_w, PA, 2, SHAPE(R, hd), f, i, "attn.rel_pos_w");
+        SPEC(&b->norm2_w, PA, 1, SHAPE(D), f, i, "norm2.weight");
+        SPEC(&b->norm2_b, PA, 1, SHAPE(D), f, i, "norm2.bias");
+        SPEC(&b->lin1_w, MM, 2, SHAPE(Mlp, D), f, i, "mlp.lin1.weight");
+        SPEC(&b->lin1_b, PA, 1, SHAPE(Mlp), f, i, "mlp.lin1.bias");
+        SPEC(&b->lin2_w, MM, 2, SHAPE(D, Mlp), f, i, "mlp.lin2.weight");
+        SPEC(&b->lin2_b, PA, 1, SHAPE(D), f, i, "mlp.lin2.bias");
     }
-    n = lisa_weight_spec_add(sp, n, cap, &m->neck0_w, MM, 4, SHAPE(C, D, 1, 1), "image_encoder.neck.0.weight");
-    n = lisa_weight_spec_add(sp, n, cap, &m->neck1_w, PA, 1, SHAPE(C), "image_encoder.neck.1.weight");
-    n = lisa_weight_spec_add(sp, n, cap, &m->neck1_b, PA, 1, SHAPE(C), "image_encoder.neck.1.bias");
-    n = lisa_weight_spec_add(sp, n, cap, &m->neck2_w, MM, 4, SHAPE(C, C, 3, 3), "image_encoder.neck.2.weight");
-    n = lisa_weight_spec_add(sp, n, cap, &m->neck3_w, PA, 1, SHAPE(C), "image_encoder.neck.3.weight");
-    n = lisa_weight_spec_add(sp, n, cap, &m->neck3_b, PA, 1, SHAPE(C), "image_encoder.neck.3.bias");
-    n = lisa_weight_spec_add(sp, n, cap, &m->no_mask_embed, PA, 2, SHAPE(1, C), "prompt_encoder.no_mask_embed.weight");
+    SPEC(&m->neck0_w, MM, 4, SHAPE(C, D, 1, 1), "image_encoder.neck.0.weight");
+    SPEC(&m->neck1_w, PA, 1, SHAPE(C), "image_encoder.neck.1.weight");
+    SPEC(&m->neck1_b, PA, 1, SHAPE(C), "image_encoder.neck.1.bias");
+    SPEC(&m->neck2_w, MM, 4, SHAPE(C, C, 3, 3), "image_encoder.neck.2.weight");
+    SPEC(&m->neck3_w, PA, 1, SHAPE(C), "image_encoder.neck.3.weight");
+    SPEC(&m->neck3_b, PA, 1, SHAPE(C), "image_encoder.neck.3.bias");
+    SPEC(&m->no_mask_embed, PA, 2, SHAPE(1, C), "prompt_encoder.no_mask_embed.weight");
 
     char base[SAM_NAME];
+    const char *layers = "mask_decoder.transformer.layers";
     int64_t X = c->dec_cross_dim, Md = c->dec_mlp_dim;
     for (int l = 0; l < c->dec_depth; l++) {
         lisa_sam_dec_layer *L = &m->dec_layers[l];
-        snprintf(base, sizeof base, "mask_decoder.transformer.layers.%d.self_attn", l);
+        snprintf(base, sizeof base, "%s.%d.self_attn", layers, l);
         n = sam_attn_specs(sp, n, cap, &L->self_attn, C, C, base);
-        snprintf(base, sizeof base, "mask_decoder.transformer.layers.%d.cross_attn_token_to_image", l);
+        snprintf(base, sizeof base, "%s.%d.cross_attn_token_to_image", layers, l);
         n = sam_attn_specs(sp, n, cap, &L->cross_t2i, C, X, base);
-        snprintf(base, sizeof base, "mask_decoder.transformer.layers.%d.cross_attn_image_to_token", l);
+        snprintf(base, sizeof base, "%s.%d.cross_attn_image_to_token", layers, l);
         n = sam_attn_specs(sp, n, cap, &L->cross_i2t, C, X, base);
         const char *f = "mask_decoder.transformer.layers.%d.%s";
         for (int k = 0; k < 4; k++) {
             char nm[32];
             snprintf(nm, sizeof nm, "norm%d.weight", k + 1);
-            n = lisa_weight_spec_add(sp, n, cap, &L->norm_w[k], PA, 1, SHAPE(C), f, l, nm);
+            SPEC(&L->norm_w[k], PA, 1, SHAPE(C), f, l, nm);
             snprintf(nm, sizeof nm, "norm%d.bias", k + 1);
-            n = lisa_weight_spec_add(sp, n, cap, &L->norm_b[k], PA, 1, SHAPE(C), f, l, nm);
+            SPEC(&L->norm_b[k], PA, 1, SHAPE(C), f, l, nm);
         }
-        n = lisa_weight_spec_add(sp, n, cap, &L->lin1_w, MM, 2, SHAPE(Md, C), f, l, "mlp.lin1.weight");
-        n = lisa_weight_spec_add(sp, n, cap, &L->lin1_b, PA, 1, SHAPE(Md), f, l, "mlp.lin1.bias");
-        n = lisa_weight_spec_add(sp, n, cap, &L->lin2_w, MM, 2, SHAPE(C, Md), f, l, "mlp.lin2.weight");
-        n = lisa_weight_spec_add(sp, n, cap, &L->lin2_b, PA, 1, SHAPE(C), f, l, "mlp.lin2.bias");
+        SPEC(&L->lin1_w, MM, 2, SHAPE(Md, C), f, l, "mlp.lin1.weight");
+        SPEC(&L->lin1_b, PA, 1, SHAPE(Md), f, l, "mlp.lin1.bias");
+        SPEC(&L->lin2_w, MM, 2, SHAPE(C, Md), f, l, "mlp.lin2.weight");
+        SPEC(&L->lin2_b, PA, 1, SHAPE(C), f, l, "mlp.lin2.bias");
     }
     n = sam_attn_specs(sp, n, cap, &m->final_attn, C, X,
                        "mask_decoder.transformer.final_attn_token_to_image");
-    n = lisa_weight_spec_add(sp, n, cap, &m->final_norm_w, PA, 1, SHAPE(C), "mask_decoder.transformer.norm_final_attn.weight");
-    n = lisa_weight_spec_add(sp, n, cap, &m->final_norm_b, PA, 1, SHAPE(C), "mask_decoder.transformer.norm_final_attn.bias");
+    SPEC(&m->final_norm_w, PA, 1, SHAPE(C), "mask_decoder.transformer.norm_final_attn.weight");
+    SPEC(&m->final_norm_b, PA, 1, SHAPE(C), "mask_decoder.transformer.norm_final_attn.bias");
     int64_t U1 = c->up1, U2 = c->up2;
-    n = lisa_weight_spec_add(sp, n, cap, &m->up0_w, PA, 4, SHAPE(C, U1, 2, 2), "mask_decoder.output_upscaling.0.weight");
-    n = lisa_weight_spec_add(sp, n, cap, &m->up0_b, PA, 1, SHAPE(U1), "mask_decoder.output_upscaling.0.bias");
-    n = lisa_weight_spec_add(sp, n, cap, &m->up1_w, PA, 1, SHAPE(U1), "mask_decoder.output_upscaling.1.weight");
-    n = lisa_weight_spec_add(sp, n, cap, &m->up1_b, PA, 1, SHAPE(U1), "mask_decoder.output_upscaling.1.bias");
-    n = lisa_weight_spec_add(sp, n, cap, &m->up3_w, PA, 4, SHAPE(U1, U2, 2, 2), "mask_decoder.output_upscaling.3.weight");
-    n = lisa_weight_spec_add(sp, n, cap, &m->up3_b, PA, 1, SHAPE(U2), "mask_decoder.output_upscaling.3.bias");
+    SPEC(&m->up0_w, PA, 4, SHAPE(C, U1, 2, 2), "mask_decoder.output_upscaling.0.weight");
+    SPEC(&m->up0_b, PA, 1, SHAPE(U1), "mask_decoder.output_upscaling.0.bias");
+    SPEC(&m->up1_w, PA, 1, SHAPE(U1), "mask_decoder.output_upscaling.1.weight");
+    SPEC(&m->up1_b, PA, 1, SHAPE(U1), "mask_decoder.output_upscaling.1.bias");
+    SPEC(&m->up3_w, PA, 4, SHAPE(U1, U2, 2, 2), "mask_decoder.output_upscaling.3.weight");
+    SPEC(&m->up3_b, PA, 1, SHAPE(U2), "mask_decoder.output_upscaling.3.bias");
     for (int i = 0; i < M; i++) {
         snprintf(base, sizeof base, "mask_decoder.output_hypernetworks_mlps.%d", i);
         n = sam_mlp3_specs(sp, n, cap, &m->hyper[i], C, C, U2, base);
@@ -335,7 +338,8 @@ lisa_status lisa_sam_model_load(lisa_sam_model *m, const char *path, lisa_backen
         goto fail;
     }
     int n = sam_weight_table(m, specs, cap);
-    if ((st = lisa_weights_load(&m->weights, be, m->st, pfx, specs, n, dtype)) != LISA_OK) goto fail;
+    st = lisa_weights_load(&m->weights, be, m->st, pfx, specs, n, dtype);
+    if (st != LISA_OK) goto fail;
     st = sam_host_f32(m->st, pfx, "mask_decoder.iou_token.weight", 2, SHAPE(1, C), m->tokens_host);
     if (st == LISA_OK)
         st = sam_host_f32(m->st, pfx, "mask_decoder.mask_tokens.weight", 2, SHAPE(M, C),
@@ -346,8 +350,8 @@ lisa_status lisa_sam_model_load(lisa_sam_model *m, const char *path, lisa_backen
     if (st != LISA_OK) goto fail;
     sam_dense_pe(m->dense_pe_host, gauss, c->grid, (int)C);
     m->dense_pe = lisa_tensor_2d(NULL, dtype, T, C);
-    if ((st = be->ops->buffer_alloc(be, lisa_tensor_nbytes(&m->dense_pe), &m->pe_buffer)) != LISA_OK)
-        goto fail;
+    st = be->ops->buffer_alloc(be, lisa_tensor_nbytes(&m->dense_pe), &m->pe_buffer);
+    if (st != LISA_OK) goto fail;
     m->dense_pe.data = m->pe_buffer;
     st = be->ops->upload_convert(be, m->pe_buffer, dtype, m->dense_pe_host, LISA_DTYPE_F32,
                                  (size_t)(T * C));
@@ -697,7 +701,8 @@ static lisa_status sam_decode_batch(const lisa_sam_model *m, lisa_sam_state *s,
     LISA_TRY(op->copy_cols(be, &tpe, &tok, 0));
 
     /* keys: image embedding + dense prompt (no_mask_embed), per prompt */
-    lisa_tensor keys = sam_view2(&s->keys, 0, nb * T, C), kpe = sam_view2(&s->keys_pe, 0, nb * T, C);
+    lisa_tensor keys = sam_view2(&s->keys, 0, nb * T, C);
+    lisa_tensor kpe = sam_view2(&s->keys_pe, 0, nb * T, C);
     lisa_tensor emb = sam_view2(&s->embed, 0, T, C), big = sam_view2(&s->big_out, 0, nb * T, C);
     for (int64_t b = 0; b < nb; b++) {
         lisa_tensor kb = sam_view2(&s->keys, b * T * C, T, C);

@@ -43,7 +43,11 @@
  * prompts (LISA's sparse prompt is the [SEG] embedding and its dense prompt
  * is no_mask_embed; prompt_encoder.point_embeddings, not_a_point_embed and
  * mask_downscaling are not loaded), the text_hidden_fcs projection that
- * makes LISA's [SEG] embeddings, and multi-image batching of the encoder. */
+ * makes LISA's [SEG] embeddings, and multi-image batching of the encoder.
+ * Reduced-precision runs are not yet faithful to LISA's: in bf16 LISA
+ * computes get_dense_pe itself in bf16 and in fp16 runs the neck in fp32
+ * (lisa-inference.md §1.8-1.9); here the PE is computed in fp32 and rounded
+ * to the compute dtype, and the neck runs in the compute dtype. */
 #ifndef LISA_SAM_H
 #define LISA_SAM_H
 
@@ -145,9 +149,11 @@ typedef struct lisa_sam_model {
     lisa_sam_attn final_attn;       /* mask_decoder.transformer.final_attn_token_to_image */
     lisa_tensor final_norm_w, final_norm_b;  /* mask_decoder.transformer.norm_final_attn (C) */
     lisa_tensor up0_w, up0_b;   /* mask_decoder.output_upscaling.0.{weight (C, C/4, 2, 2), bias} */
-    lisa_tensor up1_w, up1_b;   /* mask_decoder.output_upscaling.1.{weight,bias} (C/4): LayerNorm2d */
-    lisa_tensor up3_w, up3_b;   /* mask_decoder.output_upscaling.3.{weight (C/4, C/8, 2, 2), bias} */
-    lisa_sam_mlp3 *hyper;       /* mask_decoder.output_hypernetworks_mlps.i (M): C -> C -> C -> C/8 */
+    lisa_tensor up1_w, up1_b;   /* mask_decoder.output_upscaling.1.{weight,bias} (C/4), LN2d */
+    lisa_tensor up3_w, up3_b;   /* mask_decoder.output_upscaling.3.{weight (C/4, C/8, 2, 2),
+                                   bias (C/8)} */
+    lisa_sam_mlp3 *hyper;       /* mask_decoder.output_hypernetworks_mlps.i, i < M:
+                                   C -> C -> C -> C/8 */
     lisa_sam_mlp3 iou_head;     /* mask_decoder.iou_prediction_head: C -> h -> h -> M */
     float *tokens_host;         /* (1 + M, C) fp32: mask_decoder.iou_token.weight (1, C) then
                                    mask_decoder.mask_tokens.weight (M, C) */

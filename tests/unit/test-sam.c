@@ -60,9 +60,12 @@ static float *read_f32(const char *name, size_t n) {
     return (float *)buf;
 }
 
-static const cJSON *jget(const cJSON *o, const char *k) { return cJSON_GetObjectItemCaseSensitive(o, k); }
+static const cJSON *jget(const cJSON *o, const char *k) {
+    return cJSON_GetObjectItemCaseSensitive(o, k);
+}
 static double jnum(const cJSON *o, const char *k) { return cJSON_GetNumberValue(jget(o, k)); }
-static int jidx(const cJSON *a, int i) { return (int)cJSON_GetNumberValue(cJSON_GetArrayItem(a, i)); }
+static double jat(const cJSON *a, int i) { return cJSON_GetNumberValue(cJSON_GetArrayItem(a, i)); }
+static int jidx(const cJSON *a, int i) { return (int)jat(a, i); }
 
 static void check_config(const lisa_sam_config *c, const cJSON *meta) {
     const cJSON *e = jget(meta, "encoder"), *d = jget(meta, "decoder");
@@ -76,7 +79,8 @@ static void check_config(const lisa_sam_config *c, const cJSON *meta) {
     const cJSON *g = jget(e, "global_attn_indexes");
     int want[LISA_SAM_MAX_BLOCKS] = {0};
     for (int i = 0; i < cJSON_GetArraySize(g); i++) want[jidx(g, i)] = 1;
-    for (int i = 0; i < c->depth; i++) CHECK(c->global[i] == want[i], "block %d global %d", i, c->global[i]);
+    for (int i = 0; i < c->depth; i++)
+        CHECK(c->global[i] == want[i], "block %d global %d", i, c->global[i]);
     CHECK(c->n_global == cJSON_GetArraySize(g), "n_global %d", c->n_global);
     CHECK(c->dim == (int)jnum(e, "out_chans") && c->dim == (int)jnum(d, "transformer_dim"),
           "dim %d", c->dim);
@@ -283,7 +287,7 @@ static void test_model(lisa_backend *be, const cJSON *meta, const char *model_pa
     fprintf(stderr, "low-res logits rel err %.3g (end to end)\n", e);
     CHECK(e <= tol->lowres, "low-res logits rel err %.3g", e);
     float ref_iou[16];
-    for (int i = 0; i < n; i++) ref_iou[i] = (float)cJSON_GetNumberValue(cJSON_GetArrayItem(jget(meta, "iou"), i));
+    for (int i = 0; i < n; i++) ref_iou[i] = (float)jat(jget(meta, "iou"), i);
     e = test_rel_err(iou, ref_iou, (size_t)n);
     fprintf(stderr, "IoU rel err %.3g\n", e);
     CHECK(e <= tol->iou, "IoU rel err %.3g", e);
@@ -310,7 +314,8 @@ static void test_model(lisa_backend *be, const cJSON *meta, const char *model_pa
     }
     fprintf(stderr, "original-size logits rel err %.3g; masks: %lld pixels differ (%lld with "
             "|ref| >= %g); %lld reference logits within %g of 0\n",
-            up_err, (long long)differ, (long long)differ_far, NEAR_ZERO, (long long)near0, NEAR_ZERO);
+            up_err, (long long)differ, (long long)differ_far, NEAR_ZERO, (long long)near0,
+            NEAR_ZERO);
     CHECK(bits_bad == 0, "%lld fixture mask bits disagree with their logits", (long long)bits_bad);
     CHECK(up_err <= tol->up, "original-size logits rel err %.3g", up_err);
     CHECK(differ_far == 0, "%lld mask pixels differ away from 0", (long long)differ_far);
@@ -348,12 +353,12 @@ static void test_model(lisa_backend *be, const cJSON *meta, const char *model_pa
             double md = 0, mr = 0, sd = 0, sr = 0;
             for (int b = 0; b < n; b++)
                 for (int j = 0; j < nm; j++) {
-                    double r = cJSON_GetNumberValue(cJSON_GetArrayItem(cJSON_GetArrayItem(ji, b), j));
+                    double r = jat(cJSON_GetArrayItem(ji, b), j);
                     md = fmax(md, fabs(im[b * nm + j] - r));
                     mr = fmax(mr, fabs(r));
                     const cJSON *smp = cJSON_GetArrayItem(cJSON_GetArrayItem(js, b), j);
                     for (int k = 0; k < cJSON_GetArraySize(smp); k++) {
-                        double rv = cJSON_GetNumberValue(cJSON_GetArrayItem(smp, k));
+                        double rv = jat(smp, k);
                         sd = fmax(sd, fabs(lm[(b * nm + j) * UU + (int64_t)k * stride] - rv));
                         sr = fmax(sr, fabs(rv));
                     }
@@ -373,7 +378,8 @@ static void test_model(lisa_backend *be, const cJSON *meta, const char *model_pa
     CHECK(lisa_sam_set_embedding(&m, &st2, ref_emb) == LISA_OK, "set embedding 2");
     CHECK(lisa_sam_decode(&m, &st2, sparse, n, 1, 0, low, iou) == LISA_OK, "decode 2+1");
     for (int b = 0; b < n; b++)
-        CHECK(lisa_sam_decode(&m, &st2, sparse + b * C, 1, 1, 0, low1 + b * UU, iou1 + b) == LISA_OK,
+        CHECK(lisa_sam_decode(&m, &st2, sparse + b * C, 1, 1, 0, low1 + b * UU, iou1 + b) ==
+                  LISA_OK,
               "decode prompt %d alone", b);
     double eb = test_rel_err(low, low1, (size_t)(n * UU)), ei = test_rel_err(iou, iou1, (size_t)n);
     fprintf(stderr, "batched vs one at a time: low-res %.3g, IoU %.3g\n", eb, ei);
