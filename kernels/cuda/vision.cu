@@ -181,16 +181,17 @@ lisa_status cuda_op_window_unpartition(lisa_backend *be, lisa_tensor *out, const
     return LISA_OK;
 }
 
-/* torch 1.13 source index: computed in double, stored as float */
+/* torch 1.13 source index (cpu_resize_bilinear's rule): float scale, the
+ * index kept in double, lambda1 = (float)(src - i0). */
 __device__ __forceinline__ void bilinear_index(int64_t o, int64_t in, float scale, int64_t *i0,
                                                int64_t *i1, float *l1) {
-    float src = (float)((double)scale * ((double)o + 0.5) - 0.5);
-    if (src < 0.0f) src = 0.0f;
+    double src = (double)scale * ((double)o + 0.5) - 0.5;
+    if (src < 0.0) src = 0.0;
     int64_t a = (int64_t)src;
     if (a > in - 1) a = in - 1;
     *i0 = a;
     *i1 = a + (a < in - 1 ? 1 : 0);
-    *l1 = src - (float)a;
+    *l1 = (float)(src - (double)a);
 }
 
 template <typename T>
