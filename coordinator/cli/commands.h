@@ -15,5 +15,6 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_segment(int argc, char **argv);
 
 #endif

@@ -12,6 +12,7 @@ typedef struct {
 } cli_command;
 
 static const cli_command k_commands[] = {
+    {"segment", cmd_segment, "LISA: answer about an image and return a mask per [SEG]"},
     {"generate", cmd_generate, "run a LLaMA checkpoint on a text prompt (greedy)"},
     {"tokenize", cmd_tokenize, "encode stdin to token ids, or decode ids to text"},
     {"bench", cmd_bench, "benchmark the engine (bench llm: prefill/decode tokens/s)"},

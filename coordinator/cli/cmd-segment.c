@@ -1,0 +1,406 @@
+/* cmd-segment.c: `lisa segment`: LISA on one image and prompt, or on a JSONL
+ * manifest of many, in one process (no MPI, no Redis).
+ *
+ * Output per request, under OUT/<custom_id>/: answer.txt, mask_K.png (0/255,
+ * one per [SEG] in order), overlay.png (LISA chat.py's red 50% blend of all
+ * masks), result.json (answer, per mask COCO RLE {size, counts}, area, bbox
+ * [x, y, w, h], SAM's IoU prediction; or the error of a failed request); and
+ * OUT/results.jsonl, one result line per request in manifest order. A bad
+ * request (missing or corrupt image, empty or too long prompt, malformed
+ * manifest line) fails alone with its reason; the others finish. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+
+#include "cli-util.h"
+#include "commands.h"
+#include "engine.h"
+#include "masks.h"
+
+static void segment_help(FILE *f) {
+    fprintf(f,
+            "usage: lisa segment --model DIR --image IMG --prompt TEXT [options]\n"
+            "       lisa segment --model DIR --manifest JOBS.jsonl --out DIR [options]\n"
+            "\n"
+            "Runs LISA: answers the prompt about the image and returns one binary mask\n"
+            "per [SEG] token it generates.\n"
+            "\n"
+            "options:\n"
+            "  --model DIR          converted LISA model directory (docs/model-format.md)\n"
+            "  --image IMG          JPEG or PNG image\n"
+            "  --prompt TEXT        the instruction, e.g. \"segment the food richest in vitamin C\"\n"
+            "  --answer TEXT        teacher-forced answer instead of generation (LISA's\n"
+            "                       evaluation uses \"[SEG].\")\n"
+            "  --manifest FILE      JSONL, one {\"custom_id\", \"image\", \"prompt\"[, \"answer\"]}\n"
+            "                       per line; relative image paths are relative to the\n"
+            "                       manifest's directory\n"
+            "  --out DIR            write results under DIR/<custom_id>/ and DIR/results.jsonl\n"
+            "                       (required with --manifest; with --image the id is \"0\")\n"
+            "  --json               print each result as JSON on stdout\n"
+            "  --max-new-tokens N   generation limit (default 512, as chat.py)\n"
+            "  --batch N            requests decoded together (default 8)\n"
+            "  --device DEV         cpu (default), cuda or cuda:N\n"
+            "  --dtype T            fp32, bf16 or fp16 (default: fp32 on cpu, bf16 on cuda)\n"
+            "  --threads N          CPU threads (default: all cores)\n"
+            "  -h, --help           show this help\n"
+            "\n"
+            "Exit status: 0 when every request succeeded, 1 when any failed (each\n"
+            "failure is in its result.json and on stderr), 2 usage error.\n");
+}
+
+typedef struct {
+    lisa_request *reqs;
+    char **owned;       /* strings to free */
+    int n, cap, n_owned, cap_owned;
+    char **line_errors; /* per request: a manifest error, or NULL */
+} seg_jobs;
+
+static char *jobs_keep(seg_jobs *j, char *s) {
+    if (!s) return NULL;
+    if (j->n_owned == j->cap_owned) {
+        int cap = j->cap_owned ? j->cap_owned * 2 : 64;
+        char **o = realloc(j->owned, (size_t)cap * sizeof *o);
+        if (!o) return NULL;
+        j->owned = o;
+        j->cap_owned = cap;
+    }
+    j->owned[j->n_owned++] = s;
+    return s;
+}
+
+static lisa_request *jobs_add(seg_jobs *j) {
+    if (j->n == j->cap) {
+        int cap = j->cap ? j->cap * 2 : 16;
+        lisa_request *r = realloc(j->reqs, (size_t)cap * sizeof *r);
+        char **le = realloc(j->line_errors, (size_t)cap * sizeof *le);
+        if (!r || !le) {
+            free(r == j->reqs ? NULL : r);
+            return NULL;
+        }
+        j->reqs = r;
+        j->line_errors = le;
+        j->cap = cap;
+    }
+    memset(&j->reqs[j->n], 0, sizeof j->reqs[0]);
+    j->line_errors[j->n] = NULL;
+    return &j->reqs[j->n++];
+}
+
+static void jobs_free(seg_jobs *j) {
+    for (int i = 0; i < j->n_owned; i++) free(j->owned[i]);
+    free(j->owned);
+    free(j->reqs);
+    free(j->line_errors);
+}
+
+/* Reads a JSONL manifest; a malformed line becomes a request that fails
+ * with the reason. */
+static int jobs_read_manifest(seg_jobs *j, const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "lisa segment: cannot open manifest %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) slash[1] = 0;
+    else dir[0] = 0;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int lineno = 0;
+    while ((len = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+        if (len == 0) continue;
+        lisa_request *r = jobs_add(j);
+        if (!r) break;
+        char idbuf[32];
+        snprintf(idbuf, sizeof idbuf, "line%d", lineno);
+        cJSON *o = cJSON_ParseWithLength(line, (size_t)len);
+        const cJSON *id = o ? cJSON_GetObjectItem(o, "custom_id") : NULL;
+        const cJSON *im = o ? cJSON_GetObjectItem(o, "image") : NULL;
+        const cJSON *pr = o ? cJSON_GetObjectItem(o, "prompt") : NULL;
+        const cJSON *an = o ? cJSON_GetObjectItem(o, "answer") : NULL;
+        if (cJSON_IsString(id) && *id->valuestring) r->id = jobs_keep(j, strdup(id->valuestring));
+        else if (cJSON_IsNumber(id)) {
+            snprintf(idbuf, sizeof idbuf, "%d", id->valueint);
+            r->id = jobs_keep(j, strdup(idbuf));
+        } else r->id = jobs_keep(j, strdup(idbuf));
+        char err[256] = "";
+        if (!cJSON_IsObject(o)) snprintf(err, sizeof err, "manifest line %d: not a JSON object", lineno);
+        else if (!cJSON_IsString(im)) snprintf(err, sizeof err, "manifest line %d: \"image\" missing or not a string", lineno);
+        else if (!cJSON_IsString(pr)) snprintf(err, sizeof err, "manifest line %d: \"prompt\" missing or not a string", lineno);
+        else if (an && !cJSON_IsString(an) && !cJSON_IsNull(an))
+            snprintf(err, sizeof err, "manifest line %d: \"answer\" is not a string", lineno);
+        if (err[0]) {
+            j->line_errors[j->n - 1] = jobs_keep(j, strdup(err));
+        } else {
+            const char *ip = im->valuestring;
+            char *full = malloc(strlen(dir) + strlen(ip) + 1);
+            if (full) sprintf(full, "%s%s", ip[0] == '/' ? "" : dir, ip);
+            r->image_path = jobs_keep(j, full);
+            r->prompt = jobs_keep(j, strdup(pr->valuestring));
+            if (cJSON_IsString(an)) r->answer = jobs_keep(j, strdup(an->valuestring));
+        }
+        cJSON_Delete(o);
+    }
+    free(line);
+    fclose(f);
+    return 0;
+}
+
+static int mkdir_p(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(buf, 0777) && errno != EEXIST) return -1;
+            *p = '/';
+        }
+    if (mkdir(buf, 0777) && errno != EEXIST) return -1;
+    return 0;
+}
+
+/* A custom_id safe as a directory name. */
+static void safe_name(char *dst, size_t n, const char *id) {
+    size_t k = 0;
+    for (const char *p = id; *p && k + 1 < n; p++)
+        dst[k++] = (*p == '/' || *p == '\\' || (*p == '.' && p == id)) ? '_' : *p;
+    dst[k] = 0;
+}
+
+static cJSON *result_json(const lisa_request *q, const lisa_response *r, const char *line_error) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "custom_id", q->id ? q->id : "");
+    if (q->image_path) cJSON_AddStringToObject(o, "image", q->image_path);
+    if (q->prompt) cJSON_AddStringToObject(o, "prompt", q->prompt);
+    if (line_error || r->status != LISA_OK) {
+        cJSON_AddStringToObject(o, "status", "failed");
+        cJSON_AddStringToObject(o, "error", line_error ? line_error : r->error);
+        return o;
+    }
+    cJSON_AddStringToObject(o, "status", "ok");
+    cJSON_AddStringToObject(o, "answer", r->text ? r->text : "");
+    cJSON *ids = cJSON_AddArrayToObject(o, "output_ids");
+    for (int i = 0; i < r->n_ids; i++) cJSON_AddItemToArray(ids, cJSON_CreateNumber(r->ids[i]));
+    cJSON *ms = cJSON_AddArrayToObject(o, "masks");
+    for (int k = 0; k < r->n_masks; k++) {
+        cJSON *m = cJSON_CreateObject();
+        char name[64], *counts = NULL;
+        snprintf(name, sizeof name, "mask_%d.png", k);
+        cJSON_AddNumberToObject(m, "index", k);
+        cJSON_AddStringToObject(m, "file", name);
+        if (lisa_mask_rle_encode(r->masks[k].mask, r->w, r->h, &counts) == LISA_OK) {
+            cJSON *rle = cJSON_AddObjectToObject(m, "rle");
+            cJSON *size = cJSON_AddArrayToObject(rle, "size");
+            cJSON_AddItemToArray(size, cJSON_CreateNumber(r->h));
+            cJSON_AddItemToArray(size, cJSON_CreateNumber(r->w));
+            cJSON_AddStringToObject(rle, "counts", counts);
+        }
+        free(counts);
+        int64_t area, bbox[4];
+        lisa_mask_stats(r->masks[k].mask, r->w, r->h, &area, bbox);
+        cJSON_AddNumberToObject(m, "area", (double)area);
+        cJSON *bb = cJSON_AddArrayToObject(m, "bbox");
+        for (int i = 0; i < 4; i++) cJSON_AddItemToArray(bb, cJSON_CreateNumber((double)bbox[i]));
+        cJSON_AddNumberToObject(m, "iou", r->masks[k].iou);
+        cJSON_AddItemToArray(ms, m);
+    }
+    return o;
+}
+
+/* Writes answer.txt, mask_K.png, overlay.png and result.json for one request. */
+static int write_outputs(const char *out, const lisa_request *q, const lisa_response *r,
+                         const cJSON *res) {
+    char name[512], dir[4096], path[4600];
+    safe_name(name, sizeof name, q->id ? q->id : "0");
+    snprintf(dir, sizeof dir, "%s/%s", out, name);
+    if (mkdir_p(dir)) {
+        fprintf(stderr, "lisa segment: cannot create %s: %s\n", dir, strerror(errno));
+        return -1;
+    }
+    int ok = 0;
+    if (r && r->status == LISA_OK) {
+        snprintf(path, sizeof path, "%s/answer.txt", dir);
+        FILE *f = fopen(path, "wb");
+        if (f) {
+            fprintf(f, "%s\n", r->text ? r->text : "");
+            fclose(f);
+        } else ok = -1;
+        uint8_t *gray = malloc((size_t)r->w * (size_t)r->h), *uni = calloc((size_t)r->w * (size_t)r->h, 1);
+        for (int k = 0; gray && uni && k < r->n_masks; k++) {
+            for (size_t i = 0; i < (size_t)r->w * (size_t)r->h; i++) {
+                gray[i] = r->masks[k].mask[i] ? 255 : 0;
+                uni[i] |= r->masks[k].mask[i];
+            }
+            snprintf(path, sizeof path, "%s/mask_%d.png", dir, k);
+            if (lisa_image_write_gray_png(gray, r->w, r->h, path) != LISA_OK) ok = -1;
+        }
+        lisa_image img;
+        if (uni && lisa_image_load(&img, q->image_path, NULL) == LISA_OK) {
+            if (img.w == r->w && img.h == r->h) {
+                lisa_mask_overlay(&img, uni, &img);
+                snprintf(path, sizeof path, "%s/overlay.png", dir);
+                if (lisa_image_write_png(&img, path) != LISA_OK) ok = -1;
+            }
+            lisa_image_free(&img);
+        }
+        free(gray);
+        free(uni);
+    }
+    snprintf(path, sizeof path, "%s/result.json", dir);
+    char *txt = cJSON_Print(res);
+    FILE *f = fopen(path, "wb");
+    if (f && txt) {
+        fprintf(f, "%s\n", txt);
+        fclose(f);
+    } else {
+        if (f) fclose(f);
+        ok = -1;
+    }
+    free(txt);
+    if (ok) fprintf(stderr, "lisa segment: could not write every output under %s\n", dir);
+    return ok;
+}
+
+static void progress_bar(void *user, int done, int total) {
+    (void)user;
+    int width = 30, fill = total ? done * width / total : width;
+    fprintf(stderr, "\r[");
+    for (int i = 0; i < width; i++) fputc(i < fill ? '#' : ' ', stderr);
+    fprintf(stderr, "] %d/%d", done, total);
+    if (done == total) fputc('\n', stderr);
+    fflush(stderr);
+}
+
+int cmd_segment(int argc, char **argv) {
+    const char *model = NULL, *image = NULL, *prompt = NULL, *answer = NULL, *manifest = NULL,
+               *out = NULL, *device = "cpu", *dtype_s = NULL;
+    long max_new = 512, batch = 8, threads = 0;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            segment_help(stdout);
+            return 0;
+        } else if (!strcmp(a, "--json")) {
+            json = 1;
+        } else if (!strcmp(a, "--model") || !strcmp(a, "--image") || !strcmp(a, "--prompt") ||
+                   !strcmp(a, "--answer") || !strcmp(a, "--manifest") || !strcmp(a, "--out") ||
+                   !strcmp(a, "--device") || !strcmp(a, "--dtype") ||
+                   !strcmp(a, "--max-new-tokens") || !strcmp(a, "--batch") ||
+                   !strcmp(a, "--threads")) {
+            if (!(v = cli_option_value("segment", argc, argv, &i))) return 2;
+            if (!strcmp(a, "--model")) model = v;
+            else if (!strcmp(a, "--image")) image = v;
+            else if (!strcmp(a, "--prompt")) prompt = v;
+            else if (!strcmp(a, "--answer")) answer = v;
+            else if (!strcmp(a, "--manifest")) manifest = v;
+            else if (!strcmp(a, "--out")) out = v;
+            else if (!strcmp(a, "--device")) device = v;
+            else if (!strcmp(a, "--dtype")) dtype_s = v;
+            else if (!strcmp(a, "--max-new-tokens") && (max_new = cli_parse_count(a, v)) < 1) return 2;
+            else if (!strcmp(a, "--batch") && (batch = cli_parse_count(a, v)) < 1) return 2;
+            else if (!strcmp(a, "--threads") && (threads = cli_parse_count(a, v)) < 0) return 2;
+        } else {
+            fprintf(stderr, "lisa segment: unknown option '%s' (see --help)\n", a);
+            return 2;
+        }
+    }
+    if (!model || (!manifest && (!image || !prompt)) || (manifest && (image || prompt))) {
+        fprintf(stderr, "lisa segment: give --model and either --image with --prompt or "
+                        "--manifest (see --help)\n");
+        return 2;
+    }
+    if (manifest && !out) {
+        fprintf(stderr, "lisa segment: --manifest needs --out DIR\n");
+        return 2;
+    }
+    lisa_engine_params p;
+    memset(&p, 0, sizeof p);
+    if (cli_parse_device(device, &p.backend, &p.device)) return 2;
+    p.dtype = p.backend == LISA_BACKEND_CPU ? LISA_DTYPE_F32 : LISA_DTYPE_BF16;
+    if (dtype_s && cli_parse_dtype(dtype_s, &p.dtype)) return 2;
+    p.model_dir = model;
+    p.threads = (int)threads;
+    p.max_batch = (int)batch;
+    p.max_new_tokens = (int)max_new;
+
+    seg_jobs jobs;
+    memset(&jobs, 0, sizeof jobs);
+    if (manifest) {
+        if (jobs_read_manifest(&jobs, manifest)) return 1;
+    } else {
+        lisa_request *r = jobs_add(&jobs);
+        if (!r) return 1;
+        r->id = "0";
+        r->image_path = image;
+        r->prompt = prompt;
+        r->answer = answer;
+    }
+    if (out && mkdir_p(out)) {
+        fprintf(stderr, "lisa segment: cannot create %s: %s\n", out, strerror(errno));
+        jobs_free(&jobs);
+        return 1;
+    }
+    lisa_engine *e = NULL;
+    lisa_status st = lisa_engine_init(&e, &p);
+    if (st != LISA_OK) {
+        fprintf(stderr, "lisa segment: %s: %s\n", lisa_status_str(st), lisa_error_get());
+        jobs_free(&jobs);
+        return 1;
+    }
+    /* Requests with a manifest error are not sent to the engine. */
+    int n = jobs.n, nrun = 0;
+    lisa_request *run = calloc((size_t)(n ? n : 1), sizeof *run);
+    lisa_response *res = calloc((size_t)(n ? n : 1), sizeof *res);
+    for (int i = 0; i < n; i++)
+        if (!jobs.line_errors[i]) run[nrun++] = jobs.reqs[i];
+    int tty = isatty(2);
+    st = lisa_engine_run(e, run, nrun, res, tty && nrun > 1 ? progress_bar : NULL, NULL);
+    FILE *all = NULL;
+    if (out) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/results.jsonl", out);
+        all = fopen(path, "wb");
+        if (!all) fprintf(stderr, "lisa segment: cannot write %s: %s\n", path, strerror(errno));
+    }
+    int failures = 0, k = 0;
+    for (int i = 0; i < n; i++) {
+        const lisa_request *q = &jobs.reqs[i];
+        const lisa_response *r = NULL;
+        if (!jobs.line_errors[i]) r = &res[k++];
+        lisa_response empty;
+        memset(&empty, 0, sizeof empty);
+        cJSON *o = result_json(q, r ? r : &empty, jobs.line_errors[i]);
+        int failed = jobs.line_errors[i] || !r || r->status != LISA_OK;
+        if (failed) {
+            failures++;
+            fprintf(stderr, "lisa segment: %s: %s\n", q->id ? q->id : "?",
+                    jobs.line_errors[i] ? jobs.line_errors[i] : r ? r->error : "not run");
+        }
+        if (out && write_outputs(out, q, r, o)) failures += !failed;
+        char *line = cJSON_PrintUnformatted(o);
+        if (all && line) fprintf(all, "%s\n", line);
+        if (json && line) printf("%s\n", line);
+        else if (!json && !out && r && r->status == LISA_OK) printf("%s\n", r->text ? r->text : "");
+        free(line);
+        cJSON_Delete(o);
+    }
+    if (all) fclose(all);
+    if (st != LISA_OK) fprintf(stderr, "lisa segment: %s: %s\n", lisa_status_str(st), lisa_error_get());
+    for (int i = 0; i < nrun; i++) lisa_response_free(&res[i]);
+    free(run);
+    free(res);
+    lisa_engine_free(e);
+    jobs_free(&jobs);
+    return (failures || st != LISA_OK) ? 1 : 0;
+}
