@@ -5,7 +5,8 @@
  * added_tokens.json, safetensors shards holding the LLM (model.*, lm_head),
  * the projector (model.mm_projector.*), SAM (model.visual_model.*),
  * text_hidden_fcs (model.text_hidden_fcs.0.*) and the CLIP tower
- * (LISA_ENGINE_CLIP_PREFIX), whose config is clip_config.json. */
+ * (LISA_ENGINE_CLIP_PREFIX), whose config is config.json's "vision_config";
+ * SAM's head counts are in "sam_config". */
 #include "engine.h"
 
 #include <stdio.h>
@@ -93,10 +94,11 @@ static lisa_status engine_read_config(const char *dir, int *select_layer, lisa_p
         const cJSON *pt = cJSON_GetObjectItem(root, "mm_projector_type");
         *kind = LISA_PROJECTOR_LINEAR;
         if (cJSON_IsString(pt)) st = lisa_projector_kind_parse(pt->valuestring, kind);
-        /* SAM's head counts are not in its tensors' shapes in every case:
-         * the converter records them for non-standard models */
-        const cJSON *eh = cJSON_GetObjectItem(root, "sam_encoder_heads");
-        const cJSON *dh = cJSON_GetObjectItem(root, "sam_decoder_heads");
+        /* SAM's decoder head count is in no tensor shape: the converter
+         * records the architecture under "sam_config" */
+        const cJSON *sc = cJSON_GetObjectItem(root, "sam_config");
+        const cJSON *eh = cJSON_GetObjectItem(sc, "encoder_num_heads");
+        const cJSON *dh = cJSON_GetObjectItem(sc, "decoder_num_heads");
         if (cJSON_IsNumber(eh)) sam->encoder_heads = eh->valueint;
         if (cJSON_IsNumber(dh)) sam->decoder_heads = dh->valueint;
     }
@@ -141,7 +143,7 @@ lisa_status lisa_engine_init(lisa_engine **out, const lisa_engine_params *params
     if (e->p.max_ctx <= 0) e->p.max_ctx = 1024;
     const char *dir = e->p.model_dir;
     char *tok_path = engine_path(dir, "tokenizer.model"), *added = engine_path(dir, "added_tokens.json");
-    char *clip_cfg = engine_path(dir, "clip_config.json");
+    char *clip_cfg = engine_path(dir, "config.json");
     int select_layer = -2;
     lisa_projector_kind kind = LISA_PROJECTOR_LINEAR;
     lisa_sam_options sam_opts = {LISA_ENGINE_SAM_PREFIX, 0, 0};

@@ -43,7 +43,9 @@ lisa_status lisa_clip_config_parse(lisa_clip_config *cfg, const char *json, size
         return lisa_error_set(LISA_ERR_FORMAT, "clip config.json: not a JSON object");
     }
     const cJSON *o = root, *vc = cJSON_GetObjectItemCaseSensitive(root, "vision_config");
-    if (cJSON_IsObject(vc) && !cJSON_GetObjectItemCaseSensitive(root, "hidden_size")) o = vc;
+    /* a LISA model directory's config.json has the LLM's hidden_size at the
+     * top level and CLIP's under "vision_config": the nested one wins */
+    if (cJSON_IsObject(vc)) o = vc;
     lisa_status s = LISA_OK;
     static const char *keys[] = {"hidden_size", "intermediate_size", "num_hidden_layers",
                                  "num_attention_heads", "image_size", "patch_size",
