@@ -3,24 +3,16 @@
  * and metric arithmetic are coordinator/reasonseg.c's; this file walks the
  * images, asks a prediction source for each mask, and reports.
  *
- * Prediction sources are pluggable (eval_source below). Today there is one:
- * binary masks read from a folder (--predictions). It deliberately does not
- * run a model yet: --model is parsed and refused until a model source exists.
+ * Prediction sources are pluggable (eval_source below): binary masks read
+ * from a folder (--predictions), or the LISA engine itself (--model), which
+ * runs LISA's evaluation prompt teacher-forced with the reply "[SEG]." (one
+ * forward, no generation) and takes the first [SEG]'s mask.
  *
- * Extension point, checklist for the model-driven source (--model DIR):
- *   1. write `static lisa_status model_source_open(eval_source *src, ...)`
- *      that loads the checkpoint and fills src->name, src->ctx, src->predict
- *      and src->close;
- *   2. predict() gets the decoded image (EXIF applied, as cv2.imread) and the
- *      annotation; it runs one teacher-forced forward on
- *      item->anno->user_message with the reply LISA_REASONSEG_ASSISTANT_REPLY
- *      (ReasonSeg eval never generates), takes the [SEG] mask at the image's
- *      original size and writes (logits > 0) as 0/1 into pred[h*w];
- *   3. errors: return a status with lisa_error_set(); the image is reported
- *      and skipped like a missing prediction file, the run goes on;
- *   4. replace the "not yet available" branch in cmd_eval() by a call to
- *      model_source_open(), and add the model options to eval_help();
- *   5. extend tests/cli/eval.sh with a run on a tiny random-weight model. */
+ * Checklist for another source: an open function filling src->name,
+ * src->ctx, src->predict and src->close; predict() writes 0/1 into pred[h*w]
+ * at the image's original size or returns a status with lisa_error_set()
+ * (the image is then reported and skipped, the run goes on); its options in
+ * eval_help(); a run in tests/cli/eval.sh. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +20,7 @@
 
 #include "cli-util.h"
 #include "commands.h"
+#include "engine.h"
 #include "image.h"
 #include "reasonseg.h"
 
@@ -80,12 +73,49 @@ static void dir_source_open(eval_source *src, const char *dir) {
     src->close = NULL;
 }
 
+/* ---- source: the LISA engine, teacher-forced as LISA's evaluation ---- */
+
+static lisa_status model_predict(void *ctx, const eval_item *item, uint8_t *pred) {
+    lisa_engine *e = ctx;
+    /* user_message is "<image>\n ..."; the prompt builder adds the image part */
+    const char *msg = item->anno->user_message;
+    const char *tail = strstr(msg, "<image>\n") == msg ? msg + strlen("<image>\n") : msg;
+    lisa_request rq = {item->stem, item->image_path, tail, LISA_REASONSEG_ASSISTANT_REPLY, 0};
+    lisa_response r;
+    LISA_TRY(lisa_engine_run(e, &rq, 1, &r, NULL, NULL));
+    lisa_status st = r.status;
+    if (st != LISA_OK) {
+        st = lisa_error_set(st, "%s", r.error);
+    } else if (r.w != item->image->w || r.h != item->image->h) {
+        st = lisa_error_set(LISA_ERR_SHAPE, "mask is %dx%d, the image is %dx%d", r.w, r.h,
+                            item->image->w, item->image->h);
+    } else {
+        size_t n = (size_t)r.w * (size_t)r.h;
+        if (r.n_masks > 0) memcpy(pred, r.masks[0].mask, n);
+        else memset(pred, 0, n);
+    }
+    lisa_response_free(&r);
+    return st;
+}
+
+static void model_close(void *ctx) { lisa_engine_free(ctx); }
+
+static lisa_status model_source_open(eval_source *src, const lisa_engine_params *p) {
+    lisa_engine *e = NULL;
+    LISA_TRY(lisa_engine_init(&e, p));
+    src->name = "LISA model";
+    src->ctx = e;
+    src->predict = model_predict;
+    src->close = model_close;
+    return LISA_OK;
+}
+
 /* ---- the run ---- */
 
 static void eval_help(FILE *f) {
     fprintf(f,
-            "usage: lisa eval --data DIR --predictions DIR [--limit N] [--csv FILE]\n"
-            "                 [--opencv 4.8|4.6]\n"
+            "usage: lisa eval --data DIR (--predictions DIR | --model DIR) [--limit N]\n"
+            "                 [--csv FILE] [--opencv 4.8|4.6] [--device DEV] [--dtype T]\n"
             "\n"
             "Scores predicted masks against a ReasonSeg folder the way LISA's\n"
             "train_ds.py --eval_only does, and prints:\n"
@@ -105,8 +135,13 @@ static void eval_help(FILE *f) {
             "\n"
             "options:\n"
             "  --data DIR            ReasonSeg split folder (required)\n"
-            "  --predictions DIR     predicted masks <stem>.png (required)\n"
-            "  --model DIR           model-driven evaluation (not yet available)\n"
+            "  --predictions DIR     predicted masks <stem>.png\n"
+            "  --model DIR           run LISA (converted model directory) on every image:\n"
+            "                        LISA's evaluation prompt, reply teacher-forced to\n"
+            "                        \"[SEG].\", the first [SEG]'s mask\n"
+            "  --device DEV          with --model: cpu (default), cuda or cuda:N\n"
+            "  --dtype T             with --model: fp32, bf16 or fp16\n"
+            "  --threads N           with --model: CPU threads (default: all cores)\n"
             "  --limit N             only the first N images\n"
             "  --csv FILE            per-image rows: image,intersection,union,iou,prompt,error\n"
             "                        (prompt: the user message after \"<image>\\n \")\n"
@@ -164,6 +199,7 @@ static lisa_status eval_one(const char *data, const char *stem, lisa_raster_vari
 
 int cmd_eval(int argc, char **argv) {
     const char *data = NULL, *preds = NULL, *model = NULL, *csv = NULL, *cv = "4.8";
+    const char *device = "cpu", *dtype_s = NULL, *threads_s = NULL;
     long limit = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -176,6 +212,9 @@ int cmd_eval(int argc, char **argv) {
                             : !strcmp(a, "--model")       ? &model
                             : !strcmp(a, "--csv")         ? &csv
                             : !strcmp(a, "--opencv")      ? &cv
+                            : !strcmp(a, "--device")      ? &device
+                            : !strcmp(a, "--dtype")       ? &dtype_s
+                            : !strcmp(a, "--threads")     ? &threads_s
                                                           : NULL;
         if (slot) {
             if (!(*slot = cli_option_value("eval", argc, argv, &i))) return 2;
@@ -189,7 +228,7 @@ int cmd_eval(int argc, char **argv) {
         }
     }
     if (!data || (!preds && !model)) {
-        fprintf(stderr, "lisa eval: --data and --predictions are required\n\n");
+        fprintf(stderr, "lisa eval: --data and --predictions or --model are required\n\n");
         eval_help(stderr);
         return 2;
     }
@@ -204,13 +243,26 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "lisa eval: --opencv must be 4.8 or 4.6, not '%s'\n", cv);
         return 2;
     }
-    if (model) {
-        fprintf(stderr, "lisa eval: --model (model-driven evaluation) is not yet available in "
-                        "this build; score saved masks with --predictions DIR\n");
-        return 2;
-    }
     eval_source src;
-    dir_source_open(&src, preds);
+    if (model) {
+        lisa_engine_params p;
+        memset(&p, 0, sizeof p);
+        if (cli_parse_device(device, &p.backend, &p.device)) return 2;
+        p.dtype = p.backend == LISA_BACKEND_CPU ? LISA_DTYPE_F32 : LISA_DTYPE_BF16;
+        if (dtype_s && cli_parse_dtype(dtype_s, &p.dtype)) return 2;
+        long threads = threads_s ? cli_parse_count("--threads", threads_s) : 0;
+        if (threads < 0) return 2;
+        p.threads = (int)threads;
+        p.model_dir = model;
+        p.max_batch = 1;
+        lisa_status ms = model_source_open(&src, &p);
+        if (ms != LISA_OK) {
+            fprintf(stderr, "lisa eval: %s: %s\n", lisa_status_str(ms), lisa_error_get());
+            return 1;
+        }
+    } else {
+        dir_source_open(&src, preds);
+    }
 
     lisa_reasonseg_list list;
     lisa_status st = lisa_reasonseg_list_init(&list, data);
