@@ -181,7 +181,7 @@ lisa_status lisa_engine_init(lisa_engine **out, const lisa_engine_params *params
                             e->proj.out_dim, e->llm.cfg.hidden_size);
     if (st == LISA_OK) st = lisa_clip_state_init(&e->clip_state, &e->clip, &e->proj, 1);
     e->have_clip_state = st == LISA_OK;
-    e->n_patches = lisa_clip_num_patches(&e->clip_cfg);
+    if (st == LISA_OK) e->n_patches = lisa_clip_num_patches(&e->clip_cfg);
     if (st == LISA_OK) st = lisa_sam_model_load(&e->sam, dir, e->be, e->p.dtype, &sam_opts);
     e->have_sam = st == LISA_OK;
     if (st == LISA_OK) st = engine_load_fcs(e, dir);
