@@ -149,7 +149,15 @@ def reinit_generic(module, seed, skip=()):
             elif leaf in ("rel_pos_h", "rel_pos_w") or name.endswith("pos_embed"):
                 v = 0.5 * torch.randn(t.shape, generator=g)
             elif ("positional_encoding_gaussian_matrix" in name or "class_embedding" in name
-                  or (t.dim() == 2 and ("token" in name or "embed" in name))):
+                  or (t.dim() == 2 and leaf == "weight" and "." in name
+                      and name.split(".")[-2] in ("embed_tokens", "iou_token", "mask_tokens",
+                                                  "not_a_point_embed", "no_mask_embed",
+                                                  "position_embedding"))
+                  or (t.dim() == 2 and ".point_embeddings." in name)):
+                # embedding tables and learned tokens only: a substring test on
+                # "token" also caught the decoder's cross_attn_token_to_image
+                # projections, whose N(0, 1) weights gave attention scores in
+                # the hundreds and an ill-conditioned fp32 reference
                 v = torch.randn(t.shape, generator=g)
             elif "output_upscaling" in name and t.dim() == 4:  # ConvTranspose (in, out, k, k)
                 v = torch.randn(t.shape, generator=g) / np.sqrt(t.shape[0])
