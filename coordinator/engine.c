@@ -179,7 +179,9 @@ lisa_status lisa_engine_init(lisa_engine **out, const lisa_engine_params *params
     if (st == LISA_OK && e->proj.out_dim != e->llm.cfg.hidden_size)
         st = lisa_error_set(LISA_ERR_SHAPE, "projector outputs %d, the LLM's hidden size is %d",
                             e->proj.out_dim, e->llm.cfg.hidden_size);
-    if (st == LISA_OK) st = lisa_clip_state_init(&e->clip_state, &e->clip, &e->proj, 1);
+    if (st == LISA_OK)
+        st = lisa_clip_state_init(&e->clip_state, &e->clip, &e->proj,
+                                  e->p.max_batch < 8 ? e->p.max_batch : 8);
     e->have_clip_state = st == LISA_OK;
     if (st == LISA_OK) e->n_patches = lisa_clip_num_patches(&e->clip_cfg);
     if (st == LISA_OK) st = lisa_sam_model_load(&e->sam, dir, e->be, e->p.dtype, &sam_opts);
@@ -367,16 +369,43 @@ static lisa_status engine_teacher_forced(lisa_engine *e, engine_item *it) {
     return st;
 }
 
-/* CLIP features of one image (N, C) host. */
-static lisa_status engine_clip(lisa_engine *e, engine_image *im) {
-    lisa_preprocessed pp;
-    memset(&pp, 0, sizeof pp);
-    LISA_TRY(lisa_preprocess_clip(&im->img, e->clip_cfg.image_size, &pp));
-    im->feats = malloc((size_t)e->n_patches * (size_t)e->llm.cfg.hidden_size * sizeof(float));
-    lisa_status st = im->feats ? LISA_OK : lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
-    if (st == LISA_OK) st = lisa_clip_forward(&e->clip, &e->clip_state, pp.chw, 1, NULL);
-    if (st == LISA_OK) st = lisa_clip_project(&e->proj, &e->clip_state, im->feats);
-    lisa_preprocessed_free(&pp);
+/* CLIP features (N, C) host for the images whose `need` flag is set, up to
+ * the CLIP state's batch per forward pass. */
+static lisa_status engine_clip(lisa_engine *e, engine_image *imgs, const int *need, int nimg) {
+    int B = e->clip_state.max_batch, S = e->clip_cfg.image_size;
+    int64_t C = e->llm.cfg.hidden_size, N = e->n_patches, px = 3 * (int64_t)S * S;
+    float *pix = malloc((size_t)B * (size_t)px * sizeof(float));
+    float *out = malloc((size_t)B * (size_t)N * (size_t)C * sizeof(float));
+    int *which = malloc((size_t)B * sizeof(int));
+    lisa_status st = (pix && out && which) ? LISA_OK : lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
+    int k = 0;
+    while (st == LISA_OK && k < nimg) {
+        int b = 0;
+        for (; k < nimg && b < B && st == LISA_OK; k++) {
+            if (!need[k]) continue;
+            lisa_preprocessed pp;
+            memset(&pp, 0, sizeof pp);
+            st = lisa_preprocess_clip(&imgs[k].img, S, &pp);
+            if (st == LISA_OK) memcpy(pix + (size_t)b * px, pp.chw, (size_t)px * sizeof(float));
+            lisa_preprocessed_free(&pp);
+            which[b++] = k;
+        }
+        if (st != LISA_OK || b == 0) break;
+        st = lisa_clip_forward(&e->clip, &e->clip_state, pix, b, NULL);
+        if (st == LISA_OK) st = lisa_clip_project(&e->proj, &e->clip_state, out);
+        for (int i = 0; i < b && st == LISA_OK; i++) {
+            engine_image *im = &imgs[which[i]];
+            im->feats = malloc((size_t)N * (size_t)C * sizeof(float));
+            if (!im->feats) {
+                st = lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
+                break;
+            }
+            memcpy(im->feats, out + (size_t)i * N * C, (size_t)(N * C) * sizeof(float));
+        }
+    }
+    free(pix);
+    free(out);
+    free(which);
     return st;
 }
 
@@ -472,12 +501,14 @@ static lisa_status engine_batch(lisa_engine *e, const lisa_request *reqs, int n,
         it->img = k;
         if (!imgs[k].ok) item_fail(r, it, LISA_ERR_FORMAT, imgs[k].error);
     }
-    /* 2. CLIP once per image that some live request needs */
-    for (int k = 0; k < nimg && st == LISA_OK; k++) {
-        int need = 0;
-        for (int i = 0; i < n; i++) need |= items[i].ok && items[i].img == k;
-        if (!imgs[k].ok || !need) continue;
-        st = engine_clip(e, &imgs[k]);
+    /* 2. CLIP once per image that some live request needs, batched */
+    if (st == LISA_OK) {
+        int *need = calloc((size_t)(nimg ? nimg : 1), sizeof *need);
+        if (!need) st = lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
+        for (int i = 0; need && i < n; i++)
+            if (items[i].ok && imgs[items[i].img].ok) need[items[i].img] = 1;
+        if (st == LISA_OK) st = engine_clip(e, imgs, need, nimg);
+        free(need);
     }
     /* 3. splice, then generate (batched) or teacher-force */
     for (int i = 0; i < n && st == LISA_OK; i++) {

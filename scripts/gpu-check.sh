@@ -6,7 +6,9 @@
 #   2 build    cmake -DLISA_CUDA=ON -DLISA_WERROR=ON, CUDA archs "native"
 #              (falls back to "80-real;90-real" when native fails)
 #   3 ctest    the whole suite, LISA_REQUIRE_CUDA=1; then test-backend-ops
-#              alone, whose output must show CUDA cases run (no "SKIPPED")
+#              alone, whose output must show CUDA cases run (no "SKIPPED");
+#              then test-lisa with LISA_TEST_DEVICE=cuda: LISA end to end on
+#              the GPU in fp32 against LISA's evaluate() reference
 #   4 e2e      `lisa generate --device cuda` on tests/fixtures/llama-{mha,gqa}:
 #              fp32 must reproduce expected.json's tokens exactly (prompt ids
 #              too); bf16 and fp16 must run, match the first token, and the
@@ -230,9 +232,29 @@ if [ "$BUILD_OK" = 1 ]; then
     else
         record backend-ops SKIPPED "test-backend-ops was not built"
     fi
+
+    # LISA end to end on the engine's GPU path, fp32, against LISA's
+    # evaluate() reference (tests/fixtures/lisa-tiny): ids identical, [SEG]
+    # embeddings and low-res logits within 1e-4, masks identical but for
+    # pixels whose reference logit is within 1e-4 of 0.
+    LLOG=$OUT_DIR/lisa.log
+    : >"$LLOG"
+    if [ -x "$BUILD/bin/test-lisa" ]; then
+        if [ "$IS_GPU" = 1 ]; then
+            LISA_TEST_DEVICE=cuda tmo 120 "$LLOG" "$BUILD/bin/test-lisa" "$ROOT/tests/fixtures"
+        else
+            tmo 120 "$LLOG" "$BUILD/bin/test-lisa" "$ROOT/tests/fixtures"
+        fi
+        rc=$?
+        summ=$(grep -E 'worst|checks' "$LLOG" | tr '\n' ' ')
+        if [ $rc -eq 0 ]; then record lisa-e2e PASS "$summ"; else record lisa-e2e FAIL "$(why $rc): $summ"; fi
+    else
+        record lisa-e2e FAIL "test-lisa was not built"
+    fi
 else
     record ctest SKIPPED "no build"
     record backend-ops SKIPPED "no build"
+    record lisa-e2e SKIPPED "no build"
 fi
 
 # ---- 4 e2e ------------------------------------------------------------------

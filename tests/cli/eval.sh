@@ -88,9 +88,11 @@ grep -q "no \*.jpg" "$TMP/err" || fail "empty folder message: $(cat "$TMP/err")"
 [ $? -eq 2 ] || fail "bad --opencv: want exit 2"
 "$LISA" eval --data "$FIX/data" --predictions "$FIX/predictions" --limit x 2>/dev/null
 [ $? -eq 2 ] || fail "bad --limit: want exit 2"
+# --model with a folder that is no model: a clear error, exit 1 (the model
+# mode itself is exercised by tests/cli/segment.sh on the tiny LISA)
 "$LISA" eval --data "$FIX/data" --model "$TMP" 2>"$TMP/err"
-[ $? -eq 2 ] || fail "--model: want exit 2"
-grep -q "not yet available" "$TMP/err" || fail "--model message: $(cat "$TMP/err")"
+[ $? -eq 1 ] || fail "--model on a non-model folder: want exit 1"
+grep -q "tokenizer.model" "$TMP/err" || fail "--model message: $(cat "$TMP/err")"
 "$LISA" eval --bogus 2>/dev/null
 [ $? -eq 2 ] || fail "unknown option: want exit 2"
 "$LISA" eval --help | grep -q -- "--predictions" || fail "--help lacks --predictions"

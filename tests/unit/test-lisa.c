@@ -12,7 +12,9 @@
  *  - binary masks identical except pixels whose reference logit is within
  *    1e-4 of 0 (their count is recorded per mask; for one case the full
  *    logits are stored and the exception is checked pixel by pixel);
- *  - all cases in one engine batch give the same results as one at a time. */
+ *  - all cases in one engine batch give the same results as one at a time.
+ * With LISA_TEST_DEVICE=cuda the engine runs on the CUDA backend in fp32
+ * under the same tolerances (scripts/gpu-check.sh does this). */
 #include <cJSON.h>
 
 #include "clip.h"
@@ -255,7 +257,9 @@ int main(int argc, char **argv) {
     lisa_engine_params p;
     memset(&p, 0, sizeof p);
     p.model_dir = model;
-    p.backend = LISA_BACKEND_CPU;
+    const char *dev = getenv("LISA_TEST_DEVICE");
+    p.backend = dev && !strcmp(dev, "cuda") ? LISA_BACKEND_CUDA : LISA_BACKEND_CPU;
+    if (p.backend == LISA_BACKEND_CUDA) fprintf(stderr, "engine on cuda, fp32\n");
     p.threads = 2;
     p.dtype = LISA_DTYPE_F32;
     p.max_batch = nc;
