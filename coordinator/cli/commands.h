@@ -16,5 +16,6 @@ int cmd_bench(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_segment(int argc, char **argv);
+int cmd_embed_image(int argc, char **argv);
 
 #endif

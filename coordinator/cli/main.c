@@ -14,6 +14,7 @@ typedef struct {
 static const cli_command k_commands[] = {
     {"segment", cmd_segment, "LISA: answer about an image and return a mask per [SEG]"},
     {"generate", cmd_generate, "run a LLaMA checkpoint on a text prompt (greedy)"},
+    {"embed-image", cmd_embed_image, "run SAM's image encoder; print the embedding's shape and checksum"},
     {"tokenize", cmd_tokenize, "encode stdin to token ids, or decode ids to text"},
     {"bench", cmd_bench, "benchmark the engine (bench llm: prefill/decode tokens/s)"},
     {"preprocess", cmd_preprocess, "write an image as the CLIP or SAM branch sees it"},
