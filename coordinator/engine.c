@@ -16,6 +16,7 @@
 #include <cJSON.h>
 
 #include "clip.h"
+#include "config-file.h"
 #include "llama.h"
 #include "masks.h"
 #include "preprocess.h"
@@ -69,25 +70,14 @@ static char *engine_path(const char *dir, const char *name) {
 /* Reads an optional int / string field of config.json. */
 static lisa_status engine_read_config(const char *dir, int *select_layer, lisa_projector_kind *kind,
                                       lisa_sam_options *sam) {
-    char *path = engine_path(dir, "config.json");
-    if (!path) return lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        lisa_status st = lisa_error_set(LISA_ERR_IO, "cannot open %s", path);
-        free(path);
-        return st;
-    }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *text = n > 0 ? malloc((size_t)n) : NULL;
-    size_t got = text ? fread(text, 1, (size_t)n, f) : 0;
-    fclose(f);
-    cJSON *root = text ? cJSON_ParseWithLength(text, got) : NULL;
+    char *text = NULL;
+    size_t got = 0;
+    LISA_TRY(lisa_config_file_read(dir, &text, &got));
+    cJSON *root = cJSON_ParseWithLength(text, got);
     free(text);
     lisa_status st = LISA_OK;
     if (!root) {
-        st = lisa_error_set(LISA_ERR_FORMAT, "%s: not valid JSON", path);
+        st = lisa_error_set(LISA_ERR_FORMAT, "%s/config.json: not valid JSON", dir);
     } else {
         const cJSON *sl = cJSON_GetObjectItem(root, "mm_vision_select_layer");
         *select_layer = cJSON_IsNumber(sl) ? sl->valueint : -2;
@@ -103,7 +93,6 @@ static lisa_status engine_read_config(const char *dir, int *select_layer, lisa_p
         if (cJSON_IsNumber(dh)) sam->decoder_heads = dh->valueint;
     }
     cJSON_Delete(root);
-    free(path);
     return st;
 }
 

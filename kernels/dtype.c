@@ -81,3 +81,31 @@ void lisa_dtype_to_f32(float *dst, const void *src, lisa_dtype t, size_t n) {
     default: break;
     }
 }
+
+void lisa_dtype_from_f32(void *dst, lisa_dtype t, const float *src, size_t n) {
+    uint16_t *h = (uint16_t *)dst;
+    switch (t) {
+    case LISA_DTYPE_F32: memcpy(dst, src, n * 4); break;
+    case LISA_DTYPE_BF16:
+        for (size_t i = 0; i < n; i++) h[i] = lisa_f32_to_bf16(src[i]);
+        break;
+    case LISA_DTYPE_F16:
+        for (size_t i = 0; i < n; i++) h[i] = lisa_f32_to_f16(src[i]);
+        break;
+    default: break;
+    }
+}
+
+void lisa_dtype_convert(void *dst, lisa_dtype dt, const void *src, lisa_dtype st, size_t n) {
+    if (dt == st) {
+        memcpy(dst, src, n * lisa_dtype_size(dt));
+        return;
+    }
+    float buf[1024];
+    size_t ds = lisa_dtype_size(dt), ss = lisa_dtype_size(st);
+    for (size_t i = 0; i < n; i += 1024) {
+        size_t c = n - i < 1024 ? n - i : 1024;
+        lisa_dtype_to_f32(buf, (const char *)src + i * ss, st, c);
+        lisa_dtype_from_f32((char *)dst + i * ds, dt, buf, c);
+    }
+}

@@ -47,6 +47,10 @@ uint16_t lisa_f32_to_f16(float f);
 
 /* Widens n elements of type t at src into dst (fp32). */
 void lisa_dtype_to_f32(float *dst, const void *src, lisa_dtype t, size_t n);
+/* Narrows n fp32 values into dst of float type t (round to nearest even). */
+void lisa_dtype_from_f32(void *dst, lisa_dtype t, const float *src, size_t n);
+/* Converts n elements between float types (a copy when they are equal). */
+void lisa_dtype_convert(void *dst, lisa_dtype dt, const void *src, lisa_dtype st, size_t n);
 
 #ifdef __cplusplus
 }

@@ -15,6 +15,8 @@
  * checked), quantization configs, generation_config.json. */
 #include "llama-config.h"
 
+#include "config-file.h"
+
 #include <cJSON.h>
 #include <errno.h>
 #include <limits.h>
@@ -25,7 +27,6 @@
 #include <sys/stat.h>
 
 /* A config.json larger than this is not a config. */
-#define CFG_FILE_MAX ((long)16 * 1024 * 1024)
 
 /* The item for key, or NULL when absent or JSON null. */
 static const cJSON *cfg_item(const cJSON *root, const char *key) {
@@ -180,32 +181,10 @@ lisa_status lisa_llama_config_parse(lisa_llama_config *cfg, const char *json, si
 }
 
 lisa_status lisa_llama_config_load(lisa_llama_config *cfg, const char *path) {
-    char buf[4096];
-    struct stat sb;
-    if (stat(path, &sb) != 0)
-        return lisa_error_set(LISA_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    if (S_ISDIR(sb.st_mode)) {
-        int n = snprintf(buf, sizeof buf, "%s/config.json", path);
-        if (n < 0 || (size_t)n >= sizeof buf)
-            return lisa_error_set(LISA_ERR_ARG, "path too long: %.64s...", path);
-        path = buf;
-    }
-    FILE *f = fopen(path, "rb");
-    if (!f) return lisa_error_set(LISA_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    char *text = NULL;
-    long n = -1;
-    if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
-    lisa_status s = LISA_OK;
-    if (n < 0 || fseek(f, 0, SEEK_SET) != 0)
-        s = lisa_error_set(LISA_ERR_IO, "cannot read %s", path);
-    else if (n > CFG_FILE_MAX)
-        s = lisa_error_set(LISA_ERR_FORMAT, "%s: %ld bytes is too large for a config", path, n);
-    else if (!(text = malloc((size_t)n + 1)))
-        s = lisa_error_set(LISA_ERR_NOMEM, "out of memory reading %s", path);
-    else if (fread(text, 1, (size_t)n, f) != (size_t)n)
-        s = lisa_error_set(LISA_ERR_IO, "short read on %s", path);
-    fclose(f);
-    if (s == LISA_OK) s = lisa_llama_config_parse(cfg, text, (size_t)n);
+    char *text;
+    size_t n;
+    LISA_TRY(lisa_config_file_read(path, &text, &n));
+    lisa_status s = lisa_llama_config_parse(cfg, text, n);
     free(text);
     return s;
 }

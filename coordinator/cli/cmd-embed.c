@@ -11,6 +11,7 @@
 
 #include "cli-util.h"
 #include "commands.h"
+#include "config-file.h"
 #include "image.h"
 #include "preprocess.h"
 #include "sam.h"
@@ -39,14 +40,11 @@ static void embed_help(FILE *f) {
 
 /* Head counts a LISA model directory records in config.json's sam_config. */
 static void embed_read_heads(const char *path, lisa_sam_options *o) {
-    char cfg[4200];
-    snprintf(cfg, sizeof cfg, "%s/config.json", path);
-    FILE *f = fopen(cfg, "rb");
-    if (!f) return;
-    char buf[1 << 16];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    cJSON *root = cJSON_ParseWithLength(buf, n);
+    char *text;
+    size_t n;
+    if (lisa_config_file_read(path, &text, &n) != LISA_OK) return; /* plain SAM: no config */
+    cJSON *root = cJSON_ParseWithLength(text, n);
+    free(text);
     const cJSON *sc = cJSON_GetObjectItem(root, "sam_config");
     const cJSON *eh = cJSON_GetObjectItem(sc, "encoder_num_heads");
     const cJSON *dh = cJSON_GetObjectItem(sc, "decoder_num_heads");

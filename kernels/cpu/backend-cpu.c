@@ -63,46 +63,17 @@ static lisa_status cpu_synchronize(lisa_backend *be) {
     return LISA_OK;
 }
 
-static void f32_to_dtype(void *dst, lisa_dtype t, const float *src, size_t n) {
-    uint16_t *h = (uint16_t *)dst;
-    switch (t) {
-    case LISA_DTYPE_F32: memcpy(dst, src, n * 4); break;
-    case LISA_DTYPE_BF16:
-        for (size_t i = 0; i < n; i++) h[i] = lisa_f32_to_bf16(src[i]);
-        break;
-    case LISA_DTYPE_F16:
-        for (size_t i = 0; i < n; i++) h[i] = lisa_f32_to_f16(src[i]);
-        break;
-    default: LISA_ASSERT(!"f32_to_dtype: not a float dtype");
-    }
-}
-
-/* Converts n elements between float dtypes through fp32 chunks. */
-static void convert_any(void *dst, lisa_dtype dt, const void *src, lisa_dtype st, size_t n) {
-    if (dt == st) {
-        memcpy(dst, src, n * lisa_dtype_size(dt));
-        return;
-    }
-    float buf[1024];
-    size_t ds = lisa_dtype_size(dt), ss = lisa_dtype_size(st);
-    for (size_t i = 0; i < n; i += 1024) {
-        size_t c = n - i < 1024 ? n - i : 1024;
-        lisa_dtype_to_f32(buf, (const char *)src + i * ss, st, c);
-        f32_to_dtype((char *)dst + i * ds, dt, buf, c);
-    }
-}
-
 static lisa_status cpu_upload_convert(lisa_backend *be, void *dst, lisa_dtype dst_dtype,
                                       const void *src, lisa_dtype src_dtype, size_t n) {
     (void)be;
-    convert_any(dst, dst_dtype, src, src_dtype, n);
+    lisa_dtype_convert(dst, dst_dtype, src, src_dtype, n);
     return LISA_OK;
 }
 
 static lisa_status cpu_convert(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x) {
     (void)be;
     LISA_ASSERT(lisa_tensor_nelem(out) == lisa_tensor_nelem(x));
-    convert_any(out->data, out->dtype, x->data, x->dtype, (size_t)lisa_tensor_nelem(x));
+    lisa_dtype_convert(out->data, out->dtype, x->data, x->dtype, (size_t)lisa_tensor_nelem(x));
     return LISA_OK;
 }
 

@@ -63,26 +63,6 @@ static lisa_status cuda_synchronize(lisa_backend *be) {
     return LISA_OK;
 }
 
-/* Host-side conversion of n elements into a pinned chunk. */
-static void host_convert(void *dst, lisa_dtype dt, const void *src, lisa_dtype st, size_t n) {
-    if (dt == st) {
-        memcpy(dst, src, n * lisa_dtype_size(dt));
-        return;
-    }
-    float buf[1024];
-    size_t ss = lisa_dtype_size(st), ds = lisa_dtype_size(dt);
-    for (size_t i = 0; i < n; i += 1024) {
-        size_t cnt = n - i < 1024 ? n - i : 1024;
-        lisa_dtype_to_f32(buf, (const char *)src + i * ss, st, cnt);
-        uint16_t *h = (uint16_t *)((char *)dst + i * ds);
-        if (dt == LISA_DTYPE_F32) memcpy(h, buf, cnt * 4);
-        else if (dt == LISA_DTYPE_BF16)
-            for (size_t j = 0; j < cnt; j++) h[j] = lisa_f32_to_bf16(buf[j]);
-        else
-            for (size_t j = 0; j < cnt; j++) h[j] = lisa_f32_to_f16(buf[j]);
-    }
-}
-
 /* Double-buffered: the CPU converts chunk i+1 while chunk i is in flight. */
 static lisa_status cuda_upload_convert(lisa_backend *be, void *dst, lisa_dtype dst_dtype,
                                        const void *src, lisa_dtype src_dtype, size_t n) {
@@ -93,7 +73,7 @@ static lisa_status cuda_upload_convert(lisa_backend *be, void *dst, lisa_dtype d
     for (size_t i = 0; i < n; i += chunk, b ^= 1) {
         size_t cnt = n - i < chunk ? n - i : chunk;
         CUDA_TRY(cudaEventSynchronize(c->staging_done[b]));
-        host_convert(c->staging[b], dst_dtype, (const char *)src + i * ss, src_dtype, cnt);
+        lisa_dtype_convert(c->staging[b], dst_dtype, (const char *)src + i * ss, src_dtype, cnt);
         CUDA_TRY(cudaMemcpyAsync((char *)dst + i * ds, c->staging[b], cnt * ds,
                                  cudaMemcpyHostToDevice, c->stream));
         CUDA_TRY(cudaEventRecord(c->staging_done[b], c->stream));
