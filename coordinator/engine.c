@@ -34,6 +34,10 @@
 #define LISA_ENGINE_CHUNK 512
 #define LISA_ENGINE_MAX_POSTPROCESS_PIXELS ((int64_t)4096 * 4096)
 #define LISA_ENGINE_MAX_SEG 32
+/* Images per SAM encoder pass. The encoder scratch grows by ~410 MB per
+ * image for ViT-H in fp32 (half in fp16/bf16; sam.h), so 2 keeps it under
+ * 1 GB while still batching images that share a request batch. */
+#define LISA_ENGINE_SAM_IMAGES 2
 
 struct lisa_engine {
     lisa_engine_params p;
@@ -178,7 +182,8 @@ lisa_status lisa_engine_init(lisa_engine **out, const lisa_engine_params *params
     if (st == LISA_OK) st = engine_load_fcs(e, dir);
     if (st == LISA_OK) {
         int64_t maxpix = LISA_ENGINE_MAX_POSTPROCESS_PIXELS;
-        st = lisa_sam_state_init(&e->sam_state, &e->sam, 4, 1, maxpix);
+        int si = e->p.max_batch < LISA_ENGINE_SAM_IMAGES ? e->p.max_batch : LISA_ENGINE_SAM_IMAGES;
+        st = lisa_sam_state_init_batch(&e->sam_state, &e->sam, si, 4, 1, maxpix);
     }
     e->have_sam_state = st == LISA_OK;
     free(tok_path);
@@ -398,23 +403,16 @@ static lisa_status engine_clip(lisa_engine *e, engine_image *imgs, const int *ne
     return st;
 }
 
-/* SAM for one image: encode once, decode every prompt, postprocess. */
-static lisa_status engine_sam(lisa_engine *e, engine_image *im, const float *prompts, int n,
-                              lisa_seg_mask *masks) {
-    lisa_preprocessed pp;
-    memset(&pp, 0, sizeof pp);
-    int64_t pix = (int64_t)im->img.w * im->img.h;
-    if (pix > LISA_ENGINE_MAX_POSTPROCESS_PIXELS)
-        return lisa_error_set(LISA_ERR_ARG, "image %dx%d is larger than the %lld pixels masks are "
-                              "reserved for", im->img.w, im->img.h,
-                              (long long)LISA_ENGINE_MAX_POSTPROCESS_PIXELS);
-    LISA_TRY(lisa_preprocess_sam(&im->img, LISA_ENGINE_SAM_SIZE, LISA_ENGINE_SAM_SIZE, &pp));
-    lisa_status st = lisa_sam_encode(&e->sam, &e->sam_state, pp.chw, NULL);
+/* SAM decoder for one request against the selected image embedding: its n
+ * prompts (n, E), max_batch at a time, postprocessed to masks of the
+ * original size; the image was resized to rh x rw. low (max_batch, U, U) and
+ * iou (max_batch) are scratch. */
+static lisa_status engine_sam_decode(lisa_engine *e, const engine_image *im, int rh, int rw,
+                                     const float *prompts, int n, lisa_seg_mask *masks,
+                                     float *low, float *iou) {
     int B = e->sam_state.max_batch;
-    int64_t U = 4 * (int64_t)e->sam.cfg.grid, UU = U * U;
-    float *low = malloc((size_t)B * (size_t)UU * sizeof(float));
-    float *iou = malloc((size_t)B * sizeof(float));
-    if (st == LISA_OK && (!low || !iou)) st = lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
+    int64_t U = 4 * (int64_t)e->sam.cfg.grid, UU = U * U, pix = (int64_t)im->img.w * im->img.h;
+    lisa_status st = LISA_OK;
     for (int j0 = 0; j0 < n && st == LISA_OK; j0 += B) {
         int m = n - j0 < B ? n - j0 : B;
         st = lisa_sam_decode(&e->sam, &e->sam_state, prompts + (size_t)j0 * e->seg_dim, m, 1, 0,
@@ -427,17 +425,95 @@ static lisa_status engine_sam(lisa_engine *e, engine_image *im, const float *pro
                 st = lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
                 break;
             }
-            st = lisa_sam_postprocess(&e->sam, &e->sam_state, low + (size_t)j * UU, pp.resize_h,
-                                      pp.resize_w, im->img.h, im->img.w, NULL, mk->mask);
+            st = lisa_sam_postprocess(&e->sam, &e->sam_state, low + (size_t)j * UU, rh, rw,
+                                      im->img.h, im->img.w, NULL, mk->mask);
             if (e->keep_lowres && st == LISA_OK) {
                 mk->lowres = malloc((size_t)UU * sizeof(float));
                 if (mk->lowres) memcpy(mk->lowres, low + (size_t)j * UU, (size_t)UU * sizeof(float));
             }
         }
     }
+    return st;
+}
+
+/* The SAM step of every live request with a [SEG] on image k: when ss is
+ * LISA_OK its prompts are decoded against the selected embedding (image k
+ * resized to rh x rw), else it fails alone with ss. Returns backend and
+ * memory errors, which end the batch. */
+static lisa_status engine_sam_image(lisa_engine *e, const engine_image *imgs, int k,
+                                    engine_item *items, lisa_response *res, int n,
+                                    lisa_status ss, int rh, int rw, float *low, float *iou) {
+    if (ss == LISA_ERR_BACKEND || ss == LISA_ERR_NOMEM) return ss;
+    for (int i = 0; i < n; i++) {
+        engine_item *it = &items[i];
+        if (!it->ok || it->img != k || it->n_seg == 0) continue;
+        lisa_status rs = ss;
+        if (rs == LISA_OK)
+            rs = engine_sam_decode(e, &imgs[k], rh, rw, res[i].seg_embeddings, it->n_seg,
+                                   res[i].masks, low, iou);
+        if (rs == LISA_ERR_BACKEND || rs == LISA_ERR_NOMEM) return rs;
+        if (rs != LISA_OK) item_fail(&res[i], it, rs, lisa_error_get());
+        else res[i].n_masks = it->n_seg;
+    }
+    return LISA_OK;
+}
+
+/* SAM over a batch: the image encoder once per distinct image that got a
+ * [SEG], up to the state's max_images images per pass; then, image by
+ * image, its embedding is selected and each of its requests' prompts are
+ * decoded and postprocessed. An image too large for the mask buffers or
+ * failing preprocessing fails its requests alone. */
+static lisa_status engine_sam(lisa_engine *e, engine_image *imgs, int nimg, engine_item *items,
+                              lisa_response *res, int n) {
+    const int64_t S = LISA_ENGINE_SAM_SIZE, px = 3 * S * S;
+    const int64_t UU = 16 * (int64_t)e->sam.cfg.grid * e->sam.cfg.grid;
+    int Bi = e->sam_state.max_images, B = e->sam_state.max_batch;
+    float *chw = malloc((size_t)(Bi * px) * sizeof(float));   /* (Bi, 3, S, S) */
+    float *low = malloc((size_t)B * (size_t)UU * sizeof(float));
+    float *iou = malloc((size_t)B * sizeof(float));
+    int *which = malloc((size_t)Bi * sizeof(int)), *rh = malloc((size_t)Bi * sizeof(int)),
+        *rw = malloc((size_t)Bi * sizeof(int));
+    lisa_status st = (chw && low && iou && which && rh && rw)
+                         ? LISA_OK
+                         : lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
+    for (int k = 0; k < nimg && st == LISA_OK;) {
+        int nb = 0;
+        for (; k < nimg && nb < Bi && st == LISA_OK; k++) {
+            int need = 0;
+            for (int i = 0; i < n; i++) need |= items[i].ok && items[i].img == k && items[i].n_seg;
+            if (!need) continue;
+            engine_image *im = &imgs[k];
+            lisa_status ps = LISA_OK;
+            if ((int64_t)im->img.w * im->img.h > LISA_ENGINE_MAX_POSTPROCESS_PIXELS)
+                ps = lisa_error_set(LISA_ERR_ARG, "image %dx%d is larger than the %lld pixels "
+                                    "masks are reserved for", im->img.w, im->img.h,
+                                    (long long)LISA_ENGINE_MAX_POSTPROCESS_PIXELS);
+            lisa_preprocessed pp;
+            memset(&pp, 0, sizeof pp);
+            if (ps == LISA_OK) ps = lisa_preprocess_sam(&im->img, (int)S, (int)S, &pp);
+            if (ps == LISA_OK) {
+                memcpy(chw + (size_t)nb * px, pp.chw, (size_t)px * sizeof(float));
+                rh[nb] = pp.resize_h;
+                rw[nb] = pp.resize_w;
+                which[nb++] = k;
+            } else {
+                st = engine_sam_image(e, imgs, k, items, res, n, ps, 0, 0, low, iou);
+            }
+            lisa_preprocessed_free(&pp);
+        }
+        if (st != LISA_OK || nb == 0) continue;
+        lisa_status es = lisa_sam_encode_batch(&e->sam, &e->sam_state, chw, nb, NULL);
+        for (int b = 0; b < nb && st == LISA_OK; b++) {
+            if (es == LISA_OK) es = lisa_sam_select_embedding(&e->sam_state, b);
+            st = engine_sam_image(e, imgs, which[b], items, res, n, es, rh[b], rw[b], low, iou);
+        }
+    }
+    free(chw);
     free(low);
     free(iou);
-    lisa_preprocessed_free(&pp);
+    free(which);
+    free(rh);
+    free(rw);
     return st;
 }
 
@@ -567,20 +643,7 @@ static lisa_status engine_batch(lisa_engine *e, const lisa_request *reqs, int n,
         }
         st = engine_fcs(e, it->seg_hidden, it->n_seg, r->seg_embeddings);
     }
-    for (int k = 0; k < nimg && st == LISA_OK; k++) {
-        for (int i = 0; i < n && st == LISA_OK; i++) {
-            engine_item *it = &items[i];
-            if (!it->ok || it->img != k || it->n_seg == 0) continue;
-            lisa_status ss = engine_sam(e, &imgs[k], res[i].seg_embeddings, it->n_seg, res[i].masks);
-            if (ss == LISA_ERR_BACKEND || ss == LISA_ERR_NOMEM) {
-                st = ss;
-            } else if (ss != LISA_OK) {
-                item_fail(&res[i], it, ss, lisa_error_get());
-            } else {
-                res[i].n_masks = it->n_seg;
-            }
-        }
-    }
+    if (st == LISA_OK) st = engine_sam(e, imgs, nimg, items, res, n);
     for (int i = 0; i < n; i++) {
         if (st != LISA_OK && res[i].status == LISA_OK) item_fail(&res[i], &items[i], st, lisa_error_get());
         (*done)++;

@@ -399,19 +399,21 @@ static int64_t sam_window_rows(const lisa_sam_config *c) {
     return max64(T, nw * nw * c->window * c->window);
 }
 
-lisa_status lisa_sam_state_init(lisa_sam_state *s, const lisa_sam_model *m, int max_batch,
-                                int max_sparse, int64_t max_pixels) {
+lisa_status lisa_sam_state_init_batch(lisa_sam_state *s, const lisa_sam_model *m, int max_images,
+                                      int max_batch, int max_sparse, int64_t max_pixels) {
     memset(s, 0, sizeof *s);
-    if (max_batch < 1 || max_sparse < 1 || max_pixels < 1)
+    if (max_images < 1 || max_batch < 1 || max_sparse < 1 || max_pixels < 1)
         return lisa_error_set(LISA_ERR_ARG, "sam state: sizes must be positive");
     const lisa_sam_config *c = &m->cfg;
     s->be = m->be;
+    s->max_images = max_images;
     s->max_batch = max_batch;
     s->max_sparse = max_sparse;
     s->max_pixels = max_pixels;
     lisa_dtype dt = m->dtype, f32 = LISA_DTYPE_F32;
     int64_t G = c->grid, T = G * G, D = c->embed_dim, C = c->dim, S = c->img_size;
     int64_t p = c->patch, Tw = sam_window_rows(c), B = max_batch, M = c->num_mask_tokens;
+    int64_t Bi = max_images;
     int64_t Nt = 1 + M + max_sparse, U = 4 * G;
     int64_t tw = max64(max64(c->dec_mlp_dim, c->iou_hidden), C);
     lisa_status st = LISA_OK;
@@ -420,13 +422,13 @@ lisa_status lisa_sam_state_init(lisa_sam_state *s, const lisa_sam_model *m, int 
         lisa_dtype dt;
         int64_t rows, cols;
     } plan[] = {
-        {&s->image, dt, 3, S * S},          {&s->cols, dt, T, max64(3 * p * p, 9 * C)},
-        {&s->x, dt, T, D},                  {&s->xn, dt, T, D},
-        {&s->win, dt, Tw, D},               {&s->qkv, dt, Tw, 3 * D},
-        {&s->q, dt, Tw, D},                 {&s->k, dt, Tw, D},
-        {&s->v, dt, Tw, D},                 {&s->att, dt, Tw, D},
-        {&s->proj, dt, Tw, D},              {&s->hid, dt, T, c->mlp_dim},
-        {&s->neck, dt, T, C},               {&s->embed, dt, T, C},
+        {&s->image, dt, Bi * 3, S * S},     {&s->cols, dt, Bi * T, max64(3 * p * p, 9 * C)},
+        {&s->x, dt, Bi * T, D},             {&s->xn, dt, Bi * T, D},
+        {&s->win, dt, Bi * Tw, D},          {&s->qkv, dt, Bi * Tw, 3 * D},
+        {&s->q, dt, Bi * Tw, D},            {&s->k, dt, Bi * Tw, D},
+        {&s->v, dt, Bi * Tw, D},            {&s->att, dt, Bi * Tw, D},
+        {&s->proj, dt, Bi * Tw, D},         {&s->hid, dt, Bi * T, c->mlp_dim},
+        {&s->neck, dt, Bi * T, C},          {&s->embed, dt, Bi * T, C},
         {&s->keys, dt, B * T, C},           {&s->keys_pe, dt, B * T, C},
         {&s->big_out, dt, B * T, C},        {&s->pq, dt, B * max64(T, Nt), C},
         {&s->pk, dt, B * max64(T, Nt), C},  {&s->pv, dt, B * max64(T, Nt), C},
@@ -453,6 +455,11 @@ lisa_status lisa_sam_state_init(lisa_sam_state *s, const lisa_sam_model *m, int 
     }
     if (st != LISA_OK) lisa_sam_state_free(s);
     return st;
+}
+
+lisa_status lisa_sam_state_init(lisa_sam_state *s, const lisa_sam_model *m, int max_batch,
+                                int max_sparse, int64_t max_pixels) {
+    return lisa_sam_state_init_batch(s, m, 1, max_batch, max_sparse, max_pixels);
 }
 
 void lisa_sam_state_free(lisa_sam_state *s) {
@@ -527,27 +534,29 @@ static lisa_status sam_download(lisa_sam_state *s, const lisa_tensor *t, float *
 
 /* --- image encoder --- */
 
-/* One ViT block on s->x (T, D) in place. */
-static lisa_status sam_block_forward(const lisa_sam_model *m, lisa_sam_state *s, int i) {
+/* One ViT block on s->x (nb*T, D), nb images, in place. */
+static lisa_status sam_block_forward(const lisa_sam_model *m, lisa_sam_state *s, int i,
+                                     int64_t nb) {
     const lisa_sam_config *c = &m->cfg;
     const lisa_sam_block *b = &m->blocks[i];
     lisa_backend *be = s->be;
     const lisa_backend_ops *op = be->ops;
     int64_t G = c->grid, T = G * G, D = c->embed_dim, H = c->num_heads, hd = c->head_dim;
     int ws = c->window;
-    lisa_tensor x = sam_view2(&s->x, 0, T, D), xn = sam_view2(&s->xn, 0, T, D);
+    lisa_tensor x = sam_view2(&s->x, 0, nb * T, D), xn = sam_view2(&s->xn, 0, nb * T, D);
     LISA_TRY(op->layernorm(be, &xn, &x, &b->norm1_w, &b->norm1_b, SAM_ENC_EPS));
 
-    /* attention over windows (zero-padded AFTER norm1, padding unmasked) or
-     * the whole grid */
-    int64_t nwin = 1, L = T;
+    /* attention over the windows of every image (zero-padded AFTER norm1,
+     * padding unmasked) or each image's whole grid: nwin (nb * windows, or
+     * nb) independent sequences of L tokens in attention_full's batch */
+    int64_t nwin = nb, L = T;
     lisa_tensor src = xn;
     if (!c->global[i]) {
         int64_t nw = (G + ws - 1) / ws;
-        nwin = nw * nw;
+        nwin = nb * nw * nw;
         L = (int64_t)ws * ws;
         src = sam_view2(&s->win, 0, nwin * L, D);
-        lisa_tensor x4 = sam_view4(&xn, 1, G, G, D);
+        lisa_tensor x4 = sam_view4(&xn, nb, G, G, D);
         LISA_TRY(op->window_partition(be, &src, &x4, ws));
     }
     int64_t R = nwin * L;
@@ -568,13 +577,13 @@ static lisa_status sam_block_forward(const lisa_sam_model *m, lisa_sam_state *s,
     if (c->global[i]) {
         LISA_TRY(op->add(be, &x, &x, &proj));
     } else {
-        lisa_tensor out4 = sam_view4(&xn, 1, G, G, D);
+        lisa_tensor out4 = sam_view4(&xn, nb, G, G, D);
         LISA_TRY(op->window_unpartition(be, &out4, &proj, ws));
         LISA_TRY(op->add(be, &x, &x, &xn));
     }
 
     /* MLP: x += lin2(GELU(lin1(norm2(x)))) */
-    lisa_tensor hid = sam_view2(&s->hid, 0, T, c->mlp_dim);
+    lisa_tensor hid = sam_view2(&s->hid, 0, nb * T, c->mlp_dim);
     LISA_TRY(op->layernorm(be, &xn, &x, &b->norm2_w, &b->norm2_b, SAM_ENC_EPS));
     LISA_TRY(op->matmul(be, &hid, &xn, &b->lin1_w, &b->lin1_b));
     LISA_TRY(op->activation(be, &hid, &hid, LISA_ACT_GELU));
@@ -582,48 +591,74 @@ static lisa_status sam_block_forward(const lisa_sam_model *m, lisa_sam_state *s,
     return op->add(be, &x, &x, &xn);
 }
 
-lisa_status lisa_sam_encode(const lisa_sam_model *m, lisa_sam_state *s, const float *image,
-                            float *embedding) {
+lisa_status lisa_sam_encode_batch(const lisa_sam_model *m, lisa_sam_state *s, const float *images,
+                                  int B, float *embeddings) {
     const lisa_sam_config *c = &m->cfg;
     lisa_backend *be = s->be;
     const lisa_backend_ops *op = be->ops;
     int64_t G = c->grid, T = G * G, D = c->embed_dim, C = c->dim, S = c->img_size, p = c->patch;
-    s->has_embedding = 0;
+    s->n_embeddings = 0;
+    s->selected = 0;
+    if (B < 1 || B > s->max_images)
+        return lisa_error_set(LISA_ERR_ARG, "sam encode: %d images (state: 1..%d per pass)", B,
+                              s->max_images);
+    int64_t nb = B;
 
-    /* patch embedding: conv k = s = p as im2col + matmul, then + pos_embed */
-    lisa_tensor img = sam_view4(&s->image, 1, 3, S, S);
-    LISA_TRY(sam_upload(s, &img, image, 3 * S * S));
-    lisa_tensor cols = sam_view2(&s->cols, 0, T, 3 * p * p);
+    /* patch embedding: conv k = s = p as im2col over all images + one
+     * matmul (nb*T, D), then + pos_embed (T, D) per image */
+    lisa_tensor img = sam_view4(&s->image, nb, 3, S, S);
+    LISA_TRY(sam_upload(s, &img, images, nb * 3 * S * S));
+    lisa_tensor cols = sam_view2(&s->cols, 0, nb * T, 3 * p * p);
     LISA_TRY(op->im2col(be, &cols, &img, (int)p, (int)p, 0, 1));
-    lisa_tensor x = sam_view2(&s->x, 0, T, D);
+    lisa_tensor x = sam_view2(&s->x, 0, nb * T, D);
     lisa_tensor pw = sam_view2(&m->patch_w, 0, D, 3 * p * p);
     LISA_TRY(op->matmul(be, &x, &cols, &pw, &m->patch_b));
     lisa_tensor pos = sam_view2(&m->pos_embed, 0, T, D);
-    LISA_TRY(op->add(be, &x, &x, &pos));
+    for (int64_t b = 0; b < nb; b++) {
+        lisa_tensor xb = sam_view2(&s->x, b * T * D, T, D);
+        LISA_TRY(op->add(be, &xb, &xb, &pos));
+    }
 
-    for (int i = 0; i < c->depth; i++) LISA_TRY(sam_block_forward(m, s, i));
+    for (int i = 0; i < c->depth; i++) LISA_TRY(sam_block_forward(m, s, i, nb));
 
-    /* neck: 1x1 conv -> LayerNorm2d -> 3x3 conv (pad 1) -> LayerNorm2d */
-    lisa_tensor neck = sam_view2(&s->neck, 0, T, C), emb = sam_view2(&s->embed, 0, T, C);
+    /* neck over all nb*T rows: 1x1 conv -> LayerNorm2d -> 3x3 conv (pad 1,
+     * per image) -> LayerNorm2d */
+    lisa_tensor neck = sam_view2(&s->neck, 0, nb * T, C), emb = sam_view2(&s->embed, 0, nb * T, C);
     lisa_tensor w0 = sam_view2(&m->neck0_w, 0, C, D), w2 = sam_view2(&m->neck2_w, 0, C, 9 * C);
     LISA_TRY(op->matmul(be, &neck, &x, &w0, NULL));
     LISA_TRY(op->layernorm(be, &neck, &neck, &m->neck1_w, &m->neck1_b, SAM_ENC_EPS));
-    lisa_tensor neck4 = sam_view4(&neck, 1, G, G, C), cols3 = sam_view2(&s->cols, 0, T, 9 * C);
+    lisa_tensor neck4 = sam_view4(&neck, nb, G, G, C);
+    lisa_tensor cols3 = sam_view2(&s->cols, 0, nb * T, 9 * C);
     LISA_TRY(op->im2col(be, &cols3, &neck4, 3, 1, 1, 0));
     LISA_TRY(op->matmul(be, &emb, &cols3, &w2, NULL));
     LISA_TRY(op->layernorm(be, &emb, &emb, &m->neck3_w, &m->neck3_b, SAM_ENC_EPS));
-    if (embedding) LISA_TRY(sam_download(s, &emb, embedding, T * C));
+    if (embeddings) LISA_TRY(sam_download(s, &emb, embeddings, nb * T * C));
     LISA_TRY(op->synchronize(be));
-    s->has_embedding = 1;
+    s->n_embeddings = B;
+    return LISA_OK;
+}
+
+lisa_status lisa_sam_encode(const lisa_sam_model *m, lisa_sam_state *s, const float *image,
+                            float *embedding) {
+    return lisa_sam_encode_batch(m, s, image, 1, embedding);
+}
+
+lisa_status lisa_sam_select_embedding(lisa_sam_state *s, int b) {
+    if (b < 0 || b >= s->n_embeddings)
+        return lisa_error_set(LISA_ERR_ARG, "sam select: image %d of %d encoded", b,
+                              s->n_embeddings);
+    s->selected = b;
     return LISA_OK;
 }
 
 lisa_status lisa_sam_set_embedding(const lisa_sam_model *m, lisa_sam_state *s,
                                    const float *embedding) {
     int64_t T = (int64_t)m->cfg.grid * m->cfg.grid;
+    s->n_embeddings = 0;
+    s->selected = 0;
     LISA_TRY(sam_upload(s, &s->embed, embedding, T * m->cfg.dim));
     LISA_TRY(s->be->ops->synchronize(s->be));
-    s->has_embedding = 1;
+    s->n_embeddings = 1;
     return LISA_OK;
 }
 
@@ -700,10 +735,12 @@ static lisa_status sam_decode_batch(const lisa_sam_model *m, lisa_sam_state *s,
     LISA_TRY(sam_upload(s, &tok, s->host_tok, nt * C));
     LISA_TRY(op->copy_cols(be, &tpe, &tok, 0));
 
-    /* keys: image embedding + dense prompt (no_mask_embed), per prompt */
+    /* keys: the selected image embedding + dense prompt (no_mask_embed), per
+     * prompt */
     lisa_tensor keys = sam_view2(&s->keys, 0, nb * T, C);
     lisa_tensor kpe = sam_view2(&s->keys_pe, 0, nb * T, C);
-    lisa_tensor emb = sam_view2(&s->embed, 0, T, C), big = sam_view2(&s->big_out, 0, nb * T, C);
+    lisa_tensor emb = sam_view2(&s->embed, (int64_t)s->selected * T * C, T, C);
+    lisa_tensor big = sam_view2(&s->big_out, 0, nb * T, C);
     for (int64_t b = 0; b < nb; b++) {
         lisa_tensor kb = sam_view2(&s->keys, b * T * C, T, C);
         LISA_TRY(op->copy_cols(be, &kb, &emb, 0));
@@ -791,7 +828,7 @@ static lisa_status sam_decode_batch(const lisa_sam_model *m, lisa_sam_state *s,
 lisa_status lisa_sam_decode(const lisa_sam_model *m, lisa_sam_state *s, const float *sparse,
                             int n, int ns, int multimask, float *lowres, float *iou) {
     const lisa_sam_config *c = &m->cfg;
-    if (!s->has_embedding)
+    if (s->n_embeddings < 1)
         return lisa_error_set(LISA_ERR_ARG, "sam decode: no image embedding (encode first)");
     if (n < 1 || ns < 1 || ns > s->max_sparse)
         return lisa_error_set(LISA_ERR_ARG,

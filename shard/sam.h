@@ -27,23 +27,33 @@
  *     (small test models).
  *
  * The per-request lisa_sam_state holds scratch reserved once at init (the
- * hot path never allocates), the current image embedding and the last
- * decoder outputs. The image encoder runs once per image (lisa_sam_encode);
- * the decoder then runs for any number of sparse prompts against that one
- * embedding (lisa_sam_decode, batched max_batch at a time), and
- * lisa_sam_postprocess turns a prompt's low-res logits into original-size
- * logits and a binary mask.
+ * hot path never allocates), the image embeddings of the last encoder pass
+ * and the last decoder outputs. The image encoder runs once per image, on a
+ * batch of up to max_images images in one pass (lisa_sam_encode_batch;
+ * lisa_sam_encode is a batch of one); lisa_sam_select_embedding picks the
+ * image the decoder reads, which then runs for any number of sparse prompts
+ * against that one embedding (lisa_sam_decode, batched max_batch at a time),
+ * and lisa_sam_postprocess turns a prompt's low-res logits into
+ * original-size logits and a binary mask.
  *
- * Shapes (channels-last throughout): G grid (64), T = G*G tokens, D encoder
- * width, C prompt/decoder width (256), M mask tokens (4), n prompts,
- * Ns sparse tokens per prompt, U = 4G (256) low-res mask side.
+ * Encoder scratch grows linearly with max_images: per image 3 S^2 (input)
+ * + T max(3 p^2, 9 C) (im2col) + 2 T D + 9 Tw D (windows, qkv, q, k, v,
+ * attention, projection; Tw = 4900 padded window rows for T = 4096) + T 4D
+ * (MLP) + 2 T C elements: ~410 MB for ViT-H in fp32 (~340 MB ViT-L, ~270 MB
+ * ViT-B; half in fp16/bf16).
+ *
+ * Shapes (channels-last throughout): B images per encoder pass, G grid
+ * (64), T = G*G tokens, D encoder width, C prompt/decoder width (256), M mask
+ * tokens (4), n prompts, Ns sparse tokens per prompt, U = 4G (256) low-res
+ * mask side.
  *
  * Deliberately not here: image decoding and preprocessing (coordinator/
  * preprocess.h makes the (3, 1024, 1024) input), point/box prompts and mask
  * prompts (LISA's sparse prompt is the [SEG] embedding and its dense prompt
  * is no_mask_embed; prompt_encoder.point_embeddings, not_a_point_embed and
  * mask_downscaling are not loaded), the text_hidden_fcs projection that
- * makes LISA's [SEG] embeddings, and multi-image batching of the encoder.
+ * makes LISA's [SEG] embeddings, and batching the decoder's prompts across
+ * images (each decode pass reads one selected embedding).
  * Reduced-precision runs are not yet faithful to LISA's: in bf16 LISA
  * computes get_dense_pe itself in bf16 and in fp16 runs the neck in fp32
  * (lisa-inference.md §1.8-1.9); here the PE is computed in fp32 and rounded
@@ -176,23 +186,25 @@ lisa_status lisa_sam_model_load(lisa_sam_model *m, const char *path, lisa_backen
 void lisa_sam_model_free(lisa_sam_model *m);
 
 typedef struct lisa_sam_state {
+    int max_images;       /* Bi: images per encoder pass */
     int max_batch;        /* prompts per decoder pass */
     int max_sparse;       /* Ns: sparse tokens per prompt */
     int64_t max_pixels;   /* H0 * W0 of the largest original image for postprocess */
-    int has_embedding;    /* an image embedding is present */
-    /* encoder scratch, model dtype; S = img_size, p = patch */
-    lisa_tensor image;    /* (3, S*S) input */
-    lisa_tensor cols;     /* (T, max(3 p p, 9 C)) im2col */
-    lisa_tensor x;        /* (T, D) residual stream */
-    lisa_tensor xn;       /* (T, D) normed / block outputs */
-    lisa_tensor win;      /* (Tw, D) windows, Tw = windows * window^2 (>= T) */
-    lisa_tensor qkv;      /* (Tw, 3D) */
-    lisa_tensor q, k, v;  /* (Tw, D) each */
-    lisa_tensor att;      /* (Tw, D) */
-    lisa_tensor proj;     /* (Tw, D) */
-    lisa_tensor hid;      /* (T, 4D) MLP hidden */
-    lisa_tensor neck;     /* (T, C) */
-    lisa_tensor embed;    /* (T, C) the current image embedding */
+    int n_embeddings;     /* images whose embeddings are held (0: none) */
+    int selected;         /* the embedding the decoder reads, 0..n_embeddings-1 */
+    /* encoder scratch, model dtype; S = img_size, p = patch, Bi = max_images */
+    lisa_tensor image;    /* (Bi*3, S*S) input */
+    lisa_tensor cols;     /* (Bi*T, max(3 p p, 9 C)) im2col */
+    lisa_tensor x;        /* (Bi*T, D) residual stream */
+    lisa_tensor xn;       /* (Bi*T, D) normed / block outputs */
+    lisa_tensor win;      /* (Bi*Tw, D) windows, Tw = windows * window^2 (>= T) */
+    lisa_tensor qkv;      /* (Bi*Tw, 3D) */
+    lisa_tensor q, k, v;  /* (Bi*Tw, D) each */
+    lisa_tensor att;      /* (Bi*Tw, D) */
+    lisa_tensor proj;     /* (Bi*Tw, D) */
+    lisa_tensor hid;      /* (Bi*T, 4D) MLP hidden */
+    lisa_tensor neck;     /* (Bi*T, C) */
+    lisa_tensor embed;    /* (Bi*T, C) the image embeddings, image-major */
     /* decoder scratch, model dtype; B = max_batch, Nt = 1 + M + Ns */
     lisa_tensor keys;     /* (B*T, C) image-side stream */
     lisa_tensor keys_pe;  /* (B*T, C) keys + dense PE */
@@ -224,26 +236,47 @@ typedef struct lisa_sam_state {
     lisa_backend *be;
 } lisa_sam_state;
 
-/* Reserves every buffer for prompts of up to max_sparse tokens decoded
- * max_batch at a time and original images of up to max_pixels pixels.
- * Fails cleanly (with the byte count) when memory is short. */
+/* Reserves every buffer for up to max_images images per encoder pass (the
+ * encoder scratch scales with it, see above), prompts of up to max_sparse
+ * tokens decoded max_batch at a time and original images of up to
+ * max_pixels pixels. LISA_ERR_ARG when a size is not positive; fails
+ * cleanly (with the byte count) when memory is short, leaving s empty. */
+lisa_status lisa_sam_state_init_batch(lisa_sam_state *s, const lisa_sam_model *m, int max_images,
+                                      int max_batch, int max_sparse, int64_t max_pixels);
+/* lisa_sam_state_init_batch with max_images = 1. */
 lisa_status lisa_sam_state_init(lisa_sam_state *s, const lisa_sam_model *m, int max_batch,
                                 int max_sparse, int64_t max_pixels);
 void lisa_sam_state_free(lisa_sam_state *s);
 
-/* Runs the image encoder on image (3, S, S) fp32 host, CHW (the SAM
- * preprocessing output, S = img_size) and keeps the embedding in s.
- * embedding, when not NULL, receives it on the host: (G, G, C) fp32,
- * channels-last (the reference's (1, C, G, G) permuted). */
+/* Runs the image encoder on B images in one pass: images (B, 3, S, S) fp32
+ * host, each CHW (the SAM preprocessing output, S = img_size). Every op
+ * runs over the whole batch (B*T token rows, windows of all images, global
+ * attention batched over images), and each image's embedding equals its
+ * batch-of-one result up to the backend's matmul rounding. Keeps all B
+ * embeddings in s and selects image 0 for the decoder. embeddings, when
+ * not NULL, receives them on the host: (B, G, G, C) fp32, channels-last
+ * (the reference's (B, C, G, G) permuted). LISA_ERR_ARG when B is not in
+ * 1..max_images; on any failure s holds no embedding. */
+lisa_status lisa_sam_encode_batch(const lisa_sam_model *m, lisa_sam_state *s, const float *images,
+                                  int B, float *embeddings);
+
+/* lisa_sam_encode_batch with B = 1: image (3, S, S) -> embedding (G, G, C)
+ * or NULL. */
 lisa_status lisa_sam_encode(const lisa_sam_model *m, lisa_sam_state *s, const float *image,
                             float *embedding);
 
+/* Makes image b of the last encoder pass the one lisa_sam_decode reads.
+ * LISA_ERR_ARG when b is not in 0..n_embeddings-1 (the selection is then
+ * unchanged). */
+lisa_status lisa_sam_select_embedding(lisa_sam_state *s, int b);
+
 /* Sets the image embedding (G, G, C) fp32 host, channels-last, instead of
- * encoding an image (tests; cached embeddings). */
+ * encoding an image (tests; cached embeddings): s then holds this one
+ * embedding, selected. */
 lisa_status lisa_sam_set_embedding(const lisa_sam_model *m, lisa_sam_state *s,
                                    const float *embedding);
 
-/* Runs the mask decoder for n prompts against the current embedding,
+/* Runs the mask decoder for n prompts against the selected embedding,
  * max_batch prompts per pass. sparse: (n, ns, C) fp32 host (LISA: ns = 1,
  * the [SEG] embedding); the dense prompt is no_mask_embed. multimask 0
  * keeps mask token 0 (LISA's multimask_output=False), otherwise tokens

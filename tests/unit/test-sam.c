@@ -6,7 +6,10 @@
  * fixture image), the dense PE, low-res logits and IoU of 3 [SEG]-style
  * prompts (end to end, and from the reference embedding), the multimask
  * path (IoU and sampled logits), decoding in batches equal to one prompt at
- * a time, postprocessed logits at the original size and the binary masks
+ * a time, an encoder batch of two images (the fixture image and its mirror)
+ * equal to each image encoded alone and decoding either image's embedding
+ * of that batch equal to decoding its batch-of-one embedding, postprocessed
+ * logits at the original size and the binary masks
  * (identical except where the reference logit is within 1e-4 of 0), and
  * clear errors for bad checkpoints (missing tensor, wrong shape, head count
  * contradicting the shapes) and bad arguments.
@@ -19,7 +22,13 @@
  *   |iou| <= 0.025, so this is 3e-7 absolute), multimask IoU 6.4e-7 and
  *   sampled logits 1.0e-6, original-size logits 2.1e-6 (the resize path
  *   alone on the reference low-res logits 1.4e-7), batched vs one prompt
- *   at a time 8.3e-7 (logits) and 1.2e-6 (IoU); binary masks: 0 differing
+ *   at a time 8.3e-7 (logits) and 1.2e-6 (IoU); an encoder batch of 2 vs
+ *   each image alone 1.8e-7 (image 0) and 8.0e-7 (image 1) for the
+ *   embeddings (not 0: OpenBLAS sgemm rounds a row differently for another
+ *   row count M, ~1 ulp on a few elements, so the batch's (2T, D) matmuls
+ *   differ from the (T, D) ones), decoding image 1 / image 0 of the batch
+ *   vs its batch-of-one embedding 9.5e-7 / 8.8e-7 (logits), 3.0e-6 /
+ *   1.3e-5 (IoU, small values as above); binary masks: 0 differing
  *   pixels (31 reference logits within 1e-4 of 0). For scale: the fp32
  *   reference itself is 1.0e-6 (logits) from an fp64 run.
  * The model checks run again on the CUDA backend in fp32 when one is
@@ -39,11 +48,13 @@
 /* Tolerances (relative) of one backend's run. */
 typedef struct {
     double embed, pe, lowres, iou, up, pp, batch;
+    double images;  /* embeddings of an encoder batch of 2 images vs each image alone */
 } sam_tol;
 
-static const sam_tol k_tol_cpu = {2e-5, 5e-7, 2e-5, 1e-4, 2e-5, 1e-6, 1e-5};
-/* CUDA in fp32: a first guess, not yet measured on a GPU. */
-static const sam_tol k_tol_cuda = {1e-4, 5e-7, 1e-4, 1e-4, 1e-4, 1e-4, 1e-4};
+static const sam_tol k_tol_cpu = {2e-5, 5e-7, 2e-5, 1e-4, 2e-5, 1e-6, 1e-5, 5e-6};
+/* CUDA in fp32: a first guess, not yet measured on a GPU (cuBLASLt may pick
+ * another algorithm for the batch's taller matmuls). */
+static const sam_tol k_tol_cuda = {1e-4, 5e-7, 1e-4, 1e-4, 1e-4, 1e-4, 1e-4, 1e-5};
 #define NEAR_ZERO 1e-4
 
 static const char *g_fix;
@@ -197,6 +208,107 @@ static void test_bad_checkpoints(lisa_backend *be, const char *model_path) {
     unlink(p3);
     rmdir(dir);
     lisa_safetensors_close(st);
+}
+
+/* --- the image encoder on a batch of images --- */
+
+/* Encodes `image` (3, S, S) and its left-right mirror as one batch of 2
+ * (mirror first) and checks each embedding, and the decoder on each
+ * selected image, against the same image through a batch-of-one state;
+ * plus the argument errors of batched encoding and selection. */
+static void test_encode_batch(lisa_sam_model *m, const float *image, const float *sparse, int n,
+                              int64_t npix, const sam_tol *tol) {
+    const int64_t S = m->cfg.img_size, SS = S * S, G = m->cfg.grid, T = G * G, C = m->cfg.dim;
+    const int64_t TC = T * C, UU = 16 * T;
+    lisa_sam_state one, two;
+    memset(&one, 0, sizeof one);
+    memset(&two, 0, sizeof two);
+    float *imgs = malloc((size_t)(2 * 3 * SS) * sizeof(float));
+    float *emb1 = malloc((size_t)(2 * TC) * sizeof(float));  /* (2, G, G, C) each alone */
+    float *emb2 = malloc((size_t)(2 * TC) * sizeof(float));  /* (2, G, G, C) batched */
+    float *low1 = malloc((size_t)(2 * n * UU) * sizeof(float));
+    float *low2 = malloc((size_t)(2 * n * UU) * sizeof(float));
+    float iou1[32], iou2[32];
+    CHECK(imgs && emb1 && emb2 && low1 && low2 && n <= 16, "batch test buffers");
+    if (!imgs || !emb1 || !emb2 || !low1 || !low2 || n > 16) goto done;
+    /* image 0: the mirror (a different input), image 1: the image itself */
+    for (int64_t ch = 0; ch < 3; ch++)
+        for (int64_t y = 0; y < S; y++)
+            for (int64_t xx = 0; xx < S; xx++)
+                imgs[(ch * S + y) * S + xx] = image[(ch * S + y) * S + (S - 1 - xx)];
+    memcpy(imgs + 3 * SS, image, (size_t)(3 * SS) * sizeof(float));
+
+    lisa_status s = lisa_sam_state_init(&one, m, n, 1, npix);
+    CHECK(s == LISA_OK && one.max_images == 1, "batch-of-one state: %s", lisa_error_get());
+    if (s != LISA_OK) goto done;
+    s = lisa_sam_state_init_batch(&two, m, 2, n, 1, npix);
+    CHECK(s == LISA_OK && two.max_images == 2, "state of 2 images: %s", lisa_error_get());
+    if (s != LISA_OK) goto done;
+    lisa_sam_state bad;
+    CHECK(lisa_sam_state_init_batch(&bad, m, 0, n, 1, npix) == LISA_ERR_ARG, "max_images 0");
+
+    /* each image alone: embedding and decode */
+    for (int b = 0; b < 2; b++) {
+        s = lisa_sam_encode(m, &one, imgs + b * 3 * SS, emb1 + b * TC);
+        CHECK(s == LISA_OK, "encode image %d alone: %s", b, lisa_error_get());
+        s = lisa_sam_decode(m, &one, sparse, n, 1, 0, low1 + b * n * UU, iou1 + b * n);
+        CHECK(s == LISA_OK, "decode image %d alone: %s", b, lisa_error_get());
+    }
+    CHECK(lisa_sam_encode_batch(m, &one, imgs, 2, NULL) == LISA_ERR_ARG,
+          "2 images in a state of 1");
+    CHECK(lisa_sam_decode(m, &one, sparse, n, 1, 0, low2, iou2) == LISA_ERR_ARG,
+          "decode after a failed encode");
+
+    /* both in one pass */
+    s = lisa_sam_encode_batch(m, &two, imgs, 2, emb2);
+    CHECK(s == LISA_OK, "encode a batch of 2: %s", lisa_error_get());
+    CHECK(two.n_embeddings == 2 && two.selected == 0, "batch of 2 holds %d, selects %d",
+          two.n_embeddings, two.selected);
+    double e0 = test_rel_err(emb2, emb1, (size_t)TC);
+    double e1 = test_rel_err(emb2 + TC, emb1 + TC, (size_t)TC);
+    double ed = test_rel_err(emb1, emb1 + TC, (size_t)TC);
+    fprintf(stderr, "encoder batch of 2 vs alone: image 0 %.3g, image 1 %.3g (the two images' "
+            "embeddings differ by %.3g)\n", e0, e1, ed);
+    CHECK(e0 <= tol->images && e1 <= tol->images, "encoder batch of 2 vs alone: %.3g %.3g", e0,
+          e1);
+    CHECK(ed > 1e-2, "the mirrored image's embedding differs (%.3g)", ed);
+
+    /* decode image 1, then image 0 (the selection switches back), then 1 */
+    double dl[2] = {0, 0}, di[2] = {0, 0};
+    int order[3] = {1, 0, 1};
+    for (int t = 0; t < 3; t++) {
+        int b = order[t];
+        CHECK(lisa_sam_select_embedding(&two, b) == LISA_OK && two.selected == b, "select %d", b);
+        s = lisa_sam_decode(m, &two, sparse, n, 1, 0, low2 + b * n * UU, iou2 + b * n);
+        CHECK(s == LISA_OK, "decode image %d of the batch: %s", b, lisa_error_get());
+        dl[b] = fmax(dl[b], test_rel_err(low2 + b * n * UU, low1 + b * n * UU, (size_t)(n * UU)));
+        di[b] = fmax(di[b], test_rel_err(iou2 + b * n, iou1 + b * n, (size_t)n));
+    }
+    fprintf(stderr, "decode on image 1 / image 0 of the batch vs alone: low-res %.3g / %.3g, "
+            "IoU %.3g / %.3g\n", dl[1], dl[0], di[1], di[0]);
+    for (int b = 0; b < 2; b++)
+        CHECK(dl[b] <= tol->batch && di[b] <= tol->iou,
+              "decode on image %d of the batch vs alone: %.3g %.3g", b, dl[b], di[b]);
+
+    /* selection and batch-size errors */
+    CHECK(lisa_sam_select_embedding(&two, 2) == LISA_ERR_ARG && two.selected == 1, "select 2");
+    CHECK(lisa_sam_select_embedding(&two, -1) == LISA_ERR_ARG, "select -1");
+    CHECK(lisa_sam_encode_batch(m, &two, imgs, 0, NULL) == LISA_ERR_ARG, "a batch of 0");
+    CHECK(lisa_sam_encode_batch(m, &two, imgs, 3, NULL) == LISA_ERR_ARG, "a batch of 3");
+    CHECK(lisa_sam_select_embedding(&two, 0) == LISA_ERR_ARG, "select after a failed encode");
+    /* one image through the 2-image state, and set_embedding: one held */
+    s = lisa_sam_encode_batch(m, &two, imgs + 3 * SS, 1, emb2);
+    e1 = test_rel_err(emb2, emb1 + TC, (size_t)TC);
+    CHECK(s == LISA_OK && two.n_embeddings == 1 && e1 <= tol->images,
+          "a batch of 1 in a state of 2: %.3g", e1);
+    CHECK(lisa_sam_set_embedding(m, &two, emb1) == LISA_OK && two.n_embeddings == 1 &&
+              two.selected == 0 && lisa_sam_select_embedding(&two, 1) == LISA_ERR_ARG,
+          "set_embedding holds one embedding");
+
+done:
+    lisa_sam_state_free(&one);
+    lisa_sam_state_free(&two);
+    free(imgs), free(emb1), free(emb2), free(low1), free(low2);
 }
 
 /* --- the main comparison --- */
@@ -386,6 +498,8 @@ static void test_model(lisa_backend *be, const cJSON *meta, const char *model_pa
     CHECK(eb <= tol->batch && ei <= tol->batch, "batched vs single: %.3g %.3g", eb, ei);
     e = test_rel_err(low, ref_low, (size_t)(n * UU));
     CHECK(e <= tol->lowres, "low-res in batches of 2 rel err %.3g", e);
+
+    test_encode_batch(&m, pp.chw, sparse, n, npix, tol);
 
 done:
     lisa_sam_state_free(&st);
