@@ -16,7 +16,10 @@
 #   5 bench    d2d copy bandwidth (torch), then per shape (7B, 13B, bf16,
 #              random weights) `lisa bench llm` and tests/reference/
 #              bench_llm_torch.py (PyTorch eager) as separate processes, one
-#              after the other (13B bf16 is 26 GB: never both at once)
+#              after the other (13B bf16 is 26 GB: never both at once);
+#              then vision: `lisa bench vision` and tests/reference/
+#              bench_vision_torch.py on CLIP-L/14 and SAM ViT-H (encoder
+#              ms/image, decoder ms/mask), bf16, batch 1 and 8
 #   6 summary  a table, printed LAST, also in $OUT/summary.txt
 #
 # Exit status: 1 when a CORRECTNESS check fails (build, ctest, backend-ops
@@ -54,6 +57,11 @@
 #   LISA_GPU_CHECK_NEW_TOKENS  bench decode steps (default 32)
 #   LISA_GPU_CHECK_DTYPE       bench dtype for both engines (default bf16)
 #   LISA_GPU_CHECK_COPY_GIB    d2d copy buffer size (default 1)
+#   LISA_GPU_CHECK_VISION      CLIP:SAM presets of the vision bench (default
+#                              l14:vit_h; e.g. tiny:tiny or l14:vit_b for a
+#                              CPU dry run; "none" skips it)
+#   LISA_GPU_CHECK_VISION_BATCHES  vision batch sizes (default "1 8")
+#   LISA_GPU_CHECK_VISION_ITERS    vision timed runs (default 3)
 #   LISA_GPU_CHECK_PY          Python with torch (default python3); JSON
 #                              parsing and the summary need only the stdlib
 #   LISA_GPU_CHECK_BUDGET_S    total time budget in seconds (default 450)
@@ -438,6 +446,49 @@ else
             fi
         fi
     done
+    # Vision: CLIP and the SAM encoder/decoder, random weights, per batch
+    # size lisa then torch (separate processes, one after the other).
+    VISION=${LISA_GPU_CHECK_VISION:-l14:vit_h}
+    VJ=$OUT_DIR/bench-vision.jsonl
+    : >"$VJ"
+    if [ "$VISION" = none ]; then
+        record vision-bench SKIPPED "LISA_GPU_CHECK_VISION=none"
+    else
+        vclip=${VISION%%:*}
+        vsam=${VISION#*:}
+        for b in ${LISA_GPU_CHECK_VISION_BATCHES:-1 8}; do
+            VLOG=$OUT_DIR/bench-vision-lisa-b$b.log
+            : >"$VLOG"
+            tmo 150 "$VLOG" "$LISA" bench vision --clip "$vclip" --sam "$vsam" --batch "$b" \
+                --iters "${LISA_GPU_CHECK_VISION_ITERS:-3}" --device "$DEVICE" --dtype "$BDTYPE" --json
+            rc=$?
+            grep '^{' "$VLOG" >>"$VJ"
+            if [ $rc -eq 125 ]; then
+                record "lisa-vision-b$b" SKIPPED "no time left in the budget"
+                [ "$TORCH_OK" = 1 ] && record "torch-vision-b$b" SKIPPED "no time left in the budget"
+                continue
+            elif [ $rc -eq 0 ]; then
+                record "lisa-vision-b$b" PASS "$vclip, $vsam: $(grep -c '^{' "$VLOG") timings, see $(basename "$VLOG")"
+            elif [ "$TMO_CUT" = 1 ] && [ $rc -ge 124 ]; then
+                record "lisa-vision-b$b" SKIPPED "the time budget ran out, see $(basename "$VLOG")"
+            else
+                record "lisa-vision-b$b" FAIL "$(why $rc), see $(basename "$VLOG")"
+            fi
+            if [ "$TORCH_OK" = 1 ]; then
+                TLOG=$OUT_DIR/bench-vision-torch-b$b.log
+                : >"$TLOG"
+                tmo 150 "$TLOG" "$PY" tests/reference/bench_vision_torch.py --clip "$vclip" --sam "$vsam" \
+                    --batch "$b" --iters "${LISA_GPU_CHECK_VISION_ITERS:-3}" --device "$DEVICE" --dtype "$BDTYPE"
+                rc=$?
+                grep '^{' "$TLOG" >>"$VJ"
+                if [ $rc -eq 0 ]; then
+                    record "torch-vision-b$b" INFO "$(grep -o '"impl": "[^"]*"' "$TLOG" | sort -u | tr '\n' ' ')"
+                else
+                    record "torch-vision-b$b" SKIPPED "torch vision bench $(why $rc), see $(basename "$TLOG")"
+                fi
+            fi
+        done
+    fi
 fi
 
 # ---- 6 summary (printed last) -----------------------------------------------
@@ -518,6 +569,26 @@ for cfg in configs.split():
         print("  decode b=1 bandwidth limit: unknown (no d2d copy measurement); %.2f GB/token" % (bpt / 1e9))
     if tag == "13b":
         targets["bw"].append(frac)
+vis = jl("bench-vision.jsonl")
+if vis:
+    key = lambda r: (r["model"], r["part"], r["batch"])
+    lv = {key(r): r for r in vis if r.get("engine") == "lisa"}
+    tv = {key(r): r for r in vis if r.get("engine") == "torch"}
+    order = []
+    for r in vis:
+        if key(r) not in order:
+            order.append(key(r))
+    print("-" * 78)
+    print("vision (%s)   ms per image (decoder: per mask); ratio = torch / lisa (> 1: lisa faster)"
+          % "/".join(sorted({r.get("dtype", "?") for r in vis})))
+    print("  %-36s %12s %12s %8s" % ("", "lisa", "torch", "ratio"))
+    for k in order:
+        unit = "ms_per_mask" if k[1] == "sam-decoder" else "ms_per_image"
+        l, t = lv.get(k, {}).get(unit), tv.get(k, {}).get(unit)
+        label = "%s %s b=%d" % k if k[1] != "sam-decoder" else "%s %s (%s prompts)" % (
+            k[0], k[1], (lv.get(k) or tv.get(k)).get("prompts"))
+        print("  %-36s %12s %12s %8s" % (label, "%.2f" % l if l else "-", "%.2f" % t if t else "-",
+                                         "%.2fx" % (t / l) if l and t else "-"))
 print("-" * 78)
 if note.strip():
     print("note:" + note)

@@ -1,5 +1,7 @@
 /* cmd-bench.c: `lisa bench llm`: prefill and decode throughput of the LLaMA
- * decoder, on a checkpoint or on random weights from a config preset.
+ * decoder, on a checkpoint or on random weights from a config preset; and
+ * `lisa bench vision`: CLIP ms/image, SAM encoder ms/image and SAM decoder
+ * ms/mask on random weights in named shapes (shard/vision-random.h).
  *
  * Prefill: B sequences of T random prompt tokens, packed into forward calls
  * of at most --chunk tokens; tokens/s = B*T / time. Decode: --new-tokens
@@ -15,6 +17,7 @@
 #include "cli-util.h"
 #include "commands.h"
 #include "llama.h"
+#include "vision-random.h"
 
 static void bench_help(FILE *f) {
     fprintf(f,
@@ -186,9 +189,239 @@ static int bench_llm(int argc, char **argv) {
     return st == LISA_OK ? 0 : 1;
 }
 
+/* ---- lisa bench vision ---- */
+
+static void vision_help(FILE *f) {
+    fprintf(f,
+            "usage: lisa bench vision [options]\n"
+            "\n"
+            "Times the vision models on random weights in named shapes: CLIP forward\n"
+            "ms/image at --batch images per call (LLaVA/LISA's tower: hidden_states[-2],\n"
+            "so L-1 layers run), SAM image encoder ms/image over --batch images, and\n"
+            "SAM mask decoder ms/mask for --prompts prompts of one sparse token each\n"
+            "(postprocessing not included). One untimed warm-up, then --iters timed runs.\n"
+            "Comparisons with PyTorch: scripts/bench-vision.sh.\n"
+            "\n"
+            "options:\n"
+            "  --clip P       l14 (default; CLIP ViT-L/14 at 224), b16, tiny or none\n"
+            "  --sam P        vit_b (default), vit_l, vit_h, tiny or none\n"
+            "  --batch N      images per CLIP and SAM encoder call (default 1)\n"
+            "  --prompts N    prompts per SAM decoder call (default 8)\n"
+            "  --iters N      timed runs (default 3)\n"
+            "  --device DEV   cpu (default), cuda or cuda:N\n"
+            "  --dtype T      fp32, bf16 or fp16. On cuda: weights and activations\n"
+            "                 (default bf16). On cpu (fp32 compute): the dtype the\n"
+            "                 random weights are stored in (default fp32)\n"
+            "  --threads N    CPU threads (default: all cores)\n"
+            "  --json         one JSON line per measurement instead of a table\n"
+            "  -h, --help     show this help\n");
+}
+
+typedef struct vision_run {
+    const char *device, *dtype, *weights; /* compute and weight storage dtypes */
+    int json, iters;
+} vision_run;
+
+static const char *vision_dtype(lisa_dtype t) {
+    return t == LISA_DTYPE_F32 ? "fp32" : t == LISA_DTYPE_BF16 ? "bf16" : "fp16";
+}
+
+/* Prints one measurement: value is ms per unit ("image" or "mask"). */
+static void vision_report(const vision_run *r, const char *model, const char *part, int batch,
+                          const char *unit, double ms, const char *extra) {
+    if (r->json)
+        printf("{\"engine\":\"lisa\",\"device\":\"%s\",\"dtype\":\"%s\",\"model\":\"%s\","
+               "\"weights\":\"%s\",\"part\":\"%s\",\"batch\":%d,\"iters\":%d,"
+               "\"ms_per_%s\":%.3f%s}\n",
+               r->device, r->dtype, model, r->weights, part, batch, r->iters, unit, ms, extra);
+    else
+        printf("lisa    %-6s  %-5s  %-10s  %-12s  %5d  %9.2f ms/%s\n", r->device, r->dtype, model,
+               part, batch, ms, unit);
+    fflush(stdout);
+}
+
+/* Fills n floats with a fixed pseudo-random pattern in [-2, 2). */
+static void vision_fill(float *x, size_t n, uint32_t seed) {
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        x[i] = (float)(seed >> 8) / (float)(1u << 24) * 4.0f - 2.0f;
+    }
+}
+
+static lisa_status bench_clip(lisa_backend *be, const vision_run *r, const char *preset, int B,
+                              lisa_dtype wdtype, lisa_dtype act) {
+    lisa_clip_config cfg;
+    int sel;
+    LISA_TRY(lisa_vision_clip_preset(preset, &cfg, &sel));
+    lisa_clip_model m;
+    LISA_TRY(lisa_vision_random_clip(&m, &cfg, sel, be, wdtype, act, 11));
+    lisa_clip_state s;
+    lisa_status st = lisa_clip_state_init(&s, &m, NULL, B);
+    if (st != LISA_OK) {
+        lisa_clip_model_free(&m);
+        return st;
+    }
+    size_t n = (size_t)B * 3 * (size_t)cfg.image_size * (size_t)cfg.image_size;
+    float *pix = malloc(n * sizeof *pix);
+    if (!pix) st = lisa_error_set(LISA_ERR_NOMEM, "bench: out of memory");
+    else vision_fill(pix, n, 5);
+    if (st == LISA_OK) st = lisa_clip_forward(&m, &s, pix, B, NULL);
+    if (st == LISA_OK) st = lisa_backend_synchronize(be);
+    double t0 = now_s();
+    for (int i = 0; i < r->iters && st == LISA_OK; i++) {
+        st = lisa_clip_forward(&m, &s, pix, B, NULL);
+        if (st == LISA_OK) st = lisa_backend_synchronize(be);
+    }
+    double dt = now_s() - t0;
+    if (st == LISA_OK) {
+        char model[32], extra[64];
+        snprintf(model, sizeof model, "clip-%s", preset);
+        snprintf(extra, sizeof extra, ",\"layers\":%d,\"image_size\":%d", m.n_layers,
+                 cfg.image_size);
+        vision_report(r, model, "clip", B, "image", 1e3 * dt / ((double)r->iters * B), extra);
+    }
+    free(pix);
+    lisa_clip_state_free(&s);
+    lisa_clip_model_free(&m);
+    return st;
+}
+
+static lisa_status bench_sam(lisa_backend *be, const vision_run *r, const char *preset, int B,
+                             int prompts, lisa_dtype wdtype, lisa_dtype act) {
+    lisa_vision_sam_shape shape;
+    LISA_TRY(lisa_vision_sam_preset(preset, &shape));
+    lisa_sam_model m;
+    LISA_TRY(lisa_vision_random_sam(&m, &shape, be, wdtype, act, 13));
+    lisa_sam_state s;
+    lisa_status st = lisa_sam_state_init_batch(&s, &m, B, prompts, 1, 1);
+    if (st != LISA_OK) {
+        lisa_sam_model_free(&m);
+        return st;
+    }
+    int S = m.cfg.img_size, C = m.cfg.dim;
+    size_t n = (size_t)B * 3 * (size_t)S * (size_t)S;
+    float *img = malloc(n * sizeof *img), *sparse = malloc((size_t)prompts * C * sizeof *sparse);
+    if (!img || !sparse) st = lisa_error_set(LISA_ERR_NOMEM, "bench: out of memory");
+    if (st == LISA_OK) {
+        vision_fill(img, n, 7);
+        vision_fill(sparse, (size_t)prompts * C, 9);
+    }
+    char model[32];
+    snprintf(model, sizeof model, "sam-%s", preset);
+    /* encoder: B images in one pass */
+    if (st == LISA_OK) st = lisa_sam_encode_batch(&m, &s, img, B, NULL);
+    if (st == LISA_OK) st = lisa_backend_synchronize(be);
+    double t0 = now_s();
+    for (int i = 0; i < r->iters && st == LISA_OK; i++) {
+        st = lisa_sam_encode_batch(&m, &s, img, B, NULL);
+        if (st == LISA_OK) st = lisa_backend_synchronize(be);
+    }
+    double dt = now_s() - t0;
+    if (st == LISA_OK) {
+        char extra[48];
+        snprintf(extra, sizeof extra, ",\"images_per_call\":%d", B);
+        vision_report(r, model, "sam-encoder", B, "image", 1e3 * dt / ((double)r->iters * B),
+                      extra);
+    }
+    /* decoder: one call with all prompts against the first image's embedding */
+    if (st == LISA_OK) st = lisa_sam_select_embedding(&s, 0);
+    if (st == LISA_OK) st = lisa_sam_decode(&m, &s, sparse, prompts, 1, 0, NULL, NULL);
+    if (st == LISA_OK) st = lisa_backend_synchronize(be);
+    t0 = now_s();
+    for (int i = 0; i < r->iters && st == LISA_OK; i++) {
+        st = lisa_sam_decode(&m, &s, sparse, prompts, 1, 0, NULL, NULL);
+        if (st == LISA_OK) st = lisa_backend_synchronize(be);
+    }
+    dt = now_s() - t0;
+    if (st == LISA_OK) {
+        char extra[64];
+        snprintf(extra, sizeof extra, ",\"prompts\":%d,\"ms_per_call\":%.3f", prompts,
+                 1e3 * dt / r->iters);
+        vision_report(r, model, "sam-decoder", 1, "mask", 1e3 * dt / ((double)r->iters * prompts),
+                      extra);
+    }
+    free(img);
+    free(sparse);
+    lisa_sam_state_free(&s);
+    lisa_sam_model_free(&m);
+    return st;
+}
+
+static int bench_vision(int argc, char **argv) {
+    const char *clip = "l14", *sam = "vit_b", *device = "cpu", *dtype_s = NULL;
+    long batch = 1, iters = 3, prompts = 8, threads = 0;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            vision_help(stdout);
+            return 0;
+        } else if (!strcmp(a, "--json")) {
+            json = 1;
+        } else if (!strcmp(a, "--clip") || !strcmp(a, "--sam") || !strcmp(a, "--batch") ||
+                   !strcmp(a, "--iters") || !strcmp(a, "--prompts") || !strcmp(a, "--device") ||
+                   !strcmp(a, "--dtype") || !strcmp(a, "--threads")) {
+            if (!(v = cli_option_value("bench vision", argc, argv, &i))) return 2;
+            if (!strcmp(a, "--clip")) clip = v;
+            else if (!strcmp(a, "--sam")) sam = v;
+            else if (!strcmp(a, "--device")) device = v;
+            else if (!strcmp(a, "--dtype")) dtype_s = v;
+            else if (!strcmp(a, "--threads") && (threads = cli_parse_count(a, v)) < 0) return 2;
+            else if (strcmp(a, "--threads")) {
+                long c = cli_parse_count(a, v);
+                if (c < 0) return 2;
+                if (c == 0) {
+                    fprintf(stderr, "lisa bench vision: %s must be at least 1\n", a);
+                    return 2;
+                }
+                *(!strcmp(a, "--batch") ? &batch : !strcmp(a, "--iters") ? &iters : &prompts) = c;
+            }
+        } else {
+            fprintf(stderr, "lisa bench vision: unknown option '%s' (see --help)\n", a);
+            return 2;
+        }
+    }
+    lisa_clip_config ccfg;
+    lisa_vision_sam_shape sshape;
+    int sel;
+    if (strcmp(clip, "none") && lisa_vision_clip_preset(clip, &ccfg, &sel) != LISA_OK) {
+        fprintf(stderr, "lisa bench vision: --clip: %s\n", lisa_error_get());
+        return 2;
+    }
+    if (strcmp(sam, "none") && lisa_vision_sam_preset(sam, &sshape) != LISA_OK) {
+        fprintf(stderr, "lisa bench vision: --sam: %s\n", lisa_error_get());
+        return 2;
+    }
+    lisa_backend_kind kind;
+    int dev;
+    if (cli_parse_device(device, &kind, &dev)) return 2;
+    int cpu = kind == LISA_BACKEND_CPU;
+    lisa_dtype dtype;
+    if (cli_parse_dtype(dtype_s ? dtype_s : cpu ? "fp32" : "bf16", &dtype)) return 2;
+    lisa_dtype act = cpu ? LISA_DTYPE_F32 : dtype;
+    lisa_backend *be = NULL;
+    lisa_status st = lisa_backend_init(&be, kind, dev, (int)threads);
+    vision_run r = {NULL, vision_dtype(act), vision_dtype(dtype), json, (int)iters};
+    if (st == LISA_OK) {
+        r.device = be->ops->name;
+        if (!json)
+            printf("engine  device  dtype  model       part          batch  time\n");
+    }
+    if (st == LISA_OK && strcmp(clip, "none"))
+        st = bench_clip(be, &r, clip, (int)batch, dtype, act);
+    if (st == LISA_OK && strcmp(sam, "none"))
+        st = bench_sam(be, &r, sam, (int)batch, (int)prompts, dtype, act);
+    if (st != LISA_OK)
+        fprintf(stderr, "lisa bench vision: %s: %s\n", lisa_status_str(st), lisa_error_get());
+    lisa_backend_free(be);
+    return st == LISA_OK ? 0 : 1;
+}
+
 int cmd_bench(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "llm")) return bench_llm(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "vision")) return bench_vision(argc - 1, argv + 1);
     FILE *f = (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) ? stdout : stderr;
-    fprintf(f, "usage: lisa bench llm [options]   (see `lisa bench llm --help`)\n");
+    fprintf(f, "usage: lisa bench llm|vision [options]   (see `lisa bench llm --help`,\n"
+               "       `lisa bench vision --help`)\n");
     return f == stdout ? 0 : 2;
 }
