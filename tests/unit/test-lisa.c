@@ -27,18 +27,6 @@
 #define TOL_FEAT 1e-5
 #define TOL_SEG 1e-4
 
-static float *read_f32(const char *dir, const char *name, size_t expect) {
-    char path[8192];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    size_t len = 0;
-    char *buf = test_read_file(path, &len);
-    CHECK(buf && len == expect * 4, "%s: expected %zu floats, got %zu bytes", path, expect, len);
-    if (!buf || len != expect * 4) {
-        free(buf);
-        return NULL;
-    }
-    return (float *)buf;
-}
 
 /* The user message of a prompt: between "<im_end>\n" and " ASSISTANT:". */
 static char *user_of(const char *prompt) {
@@ -78,7 +66,7 @@ static void check_features(const char *fix, const cJSON *images, const char *mod
         CHECK(lisa_preprocess_clip(&img, cfg.image_size, &pp) == LISA_OK, "preprocess");
         const cJSON *shape = cJSON_GetObjectItem(im, "projected_shape");
         size_t n = (size_t)cJSON_GetArrayItem(shape, 0)->valueint * (size_t)cJSON_GetArrayItem(shape, 1)->valueint;
-        float *ref = read_f32(dir, cJSON_GetObjectItem(im, "projected")->valuestring, n);
+        float *ref = test_read_f32(dir, cJSON_GetObjectItem(im, "projected")->valuestring, n);
         float *got = malloc(n * sizeof *got);
         CHECK(lisa_clip_forward(&clip, &s, pp.chw, 1, NULL) == LISA_OK, "clip forward");
         CHECK(lisa_clip_project(&proj, &s, got) == LISA_OK, "project");
@@ -142,8 +130,8 @@ static void check_sam(const char *fix, const cJSON *images, const cJSON *cases, 
             if (strcmp(cJSON_GetObjectItem(c, "image")->valuestring, file)) continue;
             const cJSON *sh = cJSON_GetObjectItem(c, "seg_embeddings_shape");
             int n = cJSON_GetArrayItem(sh, 0)->valueint, E = cJSON_GetArrayItem(sh, 1)->valueint;
-            float *se = read_f32(dir, cJSON_GetObjectItem(c, "seg_embeddings")->valuestring, (size_t)n * E);
-            float *low = read_f32(dir, cJSON_GetObjectItem(c, "lowres_logits")->valuestring, (size_t)n * 65536);
+            float *se = test_read_f32(dir, cJSON_GetObjectItem(c, "seg_embeddings")->valuestring, (size_t)n * E);
+            float *low = test_read_f32(dir, cJSON_GetObjectItem(c, "lowres_logits")->valuestring, (size_t)n * 65536);
             float *got = malloc((size_t)n * 65536 * sizeof(float));
             if (se && low && got) {
                 CHECK(lisa_sam_decode(&m, &s, se, n, 1, 0, got, NULL) == LISA_OK, "decode: %s", lisa_error_get());
@@ -183,7 +171,7 @@ static double check_case(const char *dir, const char *fix, const cJSON *c, const
     CHECK(r->n_masks == nseg, "%s: %d masks, reference %d", name, r->n_masks, nseg);
     if (r->n_masks != nseg) return INFINITY;
     double worst = 0;
-    float *se = read_f32(dir, cJSON_GetObjectItem(c, "seg_embeddings")->valuestring, (size_t)nseg * E);
+    float *se = test_read_f32(dir, cJSON_GetObjectItem(c, "seg_embeddings")->valuestring, (size_t)nseg * E);
     if (se) {
         double e = test_rel_err(r->seg_embeddings, se, (size_t)nseg * E);
         CHECK(e <= TOL_SEG, "%s: [SEG] embeddings rel err %.3g", name, e);
@@ -191,12 +179,12 @@ static double check_case(const char *dir, const char *fix, const cJSON *c, const
         if (e > worst) worst = e;
     }
     free(se);
-    float *low = read_f32(dir, cJSON_GetObjectItem(c, "lowres_logits")->valuestring, (size_t)nseg * 65536);
+    float *low = test_read_f32(dir, cJSON_GetObjectItem(c, "lowres_logits")->valuestring, (size_t)nseg * 65536);
     const cJSON *ious = cJSON_GetObjectItem(c, "iou_predictions");
     const cJSON *near = cJSON_GetObjectItem(c, "near_zero_logits");
     const cJSON *masks = cJSON_GetObjectItem(c, "masks");
     const cJSON *full = cJSON_GetObjectItem(c, "logits");
-    float *logits = full ? read_f32(dir, full->valuestring, (size_t)r->w * r->h * nseg) : NULL;
+    float *logits = full ? test_read_f32(dir, full->valuestring, (size_t)r->w * r->h * nseg) : NULL;
     for (int k = 0; k < nseg; k++) {
         if (low && r->masks[k].lowres) {
             double e = test_rel_err(r->masks[k].lowres, low + (size_t)k * 65536, 65536);

@@ -36,18 +36,6 @@ static int32_t *json_ids(const cJSON *arr, int *n) {
     return ids;
 }
 
-static float *read_f32(const char *dir, const char *name, size_t expect) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    size_t len = 0;
-    char *buf = test_read_file(path, &len);
-    CHECK(buf && len == expect * 4, "%s: expected %zu floats, file has %zu bytes", path, expect, len);
-    if (!buf || len != expect * 4) {
-        free(buf);
-        return NULL;
-    }
-    return (float *)buf;
-}
 
 /* Forward of one prompt in slot 0 of a fresh-enough state: fills logits at
  * rows {0, n-1} and hidden at every row. */
@@ -134,8 +122,8 @@ static void test_model(const char *fixtures, const char *name) {
         cs[k].ids = json_ids(cJSON_GetObjectItem(c, "ids"), &cs[k].n);
         cs[k].gen = json_ids(cJSON_GetObjectItem(c, "generated"), &cs[k].n_gen);
         cs[k].max_new = cJSON_GetObjectItem(c, "max_new_tokens")->valueint;
-        cs[k].logits = read_f32(dir, cJSON_GetObjectItem(c, "logits_file")->valuestring, (size_t)2 * V);
-        cs[k].hidden = read_f32(dir, cJSON_GetObjectItem(c, "hidden_file")->valuestring,
+        cs[k].logits = test_read_f32(dir, cJSON_GetObjectItem(c, "logits_file")->valuestring, (size_t)2 * V);
+        cs[k].hidden = test_read_f32(dir, cJSON_GetObjectItem(c, "hidden_file")->valuestring,
                                 (size_t)cs[k].n * C);
         if (cs[k].n + cs[k].max_new + 1 > max_ctx) max_ctx = cs[k].n + cs[k].max_new + 1;
     }

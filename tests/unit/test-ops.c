@@ -26,26 +26,6 @@
 
 static lisa_backend *g_be;
 
-typedef struct {
-    const char *op;
-    double worst;
-    int cases;
-} op_stat;
-
-static op_stat g_stats[16];
-static int g_nstats;
-
-static void record(const char *op, double err) {
-    for (int i = 0; i < g_nstats; i++) {
-        if (!strcmp(g_stats[i].op, op)) {
-            if (err > g_stats[i].worst) g_stats[i].worst = err;
-            g_stats[i].cases++;
-            return;
-        }
-    }
-    if (g_nstats < (int)(sizeof g_stats / sizeof g_stats[0]))
-        g_stats[g_nstats++] = (op_stat){op, err, 1};
-}
 
 static const cJSON *item(const cJSON *c, const char *key) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, key);
@@ -141,7 +121,7 @@ static void compare(const cJSON *c, const char *op, const float *got, int64_t n,
     float *ref = floats(c, "out", n);
     double e = test_rel_err(got, ref, (size_t)n);
     CHECK(e <= tol, "%s: rel err %.3g > %.0e", case_name(c), e, tol);
-    record(op, e);
+    test_stat_record(op, e);
     free(ref);
 }
 
@@ -337,7 +317,7 @@ static void test_argmax(const cJSON *c) {
               got[i], ref[i]);
         bad += got[i] != ref[i];
     }
-    record("argmax", bad);
+    test_stat_record("argmax", bad);
     free(got);
     free(ref);
     free(x);
@@ -389,9 +369,9 @@ int main(int argc, char **argv) {
             const cJSON *c;
             cJSON_ArrayForEach(c, cases) OPS[i].fn(c);
         }
-        for (int i = 0; i < g_nstats; i++)
-            fprintf(stderr, "%-10s %2d cases, worst %s %.3g\n", g_stats[i].op, g_stats[i].cases,
-                    strcmp(g_stats[i].op, "argmax") ? "rel err" : "wrong rows", g_stats[i].worst);
+        for (int i = 0; i < g_test_nstats; i++)
+            fprintf(stderr, "%-10s %2d cases, worst %s %.3g\n", g_test_stats[i].op, g_test_stats[i].cases,
+                    strcmp(g_test_stats[i].op, "argmax") ? "rel err" : "wrong rows", g_test_stats[i].worst);
         lisa_backend_free(g_be);
     }
     cJSON_Delete(root);

@@ -42,26 +42,6 @@
 
 static lisa_backend *g_be;
 
-typedef struct {
-    const char *op;
-    double worst;
-    int cases;
-} op_stat;
-
-static op_stat g_stats[16];
-static int g_nstats;
-
-static void record(const char *op, double err) {
-    for (int i = 0; i < g_nstats; i++) {
-        if (!strcmp(g_stats[i].op, op)) {
-            if (err > g_stats[i].worst) g_stats[i].worst = err;
-            g_stats[i].cases++;
-            return;
-        }
-    }
-    if (g_nstats < (int)(sizeof g_stats / sizeof g_stats[0]))
-        g_stats[g_nstats++] = (op_stat){op, err, 1};
-}
 
 static const char *case_name(const cJSON *c) {
     const cJSON *n = cJSON_GetObjectItemCaseSensitive(c, "name");
@@ -156,7 +136,7 @@ static void compare(const cJSON *c, const char *key, const char *op, const lisa_
           (long long)lisa_tensor_nelem(got), (long long)ref.n);
     double e = test_rel_err(g, ref.data, (size_t)ref.n);
     CHECK(e <= tol, "%s: %s rel err %.3g > %.0e", case_name(c), key, e, tol);
-    record(op, e);
+    test_stat_record(op, e);
     free(g);
     free(ref.data);
 }
@@ -329,9 +309,9 @@ int main(int argc, char **argv) {
             const cJSON *c;
             cJSON_ArrayForEach(c, cases) OPS[i].fn(c);
         }
-        for (int i = 0; i < g_nstats; i++)
-            fprintf(stderr, "%-20s %2d cases, worst rel err %.3g\n", g_stats[i].op,
-                    g_stats[i].cases, g_stats[i].worst);
+        for (int i = 0; i < g_test_nstats; i++)
+            fprintf(stderr, "%-20s %2d cases, worst rel err %.3g\n", g_test_stats[i].op,
+                    g_test_stats[i].cases, g_test_stats[i].worst);
         lisa_backend_free(g_be);
     }
     cJSON_Delete(root);

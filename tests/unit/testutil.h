@@ -64,4 +64,41 @@ static inline double test_rel_err(const float *a, const float *b, size_t n) {
     return mb > 0 ? md / mb : md;
 }
 
+/* Worst error per op name across cases, for the summary an op test prints. */
+typedef struct {
+    const char *op;
+    double worst;
+    int cases;
+} test_op_stat;
+
+static test_op_stat g_test_stats[32];
+static int g_test_nstats;
+
+static inline void test_stat_record(const char *op, double err) {
+    for (int i = 0; i < g_test_nstats; i++) {
+        if (!strcmp(g_test_stats[i].op, op)) {
+            if (err > g_test_stats[i].worst) g_test_stats[i].worst = err;
+            g_test_stats[i].cases++;
+            return;
+        }
+    }
+    if (g_test_nstats < (int)(sizeof g_test_stats / sizeof g_test_stats[0]))
+        g_test_stats[g_test_nstats++] = (test_op_stat){op, err, 1};
+}
+
+/* dir/name read as `expect` little-endian fp32 values (a CHECK fails and NULL
+ * is returned when the file is missing or has another size). */
+static inline float *test_read_f32(const char *dir, const char *name, size_t expect) {
+    char path[8192];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    size_t len = 0;
+    char *buf = test_read_file(path, &len);
+    CHECK(buf && len == expect * 4, "%s: expected %zu floats, file has %zu bytes", path, expect, len);
+    if (!buf || len != expect * 4) {
+        free(buf);
+        return NULL;
+    }
+    return (float *)buf;
+}
+
 #endif
