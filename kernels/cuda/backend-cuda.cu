@@ -13,6 +13,7 @@
 
 #define CUDA_STAGING_BYTES ((size_t)32 << 20)
 #define CUDA_WORKSPACE_BYTES ((size_t)32 << 20)
+#define CUDA_ATT_SCRATCH_BYTES ((size_t)16 << 20)
 
 static lisa_status cuda_buffer_alloc(lisa_backend *be, size_t nbytes, void **out) {
     cuda_ctx *c = cuda_ctx_of(be);
@@ -91,6 +92,7 @@ static void cuda_free(lisa_backend *be) {
         if (c->staging_done[i]) cudaEventDestroy(c->staging_done[i]);
     }
     if (c->workspace) cudaFree(c->workspace);
+    if (c->att_scratch) cudaFree(c->att_scratch);
     if (c->lt) cublasLtDestroy(c->lt);
     if (c->stream) cudaStreamDestroy(c->stream);
     free(c);
@@ -146,6 +148,8 @@ static lisa_status cuda_ctx_setup(cuda_ctx *c) {
     CUBLAS_TRY(cublasLtCreate(&c->lt));
     c->workspace_size = CUDA_WORKSPACE_BYTES;
     CUDA_TRY(cudaMalloc(&c->workspace, c->workspace_size));
+    c->att_scratch_size = CUDA_ATT_SCRATCH_BYTES;
+    CUDA_TRY(cudaMalloc(&c->att_scratch, c->att_scratch_size));
     c->staging_size = CUDA_STAGING_BYTES;
     for (int i = 0; i < 2; i++) {
         CUDA_TRY(cudaMallocHost(&c->staging[i], c->staging_size));

@@ -58,6 +58,8 @@ typedef struct cuda_ctx {
     cublasLtHandle_t lt;
     void *workspace;            /* cuBLASLt workspace */
     size_t workspace_size;
+    void *att_scratch;          /* split-key attention partials (attention.cu) */
+    size_t att_scratch_size;
     void *staging[2];           /* pinned host staging for uploads */
     cudaEvent_t staging_done[2];
     size_t staging_size;

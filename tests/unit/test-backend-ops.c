@@ -227,11 +227,12 @@ static int run_rope(const op_case *k, lisa_backend *be, lisa_dtype dt, float *ou
 }
 
 /* kv_store + attention: a rows over 2 sequences, H = b heads, KVH = b / 2,
- * D = c, context 64; rows are sequence 0 positions 0..a/2-1 and sequence 1
- * positions 0..a-a/2-1, interleaved, so prefill and cross-sequence packing
- * are both exercised. */
+ * D = c, context max(64, a); rows are sequence 0 positions 0..a/2-1 and
+ * sequence 1 positions 0..a-a/2-1, interleaved, so prefill and
+ * cross-sequence packing are both exercised. Few rows take CUDA's split-key
+ * path, many rows (a * b >= 512) its one-warp-per-row path. */
 static int run_attention(const op_case *k, lisa_backend *be, lisa_dtype dt, float *out) {
-    int64_t n = k->a, H = k->b, KVH = k->b / 2, D = k->c, Tmax = 64;
+    int64_t n = k->a, H = k->b, KVH = k->b / 2, D = k->c, Tmax = n < 64 ? 64 : n;
     int64_t sq[3] = {n, H, D}, skv[3] = {n, KVH, D}, sc[4] = {2, Tmax, KVH, D}, si[1] = {n};
     int64_t so[2] = {n, H * D};
     gtensor q = gt_alloc(be, adt(be, dt), 3, sq), kk = gt_alloc(be, adt(be, dt), 3, skv),
@@ -509,6 +510,7 @@ int main(int argc, char **argv) {
         {"attention", 9, 4, 8, run_attention, 0, {0}},
         {"attention", 40, 8, 128, run_attention, 0, {0}},
         {"attention", 5, 2, 64, run_attention, 0, {0}},
+        {"attention", 130, 4, 8, run_attention, 0, {0}},
         {"swiglu", 3, 0, 77, run_rowop, 0, {0}},     {"add", 4, 0, 129, run_rowop, 0, {0}},
         {"softmax", 3, 0, 1001, run_rowop, 0, {0}},  {"argmax", 4, 0, 32003, run_rowop, 0, {0}},
         {"get_rows", 6, 3, 37, run_rowop, 0, {0}},   {"convert", 3, 0, 45, run_rowop, 0, {0}},
