@@ -611,7 +611,7 @@ static lisa_status engine_batch(lisa_engine *e, const lisa_request *reqs, int n,
         r->n_ids = q->n_tokens;
         q->tokens = NULL;
         int n_text = r->n_ids - (r->stop == LISA_STOP_EOS ? 1 : 0);
-        lisa_status ds = lisa_tokenizer_decode(e->tok, r->ids, (size_t)(n_text > 0 ? n_text : 0), &r->text);
+        lisa_status ds = lisa_tokenizer_decode_hf(e->tok, r->ids, (size_t)(n_text > 0 ? n_text : 0), &r->text);
         if (ds != LISA_OK) {
             item_fail(r, it, ds, lisa_error_get());
             continue;

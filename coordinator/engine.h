@@ -58,7 +58,8 @@ typedef struct lisa_seg_mask {
 typedef struct lisa_response {
     lisa_status status;           /* LISA_OK, or why this request failed */
     char error[256];
-    char *text;                   /* decoded answer (EOS not included) */
+    char *text;                   /* decoded answer (EOS not included), as
+                                     transformers' decode spells it */
     int32_t *ids;                 /* generated ids (teacher-forced: the answer's ids) */
     int n_ids;
     lisa_stop_reason stop;

@@ -984,3 +984,77 @@ const char *lisa_tokenizer_piece(const lisa_tokenizer *tok, int32_t id) {
     if (id < tok->n_pieces) return tok->piece[id];
     return tok->added_by_id[id - tok->n_pieces];
 }
+
+/* Appends s to the malloc'd string *out (NULL starts one); 0 on OOM. */
+static int hf_append(char **out, size_t *len, const char *s) {
+    size_t n = strlen(s);
+    char *g = realloc(*out, *len + n + 1);
+    if (!g) return 0;
+    memcpy(g + *len, s, n + 1);
+    *out = g;
+    *len += n;
+    return 1;
+}
+
+/* LlamaTokenizer.convert_tokens_to_string on a run of SentencePiece ids. */
+static lisa_status hf_run_to_string(const lisa_tokenizer *tok, const int32_t *ids, size_t n,
+                                    char **out, size_t *len) {
+    size_t start = 0;
+    int prev_special = 0;
+    for (size_t i = 0; i <= n; i++) {
+        int special = i < n && (ids[i] == tok->bos_id || ids[i] == tok->eos_id || ids[i] == tok->unk_id);
+        if (i < n && !special) {
+            prev_special = 0;
+            continue;
+        }
+        char *part = NULL;
+        LISA_TRY(lisa_tokenizer_decode(tok, ids + start, i - start, &part));
+        int ok = 1;
+        if (special && !prev_special && i != 0) ok = hf_append(out, len, " ");
+        ok = ok && hf_append(out, len, part);
+        if (special) ok = ok && hf_append(out, len, tok->piece[ids[i]]);
+        free(part);
+        if (!ok) return lisa_error_set(LISA_ERR_NOMEM, "tokenizer: out of memory");
+        prev_special = special;
+        start = i + 1;
+    }
+    return LISA_OK;
+}
+
+lisa_status lisa_tokenizer_decode_hf(const lisa_tokenizer *tok, const int32_t *ids, size_t n,
+                                     char **text) {
+    if (!tok || !text || (!ids && n))
+        return lisa_error_set(LISA_ERR_ARG, "lisa_tokenizer_decode_hf: NULL argument");
+    *text = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (!lisa_tokenizer_piece(tok, ids[i]))
+            return lisa_error_set(LISA_ERR_ARG, "token id %d out of range (vocabulary %d)",
+                                  (int)ids[i], tok->n_vocab);
+    char *out = NULL;
+    size_t len = 0;
+    int parts = 0;
+    lisa_status st = hf_append(&out, &len, "") ? LISA_OK
+                                                : lisa_error_set(LISA_ERR_NOMEM, "tokenizer: out of memory");
+    for (size_t i = 0; i < n && st == LISA_OK;) {
+        if (parts++ && !hf_append(&out, &len, " ")) {
+            st = lisa_error_set(LISA_ERR_NOMEM, "tokenizer: out of memory");
+            break;
+        }
+        if (ids[i] >= tok->n_pieces) { /* an added token: its literal text */
+            if (!hf_append(&out, &len, lisa_tokenizer_piece(tok, ids[i])))
+                st = lisa_error_set(LISA_ERR_NOMEM, "tokenizer: out of memory");
+            i++;
+            continue;
+        }
+        size_t j = i;
+        while (j < n && ids[j] < tok->n_pieces) j++;
+        st = hf_run_to_string(tok, ids + i, j - i, &out, &len);
+        i = j;
+    }
+    if (st != LISA_OK) {
+        free(out);
+        return st;
+    }
+    *text = out;
+    return LISA_OK;
+}

@@ -41,6 +41,16 @@ lisa_status lisa_tokenizer_encode(const lisa_tokenizer *tok, const char *text, s
 lisa_status lisa_tokenizer_decode(const lisa_tokenizer *tok, const int32_t *ids, size_t n,
                                   char **text);
 
+/* Decodes ids as transformers 4.31's slow LlamaTokenizer.decode does (what
+ * LISA's chat.py prints, before its own whitespace clean-up): runs of
+ * SentencePiece ids and added tokens become separate pieces of text joined
+ * by single spaces; inside a run, BOS/EOS/UNK keep their literal text with a
+ * space before them unless they follow another one or start the run
+ * (convert_tokens_to_string). No clean-up of tokenization spaces (LLaMA's
+ * default). `*text` malloc'd. */
+lisa_status lisa_tokenizer_decode_hf(const lisa_tokenizer *tok, const int32_t *ids, size_t n,
+                                     char **text);
+
 /* Vocabulary size including added tokens. */
 int lisa_tokenizer_n_vocab(const lisa_tokenizer *tok);
 int lisa_tokenizer_bos_id(const lisa_tokenizer *tok);

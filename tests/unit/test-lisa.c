@@ -284,6 +284,23 @@ int main(int argc, char **argv) {
         int same = (int)n == cJSON_GetArraySize(want);
         for (size_t i = 0; same && i < n; i++) same = ids[i] == cJSON_GetArrayItem(want, (int)i)->valueint;
         CHECK(same, "%s: prompt ids differ from LISA's", rq[k].id);
+        /* the whole conversation decoded as transformers does (chat.py's text) */
+        const cJSON *gen = cJSON_GetObjectItem(c, "generated"), *want_text = cJSON_GetObjectItem(c, "text");
+        if (gen && cJSON_IsString(want_text)) {
+            int ng = cJSON_GetArraySize(gen);
+            int32_t *all = malloc((n + (size_t)ng) * sizeof *all);
+            size_t m = 0;
+            for (size_t i = 0; i < n; i++)
+                if (ids[i] != LISA_IMAGE_TOKEN) all[m++] = ids[i];
+            for (int i = 0; i < ng; i++) all[m++] = cJSON_GetArrayItem(gen, i)->valueint;
+            char *txt = NULL;
+            CHECK(lisa_tokenizer_decode_hf(tok, all, m, &txt) == LISA_OK && txt &&
+                      !strcmp(txt, want_text->valuestring),
+                  "%s: decoded text '%s', transformers '%s'", rq[k].id, txt ? txt : "",
+                  want_text->valuestring);
+            free(txt);
+            free(all);
+        }
         free(ids);
     }
     lisa_tokenizer_free(tok);
