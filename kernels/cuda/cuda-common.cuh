@@ -46,6 +46,7 @@ typedef struct cuda_gemm_entry {
     int used;
     int64_t M, N, K;
     lisa_dtype dtype;
+    uint32_t align_w, align_x, align_out; /* pointer alignment classes (bytes, <= 256) */
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, c;
     cublasLtMatmulAlgo_t algo;

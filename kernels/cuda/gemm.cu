@@ -6,7 +6,16 @@
  * bf16/f16 operands accumulate in fp32 (CUBLAS_COMPUTE_32F); the fp32 path
  * uses CUBLAS_COMPUTE_32F too, i.e. no TF32, so it can be held to the CPU
  * oracle's tolerance. Descriptors and the heuristic's algorithm are cached
- * per (M, N, K, dtype): decode calls the same shapes every step. */
+ * per (M, N, K, dtype, pointer alignments): decode calls the same shapes
+ * every step.
+ *
+ * Pointer alignment: the heuristic assumes 256-byte aligned A/B/C/D unless
+ * told otherwise (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_*_BYTES), and the models
+ * pass row views into the middle of buffers (CLIP's patch rows at row 1 of
+ * each image, SAM's per-mask hypernetwork rows), so the actual alignment of
+ * each pointer (a power of two up to 256) is given to the heuristic and is
+ * part of the cache key: an algorithm picked for aligned pointers is never
+ * reused on less aligned ones. */
 #include <string.h>
 
 #include "cuda-common.cuh"
@@ -32,14 +41,25 @@ void cuda_gemm_cache_free(cuda_ctx *c) {
     for (int i = 0; i < LISA_CUDA_GEMM_CACHE; i++) gemm_entry_free(&c->gemm[i]);
 }
 
+/* The largest power of two (at most 256) that divides the address. */
+static uint32_t ptr_align(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    if (a == 0) return 256;
+    uintptr_t low = a & (~a + 1);
+    return low >= 256 ? 256u : (uint32_t)low;
+}
+
 static lisa_status gemm_entry_make(cuda_ctx *c, cuda_gemm_entry *e, int64_t M, int64_t N, int64_t K,
-                                   lisa_dtype dt) {
+                                   lisa_dtype dt, const uint32_t al[3]) {
     cudaDataType_t ty = cuda_type(dt);
     e->used = 1;
     e->M = M;
     e->N = N;
     e->K = K;
     e->dtype = dt;
+    e->align_w = al[0];
+    e->align_x = al[1];
+    e->align_out = al[2];
     CUBLAS_TRY(cublasLtMatmulDescCreate(&e->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     CUBLAS_TRY(cublasLtMatmulDescSetAttribute(e->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
@@ -52,6 +72,13 @@ static lisa_status gemm_entry_make(cuda_ctx *c, cuda_gemm_entry *e, int64_t M, i
     size_t ws = c->workspace_size;
     cublasStatus_t s = cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+    const cublasLtMatmulPreferenceAttributes_t align_attr[4] = {
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+    const uint32_t align_val[4] = {al[0], al[1], al[2], al[2]}; /* A = W, B = x, C = D = out */
+    for (int i = 0; i < 4 && s == CUBLAS_STATUS_SUCCESS; i++)
+        s = cublasLtMatmulPreferenceSetAttribute(pref, align_attr[i], &align_val[i],
+                                                 sizeof align_val[i]);
     cublasLtMatmulHeuristicResult_t res;
     int found = 0;
     if (s == CUBLAS_STATUS_SUCCESS)
@@ -60,17 +87,21 @@ static lisa_status gemm_entry_make(cuda_ctx *c, cuda_gemm_entry *e, int64_t M, i
     cublasLtMatmulPreferenceDestroy(pref);
     CUBLAS_TRY(s);
     if (found < 1)
-        return lisa_error_set(LISA_ERR_BACKEND, "cublasLt: no algorithm for %s gemm M=%lld N=%lld K=%lld",
-                              lisa_dtype_name(dt), (long long)M, (long long)N, (long long)K);
+        return lisa_error_set(LISA_ERR_BACKEND,
+                              "cublasLt: no algorithm for %s gemm M=%lld N=%lld K=%lld "
+                              "(pointer alignments w %u, x %u, out %u bytes)",
+                              lisa_dtype_name(dt), (long long)M, (long long)N, (long long)K,
+                              al[0], al[1], al[2]);
     e->algo = res.algo;
     return LISA_OK;
 }
 
 static lisa_status gemm_entry_get(cuda_ctx *c, int64_t M, int64_t N, int64_t K, lisa_dtype dt,
-                                  cuda_gemm_entry **out) {
+                                  const uint32_t al[3], cuda_gemm_entry **out) {
     for (int i = 0; i < LISA_CUDA_GEMM_CACHE; i++) {
         cuda_gemm_entry *e = &c->gemm[i];
-        if (e->used && e->M == M && e->N == N && e->K == K && e->dtype == dt) {
+        if (e->used && e->M == M && e->N == N && e->K == K && e->dtype == dt &&
+            e->align_w == al[0] && e->align_x == al[1] && e->align_out == al[2]) {
             *out = e;
             return LISA_OK;
         }
@@ -78,7 +109,7 @@ static lisa_status gemm_entry_get(cuda_ctx *c, int64_t M, int64_t N, int64_t K, 
     cuda_gemm_entry *e = &c->gemm[c->gemm_next];
     c->gemm_next = (c->gemm_next + 1) % LISA_CUDA_GEMM_CACHE;
     gemm_entry_free(e);
-    lisa_status st = gemm_entry_make(c, e, M, N, K, dt);
+    lisa_status st = gemm_entry_make(c, e, M, N, K, dt, al);
     if (st != LISA_OK) {
         gemm_entry_free(e);
         return st;
@@ -100,7 +131,8 @@ lisa_status cuda_op_matmul(lisa_backend *be, lisa_tensor *out, const lisa_tensor
                               lisa_dtype_name(out->dtype));
     if (M == 0) return LISA_OK;
     cuda_gemm_entry *e;
-    LISA_TRY(gemm_entry_get(c, M, N, K, x->dtype, &e));
+    const uint32_t al[3] = {ptr_align(w->data), ptr_align(x->data), ptr_align(out->data)};
+    LISA_TRY(gemm_entry_get(c, M, N, K, x->dtype, al, &e));
     float alpha = 1.0f, beta = 0.0f;
     CUBLAS_TRY(cublasLtMatmul(c->lt, e->desc, &alpha, w->data, e->a, x->data, e->b, &beta,
                               out->data, e->c, out->data, e->c, &e->algo, c->workspace,

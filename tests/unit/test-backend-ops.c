@@ -123,7 +123,8 @@ typedef struct {
     double tol[3];
 } op_tol;
 static const op_tol k_tols[] = {
-    {"matmul", {1e-9, 2e-6, 1e-4}},   {"embedding", {0, 0, 0}},
+    {"matmul", {1e-9, 2e-6, 1e-4}},   {"matmul_rows", {1e-9, 2e-6, 1e-4}},
+    {"embedding", {0, 0, 0}},
     {"rmsnorm", {1e-10, 2e-6, 1e-4}}, {"add_rmsnorm", {1e-10, 4e-6, 2e-4}},
     {"rope", {1e-10, 2e-6, 1e-4}},    {"attention", {1e-9, 4e-6, 2e-4}},
     {"swiglu", {1e-10, 2e-6, 1e-4}},  {"add", {1e-12, 2e-6, 1e-4}},
@@ -167,15 +168,23 @@ static lisa_dtype adt(lisa_backend *be, lisa_dtype dt) {
     return be->ops->host_memory ? LISA_DTYPE_F32 : dt;
 }
 
-/* matmul: x (a, c) @ w (b, c)^T + bias (b) */
+/* matmul: x (a, c) @ w (b, c)^T + bias (b). matmul_rows: x, w and out are
+ * row views starting at row 1 of (a+1, c), (b+1, c), (a+1, b) buffers, so
+ * their pointers are less than 256-byte aligned, as the models' row views
+ * (CLIP's patch rows, SAM's hypernetwork rows) are; row 0 of out must stay
+ * untouched (it is compared too). */
 static int run_matmul(const op_case *k, lisa_backend *be, lisa_dtype dt, float *out) {
-    int64_t sx[2] = {k->a, k->c}, sw[2] = {k->b, k->c}, so[2] = {k->a, k->b}, sb[1] = {k->b};
+    int64_t r = !strcmp(k->op, "matmul_rows");
+    int64_t sx[2] = {k->a + r, k->c}, sw[2] = {k->b + r, k->c}, so[2] = {k->a + r, k->b},
+            sb[1] = {k->b};
     gtensor x = gt_alloc(be, adt(be, dt), 2, sx), w = gt_alloc(be, wdt(be, dt), 2, sw),
             o = gt_alloc(be, adt(be, dt), 2, so), b = gt_alloc(be, wdt(be, dt), 1, sb);
     gt_set(be, &x, k->in[0]);
     gt_set(be, &w, k->in[1]);
     gt_set(be, &b, k->in[2]);
-    CHECK(be->ops->matmul(be, &o.t, &x.t, &w.t, k->in[3] ? &b.t : NULL) == LISA_OK, "%s", lisa_error_get());
+    lisa_tensor xv = lisa_tensor_rows(&x.t, r, k->a), wv = lisa_tensor_rows(&w.t, r, k->b),
+                ov = lisa_tensor_rows(&o.t, r, k->a);
+    CHECK(be->ops->matmul(be, &ov, &xv, &wv, k->in[3] ? &b.t : NULL) == LISA_OK, "%s", lisa_error_get());
     int ok = gt_get(be, &o, out);
     gt_free(be, &x), gt_free(be, &w), gt_free(be, &o), gt_free(be, &b);
     return ok;
@@ -419,12 +428,13 @@ static int run_image(const op_case *k, lisa_backend *be, lisa_dtype dt, float *o
 static void case_inputs(op_case *k, lisa_dtype dt) {
     int64_t a = k->a, b = k->b, c = k->c;
     for (int i = 0; i < 4; i++) k->in[i] = NULL;
-    if (!strcmp(k->op, "matmul")) {
-        k->in[0] = rand_vec((size_t)(a * c), 1.0f, dt);
-        k->in[1] = rand_vec((size_t)(b * c), 0.5f, dt);
+    if (!strcmp(k->op, "matmul") || !strcmp(k->op, "matmul_rows")) {
+        int64_t r = !strcmp(k->op, "matmul_rows");
+        k->in[0] = rand_vec((size_t)((a + r) * c), 1.0f, dt);
+        k->in[1] = rand_vec((size_t)((b + r) * c), 0.5f, dt);
         k->in[2] = rand_vec((size_t)b, 0.5f, dt);
         k->in[3] = (b % 2) ? k->in[2] : NULL; /* odd N: with bias */
-        k->out_n = (size_t)(a * b);
+        k->out_n = (size_t)((a + r) * b);
     } else if (!strcmp(k->op, "embedding")) {
         k->in[0] = rand_vec((size_t)(b * c), 1.0f, dt);
         k->in[1] = malloc((size_t)a * sizeof(float));
@@ -503,6 +513,7 @@ int main(int argc, char **argv) {
     op_case cases[] = {
         {"matmul", 1, 19, 37, run_matmul, 0, {0}},   {"matmul", 3, 64, 128, run_matmul, 0, {0}},
         {"matmul", 8, 33, 96, run_matmul, 0, {0}},   {"matmul", 37, 130, 200, run_matmul, 0, {0}},
+        {"matmul_rows", 5, 6, 12, run_matmul, 0, {0}}, {"matmul_rows", 300, 1, 32, run_matmul, 0, {0}},
         {"embedding", 5, 50, 37, run_embedding, 0, {0}},
         {"rmsnorm", 1, 0, 37, run_norm, 0, {0}},     {"rmsnorm", 7, 0, 1000, run_norm, 0, {0}},
         {"add_rmsnorm", 5, 0, 333, run_norm, 0, {0}},
