@@ -133,7 +133,8 @@ lisa_status cuda_op_attention(lisa_backend *be, lisa_tensor *out, const lisa_ten
     int64_t n = q->shape[0], H = q->shape[1], D = q->shape[2];
     int64_t Tmax = kc->shape[1], KVH = kc->shape[2];
     LISA_ASSERT(H % KVH == 0 && kc->shape[3] == D && lisa_tensor_nelem(out) == n * H * D);
-    LISA_ASSERT(q->dtype == kc->dtype && out->dtype == q->dtype);
+    LISA_ASSERT(q->dtype == kc->dtype && vc->dtype == kc->dtype && out->dtype == q->dtype);
+    LISA_ASSERT(seq->dtype == LISA_DTYPE_I32 && pos->dtype == LISA_DTYPE_I32);
     if (D > ATT_MAX_D)
         return lisa_error_set(LISA_ERR_UNSUPPORTED, "cuda attention: head dim %lld > %d",
                               (long long)D, ATT_MAX_D);

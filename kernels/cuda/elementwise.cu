@@ -38,6 +38,7 @@ lisa_status cuda_op_get_rows(lisa_backend *be, lisa_tensor *out, const lisa_tens
     cuda_ctx *c = cuda_ctx_of(be);
     int64_t C = src->shape[src->ndim - 1], n = lisa_tensor_nelem(idx);
     LISA_ASSERT(lisa_tensor_nelem(out) == n * C && out->dtype == src->dtype);
+    LISA_ASSERT(idx->dtype == LISA_DTYPE_I32);
     CUDA_DISPATCH_FLOAT(out->dtype, get_rows_kernel<T><<<cuda_blocks(n * C, 256), 256, 0, c->stream>>>(
                                         (T *)out->data, (const T *)src->data,
                                         (const int32_t *)idx->data, n, C));
@@ -64,6 +65,8 @@ lisa_status cuda_op_kv_store(lisa_backend *be, lisa_tensor *kc, lisa_tensor *vc,
     cuda_ctx *c = cuda_ctx_of(be);
     int64_t Tmax = kc->shape[1], row = kc->shape[2] * kc->shape[3], n = lisa_tensor_nelem(seq);
     LISA_ASSERT(kc->dtype == k->dtype && lisa_tensor_nelem(k) == n * row);
+    LISA_ASSERT(vc->dtype == kc->dtype && v->dtype == kc->dtype && lisa_tensor_nelem(v) == n * row);
+    LISA_ASSERT(seq->dtype == LISA_DTYPE_I32 && pos->dtype == LISA_DTYPE_I32);
     CUDA_DISPATCH_FLOAT(kc->dtype, kv_store_kernel<T><<<cuda_blocks(n * row, 256), 256, 0, c->stream>>>(
                                        (T *)kc->data, (T *)vc->data, (const T *)k->data,
                                        (const T *)v->data, (const int32_t *)seq->data,
@@ -86,6 +89,7 @@ lisa_status cuda_op_swiglu(lisa_backend *be, lisa_tensor *out, const lisa_tensor
     cuda_ctx *c = cuda_ctx_of(be);
     int64_t n = lisa_tensor_nelem(gate);
     LISA_ASSERT(lisa_tensor_nelem(up) == n && lisa_tensor_nelem(out) == n);
+    LISA_ASSERT(gate->dtype == out->dtype && up->dtype == out->dtype);
     CUDA_DISPATCH_FLOAT(out->dtype, swiglu_kernel<T><<<cuda_blocks(n, 256), 256, 0, c->stream>>>(
                                         (T *)out->data, (const T *)gate->data,
                                         (const T *)up->data, n));
@@ -105,6 +109,7 @@ lisa_status cuda_op_add(lisa_backend *be, lisa_tensor *out, const lisa_tensor *a
     cuda_ctx *c = cuda_ctx_of(be);
     int64_t n = lisa_tensor_nelem(a);
     LISA_ASSERT(lisa_tensor_nelem(b) == n && lisa_tensor_nelem(out) == n);
+    LISA_ASSERT(a->dtype == out->dtype && b->dtype == out->dtype);
     CUDA_DISPATCH_FLOAT(out->dtype, add_kernel<T><<<cuda_blocks(n, 256), 256, 0, c->stream>>>(
                                         (T *)out->data, (const T *)a->data, (const T *)b->data, n));
     CUDA_LAUNCH_CHECK(c);

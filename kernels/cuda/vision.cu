@@ -125,6 +125,7 @@ lisa_status cuda_op_conv_transpose_2x2(lisa_backend *be, lisa_tensor *out, const
     LISA_ASSERT(x->ndim == 4 && w->ndim == 4 && w->shape[2] == 2 && w->shape[3] == 2);
     int64_t B = x->shape[0], H = x->shape[1], W = x->shape[2], C = x->shape[3], O = w->shape[1];
     LISA_ASSERT(w->shape[0] == C && lisa_tensor_nelem(out) == B * 4 * H * W * O);
+    LISA_ASSERT(out->dtype == x->dtype);
     int64_t total = B * 4 * H * W * O;
     CUDA_DISPATCH_FLOAT(x->dtype, conv_t2x2_kernel<T><<<cuda_blocks(total, 256), 256, 0, c->stream>>>(
                                       (T *)out->data, (const T *)x->data, w->data, w->dtype,
@@ -352,6 +353,7 @@ lisa_status cuda_op_attention_full(lisa_backend *be, lisa_tensor *out, const lis
     int64_t B = q->shape[0], Lq = q->shape[1], H = q->shape[2], D = q->shape[3], Lk = k->shape[1];
     LISA_ASSERT(k->shape[0] == B && k->shape[2] == H && k->shape[3] == D);
     LISA_ASSERT(lisa_tensor_nelem(out) == B * Lq * H * D && q->dtype == k->dtype && out->dtype == q->dtype);
+    LISA_ASSERT(v->dtype == q->dtype && lisa_tensor_nelem(v) == lisa_tensor_nelem(k));
     int64_t S = 0;
     if (rel_h) {
         S = (rel_h->shape[0] + 1) / 2;
