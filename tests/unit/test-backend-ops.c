@@ -171,8 +171,8 @@ static lisa_dtype adt(lisa_backend *be, lisa_dtype dt) {
 /* matmul: x (a, c) @ w (b, c)^T + bias (b). matmul_rows: x, w and out are
  * row views starting at row 1 of (a+1, c), (b+1, c), (a+1, b) buffers, so
  * their pointers are less than 256-byte aligned, as the models' row views
- * (CLIP's patch rows, SAM's hypernetwork rows) are; row 0 of out must stay
- * untouched (it is compared too). */
+ * (CLIP's patch rows, SAM's hypernetwork rows) are; row 0 of out is zeroed
+ * first and must stay zero (it is compared too). */
 static int run_matmul(const op_case *k, lisa_backend *be, lisa_dtype dt, float *out) {
     int64_t r = !strcmp(k->op, "matmul_rows");
     int64_t sx[2] = {k->a + r, k->c}, sw[2] = {k->b + r, k->c}, so[2] = {k->a + r, k->b},
@@ -182,6 +182,11 @@ static int run_matmul(const op_case *k, lisa_backend *be, lisa_dtype dt, float *
     gt_set(be, &x, k->in[0]);
     gt_set(be, &w, k->in[1]);
     gt_set(be, &b, k->in[2]);
+    if (r) { /* row 0 of out: zeros in every dtype, so both backends read back the same */
+        float *z = calloc((size_t)((k->a + r) * k->b), sizeof *z);
+        gt_set(be, &o, z);
+        free(z);
+    }
     lisa_tensor xv = lisa_tensor_rows(&x.t, r, k->a), wv = lisa_tensor_rows(&w.t, r, k->b),
                 ov = lisa_tensor_rows(&o.t, r, k->a);
     CHECK(be->ops->matmul(be, &ov, &xv, &wv, k->in[3] ? &b.t : NULL) == LISA_OK, "%s", lisa_error_get());
