@@ -7,8 +7,9 @@
 #              (falls back to "80-real;90-real" when native fails)
 #   3 ctest    the whole suite, LISA_REQUIRE_CUDA=1; then test-backend-ops
 #              alone, whose output must show CUDA cases run (no "SKIPPED");
-#              then test-lisa with LISA_TEST_DEVICE=cuda: LISA end to end on
-#              the GPU in fp32 against LISA's evaluate() reference
+#              then test-llama on cuda in fp32 and bf16 (logits vs
+#              transformers), and test-lisa with LISA_TEST_DEVICE=cuda: LISA
+#              end to end on the GPU in fp32 against LISA's evaluate() reference
 #   4 e2e      `lisa generate --device cuda` on tests/fixtures/llama-{mha,gqa}:
 #              fp32 must reproduce expected.json's tokens exactly (prompt ids
 #              too); bf16 and fp16 must run, match the first token, and the
@@ -240,6 +241,22 @@ if [ "$BUILD_OK" = 1 ]; then
     else
         record backend-ops SKIPPED "test-backend-ops was not built"
     fi
+
+    # The decoder on the GPU against transformers' logits (test-llama): fp32
+    # within 1e-4 with identical greedy tokens; bf16 within 5e-2 with the
+    # first token identical (tolerances stated in the test, not yet measured).
+    for dt in fp32 bf16; do
+        DLOG=$OUT_DIR/llama-$dt.log
+        : >"$DLOG"
+        if [ "$IS_GPU" = 1 ] && [ -x "$BUILD/bin/test-llama" ]; then
+            LISA_TEST_DEVICE=cuda LISA_TEST_DTYPE=$dt tmo 120 "$DLOG" "$BUILD/bin/test-llama" "$ROOT/tests/fixtures"
+            rc=$?
+            summ=$(grep -E 'worst|checks' "$DLOG" | tr '\n' ' ')
+            if [ $rc -eq 0 ]; then record "llama-$dt" PASS "$summ"; else record "llama-$dt" FAIL "$(why $rc): $summ"; fi
+        else
+            record "llama-$dt" SKIPPED "needs a GPU"
+        fi
+    done
 
     # LISA end to end on the engine's GPU path, fp32, against LISA's
     # evaluate() reference (tests/fixtures/lisa-tiny): ids identical, [SEG]

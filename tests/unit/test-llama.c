@@ -9,15 +9,36 @@
  *  - all prompts generated together in one batch, prefilled in small mixed
  *    chunks, give the same tokens as one at a time;
  *  - the model split into two layer ranges (as pipeline stages) gives the
- *    same logits as the whole model. */
+ *    same logits as the whole model.
+ * LISA_TEST_DEVICE=cuda runs it all on the CUDA backend (scripts/gpu-check.sh),
+ * LISA_TEST_DTYPE=bf16|fp16 in that precision. Tolerances there are stated,
+ * not yet measured: fp32 1e-4 (other summation orders); bf16 5e-2 and fp16
+ * 1e-2 on logits and hidden states (a few rounding steps of 2^-8 / 2^-11 per
+ * layer), and in half precision only the first greedy token must match
+ * (later ones may follow a different near-tie), batch and embedding
+ * equivalences are checked on the first token too. */
 #include <cJSON.h>
 
 #include "generate.h"
 #include "llama.h"
 #include "testutil.h"
 
-#define TOL_LOGITS 1e-5
-#define TOL_HIDDEN 1e-5
+#define TOL_LOGITS 1e-5 /* logits and hidden states on the CPU; measured worst ~2e-6 */
+
+static lisa_backend_kind g_kind = LISA_BACKEND_CPU;
+static lisa_dtype g_dtype = LISA_DTYPE_F32;
+static double g_tol = TOL_LOGITS; /* logits and hidden states */
+
+static lisa_status test_backend(lisa_backend **be) {
+    return g_kind == LISA_BACKEND_CPU ? lisa_backend_cpu_init(be, 2)
+                                      : lisa_backend_init(be, g_kind, 0, 0);
+}
+
+/* Token sequences agree: wholly in fp32, on the first token in half precision. */
+static int same_tokens(const int32_t *a, int na, const int32_t *b, int nb) {
+    if (g_dtype != LISA_DTYPE_F32) return na > 0 && nb > 0 && a[0] == b[0];
+    return na == nb && !memcmp(a, b, (size_t)na * 4);
+}
 
 typedef struct {
     int32_t *ids;
@@ -65,10 +86,12 @@ static void check_split(const char *dir, const llama_case *c, const float *ref_l
     lisa_backend *be;
     lisa_llama_model a, b;
     lisa_llama_state sa, sb;
-    CHECK(lisa_backend_cpu_init(&be, 2) == LISA_OK, "backend");
-    lisa_status st = lisa_llama_model_load(&a, dir, be, LISA_DTYPE_F32, 0, 1);
+    lisa_status st = test_backend(&be);
+    CHECK(st == LISA_OK, "backend: %s", lisa_error_get());
+    if (st != LISA_OK) return;
+    st = lisa_llama_model_load(&a, dir, be, g_dtype, 0, 1);
     CHECK(st == LISA_OK, "load range [0,1): %s", lisa_error_get());
-    st = lisa_llama_model_load(&b, dir, be, LISA_DTYPE_F32, 1, -1);
+    st = lisa_llama_model_load(&b, dir, be, g_dtype, 1, -1);
     CHECK(st == LISA_OK, "load range [1,L): %s", lisa_error_get());
     CHECK((a.output.data == NULL && b.tok_embeddings.data == NULL) || b.cfg.tie_word_embeddings,
           "a stage holds only what its range needs");
@@ -83,7 +106,7 @@ static void check_split(const char *dir, const llama_case *c, const float *ref_l
     lisa_llama_batch bb = {n, NULL, mid, seq, pos, n, rows};
     CHECK(lisa_llama_forward(&b, &sb, &bb, lg, NULL, NULL) == LISA_OK, "stage b: %s", lisa_error_get());
     double e = test_rel_err(lg + (size_t)(n - 1) * V, ref_logits + V, (size_t)V);
-    CHECK(e <= TOL_LOGITS, "%s: two-stage logits rel err %.3g", dir, e);
+    CHECK(e <= g_tol, "%s: two-stage logits rel err %.3g", dir, e);
     free(seq);
     free(pos);
     free(rows);
@@ -109,8 +132,10 @@ static void test_model(const char *fixtures, const char *name) {
 
     lisa_backend *be;
     lisa_llama_model m;
-    CHECK(lisa_backend_cpu_init(&be, 2) == LISA_OK, "backend");
-    lisa_status st = lisa_llama_model_load(&m, dir, be, LISA_DTYPE_F32, 0, -1);
+    lisa_status st = test_backend(&be);
+    CHECK(st == LISA_OK, "backend: %s", lisa_error_get());
+    if (st != LISA_OK) return;
+    st = lisa_llama_model_load(&m, dir, be, g_dtype, 0, -1);
     CHECK(st == LISA_OK, "load %s: %s", dir, lisa_error_get());
     if (st != LISA_OK) return;
     int V = m.cfg.vocab_size, C = m.cfg.hidden_size;
@@ -138,15 +163,15 @@ static void test_model(const char *fixtures, const char *name) {
         CHECK(run_prompt(&m, &s, &cs[k], lg, hd) == LISA_OK, "forward: %s", lisa_error_get());
         double el = test_rel_err(lg, cs[k].logits, (size_t)2 * V);
         double eh = test_rel_err(hd, cs[k].hidden, (size_t)cs[k].n * C);
-        CHECK(el <= TOL_LOGITS, "%s case %d: logits rel err %.3g", name, k, el);
-        CHECK(eh <= TOL_HIDDEN, "%s case %d: hidden rel err %.3g", name, k, eh);
+        CHECK(el <= g_tol, "%s case %d: logits rel err %.3g", name, k, el);
+        CHECK(eh <= g_tol, "%s case %d: hidden rel err %.3g", name, k, eh);
         if (el > worst_l) worst_l = el;
         if (eh > worst_h) worst_h = eh;
         free(lg);
         free(hd);
     }
     fprintf(stderr, "%s: worst logits rel err %.3g, hidden %.3g (tolerance %.0e)\n", name, worst_l,
-            worst_h, TOL_LOGITS);
+            worst_h, g_tol);
 
     /* greedy, one sequence at a time */
     lisa_gen_request *rq = calloc((size_t)nc, sizeof *rq);
@@ -157,10 +182,16 @@ static void test_model(const char *fixtures, const char *name) {
         rq[k].max_new_tokens = cs[k].max_new;
         CHECK(lisa_generate_greedy(&m, &s, &rq[k], 1, m.cfg.eos_token_id, &one[k]) == LISA_OK,
               "generate: %s", lisa_error_get());
-        int same = one[k].n_tokens == cs[k].n_gen &&
-                   !memcmp(one[k].tokens, cs[k].gen, (size_t)cs[k].n_gen * 4);
+        int same = same_tokens(one[k].tokens, one[k].n_tokens, cs[k].gen, cs[k].n_gen);
         CHECK(same, "%s case %d: greedy tokens differ from transformers (%d vs %d tokens)", name, k,
               one[k].n_tokens, cs[k].n_gen);
+        if (g_dtype != LISA_DTYPE_F32) {
+            int agree = 0;
+            while (agree < one[k].n_tokens && agree < cs[k].n_gen && one[k].tokens[agree] == cs[k].gen[agree])
+                agree++;
+            fprintf(stderr, "%s case %d: %d of %d greedy tokens agree with fp32 transformers\n", name,
+                    k, agree, cs[k].n_gen);
+        }
         CHECK(cs[k].n_gen >= 32 || one[k].stop == LISA_STOP_EOS, "case %d: short continuation", k);
     }
     lisa_llama_state_free(&s);
@@ -170,8 +201,7 @@ static void test_model(const char *fixtures, const char *name) {
     CHECK(lisa_generate_greedy(&m, &s, rq, nc, m.cfg.eos_token_id, all) == LISA_OK, "batched: %s",
           lisa_error_get());
     for (int k = 0; k < nc; k++) {
-        int same = one[k].n_tokens == all[k].n_tokens &&
-                   !memcmp(one[k].tokens, all[k].tokens, (size_t)all[k].n_tokens * 4);
+        int same = same_tokens(one[k].tokens, one[k].n_tokens, all[k].tokens, all[k].n_tokens);
         CHECK(same, "%s case %d: batched generation differs from single", name, k);
     }
     lisa_llama_state_free(&s);
@@ -198,8 +228,7 @@ static void test_model(const char *fixtures, const char *name) {
     CHECK(lisa_generate_greedy(&m, &s, rq2, nc, m.cfg.eos_token_id, emb_res) == LISA_OK, "embd: %s",
           lisa_error_get());
     for (int k = 0; k < nc; k++) {
-        int same = one[k].n_tokens == emb_res[k].n_tokens &&
-                   !memcmp(one[k].tokens, emb_res[k].tokens, (size_t)one[k].n_tokens * 4);
+        int same = same_tokens(one[k].tokens, one[k].n_tokens, emb_res[k].tokens, emb_res[k].n_tokens);
         CHECK(same, "%s case %d: embedding prompt differs from token prompt", name, k);
         lisa_gen_result_free(&emb_res[k]);
         free(embs[k]);
@@ -245,6 +274,14 @@ static void test_model(const char *fixtures, const char *name) {
 
 int main(int argc, char **argv) {
     const char *fixtures = argc > 1 ? argv[1] : "tests/fixtures";
+    const char *dev = getenv("LISA_TEST_DEVICE"), *dt = getenv("LISA_TEST_DTYPE");
+    if (dev && !strcmp(dev, "cuda")) {
+        g_kind = LISA_BACKEND_CUDA;
+        g_tol = 1e-4;
+        if (dt && !strcmp(dt, "bf16")) g_dtype = LISA_DTYPE_BF16, g_tol = 5e-2;
+        else if (dt && !strcmp(dt, "fp16")) g_dtype = LISA_DTYPE_F16, g_tol = 1e-2;
+        fprintf(stderr, "test-llama on cuda, %s, tolerance %.0e\n", lisa_dtype_name(g_dtype), g_tol);
+    }
     test_model(fixtures, "llama-mha");
     test_model(fixtures, "llama-gqa");
     return test_finish("test-llama");
