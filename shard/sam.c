@@ -285,22 +285,33 @@ static lisa_status sam_host_f32(const lisa_safetensors *st, const char *pfx, con
     return LISA_OK;
 }
 
+/* v rounded to dtype's precision (identity for F32). */
+static float sam_round(float v, lisa_dtype dt) {
+    if (dt == LISA_DTYPE_BF16) return lisa_bf16_to_f32(lisa_f32_to_bf16(v));
+    if (dt == LISA_DTYPE_F16) return lisa_f16_to_f32(lisa_f32_to_f16(v));
+    return v;
+}
+
 /* PositionEmbeddingRandom.forward((G, G)) channels-last: for the cell (i, j),
  * u = 2 * ((j + 0.5) / G, (i + 0.5) / G) - 1, z = 2pi (u @ gauss (2, C/2)),
- * pe = [sin z, cos z]. fp32 throughout, 2pi rounded to fp32 as torch does;
- * the K=2 product is accumulated as torch's CPU matmul does it,
- * fma(u_y, g1, u_x * g0), which makes z bit-identical to the reference. */
-static void sam_dense_pe(float *pe, const float *gauss, int G, int C) {
+ * pe = [sin z, cos z]. 2pi is rounded to fp32 as torch does; the K=2
+ * product is accumulated as torch's matmul does it, fma(u_y, g1, u_x * g0),
+ * which makes z bit-identical to the fp32 reference. LISA runs SAM in its
+ * compute dtype, so in bf16/fp16 the Gaussian matrix, the product and 2pi z
+ * are each rounded to that dtype (u is exact in both for SAM's 64 grid);
+ * sin and cos are rounded when the table is uploaded. */
+static void sam_dense_pe(float *pe, const float *gauss, int G, int C, lisa_dtype dt) {
     int h = C / 2;
     const float two_pi = (float)(2.0 * 3.141592653589793);
     for (int i = 0; i < G; i++)
         for (int j = 0; j < G; j++) {
-            float ux = 2.0f * (((float)j + 0.5f) / (float)G) - 1.0f;
-            float uy = 2.0f * (((float)i + 0.5f) / (float)G) - 1.0f;
+            float ux = sam_round(2.0f * (((float)j + 0.5f) / (float)G) - 1.0f, dt);
+            float uy = sam_round(2.0f * (((float)i + 0.5f) / (float)G) - 1.0f, dt);
             float *o = pe + ((int64_t)i * G + j) * C;
             for (int k = 0; k < h; k++) {
-                float z = fmaf(uy, gauss[h + k], ux * gauss[k]);
-                z = two_pi * z;
+                float z = sam_round(fmaf(uy, sam_round(gauss[h + k], dt),
+                                         ux * sam_round(gauss[k], dt)), dt);
+                z = sam_round(two_pi * z, dt);
                 o[k] = sinf(z);
                 o[h + k] = cosf(z);
             }
@@ -348,7 +359,7 @@ lisa_status lisa_sam_model_load(lisa_sam_model *m, const char *path, lisa_backen
         st = sam_host_f32(m->st, pfx, "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix",
                           2, SHAPE(2, C / 2), gauss);
     if (st != LISA_OK) goto fail;
-    sam_dense_pe(m->dense_pe_host, gauss, c->grid, (int)C);
+    sam_dense_pe(m->dense_pe_host, gauss, c->grid, (int)C, dtype);
     m->dense_pe = lisa_tensor_2d(NULL, dtype, T, C);
     st = be->ops->buffer_alloc(be, lisa_tensor_nbytes(&m->dense_pe), &m->pe_buffer);
     if (st != LISA_OK) goto fail;

@@ -54,10 +54,10 @@
  * mask_downscaling are not loaded), the text_hidden_fcs projection that
  * makes LISA's [SEG] embeddings, and batching the decoder's prompts across
  * images (each decode pass reads one selected embedding).
- * Reduced-precision runs are not yet faithful to LISA's: in bf16 LISA
- * computes get_dense_pe itself in bf16 and in fp16 runs the neck in fp32
- * (lisa-inference.md §1.8-1.9); here the PE is computed in fp32 and rounded
- * to the compute dtype, and the neck runs in the compute dtype. */
+ * Reduced precision follows LISA's get_dense_pe (computed in the compute
+ * dtype: the Gaussian matrix, the product and 2pi z rounded to it) but not
+ * its fp16 neck, which LISA runs in fp32 under autocast (lisa-inference.md
+ * §1.8); here the neck runs in the compute dtype. */
 #ifndef LISA_SAM_H
 #define LISA_SAM_H
 
