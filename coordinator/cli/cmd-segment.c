@@ -5,7 +5,8 @@
  * one per [SEG] in order), overlay.png (LISA chat.py's red 50% blend of all
  * masks), result.json (answer, per mask COCO RLE {size, counts}, area, bbox
  * [x, y, w, h], SAM's IoU prediction; or the error of a failed request); and
- * OUT/results.jsonl, one result line per request in manifest order. A bad
+ * OUT/results.jsonl, one result line per request in manifest order, written
+ * as each batch finishes (memory stays flat over long manifests). A bad
  * request (missing or corrupt image, empty or too long prompt, malformed
  * manifest line) fails alone with its reason; the others finish. */
 #include <errno.h>
@@ -271,14 +272,25 @@ static int write_outputs(const char *out, const lisa_request *q, const lisa_resp
     return ok;
 }
 
-static void progress_bar(void *user, int done, int total) {
-    (void)user;
+/* Progress over the whole manifest: the engine reports within a chunk. */
+typedef struct {
+    int base;   /* requests finished in earlier chunks */
+    int total;  /* runnable requests in the manifest */
+} seg_progress;
+
+static void progress_bar(int done, int total) {
     int width = 30, fill = total ? done * width / total : width;
     fprintf(stderr, "\r[");
     for (int i = 0; i < width; i++) fputc(i < fill ? '#' : ' ', stderr);
     fprintf(stderr, "] %d/%d", done, total);
     if (done == total) fputc('\n', stderr);
     fflush(stderr);
+}
+
+static void seg_progress_step(void *user, int done, int total) {
+    const seg_progress *p = user;
+    (void)total;
+    progress_bar(p->base + done, p->total);
 }
 
 int cmd_segment(int argc, char **argv) {
@@ -358,14 +370,17 @@ int cmd_segment(int argc, char **argv) {
         jobs_free(&jobs);
         return 1;
     }
-    /* Requests with a manifest error are not sent to the engine. */
-    int n = jobs.n, nrun = 0;
-    lisa_request *run = calloc((size_t)(n ? n : 1), sizeof *run);
-    lisa_response *res = calloc((size_t)(n ? n : 1), sizeof *res);
-    for (int i = 0; i < n; i++)
-        if (!jobs.line_errors[i]) run[nrun++] = jobs.reqs[i];
+    /* The manifest runs --batch requests at a time and each chunk's results
+     * are written (and freed) before the next starts, so memory stays flat
+     * and results.jsonl grows as work finishes. Requests with a manifest
+     * error are not sent to the engine; after a backend failure the rest are
+     * recorded as failed, not dropped. */
+    int n = jobs.n, nrunnable = 0;
+    for (int i = 0; i < n; i++) nrunnable += !jobs.line_errors[i];
+    lisa_request *run = calloc((size_t)p.max_batch, sizeof *run);
+    lisa_response *res = calloc((size_t)p.max_batch, sizeof *res);
+    seg_progress prog = {0, nrunnable};
     int tty = isatty(2);
-    st = lisa_engine_run(e, run, nrun, res, tty && nrun > 1 ? progress_bar : NULL, NULL);
     FILE *all = NULL;
     if (out) {
         char path[4200];
@@ -373,31 +388,51 @@ int cmd_segment(int argc, char **argv) {
         all = fopen(path, "wb");
         if (!all) fprintf(stderr, "lisa segment: cannot write %s: %s\n", path, strerror(errno));
     }
-    int failures = 0, k = 0;
-    for (int i = 0; i < n; i++) {
-        const lisa_request *q = &jobs.reqs[i];
-        const lisa_response *r = NULL;
-        if (!jobs.line_errors[i]) r = &res[k++];
-        lisa_response empty;
-        memset(&empty, 0, sizeof empty);
-        cJSON *o = result_json(q, r ? r : &empty, jobs.line_errors[i]);
-        int failed = jobs.line_errors[i] || !r || r->status != LISA_OK;
-        if (failed) {
-            failures++;
-            fprintf(stderr, "lisa segment: %s: %s\n", q->id ? q->id : "?",
-                    jobs.line_errors[i] ? jobs.line_errors[i] : r ? r->error : "not run");
+    int failures = 0;
+    for (int i0 = 0; i0 < n;) {
+        int i1 = i0, nrun = 0;
+        while (i1 < n && (nrun < p.max_batch || jobs.line_errors[i1])) {
+            if (!jobs.line_errors[i1]) run[nrun++] = jobs.reqs[i1];
+            i1++;
         }
-        if (out && write_outputs(out, q, r, o)) failures += !failed;
-        char *line = cJSON_PrintUnformatted(o);
-        if (all && line) fprintf(all, "%s\n", line);
-        if (json && line) printf("%s\n", line);
-        else if (!json && !out && r && r->status == LISA_OK) printf("%s\n", r->text ? r->text : "");
-        free(line);
-        cJSON_Delete(o);
+        memset(res, 0, (size_t)p.max_batch * sizeof *res);
+        if (nrun && st == LISA_OK)
+            st = lisa_engine_run(e, run, nrun, res, tty && nrunnable > 1 ? seg_progress_step : NULL,
+                                 &prog);
+        else if (nrun)
+            for (int k = 0; k < nrun; k++) {
+                res[k].status = LISA_ERR_BACKEND;
+                snprintf(res[k].error, sizeof res[k].error, "not run: an earlier batch failed in the backend");
+            }
+        for (int i = i0, k = 0; i < i1; i++) {
+            const lisa_request *q = &jobs.reqs[i];
+            const lisa_response *r = jobs.line_errors[i] ? NULL : &res[k++];
+            lisa_response empty;
+            memset(&empty, 0, sizeof empty);
+            cJSON *o = result_json(q, r ? r : &empty, jobs.line_errors[i]);
+            int failed = jobs.line_errors[i] || !r || r->status != LISA_OK;
+            if (failed) {
+                failures++;
+                fprintf(stderr, "lisa segment: %s: %s\n", q->id ? q->id : "?",
+                        jobs.line_errors[i] ? jobs.line_errors[i] : r ? r->error : "not run");
+            }
+            if (out && write_outputs(out, q, r, o)) failures += !failed;
+            char *line = cJSON_PrintUnformatted(o);
+            if (all && line) {
+                fprintf(all, "%s\n", line);
+                fflush(all);
+            }
+            if (json && line) printf("%s\n", line);
+            else if (!json && !out && r && r->status == LISA_OK) printf("%s\n", r->text ? r->text : "");
+            free(line);
+            cJSON_Delete(o);
+        }
+        for (int k = 0; k < nrun; k++) lisa_response_free(&res[k]);
+        prog.base += nrun;
+        i0 = i1;
     }
     if (all) fclose(all);
     if (st != LISA_OK) fprintf(stderr, "lisa segment: %s: %s\n", lisa_status_str(st), lisa_error_get());
-    for (int i = 0; i < nrun; i++) lisa_response_free(&res[i]);
     free(run);
     free(res);
     lisa_engine_free(e);
