@@ -451,6 +451,13 @@ static lisa_status engine_sam_image(lisa_engine *e, const engine_image *imgs, in
         if (rs == LISA_OK)
             rs = engine_sam_decode(e, &imgs[k], rh, rw, res[i].seg_embeddings, it->n_seg,
                                    res[i].masks, low, iou);
+        if (rs != LISA_OK)
+            for (int j = 0; j < it->n_seg; j++) { /* masks decoded before the failure */
+                free(res[i].masks[j].mask);
+                free(res[i].masks[j].lowres);
+                res[i].masks[j].mask = NULL;
+                res[i].masks[j].lowres = NULL;
+            }
         if (rs == LISA_ERR_BACKEND || rs == LISA_ERR_NOMEM) return rs;
         if (rs != LISA_OK) item_fail(&res[i], it, rs, lisa_error_get());
         else res[i].n_masks = it->n_seg;
