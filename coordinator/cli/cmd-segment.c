@@ -48,6 +48,8 @@ static void segment_help(FILE *f) {
             "  --device DEV         cpu (default), cuda or cuda:N\n"
             "  --dtype T            fp32, bf16 or fp16 (default: fp32 on cpu, bf16 on cuda)\n"
             "  --threads N          CPU threads (default: all cores)\n"
+            "  --max-image-bytes N  refuse image files larger than N bytes (default 100 MB)\n"
+            "  --max-image-pixels N refuse images of more than N pixels (default 100 million)\n"
             "  -h, --help           show this help\n"
             "\n"
             "Exit status: 0 when every request succeeded, 1 when any failed (each\n"
@@ -296,7 +298,7 @@ static void seg_progress_step(void *user, int done, int total) {
 int cmd_segment(int argc, char **argv) {
     const char *model = NULL, *image = NULL, *prompt = NULL, *answer = NULL, *manifest = NULL,
                *out = NULL, *device = "cpu", *dtype_s = NULL;
-    long max_new = 512, batch = 8, threads = 0;
+    long max_new = 512, batch = 8, threads = 0, max_bytes = 0, max_pixels = 0;
     int json = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -309,7 +311,8 @@ int cmd_segment(int argc, char **argv) {
                    !strcmp(a, "--answer") || !strcmp(a, "--manifest") || !strcmp(a, "--out") ||
                    !strcmp(a, "--device") || !strcmp(a, "--dtype") ||
                    !strcmp(a, "--max-new-tokens") || !strcmp(a, "--batch") ||
-                   !strcmp(a, "--threads")) {
+                   !strcmp(a, "--threads") || !strcmp(a, "--max-image-bytes") ||
+                   !strcmp(a, "--max-image-pixels")) {
             if (!(v = cli_option_value("segment", argc, argv, &i))) return 2;
             if (!strcmp(a, "--model")) model = v;
             else if (!strcmp(a, "--image")) image = v;
@@ -322,6 +325,8 @@ int cmd_segment(int argc, char **argv) {
             else if (!strcmp(a, "--max-new-tokens") && (max_new = cli_parse_count(a, v)) < 1) return 2;
             else if (!strcmp(a, "--batch") && (batch = cli_parse_count(a, v)) < 1) return 2;
             else if (!strcmp(a, "--threads") && (threads = cli_parse_count(a, v)) < 0) return 2;
+            else if (!strcmp(a, "--max-image-bytes") && (max_bytes = cli_parse_count(a, v)) < 1) return 2;
+            else if (!strcmp(a, "--max-image-pixels") && (max_pixels = cli_parse_count(a, v)) < 1) return 2;
         } else {
             fprintf(stderr, "lisa segment: unknown option '%s' (see --help)\n", a);
             return 2;
@@ -345,6 +350,8 @@ int cmd_segment(int argc, char **argv) {
     p.threads = (int)threads;
     p.max_batch = (int)batch;
     p.max_new_tokens = (int)max_new;
+    p.limits.max_file_bytes = (size_t)max_bytes;
+    p.limits.max_pixels = (uint64_t)max_pixels;
 
     seg_jobs jobs;
     memset(&jobs, 0, sizeof jobs);

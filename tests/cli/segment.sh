@@ -66,6 +66,14 @@ check_failed long "prompt too long"
 check_failed line7 "not a JSON object"
 check_failed noprompt "prompt"
 
+# configurable hostile-image limits: a request over them fails with the reason
+"$LISA" segment --model "$MODEL" --image "$IMG/astronaut.jpg" --prompt x --max-image-pixels 1000 \
+    >/dev/null 2>"$TMP/err"
+[ $? -eq 1 ] && grep -q "over the limit" "$TMP/err" || fail "--max-image-pixels: $(cat "$TMP/err")"
+"$LISA" segment --model "$MODEL" --image "$IMG/astronaut.jpg" --prompt x --max-image-bytes 100 \
+    >/dev/null 2>"$TMP/err"
+[ $? -eq 1 ] && grep -q "over the limit" "$TMP/err" || fail "--max-image-bytes: $(cat "$TMP/err")"
+
 # teacher-forced evaluation on the ReasonSeg fixture folder
 "$LISA" eval --data "$FIX/reasonseg/data" --model "$MODEL" --csv "$TMP/eval.csv" >"$TMP/out" 2>"$TMP/err" ||
     fail "eval --model: $(cat "$TMP/err")"
