@@ -42,6 +42,13 @@ int cli_parse_device(const char *val, lisa_backend_kind *kind, int *device) {
     return -1;
 }
 
+int cli_resolve_backend(const char *device, const char *dtype_s, lisa_backend_kind *kind,
+                        int *index, lisa_dtype *dtype) {
+    if (cli_parse_device(device, kind, index)) return -1;
+    *dtype = *kind == LISA_BACKEND_CPU ? LISA_DTYPE_F32 : LISA_DTYPE_BF16;
+    return dtype_s ? cli_parse_dtype(dtype_s, dtype) : 0;
+}
+
 int cli_parse_dtype(const char *val, lisa_dtype *dtype) {
     if (!strcmp(val, "fp32") || !strcmp(val, "f32")) *dtype = LISA_DTYPE_F32;
     else if (!strcmp(val, "bf16")) *dtype = LISA_DTYPE_BF16;
@@ -74,4 +81,42 @@ void cli_json_ids(FILE *f, const int32_t *ids, size_t n) {
     fputc('[', f);
     for (size_t i = 0; i < n; i++) fprintf(f, "%s%d", i ? ", " : "", ids[i]);
     fputc(']', f);
+}
+
+int cli_opts_parse(const char *cmd, int argc, char **argv, const cli_opt *opts, int n_opts,
+                   void (*help)(FILE *)) {
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            help(stdout);
+            return 1;
+        }
+        const char *eq = strncmp(a, "--", 2) ? NULL : strchr(a, '=');
+        size_t len = eq ? (size_t)(eq - a) : strlen(a);
+        const cli_opt *o = NULL;
+        for (int k = 0; k < n_opts && !o; k++)
+            if (strlen(opts[k].name) == len && !strncmp(opts[k].name, a, len)) o = &opts[k];
+        if (!o) {
+            fprintf(stderr, "lisa %s: unknown option '%s' (see --help)\n", cmd, a);
+            return -1;
+        }
+        if (o->kind == CLI_FLAG) {
+            if (eq) {
+                fprintf(stderr, "lisa %s: %s takes no value\n", cmd, o->name);
+                return -1;
+            }
+            *(int *)o->dst = 1;
+            continue;
+        }
+        const char *v = eq ? eq + 1 : cli_option_value(cmd, argc, argv, &i);
+        if (!v) return -1;
+        if (o->kind == CLI_STRING) {
+            *(const char **)o->dst = v;
+        } else {
+            long c = cli_parse_count(o->name, v);
+            if (c < 0) return -1;
+            *(long *)o->dst = c;
+        }
+    }
+    return 0;
 }

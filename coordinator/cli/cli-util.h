@@ -8,6 +8,23 @@
 
 #include "backend.h"
 
+/* One command-line option of a table: a flag (int set to 1), a string, or
+ * a non-negative count (long). */
+typedef enum { CLI_FLAG, CLI_STRING, CLI_COUNT } cli_opt_kind;
+
+typedef struct {
+    const char *name;  /* "--model" */
+    cli_opt_kind kind;
+    void *dst;         /* int *, const char **, long * */
+} cli_opt;
+
+/* Parses argv[1..argc) against the table (values as the next argument or
+ * --name=value). -h/--help prints help(stdout) and returns 1; an unknown
+ * option, a missing value or a bad count prints a usage error naming it and
+ * returns -1; otherwise 0. Bounds beyond "non-negative" are the caller's. */
+int cli_opts_parse(const char *cmd, int argc, char **argv, const cli_opt *opts, int n_opts,
+                   void (*help)(FILE *));
+
 /* Parses a non-negative integer option value; prints a usage error naming
  * the option and returns -1 when it is not one. */
 long cli_parse_count(const char *opt, const char *val);
@@ -16,6 +33,11 @@ long cli_parse_count(const char *opt, const char *val);
 const char *cli_option_value(const char *cmd, int argc, char **argv, int *i);
 /* Parses "cpu" / "cuda" / "cuda:N" into a kind and device index. */
 int cli_parse_device(const char *val, lisa_backend_kind *kind, int *device);
+/* --device and --dtype resolved: the backend kind and index, and the compute
+ * dtype (dtype_s NULL: fp32 on the CPU, bf16 on CUDA, as LISA runs). 0 ok,
+ * -1 after printing a usage error. */
+int cli_resolve_backend(const char *device, const char *dtype_s, lisa_backend_kind *kind,
+                        int *index, lisa_dtype *dtype);
 /* Parses fp32|f32, bf16, fp16|f16 into a dtype; prints an error otherwise. */
 int cli_parse_dtype(const char *val, lisa_dtype *dtype);
 /* Writes s as a JSON string literal (quoted, escaped). */

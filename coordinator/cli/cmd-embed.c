@@ -58,38 +58,23 @@ int cmd_embed_image(int argc, char **argv) {
                *dtype_s = NULL;
     long threads = 0;
     int json = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            embed_help(stdout);
-            return 0;
-        } else if (!strcmp(a, "--json")) {
-            json = 1;
-        } else if (!strcmp(a, "--sam") || !strcmp(a, "--image") || !strcmp(a, "--prefix") ||
-                   !strcmp(a, "--out") || !strcmp(a, "--device") || !strcmp(a, "--dtype") ||
-                   !strcmp(a, "--threads")) {
-            if (!(v = cli_option_value("embed-image", argc, argv, &i))) return 2;
-            if (!strcmp(a, "--sam")) sam_path = v;
-            else if (!strcmp(a, "--image")) image = v;
-            else if (!strcmp(a, "--prefix")) prefix = v;
-            else if (!strcmp(a, "--out")) out = v;
-            else if (!strcmp(a, "--device")) device = v;
-            else if (!strcmp(a, "--dtype")) dtype_s = v;
-            else if ((threads = cli_parse_count(a, v)) < 0) return 2;
-        } else {
-            fprintf(stderr, "lisa embed-image: unknown option '%s' (see --help)\n", a);
-            return 2;
-        }
-    }
+    const cli_opt opts[] = {
+        {"--sam", CLI_STRING, &sam_path}, {"--image", CLI_STRING, &image},
+        {"--prefix", CLI_STRING, &prefix}, {"--out", CLI_STRING, &out},
+        {"--device", CLI_STRING, &device}, {"--dtype", CLI_STRING, &dtype_s},
+        {"--threads", CLI_COUNT, &threads}, {"--json", CLI_FLAG, &json},
+    };
+    int pr = cli_opts_parse("embed-image", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
+                            embed_help);
+    if (pr) return pr > 0 ? 0 : 2;
     if (!sam_path || !image) {
         fprintf(stderr, "lisa embed-image: --sam and --image are required (see --help)\n");
         return 2;
     }
     lisa_backend_kind kind;
     int dev;
-    if (cli_parse_device(device, &kind, &dev)) return 2;
-    lisa_dtype dtype = kind == LISA_BACKEND_CPU ? LISA_DTYPE_F32 : LISA_DTYPE_BF16;
-    if (dtype_s && cli_parse_dtype(dtype_s, &dtype)) return 2;
+    lisa_dtype dtype;
+    if (cli_resolve_backend(device, dtype_s, &kind, &dev, &dtype)) return 2;
 
     lisa_backend *be = NULL;
     lisa_safetensors *st = NULL;

@@ -247,9 +247,7 @@ int cmd_eval(int argc, char **argv) {
     if (model) {
         lisa_engine_params p;
         memset(&p, 0, sizeof p);
-        if (cli_parse_device(device, &p.backend, &p.device)) return 2;
-        p.dtype = p.backend == LISA_BACKEND_CPU ? LISA_DTYPE_F32 : LISA_DTYPE_BF16;
-        if (dtype_s && cli_parse_dtype(dtype_s, &p.dtype)) return 2;
+        if (cli_resolve_backend(device, dtype_s, &p.backend, &p.device, &p.dtype)) return 2;
         long threads = threads_s ? cli_parse_count("--threads", threads_s) : 0;
         if (threads < 0) return 2;
         p.threads = (int)threads;

@@ -52,40 +52,24 @@ int cmd_generate(int argc, char **argv) {
     const char *model_dir = NULL, *prompt = NULL, *device = "cpu", *dtype_s = NULL;
     long max_new = 128, ctx = 0, threads = 0;
     int no_bos = 0, json = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            generate_help(stdout);
-            return 0;
-        } else if (!strcmp(a, "--no-bos")) {
-            no_bos = 1;
-        } else if (!strcmp(a, "--json")) {
-            json = 1;
-        } else if (!strcmp(a, "--model") || !strcmp(a, "--prompt") || !strcmp(a, "--device") ||
-                   !strcmp(a, "--max-new-tokens") || !strcmp(a, "--ctx") || !strcmp(a, "--dtype") ||
-                   !strcmp(a, "--threads")) {
-            if (!(v = cli_option_value("generate", argc, argv, &i))) return 2;
-            if (!strcmp(a, "--model")) model_dir = v;
-            else if (!strcmp(a, "--prompt")) prompt = v;
-            else if (!strcmp(a, "--device")) device = v;
-            else if (!strcmp(a, "--dtype")) dtype_s = v;
-            else if (!strcmp(a, "--max-new-tokens") && (max_new = cli_parse_count(a, v)) < 0) return 2;
-            else if (!strcmp(a, "--ctx") && (ctx = cli_parse_count(a, v)) < 0) return 2;
-            else if (!strcmp(a, "--threads") && (threads = cli_parse_count(a, v)) < 0) return 2;
-        } else {
-            fprintf(stderr, "lisa generate: unknown option '%s' (see --help)\n", a);
-            return 2;
-        }
-    }
+    const cli_opt opts[] = {
+        {"--model", CLI_STRING, &model_dir},   {"--prompt", CLI_STRING, &prompt},
+        {"--device", CLI_STRING, &device},     {"--dtype", CLI_STRING, &dtype_s},
+        {"--max-new-tokens", CLI_COUNT, &max_new}, {"--ctx", CLI_COUNT, &ctx},
+        {"--threads", CLI_COUNT, &threads},    {"--no-bos", CLI_FLAG, &no_bos},
+        {"--json", CLI_FLAG, &json},
+    };
+    int pr = cli_opts_parse("generate", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
+                            generate_help);
+    if (pr) return pr > 0 ? 0 : 2;
     if (!model_dir || !prompt) {
         fprintf(stderr, "lisa generate: --model and --prompt are required (see --help)\n");
         return 2;
     }
     lisa_backend_kind kind;
     int dev;
-    if (cli_parse_device(device, &kind, &dev)) return 2;
-    lisa_dtype dtype = kind == LISA_BACKEND_CPU ? LISA_DTYPE_F32 : LISA_DTYPE_BF16;
-    if (dtype_s && cli_parse_dtype(dtype_s, &dtype)) return 2;
+    lisa_dtype dtype;
+    if (cli_resolve_backend(device, dtype_s, &kind, &dev, &dtype)) return 2;
 
     int rc = 1;
     lisa_backend *be = NULL;

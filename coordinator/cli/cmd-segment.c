@@ -300,37 +300,21 @@ int cmd_segment(int argc, char **argv) {
                *out = NULL, *device = "cpu", *dtype_s = NULL;
     long max_new = 512, batch = 8, threads = 0, max_bytes = 0, max_pixels = 0;
     int json = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            segment_help(stdout);
-            return 0;
-        } else if (!strcmp(a, "--json")) {
-            json = 1;
-        } else if (!strcmp(a, "--model") || !strcmp(a, "--image") || !strcmp(a, "--prompt") ||
-                   !strcmp(a, "--answer") || !strcmp(a, "--manifest") || !strcmp(a, "--out") ||
-                   !strcmp(a, "--device") || !strcmp(a, "--dtype") ||
-                   !strcmp(a, "--max-new-tokens") || !strcmp(a, "--batch") ||
-                   !strcmp(a, "--threads") || !strcmp(a, "--max-image-bytes") ||
-                   !strcmp(a, "--max-image-pixels")) {
-            if (!(v = cli_option_value("segment", argc, argv, &i))) return 2;
-            if (!strcmp(a, "--model")) model = v;
-            else if (!strcmp(a, "--image")) image = v;
-            else if (!strcmp(a, "--prompt")) prompt = v;
-            else if (!strcmp(a, "--answer")) answer = v;
-            else if (!strcmp(a, "--manifest")) manifest = v;
-            else if (!strcmp(a, "--out")) out = v;
-            else if (!strcmp(a, "--device")) device = v;
-            else if (!strcmp(a, "--dtype")) dtype_s = v;
-            else if (!strcmp(a, "--max-new-tokens") && (max_new = cli_parse_count(a, v)) < 1) return 2;
-            else if (!strcmp(a, "--batch") && (batch = cli_parse_count(a, v)) < 1) return 2;
-            else if (!strcmp(a, "--threads") && (threads = cli_parse_count(a, v)) < 0) return 2;
-            else if (!strcmp(a, "--max-image-bytes") && (max_bytes = cli_parse_count(a, v)) < 1) return 2;
-            else if (!strcmp(a, "--max-image-pixels") && (max_pixels = cli_parse_count(a, v)) < 1) return 2;
-        } else {
-            fprintf(stderr, "lisa segment: unknown option '%s' (see --help)\n", a);
-            return 2;
-        }
+    const cli_opt opts[] = {
+        {"--model", CLI_STRING, &model},         {"--image", CLI_STRING, &image},
+        {"--prompt", CLI_STRING, &prompt},       {"--answer", CLI_STRING, &answer},
+        {"--manifest", CLI_STRING, &manifest},   {"--out", CLI_STRING, &out},
+        {"--device", CLI_STRING, &device},       {"--dtype", CLI_STRING, &dtype_s},
+        {"--max-new-tokens", CLI_COUNT, &max_new}, {"--batch", CLI_COUNT, &batch},
+        {"--threads", CLI_COUNT, &threads},      {"--max-image-bytes", CLI_COUNT, &max_bytes},
+        {"--max-image-pixels", CLI_COUNT, &max_pixels}, {"--json", CLI_FLAG, &json},
+    };
+    int pr = cli_opts_parse("segment", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
+                            segment_help);
+    if (pr) return pr > 0 ? 0 : 2;
+    if (max_new < 1 || batch < 1) {
+        fprintf(stderr, "lisa segment: --max-new-tokens and --batch must be at least 1\n");
+        return 2;
     }
     if (!model || (!manifest && (!image || !prompt)) || (manifest && (image || prompt))) {
         fprintf(stderr, "lisa segment: give --model and either --image with --prompt or "
@@ -343,9 +327,7 @@ int cmd_segment(int argc, char **argv) {
     }
     lisa_engine_params p;
     memset(&p, 0, sizeof p);
-    if (cli_parse_device(device, &p.backend, &p.device)) return 2;
-    p.dtype = p.backend == LISA_BACKEND_CPU ? LISA_DTYPE_F32 : LISA_DTYPE_BF16;
-    if (dtype_s && cli_parse_dtype(dtype_s, &p.dtype)) return 2;
+    if (cli_resolve_backend(device, dtype_s, &p.backend, &p.device, &p.dtype)) return 2;
     p.model_dir = model;
     p.threads = (int)threads;
     p.max_batch = (int)batch;
