@@ -199,34 +199,17 @@ static lisa_status eval_one(const char *data, const char *stem, lisa_raster_vari
 
 int cmd_eval(int argc, char **argv) {
     const char *data = NULL, *preds = NULL, *model = NULL, *csv = NULL, *cv = "4.8";
-    const char *device = "cpu", *dtype_s = NULL, *threads_s = NULL;
-    long limit = -1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            eval_help(stdout);
-            return 0;
-        }
-        const char **slot = !strcmp(a, "--data")          ? &data
-                            : !strcmp(a, "--predictions") ? &preds
-                            : !strcmp(a, "--model")       ? &model
-                            : !strcmp(a, "--csv")         ? &csv
-                            : !strcmp(a, "--opencv")      ? &cv
-                            : !strcmp(a, "--device")      ? &device
-                            : !strcmp(a, "--dtype")       ? &dtype_s
-                            : !strcmp(a, "--threads")     ? &threads_s
-                                                          : NULL;
-        if (slot) {
-            if (!(*slot = cli_option_value("eval", argc, argv, &i))) return 2;
-        } else if (!strcmp(a, "--limit")) {
-            const char *v = cli_option_value("eval", argc, argv, &i);
-            if (!v || (limit = cli_parse_count("--limit", v)) < 0) return 2;
-        } else {
-            fprintf(stderr, "lisa eval: unknown option '%s'\n\n", a);
-            eval_help(stderr);
-            return 2;
-        }
-    }
+    const char *device = "cpu", *dtype_s = NULL;
+    long limit = -1, threads = 0;
+    const cli_opt opts[] = {
+        {"--data", CLI_STRING, &data},    {"--predictions", CLI_STRING, &preds},
+        {"--model", CLI_STRING, &model},  {"--csv", CLI_STRING, &csv},
+        {"--opencv", CLI_STRING, &cv},    {"--device", CLI_STRING, &device},
+        {"--dtype", CLI_STRING, &dtype_s}, {"--threads", CLI_COUNT, &threads},
+        {"--limit", CLI_COUNT, &limit},
+    };
+    int pr = cli_opts_parse("eval", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), eval_help);
+    if (pr) return pr > 0 ? 0 : 2;
     if (!data || (!preds && !model)) {
         fprintf(stderr, "lisa eval: --data and --predictions or --model are required\n\n");
         eval_help(stderr);
@@ -248,8 +231,6 @@ int cmd_eval(int argc, char **argv) {
         lisa_engine_params p;
         memset(&p, 0, sizeof p);
         if (cli_resolve_backend(device, dtype_s, &p.backend, &p.device, &p.dtype)) return 2;
-        long threads = threads_s ? cli_parse_count("--threads", threads_s) : 0;
-        if (threads < 0) return 2;
         p.threads = (int)threads;
         p.model_dir = model;
         p.max_batch = 1;

@@ -43,29 +43,16 @@ static int ends_with(const char *s, const char *suffix) {
 int cmd_preprocess(int argc, char **argv) {
     const char *image = NULL, *branch = NULL, *out = NULL;
     long size = -1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            preprocess_help(stdout);
-            return 0;
-        }
-        const char **slot = !strcmp(a, "--image")    ? &image
-                            : !strcmp(a, "--branch") ? &branch
-                            : !strcmp(a, "--out")    ? &out
-                                                     : NULL;
-        if (slot) {
-            if (!(*slot = cli_option_value("preprocess", argc, argv, &i))) return 2;
-        } else if (!strcmp(a, "--size")) {
-            const char *v = cli_option_value("preprocess", argc, argv, &i);
-            if (!v || (size = cli_parse_count("--size", v)) < 1) {
-                if (v && size == 0) fprintf(stderr, "lisa preprocess: --size must be >= 1\n");
-                return 2;
-            }
-        } else {
-            fprintf(stderr, "lisa preprocess: unknown option '%s'\n\n", a);
-            preprocess_help(stderr);
-            return 2;
-        }
+    const cli_opt opts[] = {
+        {"--image", CLI_STRING, &image}, {"--branch", CLI_STRING, &branch},
+        {"--out", CLI_STRING, &out},     {"--size", CLI_COUNT, &size},
+    };
+    int pr = cli_opts_parse("preprocess", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
+                            preprocess_help);
+    if (pr) return pr > 0 ? 0 : 2;
+    if (size == 0) {
+        fprintf(stderr, "lisa preprocess: --size must be >= 1\n");
+        return 2;
     }
     if (!image || !branch || !out) {
         fprintf(stderr, "lisa preprocess: --image, --branch and --out are required\n\n");

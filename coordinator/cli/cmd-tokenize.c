@@ -159,26 +159,14 @@ static int tokenize_decode(const lisa_tokenizer *tok) {
 int cmd_tokenize(int argc, char **argv) {
     const char *model = NULL, *added = NULL;
     int bos = 0, decode = 0, no_added = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            tokenize_help(stdout);
-            return 0;
-        } else if (!strcmp(a, "--bos")) {
-            bos = 1;
-        } else if (!strcmp(a, "--decode")) {
-            decode = 1;
-        } else if (!strcmp(a, "--no-added-tokens")) {
-            no_added = 1;
-        } else if (!strcmp(a, "--tokenizer") || !strcmp(a, "--added-tokens")) {
-            if (!(v = cli_option_value("tokenize", argc, argv, &i))) return 2;
-            if (!strcmp(a, "--tokenizer")) model = v;
-            else added = v;
-        } else {
-            fprintf(stderr, "lisa tokenize: unknown option '%s' (see --help)\n", a);
-            return 2;
-        }
-    }
+    const cli_opt opts[] = {
+        {"--tokenizer", CLI_STRING, &model}, {"--added-tokens", CLI_STRING, &added},
+        {"--bos", CLI_FLAG, &bos},           {"--decode", CLI_FLAG, &decode},
+        {"--no-added-tokens", CLI_FLAG, &no_added},
+    };
+    int pr = cli_opts_parse("tokenize", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
+                            tokenize_help);
+    if (pr) return pr > 0 ? 0 : 2;
     if (!model) {
         fprintf(stderr, "lisa tokenize: --tokenizer is required (see --help)\n");
         return 2;
