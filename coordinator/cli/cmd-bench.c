@@ -97,31 +97,19 @@ static int bench_llm(int argc, char **argv) {
     const char *dtype_s = "bf16";
     long T = 128, steps = 16, chunk = 512, threads = 0;
     int json = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            bench_help(stdout);
-            return 0;
-        } else if (!strcmp(a, "--json")) {
-            json = 1;
-        } else if (!strcmp(a, "--model") || !strcmp(a, "--config") || !strcmp(a, "--dtype") ||
-                   !strcmp(a, "--prompt-len") || !strcmp(a, "--batches") ||
-                   !strcmp(a, "--new-tokens") || !strcmp(a, "--chunk") ||
-                   !strcmp(a, "--device") || !strcmp(a, "--threads")) {
-            if (!(v = cli_option_value("bench llm", argc, argv, &i))) return 2;
-            if (!strcmp(a, "--model")) model_dir = v;
-            else if (!strcmp(a, "--config")) config = v;
-            else if (!strcmp(a, "--dtype")) dtype_s = v;
-            else if (!strcmp(a, "--batches")) batches = v;
-            else if (!strcmp(a, "--device")) device = v;
-            else if (!strcmp(a, "--prompt-len") && (T = cli_parse_count(a, v)) < 1) return 2;
-            else if (!strcmp(a, "--new-tokens") && (steps = cli_parse_count(a, v)) < 0) return 2;
-            else if (!strcmp(a, "--chunk") && (chunk = cli_parse_count(a, v)) < 1) return 2;
-            else if (!strcmp(a, "--threads") && (threads = cli_parse_count(a, v)) < 0) return 2;
-        } else {
-            fprintf(stderr, "lisa bench llm: unknown option '%s' (see --help)\n", a);
-            return 2;
-        }
+    const cli_opt opts[] = {
+        {"--model", CLI_STRING, &model_dir}, {"--config", CLI_STRING, &config},
+        {"--dtype", CLI_STRING, &dtype_s},   {"--batches", CLI_STRING, &batches},
+        {"--device", CLI_STRING, &device},   {"--prompt-len", CLI_COUNT, &T},
+        {"--new-tokens", CLI_COUNT, &steps}, {"--chunk", CLI_COUNT, &chunk},
+        {"--threads", CLI_COUNT, &threads},  {"--json", CLI_FLAG, &json},
+    };
+    int pr = cli_opts_parse("bench llm", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
+                            bench_help);
+    if (pr) return pr > 0 ? 0 : 2;
+    if (T < 1 || chunk < 1) {
+        fprintf(stderr, "lisa bench llm: --prompt-len and --chunk must be at least 1\n");
+        return 2;
     }
     if (!model_dir == !config) {
         fprintf(stderr, "lisa bench llm: give exactly one of --model and --config\n");
@@ -351,35 +339,19 @@ static int bench_vision(int argc, char **argv) {
     const char *clip = "l14", *sam = "vit_b", *device = "cpu", *dtype_s = NULL;
     long batch = 1, iters = 3, prompts = 8, threads = 0;
     int json = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            vision_help(stdout);
-            return 0;
-        } else if (!strcmp(a, "--json")) {
-            json = 1;
-        } else if (!strcmp(a, "--clip") || !strcmp(a, "--sam") || !strcmp(a, "--batch") ||
-                   !strcmp(a, "--iters") || !strcmp(a, "--prompts") || !strcmp(a, "--device") ||
-                   !strcmp(a, "--dtype") || !strcmp(a, "--threads")) {
-            if (!(v = cli_option_value("bench vision", argc, argv, &i))) return 2;
-            if (!strcmp(a, "--clip")) clip = v;
-            else if (!strcmp(a, "--sam")) sam = v;
-            else if (!strcmp(a, "--device")) device = v;
-            else if (!strcmp(a, "--dtype")) dtype_s = v;
-            else if (!strcmp(a, "--threads") && (threads = cli_parse_count(a, v)) < 0) return 2;
-            else if (strcmp(a, "--threads")) {
-                long c = cli_parse_count(a, v);
-                if (c < 0) return 2;
-                if (c == 0) {
-                    fprintf(stderr, "lisa bench vision: %s must be at least 1\n", a);
-                    return 2;
-                }
-                *(!strcmp(a, "--batch") ? &batch : !strcmp(a, "--iters") ? &iters : &prompts) = c;
-            }
-        } else {
-            fprintf(stderr, "lisa bench vision: unknown option '%s' (see --help)\n", a);
-            return 2;
-        }
+    const cli_opt opts[] = {
+        {"--clip", CLI_STRING, &clip},     {"--sam", CLI_STRING, &sam},
+        {"--device", CLI_STRING, &device}, {"--dtype", CLI_STRING, &dtype_s},
+        {"--batch", CLI_COUNT, &batch},    {"--iters", CLI_COUNT, &iters},
+        {"--prompts", CLI_COUNT, &prompts}, {"--threads", CLI_COUNT, &threads},
+        {"--json", CLI_FLAG, &json},
+    };
+    int pr = cli_opts_parse("bench vision", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
+                            vision_help);
+    if (pr) return pr > 0 ? 0 : 2;
+    if (batch < 1 || iters < 1 || prompts < 1) {
+        fprintf(stderr, "lisa bench vision: --batch, --iters and --prompts must be at least 1\n");
+        return 2;
     }
     lisa_clip_config ccfg;
     lisa_vision_sam_shape sshape;
