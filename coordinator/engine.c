@@ -78,8 +78,10 @@ static lisa_status engine_read_config(const char *dir, int *select_layer, lisa_p
     size_t got = 0;
     LISA_TRY(lisa_config_file_read(dir, &text, &got));
     cJSON *root = cJSON_ParseWithLength(text, got);
+    /* SAM's decoder head count is in no tensor shape: the converter records
+     * the architecture under "sam_config" */
+    lisa_status st = root ? lisa_sam_options_parse(sam, text, got) : LISA_OK;
     free(text);
-    lisa_status st = LISA_OK;
     if (!root) {
         st = lisa_error_set(LISA_ERR_FORMAT, "%s/config.json: not valid JSON", dir);
     } else {
@@ -87,14 +89,7 @@ static lisa_status engine_read_config(const char *dir, int *select_layer, lisa_p
         *select_layer = cJSON_IsNumber(sl) ? sl->valueint : -2;
         const cJSON *pt = cJSON_GetObjectItem(root, "mm_projector_type");
         *kind = LISA_PROJECTOR_LINEAR;
-        if (cJSON_IsString(pt)) st = lisa_projector_kind_parse(pt->valuestring, kind);
-        /* SAM's decoder head count is in no tensor shape: the converter
-         * records the architecture under "sam_config" */
-        const cJSON *sc = cJSON_GetObjectItem(root, "sam_config");
-        const cJSON *eh = cJSON_GetObjectItem(sc, "encoder_num_heads");
-        const cJSON *dh = cJSON_GetObjectItem(sc, "decoder_num_heads");
-        if (cJSON_IsNumber(eh)) sam->encoder_heads = eh->valueint;
-        if (cJSON_IsNumber(dh)) sam->decoder_heads = dh->valueint;
+        if (cJSON_IsString(pt) && st == LISA_OK) st = lisa_projector_kind_parse(pt->valuestring, kind);
     }
     cJSON_Delete(root);
     return st;

@@ -7,6 +7,7 @@
  * and a few row indices. */
 #include "sam.h"
 
+#include <cJSON.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -891,5 +892,17 @@ lisa_status lisa_sam_postprocess(const lisa_sam_model *m, lisa_sam_state *s, con
     if (logits) memcpy(logits, s->host_logits, (size_t)npix * sizeof(float));
     if (mask)
         for (int64_t i = 0; i < npix; i++) mask[i] = s->host_logits[i] > 0.0f;
+    return LISA_OK;
+}
+
+lisa_status lisa_sam_options_parse(lisa_sam_options *o, const char *json, size_t len) {
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    if (!root) return lisa_error_set(LISA_ERR_FORMAT, "config.json: not valid JSON");
+    const cJSON *sc = cJSON_GetObjectItem(root, "sam_config");
+    const cJSON *eh = cJSON_GetObjectItem(sc, "encoder_num_heads");
+    const cJSON *dh = cJSON_GetObjectItem(sc, "decoder_num_heads");
+    if (cJSON_IsNumber(eh)) o->encoder_heads = eh->valueint;
+    if (cJSON_IsNumber(dh)) o->decoder_heads = dh->valueint;
+    cJSON_Delete(root);
     return LISA_OK;
 }

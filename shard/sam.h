@@ -175,6 +175,12 @@ typedef struct lisa_sam_model {
     void *pe_buffer;            /* owned backend buffer behind dense_pe */
 } lisa_sam_model;
 
+/* Reads the head counts a converted LISA model directory records in its
+ * config.json text (len bytes) under "sam_config" (encoder_num_heads,
+ * decoder_num_heads) into o; absent members leave o unchanged. Text that is
+ * not JSON is LISA_ERR_FORMAT. (docs/model-format.md) */
+lisa_status lisa_sam_options_parse(lisa_sam_options *o, const char *json, size_t len);
+
 /* Loads SAM from `path` (a .safetensors file, an index or a directory, see
  * safetensors.h) to compute in `dtype` (F32 on host backends; F32/F16/BF16
  * elsewhere). opts may be NULL. A missing or mis-shaped tensor is an error

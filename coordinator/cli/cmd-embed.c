@@ -7,8 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cJSON.h>
-
 #include "cli-util.h"
 #include "commands.h"
 #include "config-file.h"
@@ -38,19 +36,14 @@ static void embed_help(FILE *f) {
             "  -h, --help          show this help\n");
 }
 
-/* Head counts a LISA model directory records in config.json's sam_config. */
+/* Head counts a LISA model directory records in config.json (a plain SAM
+ * checkpoint has no config: defaults). */
 static void embed_read_heads(const char *path, lisa_sam_options *o) {
     char *text;
     size_t n;
-    if (lisa_config_file_read(path, &text, &n) != LISA_OK) return; /* plain SAM: no config */
-    cJSON *root = cJSON_ParseWithLength(text, n);
+    if (lisa_config_file_read(path, &text, &n) != LISA_OK) return;
+    lisa_sam_options_parse(o, text, n);
     free(text);
-    const cJSON *sc = cJSON_GetObjectItem(root, "sam_config");
-    const cJSON *eh = cJSON_GetObjectItem(sc, "encoder_num_heads");
-    const cJSON *dh = cJSON_GetObjectItem(sc, "decoder_num_heads");
-    if (cJSON_IsNumber(eh)) o->encoder_heads = eh->valueint;
-    if (cJSON_IsNumber(dh)) o->decoder_heads = dh->valueint;
-    cJSON_Delete(root);
 }
 
 int cmd_embed_image(int argc, char **argv) {
