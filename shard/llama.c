@@ -9,16 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LLAMA_MAX_NAME 128
 #define LLAMA_ALIGN 256
-
-/* One entry of the weight table: checkpoint name, expected shape, destination. */
-typedef struct {
-    char name[LLAMA_MAX_NAME];
-    int ndim;
-    int64_t shape[2];
-    lisa_tensor *dst;
-} llama_weight_spec;
 
 int lisa_llama_model_is_first(const lisa_llama_model *m) { return m->layer_begin == 0; }
 int lisa_llama_model_is_last(const lisa_llama_model *m) {
@@ -26,21 +17,22 @@ int lisa_llama_model_is_last(const lisa_llama_model *m) {
 }
 
 /* Fills the weight table for m's range; returns the count. `specs` must hold
- * 3 + 9 * nlayers entries. Tied LM heads point `output` at the embedding. */
-static int llama_weight_table(lisa_llama_model *m, llama_weight_spec *specs, int has_lm_head) {
+ * 3 + 9 * nlayers entries. Every entry is a MATMUL weight for the loader:
+ * used in place from the mmap in its file dtype on host backends (the CPU's
+ * rmsnorm widens any dtype too), converted to the compute dtype elsewhere.
+ * Tied LM heads point `output` at the embedding (llama_finish_tied). */
+static int llama_weight_table(lisa_llama_model *m, lisa_weight_spec *specs, int has_lm_head) {
     const lisa_llama_config *c = &m->cfg;
     int64_t C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
     int64_t HD = (int64_t)c->num_attention_heads * c->head_dim;
     int64_t KVD = (int64_t)c->num_key_value_heads * c->head_dim;
     int n = 0;
+    int cap = 3 + 9 * (m->layer_end - m->layer_begin);
 #define SPEC(dst_, nd_, s0_, s1_, ...)                                        \
     do {                                                                      \
-        snprintf(specs[n].name, LLAMA_MAX_NAME, __VA_ARGS__);                 \
-        specs[n].ndim = (nd_);                                                \
-        specs[n].shape[0] = (s0_);                                            \
-        specs[n].shape[1] = (s1_);                                            \
-        specs[n].dst = (dst_);                                                \
-        n++;                                                                  \
+        int64_t shape_[2] = {(s0_), (s1_)};                                   \
+        n = lisa_weight_spec_add(specs, n, cap, (dst_), LISA_WEIGHT_MATMUL,   \
+                                 (nd_), shape_, __VA_ARGS__);                 \
     } while (0)
     int need_embed = lisa_llama_model_is_first(m) ||
                      (lisa_llama_model_is_last(m) && !has_lm_head);
@@ -82,7 +74,7 @@ static lisa_status llama_range_set(lisa_llama_model *m, lisa_backend *be, int l0
 /* Carves one backend buffer for every tensor of the table (llm.c style):
  * returns the total size and sets each dst's data to its offset (as a
  * pointer relative to NULL) until `base` is known. */
-static size_t llama_carve(llama_weight_spec *specs, int n, const lisa_dtype *dtypes) {
+static size_t llama_carve(lisa_weight_spec *specs, int n, const lisa_dtype *dtypes) {
     size_t off = 0;
     for (int i = 0; i < n; i++) {
         *specs[i].dst = lisa_tensor_view(NULL, dtypes[i], specs[i].ndim, specs[i].shape);
@@ -93,7 +85,7 @@ static size_t llama_carve(llama_weight_spec *specs, int n, const lisa_dtype *dty
     return off;
 }
 
-static void llama_rebase(llama_weight_spec *specs, int n, void *base) {
+static void llama_rebase(lisa_weight_spec *specs, int n, void *base) {
     for (int i = 0; i < n; i++)
         specs[i].dst->data = (char *)base + (uintptr_t)specs[i].dst->data;
 }
@@ -130,39 +122,14 @@ lisa_status lisa_llama_model_load(lisa_llama_model *m, const char *dir, lisa_bac
         goto fail;
     }
     int cap = 3 + 9 * (m->layer_end - m->layer_begin);
-    llama_weight_spec *specs = calloc((size_t)cap, sizeof *specs);
-    lisa_dtype *dtypes = calloc((size_t)cap, sizeof *dtypes);
-    const lisa_st_tensor **src = calloc((size_t)cap, sizeof *src);
-    if (!specs || !dtypes || !src) {
-        free(specs);
-        free(dtypes);
-        free(src);
+    lisa_weight_spec *specs = calloc((size_t)cap, sizeof *specs);
+    if (!specs) {
         st = lisa_error_set(LISA_ERR_NOMEM, "llama: cannot allocate weight table");
         goto fail;
     }
     int n = llama_weight_table(m, specs, has_lm_head);
-    for (int i = 0; i < n && st == LISA_OK; i++) {
-        st = lisa_safetensors_get(m->st, specs[i].name, specs[i].ndim, specs[i].shape, &src[i]);
-        if (st == LISA_OK) dtypes[i] = src[i]->dtype;
-    }
-    if (st == LISA_OK && be->ops->host_memory) {
-        for (int i = 0; i < n; i++) *specs[i].dst = lisa_st_tensor_view(src[i]);
-    } else if (st == LISA_OK) {
-        /* Device copy: every weight converted to the compute dtype, uploaded
-         * once through the backend's staging into one carved buffer. */
-        for (int i = 0; i < n; i++) dtypes[i] = dtype;
-        size_t total = llama_carve(specs, n, dtypes);
-        st = be->ops->buffer_alloc(be, total, &m->weights);
-        if (st == LISA_OK) {
-            llama_rebase(specs, n, m->weights);
-            for (int i = 0; i < n && st == LISA_OK; i++)
-                st = be->ops->upload_convert(be, specs[i].dst->data, dtype, src[i]->data,
-                                             src[i]->dtype, (size_t)lisa_tensor_nelem(specs[i].dst));
-        }
-    }
+    st = lisa_weights_load(&m->weights, be, m->st, "", specs, n, dtype);
     free(specs);
-    free(dtypes);
-    free(src);
     if (st != LISA_OK) goto fail;
     llama_finish_tied(m, has_lm_head);
     return LISA_OK;
@@ -199,7 +166,7 @@ lisa_status lisa_llama_model_init_random(lisa_llama_model *m, const lisa_llama_c
     if (st != LISA_OK) return st;
     int has_lm_head = !cfg->tie_word_embeddings;
     int cap = 3 + 9 * (m->layer_end - m->layer_begin);
-    llama_weight_spec *specs = calloc((size_t)cap, sizeof *specs);
+    lisa_weight_spec *specs = calloc((size_t)cap, sizeof *specs);
     lisa_dtype *dtypes = calloc((size_t)cap, sizeof *dtypes);
     if (!specs || !dtypes) {
         free(specs);
@@ -210,8 +177,9 @@ lisa_status lisa_llama_model_init_random(lisa_llama_model *m, const lisa_llama_c
     int n = llama_weight_table(m, specs, has_lm_head);
     for (int i = 0; i < n; i++) dtypes[i] = wdtype;
     size_t total = llama_carve(specs, n, dtypes);
-    st = be->ops->buffer_alloc(be, total, &m->weights);
-    if (st == LISA_OK) llama_rebase(specs, n, m->weights);
+    m->weights.be = be;
+    st = be->ops->buffer_alloc(be, total, &m->weights.buffer);
+    if (st == LISA_OK) llama_rebase(specs, n, m->weights.buffer);
     /* One pool of random values, reused cyclically at a different offset per
      * tensor: filling 13B parameters one by one would take minutes, and a
      * benchmark does not need independent weights. Norms are ones. */
@@ -260,7 +228,7 @@ lisa_status lisa_llama_model_init_random(lisa_llama_model *m, const lisa_llama_c
 }
 
 void lisa_llama_model_free(lisa_llama_model *m) {
-    if (m->weights && m->be) m->be->ops->buffer_free(m->be, m->weights);
+    lisa_weights_free(&m->weights);
     if (m->st) lisa_safetensors_close(m->st);
     free(m->layers);
     memset(m, 0, sizeof *m);

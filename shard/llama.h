@@ -20,6 +20,7 @@
 #include "backend.h"
 #include "llama-config.h"
 #include "safetensors.h"
+#include "weights.h"
 
 typedef struct lisa_llama_layer {
     lisa_tensor attn_norm;  /* model.layers.N.input_layernorm.weight (C) */
@@ -43,7 +44,8 @@ typedef struct lisa_llama_model {
     lisa_dtype dtype;             /* activations and KV cache (F32 on the CPU) */
     lisa_backend *be;             /* not owned */
     lisa_safetensors *st;         /* owned when weights are used in place from the mmap */
-    void *weights;                /* owned backend buffer holding every weight, or NULL */
+    lisa_weights weights;         /* owned backend buffer holding every weight, when not
+                                     used in place */
 } lisa_llama_model;
 
 /* Loads layers [layer_begin, layer_end) (layer_end < 0 means all) from a HF
