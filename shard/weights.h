@@ -1,5 +1,5 @@
 /* weights.h: loading a model's tensors from safetensors into backend memory
- * by a table, for the vision models (CLIP, SAM, projector, SEG head).
+ * by a table, for every model (LLaMA, CLIP, SAM, projector, SEG head).
  *
  * Each entry names a checkpoint tensor, its expected shape and the model
  * field it fills. MATMUL entries (large weights consumed by matmul) keep
@@ -9,8 +9,7 @@
  * buffer carved by a size table, uploaded once through the backend's
  * staging. A missing or mis-shaped tensor is an error naming it.
  *
- * Deliberately not here: model semantics; the LLaMA loader (llama.c) keeps
- * its own table. */
+ * Deliberately not here: model semantics (which tensors, tied heads). */
 #ifndef LISA_WEIGHTS_H
 #define LISA_WEIGHTS_H
 
