@@ -158,12 +158,8 @@ struct op_case {
     float *in[4];        /* inputs, fp32 values already rounded per run */
 };
 
-static lisa_dtype wdt(lisa_backend *be, lisa_dtype dt) {
-    /* CPU activations are fp32; its weights may be in any dtype */
-    (void)be;
-    return dt;
-}
-
+/* Activations are fp32 on host backends; weights are in dt everywhere (the
+ * CPU reads any weight dtype). */
 static lisa_dtype adt(lisa_backend *be, lisa_dtype dt) {
     return be->ops->host_memory ? LISA_DTYPE_F32 : dt;
 }
@@ -177,8 +173,8 @@ static int run_matmul(const op_case *k, lisa_backend *be, lisa_dtype dt, float *
     int64_t r = !strcmp(k->op, "matmul_rows");
     int64_t sx[2] = {k->a + r, k->c}, sw[2] = {k->b + r, k->c}, so[2] = {k->a + r, k->b},
             sb[1] = {k->b};
-    gtensor x = gt_alloc(be, adt(be, dt), 2, sx), w = gt_alloc(be, wdt(be, dt), 2, sw),
-            o = gt_alloc(be, adt(be, dt), 2, so), b = gt_alloc(be, wdt(be, dt), 1, sb);
+    gtensor x = gt_alloc(be, adt(be, dt), 2, sx), w = gt_alloc(be, dt, 2, sw),
+            o = gt_alloc(be, adt(be, dt), 2, so), b = gt_alloc(be, dt, 1, sb);
     gt_set(be, &x, k->in[0]);
     gt_set(be, &w, k->in[1]);
     gt_set(be, &b, k->in[2]);
@@ -198,7 +194,7 @@ static int run_matmul(const op_case *k, lisa_backend *be, lisa_dtype dt, float *
 /* embedding: table (b, c)[ids (a)] */
 static int run_embedding(const op_case *k, lisa_backend *be, lisa_dtype dt, float *out) {
     int64_t st[2] = {k->b, k->c}, si[1] = {k->a}, so[2] = {k->a, k->c};
-    gtensor t = gt_alloc(be, wdt(be, dt), 2, st), ids = gt_alloc(be, LISA_DTYPE_I32, 1, si),
+    gtensor t = gt_alloc(be, dt, 2, st), ids = gt_alloc(be, LISA_DTYPE_I32, 1, si),
             o = gt_alloc(be, adt(be, dt), 2, so);
     gt_set(be, &t, k->in[0]);
     gt_set(be, &ids, k->in[1]);
@@ -213,7 +209,7 @@ static int run_embedding(const op_case *k, lisa_backend *be, lisa_dtype dt, floa
 static int run_norm(const op_case *k, lisa_backend *be, lisa_dtype dt, float *out) {
     int64_t sx[2] = {k->a, k->c}, sw[1] = {k->c};
     gtensor x = gt_alloc(be, adt(be, dt), 2, sx), d = gt_alloc(be, adt(be, dt), 2, sx),
-            w = gt_alloc(be, wdt(be, dt), 1, sw), o = gt_alloc(be, adt(be, dt), 2, sx);
+            w = gt_alloc(be, dt, 1, sw), o = gt_alloc(be, adt(be, dt), 2, sx);
     gt_set(be, &x, k->in[0]);
     gt_set(be, &d, k->in[1]);
     gt_set(be, &w, k->in[2]);
@@ -324,7 +320,7 @@ static int run_rowop(const op_case *k, lisa_backend *be, lisa_dtype dt, float *o
 static int run_vrow(const op_case *k, lisa_backend *be, lisa_dtype dt, float *out) {
     int64_t s[2] = {k->a, k->c}, sw[1] = {k->c};
     gtensor x = gt_alloc(be, adt(be, dt), 2, s), o = gt_alloc(be, adt(be, dt), 2, s),
-            w = gt_alloc(be, wdt(be, dt), 1, sw), b = gt_alloc(be, wdt(be, dt), 1, sw);
+            w = gt_alloc(be, dt, 1, sw), b = gt_alloc(be, dt, 1, sw);
     gt_set(be, &x, k->in[0]);
     gt_set(be, &w, k->in[1]);
     gt_set(be, &b, k->in[2]);
@@ -352,7 +348,7 @@ static int run_attn_full(const op_case *k, lisa_backend *be, lisa_dtype dt, floa
     int64_t sq[4] = {2, L, H, D}, so[3] = {2, L, H * D}, sr[2] = {2 * S - 1, D};
     gtensor q = gt_alloc(be, adt(be, dt), 4, sq), kk = gt_alloc(be, adt(be, dt), 4, sq),
             v = gt_alloc(be, adt(be, dt), 4, sq), o = gt_alloc(be, adt(be, dt), 3, so),
-            rh = gt_alloc(be, wdt(be, dt), 2, sr), rw = gt_alloc(be, wdt(be, dt), 2, sr);
+            rh = gt_alloc(be, dt, 2, sr), rw = gt_alloc(be, dt, 2, sr);
     gt_set(be, &q, k->in[0]);
     gt_set(be, &kk, k->in[1]);
     gt_set(be, &v, k->in[2]);
@@ -388,8 +384,8 @@ static int run_image(const op_case *k, lisa_backend *be, lisa_dtype dt, float *o
         gt_free(be, &x), gt_free(be, &o);
     } else if (!strcmp(k->op, "conv_t2x2")) {
         int64_t sw[4] = {C, 5, 2, 2}, sb[1] = {5}, so[4] = {1, 2 * A, 2 * Bw, 5};
-        gtensor x = gt_alloc(be, d, 4, sx), w = gt_alloc(be, wdt(be, dt), 4, sw),
-                b = gt_alloc(be, wdt(be, dt), 1, sb), o = gt_alloc(be, d, 4, so);
+        gtensor x = gt_alloc(be, d, 4, sx), w = gt_alloc(be, dt, 4, sw),
+                b = gt_alloc(be, dt, 1, sb), o = gt_alloc(be, d, 4, so);
         gt_set(be, &x, k->in[0]);
         gt_set(be, &w, k->in[1]);
         gt_set(be, &b, k->in[2]);
