@@ -151,7 +151,7 @@ lisa_status cuda_op_attention(lisa_backend *be, lisa_tensor *out, const lisa_ten
         splits /= 2;
     unsigned blocks = (unsigned)((tasks * splits + ATT_WARPS - 1) / ATT_WARPS);
     float scale = 1.0f / sqrtf((float)D);
-    CUDA_DISPATCH_FLOAT(q->dtype, attention_kernel<T><<<blocks, 32 * ATT_WARPS, 0, c->stream>>>(
+    CUDA_DISPATCH_FLOAT(q->dtype, CUDA_KERNEL(attention_kernel<T>, blocks, 32 * ATT_WARPS, 0, c->stream)(
                                       (T *)out->data, (float *)c->att_scratch, (const T *)q->data,
                                       (const T *)kc->data, (const T *)vc->data,
                                       (const int32_t *)seq->data, (const int32_t *)pos->data, n,
@@ -159,7 +159,7 @@ lisa_status cuda_op_attention(lisa_backend *be, lisa_tensor *out, const lisa_ten
     CUDA_LAUNCH_CHECK(c);
     if (splits > 1) {
         unsigned mblocks = (unsigned)((tasks + ATT_WARPS - 1) / ATT_WARPS);
-        CUDA_DISPATCH_FLOAT(q->dtype, attention_merge_kernel<T><<<mblocks, 32 * ATT_WARPS, 0, c->stream>>>(
+        CUDA_DISPATCH_FLOAT(q->dtype, CUDA_KERNEL(attention_merge_kernel<T>, mblocks, 32 * ATT_WARPS, 0, c->stream)(
                                           (T *)out->data, (const float *)c->att_scratch, tasks, D,
                                           splits));
         CUDA_LAUNCH_CHECK(c);

@@ -40,6 +40,13 @@
         if ((ctx)->debug_sync) CUDA_TRY(cudaStreamSynchronize((ctx)->stream));      \
     } while (0)
 
+/* kernel<<<grid, block, smem, stream>>>(args), spelled as a macro so that
+ * the CPU emulator (tests/cuda-emu), whose cuda_runtime.h defines it first,
+ * can compile these files as plain C++ and run every kernel on the host. */
+#ifndef CUDA_KERNEL
+#define CUDA_KERNEL(kernel, grid, block, smem, stream) kernel<<<grid, block, smem, stream>>>
+#endif
+
 #define LISA_CUDA_GEMM_CACHE 64
 
 typedef struct cuda_gemm_entry {

@@ -19,7 +19,7 @@ lisa_status cuda_op_embedding(lisa_backend *be, lisa_tensor *out, const lisa_ten
     cuda_ctx *c = cuda_ctx_of(be);
     int64_t n = lisa_tensor_nelem(ids), C = table->shape[1];
     LISA_ASSERT(ids->dtype == LISA_DTYPE_I32 && lisa_tensor_nelem(out) == n * C);
-    CUDA_DISPATCH_FLOAT(out->dtype, embedding_kernel<T><<<cuda_blocks(n * C, 256), 256, 0, c->stream>>>(
+    CUDA_DISPATCH_FLOAT(out->dtype, CUDA_KERNEL(embedding_kernel<T>, cuda_blocks(n * C, 256), 256, 0, c->stream)(
                                         (T *)out->data, table->data, table->dtype,
                                         (const int32_t *)ids->data, n, C));
     CUDA_LAUNCH_CHECK(c);
@@ -39,7 +39,7 @@ lisa_status cuda_op_get_rows(lisa_backend *be, lisa_tensor *out, const lisa_tens
     int64_t C = src->shape[src->ndim - 1], n = lisa_tensor_nelem(idx);
     LISA_ASSERT(lisa_tensor_nelem(out) == n * C && out->dtype == src->dtype);
     LISA_ASSERT(idx->dtype == LISA_DTYPE_I32);
-    CUDA_DISPATCH_FLOAT(out->dtype, get_rows_kernel<T><<<cuda_blocks(n * C, 256), 256, 0, c->stream>>>(
+    CUDA_DISPATCH_FLOAT(out->dtype, CUDA_KERNEL(get_rows_kernel<T>, cuda_blocks(n * C, 256), 256, 0, c->stream)(
                                         (T *)out->data, (const T *)src->data,
                                         (const int32_t *)idx->data, n, C));
     CUDA_LAUNCH_CHECK(c);
@@ -67,7 +67,7 @@ lisa_status cuda_op_kv_store(lisa_backend *be, lisa_tensor *kc, lisa_tensor *vc,
     LISA_ASSERT(kc->dtype == k->dtype && lisa_tensor_nelem(k) == n * row);
     LISA_ASSERT(vc->dtype == kc->dtype && v->dtype == kc->dtype && lisa_tensor_nelem(v) == n * row);
     LISA_ASSERT(seq->dtype == LISA_DTYPE_I32 && pos->dtype == LISA_DTYPE_I32);
-    CUDA_DISPATCH_FLOAT(kc->dtype, kv_store_kernel<T><<<cuda_blocks(n * row, 256), 256, 0, c->stream>>>(
+    CUDA_DISPATCH_FLOAT(kc->dtype, CUDA_KERNEL(kv_store_kernel<T>, cuda_blocks(n * row, 256), 256, 0, c->stream)(
                                        (T *)kc->data, (T *)vc->data, (const T *)k->data,
                                        (const T *)v->data, (const int32_t *)seq->data,
                                        (const int32_t *)pos->data, n, row, Tmax));
@@ -90,7 +90,7 @@ lisa_status cuda_op_swiglu(lisa_backend *be, lisa_tensor *out, const lisa_tensor
     int64_t n = lisa_tensor_nelem(gate);
     LISA_ASSERT(lisa_tensor_nelem(up) == n && lisa_tensor_nelem(out) == n);
     LISA_ASSERT(gate->dtype == out->dtype && up->dtype == out->dtype);
-    CUDA_DISPATCH_FLOAT(out->dtype, swiglu_kernel<T><<<cuda_blocks(n, 256), 256, 0, c->stream>>>(
+    CUDA_DISPATCH_FLOAT(out->dtype, CUDA_KERNEL(swiglu_kernel<T>, cuda_blocks(n, 256), 256, 0, c->stream)(
                                         (T *)out->data, (const T *)gate->data,
                                         (const T *)up->data, n));
     CUDA_LAUNCH_CHECK(c);
@@ -110,7 +110,7 @@ lisa_status cuda_op_add(lisa_backend *be, lisa_tensor *out, const lisa_tensor *a
     int64_t n = lisa_tensor_nelem(a);
     LISA_ASSERT(lisa_tensor_nelem(b) == n && lisa_tensor_nelem(out) == n);
     LISA_ASSERT(a->dtype == out->dtype && b->dtype == out->dtype);
-    CUDA_DISPATCH_FLOAT(out->dtype, add_kernel<T><<<cuda_blocks(n, 256), 256, 0, c->stream>>>(
+    CUDA_DISPATCH_FLOAT(out->dtype, CUDA_KERNEL(add_kernel<T>, cuda_blocks(n, 256), 256, 0, c->stream)(
                                         (T *)out->data, (const T *)a->data, (const T *)b->data, n));
     CUDA_LAUNCH_CHECK(c);
     return LISA_OK;
@@ -126,7 +126,7 @@ __global__ void add_bias_kernel(T *out, const void *bias, lisa_dtype bt, int64_t
 lisa_status cuda_op_add_bias(lisa_backend *be, lisa_tensor *out, const lisa_tensor *bias) {
     cuda_ctx *c = cuda_ctx_of(be);
     int64_t N = lisa_tensor_nelem(bias), M = lisa_tensor_nelem(out) / N;
-    CUDA_DISPATCH_FLOAT(out->dtype, add_bias_kernel<T><<<cuda_blocks(M * N, 256), 256, 0, c->stream>>>(
+    CUDA_DISPATCH_FLOAT(out->dtype, CUDA_KERNEL(add_bias_kernel<T>, cuda_blocks(M * N, 256), 256, 0, c->stream)(
                                         (T *)out->data, bias->data, bias->dtype, M, N));
     CUDA_LAUNCH_CHECK(c);
     return LISA_OK;
@@ -143,7 +143,7 @@ lisa_status cuda_op_convert(lisa_backend *be, lisa_tensor *out, const lisa_tenso
     cuda_ctx *c = cuda_ctx_of(be);
     int64_t n = lisa_tensor_nelem(x);
     LISA_ASSERT(lisa_tensor_nelem(out) == n);
-    CUDA_DISPATCH_FLOAT(out->dtype, convert_kernel<T><<<cuda_blocks(n, 256), 256, 0, c->stream>>>(
+    CUDA_DISPATCH_FLOAT(out->dtype, CUDA_KERNEL(convert_kernel<T>, cuda_blocks(n, 256), 256, 0, c->stream)(
                                         (T *)out->data, x->data, x->dtype, n));
     CUDA_LAUNCH_CHECK(c);
     return LISA_OK;

@@ -35,7 +35,7 @@ lisa_status cuda_op_rmsnorm(lisa_backend *be, lisa_tensor *out, const lisa_tenso
     int64_t C = x->shape[x->ndim - 1], n = lisa_tensor_nelem(x) / C;
     LISA_ASSERT(lisa_tensor_nelem(w) == C && out->dtype == x->dtype);
     if (n == 0) return LISA_OK;
-    CUDA_DISPATCH_FLOAT(x->dtype, rmsnorm_kernel<T><<<(unsigned)n, NORM_THREADS, 0, c->stream>>>(
+    CUDA_DISPATCH_FLOAT(x->dtype, CUDA_KERNEL(rmsnorm_kernel<T>, (unsigned)n, NORM_THREADS, 0, c->stream)(
                                       (T *)out->data, (T *)x->data, (const T *)NULL, w->data,
                                       w->dtype, C, eps));
     CUDA_LAUNCH_CHECK(c);
@@ -48,7 +48,7 @@ lisa_status cuda_op_add_rmsnorm(lisa_backend *be, lisa_tensor *x, const lisa_ten
     int64_t C = x->shape[x->ndim - 1], n = lisa_tensor_nelem(x) / C;
     LISA_ASSERT(lisa_tensor_nelem(w) == C && out->dtype == x->dtype && d->dtype == x->dtype);
     if (n == 0) return LISA_OK;
-    CUDA_DISPATCH_FLOAT(x->dtype, rmsnorm_kernel<T><<<(unsigned)n, NORM_THREADS, 0, c->stream>>>(
+    CUDA_DISPATCH_FLOAT(x->dtype, CUDA_KERNEL(rmsnorm_kernel<T>, (unsigned)n, NORM_THREADS, 0, c->stream)(
                                       (T *)out->data, (T *)x->data, (const T *)d->data, w->data,
                                       w->dtype, C, eps));
     CUDA_LAUNCH_CHECK(c);

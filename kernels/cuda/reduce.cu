@@ -22,7 +22,7 @@ lisa_status cuda_op_softmax(lisa_backend *be, lisa_tensor *x) {
     cuda_ctx *c = cuda_ctx_of(be);
     int64_t V = x->shape[x->ndim - 1], n = lisa_tensor_nelem(x) / V;
     if (n == 0) return LISA_OK;
-    CUDA_DISPATCH_FLOAT(x->dtype, softmax_kernel<T><<<(unsigned)n, REDUCE_THREADS, 0, c->stream>>>(
+    CUDA_DISPATCH_FLOAT(x->dtype, CUDA_KERNEL(softmax_kernel<T>, (unsigned)n, REDUCE_THREADS, 0, c->stream)(
                                       (T *)x->data, V));
     CUDA_LAUNCH_CHECK(c);
     return LISA_OK;
@@ -73,7 +73,7 @@ lisa_status cuda_op_argmax(lisa_backend *be, lisa_tensor *out, const lisa_tensor
     int64_t V = x->shape[x->ndim - 1], n = lisa_tensor_nelem(x) / V;
     LISA_ASSERT(out->dtype == LISA_DTYPE_I32 && lisa_tensor_nelem(out) == n);
     if (n == 0) return LISA_OK;
-    CUDA_DISPATCH_FLOAT(x->dtype, argmax_kernel<T><<<(unsigned)n, REDUCE_THREADS, 0, c->stream>>>(
+    CUDA_DISPATCH_FLOAT(x->dtype, CUDA_KERNEL(argmax_kernel<T>, (unsigned)n, REDUCE_THREADS, 0, c->stream)(
                                       (int32_t *)out->data, (const T *)x->data, V));
     CUDA_LAUNCH_CHECK(c);
     return LISA_OK;

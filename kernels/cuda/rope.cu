@@ -39,7 +39,7 @@ lisa_status cuda_op_rope(lisa_backend *be, lisa_tensor *x, const lisa_tensor *po
     if (n == 0) return LISA_OK;
     rope_freqs inv;
     for (int64_t j = 0; j < D / 2; j++) inv.f[j] = 1.0f / powf(theta, (float)(2 * j) / (float)D);
-    CUDA_DISPATCH_FLOAT(x->dtype, rope_kernel<T><<<cuda_blocks(n * H * D / 2, 256), 256, 0, c->stream>>>(
+    CUDA_DISPATCH_FLOAT(x->dtype, CUDA_KERNEL(rope_kernel<T>, cuda_blocks(n * H * D / 2, 256), 256, 0, c->stream)(
                                       (T *)x->data, (const int32_t *)pos->data, n, H, D, inv));
     CUDA_LAUNCH_CHECK(c);
     return LISA_OK;

@@ -32,7 +32,7 @@ lisa_status cuda_op_layernorm(lisa_backend *be, lisa_tensor *out, const lisa_ten
     int64_t C = x->shape[x->ndim - 1], n = lisa_tensor_nelem(x) / C;
     LISA_ASSERT(lisa_tensor_nelem(w) == C && lisa_tensor_nelem(b) == C && out->dtype == x->dtype);
     if (n == 0) return LISA_OK;
-    CUDA_DISPATCH_FLOAT(x->dtype, layernorm_kernel<T><<<(unsigned)n, LN_THREADS, 0, c->stream>>>(
+    CUDA_DISPATCH_FLOAT(x->dtype, CUDA_KERNEL(layernorm_kernel<T>, (unsigned)n, LN_THREADS, 0, c->stream)(
                                       (T *)out->data, (const T *)x->data, w->data, w->dtype,
                                       b->data, b->dtype, C, eps));
     CUDA_LAUNCH_CHECK(c);
@@ -59,7 +59,7 @@ lisa_status cuda_op_activation(lisa_backend *be, lisa_tensor *out, const lisa_te
     cuda_ctx *c = cuda_ctx_of(be);
     int64_t n = lisa_tensor_nelem(x);
     LISA_ASSERT(lisa_tensor_nelem(out) == n && out->dtype == x->dtype);
-    CUDA_DISPATCH_FLOAT(x->dtype, activation_kernel<T><<<cuda_blocks(n, 256), 256, 0, c->stream>>>(
+    CUDA_DISPATCH_FLOAT(x->dtype, CUDA_KERNEL(activation_kernel<T>, cuda_blocks(n, 256), 256, 0, c->stream)(
                                       (T *)out->data, (const T *)x->data, n, (int)act));
     CUDA_LAUNCH_CHECK(c);
     return LISA_OK;
@@ -93,7 +93,7 @@ lisa_status cuda_op_im2col(lisa_backend *be, lisa_tensor *out, const lisa_tensor
     int64_t Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1;
     int64_t total = B * Ho * Wo * C * k * k;
     LISA_ASSERT(lisa_tensor_nelem(out) == total);
-    CUDA_DISPATCH_FLOAT(x->dtype, im2col_kernel<T><<<cuda_blocks(total, 256), 256, 0, c->stream>>>(
+    CUDA_DISPATCH_FLOAT(x->dtype, CUDA_KERNEL(im2col_kernel<T>, cuda_blocks(total, 256), 256, 0, c->stream)(
                                       (T *)out->data, (const T *)x->data, B, H, W, C, Ho, Wo, k,
                                       stride, pad, channels_first));
     CUDA_LAUNCH_CHECK(c);
@@ -127,7 +127,7 @@ lisa_status cuda_op_conv_transpose_2x2(lisa_backend *be, lisa_tensor *out, const
     LISA_ASSERT(w->shape[0] == C && lisa_tensor_nelem(out) == B * 4 * H * W * O);
     LISA_ASSERT(out->dtype == x->dtype);
     int64_t total = B * 4 * H * W * O;
-    CUDA_DISPATCH_FLOAT(x->dtype, conv_t2x2_kernel<T><<<cuda_blocks(total, 256), 256, 0, c->stream>>>(
+    CUDA_DISPATCH_FLOAT(x->dtype, CUDA_KERNEL(conv_t2x2_kernel<T>, cuda_blocks(total, 256), 256, 0, c->stream)(
                                       (T *)out->data, (const T *)x->data, w->data, w->dtype,
                                       bias ? bias->data : NULL, bias ? bias->dtype : w->dtype, B,
                                       H, W, C, O));
@@ -164,7 +164,7 @@ lisa_status cuda_op_window_partition(lisa_backend *be, lisa_tensor *out, const l
     int64_t B = x->shape[0], H = x->shape[1], W = x->shape[2], C = x->shape[3];
     int64_t total = B * ((H + ws - 1) / ws) * ((W + ws - 1) / ws) * ws * ws * C;
     LISA_ASSERT(lisa_tensor_nelem(out) == total);
-    CUDA_DISPATCH_FLOAT(x->dtype, window_kernel<T><<<cuda_blocks(total, 256), 256, 0, c->stream>>>(
+    CUDA_DISPATCH_FLOAT(x->dtype, CUDA_KERNEL(window_kernel<T>, cuda_blocks(total, 256), 256, 0, c->stream)(
                                       (T *)out->data, (const T *)x->data, B, H, W, C, ws, 0));
     CUDA_LAUNCH_CHECK(c);
     return LISA_OK;
@@ -176,7 +176,7 @@ lisa_status cuda_op_window_unpartition(lisa_backend *be, lisa_tensor *out, const
     LISA_ASSERT(out->ndim == 4 && ws > 0 && out->dtype == x->dtype);
     int64_t B = out->shape[0], H = out->shape[1], W = out->shape[2], C = out->shape[3];
     LISA_ASSERT(lisa_tensor_nelem(x) == B * ((H + ws - 1) / ws) * ((W + ws - 1) / ws) * ws * ws * C);
-    CUDA_DISPATCH_FLOAT(x->dtype, window_kernel<T><<<cuda_blocks(B * H * W * C, 256), 256, 0, c->stream>>>(
+    CUDA_DISPATCH_FLOAT(x->dtype, CUDA_KERNEL(window_kernel<T>, cuda_blocks(B * H * W * C, 256), 256, 0, c->stream)(
                                       (T *)out->data, (const T *)x->data, B, H, W, C, ws, 1));
     CUDA_LAUNCH_CHECK(c);
     return LISA_OK;
@@ -222,7 +222,7 @@ lisa_status cuda_op_resize_bilinear(lisa_backend *be, lisa_tensor *out, const li
     int64_t N = x->shape[0], H = x->shape[1], W = x->shape[2], Ho = out->shape[1], Wo = out->shape[2];
     LISA_ASSERT(hc > 0 && wc > 0 && hc <= H && wc <= W && out->dtype == x->dtype);
     float sy = (float)hc / (float)Ho, sx = (float)wc / (float)Wo;
-    CUDA_DISPATCH_FLOAT(x->dtype, resize_bilinear_kernel<T><<<cuda_blocks(N * Ho * Wo, 256), 256, 0, c->stream>>>(
+    CUDA_DISPATCH_FLOAT(x->dtype, CUDA_KERNEL(resize_bilinear_kernel<T>, cuda_blocks(N * Ho * Wo, 256), 256, 0, c->stream)(
                                       (T *)out->data, (const T *)x->data, N, H, W, hc, wc, Ho, Wo,
                                       sy, sx));
     CUDA_LAUNCH_CHECK(c);
@@ -242,7 +242,7 @@ lisa_status cuda_op_copy_cols(lisa_backend *be, lisa_tensor *out, const lisa_ten
     int64_t cc = out->shape[out->ndim - 1];
     LISA_ASSERT(c0 >= 0 && c0 + cc <= C && lisa_tensor_nelem(out) == n * cc);
     LISA_ASSERT(src->dtype == out->dtype);
-    CUDA_DISPATCH_FLOAT(src->dtype, copy_cols_kernel<T><<<cuda_blocks(n * cc, 256), 256, 0, c->stream>>>(
+    CUDA_DISPATCH_FLOAT(src->dtype, CUDA_KERNEL(copy_cols_kernel<T>, cuda_blocks(n * cc, 256), 256, 0, c->stream)(
                                         (T *)out->data, (const T *)src->data, n, C, cc, c0));
     CUDA_LAUNCH_CHECK(c);
     return LISA_OK;
@@ -262,7 +262,7 @@ lisa_status cuda_op_transpose(lisa_backend *be, lisa_tensor *out, const lisa_ten
     LISA_ASSERT(x->ndim == 3 && out->dtype == x->dtype);
     int64_t B = x->shape[0], R = x->shape[1], C = x->shape[2];
     LISA_ASSERT(lisa_tensor_nelem(out) == B * R * C);
-    CUDA_DISPATCH_FLOAT(x->dtype, transpose_kernel<T><<<cuda_blocks(B * R * C, 256), 256, 0, c->stream>>>(
+    CUDA_DISPATCH_FLOAT(x->dtype, CUDA_KERNEL(transpose_kernel<T>, cuda_blocks(B * R * C, 256), 256, 0, c->stream)(
                                       (T *)out->data, (const T *)x->data, B, R, C));
     CUDA_LAUNCH_CHECK(c);
     return LISA_OK;
@@ -367,7 +367,7 @@ lisa_status cuda_op_attention_full(lisa_backend *be, lisa_tensor *out, const lis
                               (long long)D, FA_MAX_D);
     if (B * Lq * H == 0) return LISA_OK;
     unsigned blocks = (unsigned)((B * Lq * H + FA_WARPS - 1) / FA_WARPS);
-    CUDA_DISPATCH_FLOAT(q->dtype, attention_full_kernel<T><<<blocks, 32 * FA_WARPS, 0, c->stream>>>(
+    CUDA_DISPATCH_FLOAT(q->dtype, CUDA_KERNEL(attention_full_kernel<T>, blocks, 32 * FA_WARPS, 0, c->stream)(
                                       (T *)out->data, (const T *)q->data, (const T *)k->data,
                                       (const T *)v->data, B, Lq, Lk, H, D, scale,
                                       rel_h ? rel_h->data : NULL, rel_w ? rel_w->data : NULL,
