@@ -11,12 +11,14 @@
  *  - the model split into two layer ranges (as pipeline stages) gives the
  *    same logits as the whole model.
  * LISA_TEST_DEVICE=cuda runs it all on the CUDA backend (scripts/gpu-check.sh),
- * LISA_TEST_DTYPE=bf16|fp16 in that precision. Tolerances there are stated,
- * not yet measured: fp32 1e-4 (other summation orders); bf16 5e-2 and fp16
- * 1e-2 on logits and hidden states (a few rounding steps of 2^-8 / 2^-11 per
- * layer), and in half precision only the first greedy token must match
- * (later ones may follow a different near-tie), batch and embedding
- * equivalences are checked on the first token too. */
+ * LISA_TEST_DTYPE=bf16|fp16 in that precision. Tolerances there: fp32 1e-4
+ * (other summation orders); bf16 twice what transformers' own bf16 run
+ * moves from its fp32 one on the same prompts, per model and per quantity
+ * (bf16-reference.json, tests/reference/gen_llama_bf16.py); fp16 1e-2, a
+ * stated bound (torch 1.13 has no CPU fp16 matmul to measure against). In
+ * half precision only the first greedy token must match (later ones may
+ * follow a different near-tie), batch and embedding equivalences are checked
+ * on the first token too. */
 #include <cJSON.h>
 
 #include "generate.h"
@@ -27,7 +29,23 @@
 
 static lisa_backend_kind g_kind = LISA_BACKEND_CPU;
 static lisa_dtype g_dtype = LISA_DTYPE_F32;
-static double g_tol = TOL_LOGITS; /* logits and hidden states */
+static double g_tol = TOL_LOGITS;   /* logits and hidden states */
+static double g_tol_h = TOL_LOGITS; /* hidden states, when bf16 sets them apart */
+
+/* bf16: twice transformers' own worst bf16 error on this model's prompts. */
+static void tol_from_bf16_reference(const char *dir) {
+    char *json = test_read_file(test_path(dir, "bf16-reference.json"), NULL);
+    cJSON *root = json ? cJSON_Parse(json) : NULL;
+    cJSON *wl = cJSON_GetObjectItem(root, "worst_logits_rel_err");
+    cJSON *wh = cJSON_GetObjectItem(root, "worst_hidden_rel_err");
+    CHECK(cJSON_IsNumber(wl) && cJSON_IsNumber(wh), "%s/bf16-reference.json unreadable", dir);
+    if (cJSON_IsNumber(wl) && cJSON_IsNumber(wh)) {
+        g_tol = 2.0 * wl->valuedouble;
+        g_tol_h = 2.0 * wh->valuedouble;
+    }
+    cJSON_Delete(root);
+    free(json);
+}
 
 static lisa_status test_backend(lisa_backend **be) {
     return g_kind == LISA_BACKEND_CPU ? lisa_backend_cpu_init(be, 2)
@@ -125,6 +143,8 @@ static void test_model(const char *fixtures, const char *name) {
     char *json = test_read_file(test_path(dir, "expected.json"), NULL);
     CHECK(json != NULL, "%s/expected.json missing", dir);
     if (!json) return;
+    if (g_dtype == LISA_DTYPE_BF16) tol_from_bf16_reference(dir);
+    else g_tol_h = g_tol;
     cJSON *root = cJSON_Parse(json);
     cJSON *cases = cJSON_GetObjectItem(root, "cases");
     int nc = cJSON_GetArraySize(cases);
@@ -164,14 +184,14 @@ static void test_model(const char *fixtures, const char *name) {
         double el = test_rel_err(lg, cs[k].logits, (size_t)2 * V);
         double eh = test_rel_err(hd, cs[k].hidden, (size_t)cs[k].n * C);
         CHECK(el <= g_tol, "%s case %d: logits rel err %.3g", name, k, el);
-        CHECK(eh <= g_tol, "%s case %d: hidden rel err %.3g", name, k, eh);
+        CHECK(eh <= g_tol_h, "%s case %d: hidden rel err %.3g", name, k, eh);
         if (el > worst_l) worst_l = el;
         if (eh > worst_h) worst_h = eh;
         free(lg);
         free(hd);
     }
-    fprintf(stderr, "%s: worst logits rel err %.3g, hidden %.3g (tolerance %.0e)\n", name, worst_l,
-            worst_h, g_tol);
+    fprintf(stderr, "%s: worst logits rel err %.3g (tolerance %.3g), hidden %.3g (tolerance %.3g)\n",
+            name, worst_l, g_tol, worst_h, g_tol_h);
 
     /* greedy, one sequence at a time */
     lisa_gen_request *rq = calloc((size_t)nc, sizeof *rq);
@@ -278,9 +298,9 @@ int main(int argc, char **argv) {
     if (dev && !strcmp(dev, "cuda")) {
         g_kind = LISA_BACKEND_CUDA;
         g_tol = 1e-4;
-        if (dt && !strcmp(dt, "bf16")) g_dtype = LISA_DTYPE_BF16, g_tol = 5e-2;
+        if (dt && !strcmp(dt, "bf16")) g_dtype = LISA_DTYPE_BF16;
         else if (dt && !strcmp(dt, "fp16")) g_dtype = LISA_DTYPE_F16, g_tol = 1e-2;
-        fprintf(stderr, "test-llama on cuda, %s, tolerance %.0e\n", lisa_dtype_name(g_dtype), g_tol);
+        fprintf(stderr, "test-llama on cuda, %s\n", lisa_dtype_name(g_dtype));
     }
     test_model(fixtures, "llama-mha");
     test_model(fixtures, "llama-gqa");
