@@ -243,8 +243,10 @@ if [ "$BUILD_OK" = 1 ]; then
     fi
 
     # The decoder on the GPU against transformers' logits (test-llama): fp32
-    # within 1e-4 with identical greedy tokens; bf16 within 5e-2 with the
-    # first token identical (tolerances stated in the test, not yet measured).
+    # within 1e-4 with identical greedy tokens; bf16 within twice
+    # transformers' own bf16 error on the same prompts (bf16-reference.json)
+    # with the first token identical. Both already pass on the CPU emulator
+    # of the CUDA backend (scripts/test.sh, build-emu); this is the real card.
     for dt in fp32 bf16; do
         DLOG=$OUT_DIR/llama-$dt.log
         : >"$DLOG"

@@ -275,9 +275,12 @@ lisa_status lisa_llama_state_init(lisa_llama_state *s, const lisa_llama_model *m
     }
     lisa_status st = LISA_OK;
     lisa_dtype dt = m->dtype;
+    /* cache rows per sequence rounded up to 16: the CUDA tensor-core
+     * attention reads keys 16 at a time (positions stay below max_ctx) */
+    int64_t rows = ((int64_t)max_ctx + 15) / 16 * 16;
     for (int l = 0; l < nl && st == LISA_OK; l++) {
-        st = state_alloc(s, &s->k_cache[l], dt, 4, max_seqs, max_ctx, KVH, D);
-        if (st == LISA_OK) st = state_alloc(s, &s->v_cache[l], dt, 4, max_seqs, max_ctx, KVH, D);
+        st = state_alloc(s, &s->k_cache[l], dt, 4, max_seqs, rows, KVH, D);
+        if (st == LISA_OK) st = state_alloc(s, &s->v_cache[l], dt, 4, max_seqs, rows, KVH, D);
     }
     if (st == LISA_OK) st = state_alloc(s, &s->x, dt, 2, n, C, 0, 0);
     if (st == LISA_OK) st = state_alloc(s, &s->xb, dt, 2, n, C, 0, 0);

@@ -12,7 +12,20 @@
  * the GPU idle, so the keys are then split over several warps
  * (flash-decoding): each writes its partial (max, sum, accumulators) to the
  * backend's scratch and a second kernel merges the splits of each row. With
- * many rows (prefill, large batches) one warp takes all keys of its row. */
+ * many rows (prefill, large batches) one warp takes all keys of its row.
+ *
+ * Prefill in bf16/fp16 (head dims 64 and 128) goes through tensor cores
+ * instead (attention_tc_kernel, flash-attention style): a warp takes 16
+ * consecutive rows of one sequence and one head, computes their scores
+ * against 16 keys at a time with WMMA (fp32 accumulate), keeps the online
+ * softmax per row in fp32 and accumulates P V with WMMA again, so each K/V
+ * tile is read once per 16 rows, not once per row, and nothing T x T
+ * reaches global memory. Rows in a tile that mixes sequences (or in the
+ * batch's last partial tile) are left to the row kernel, which skips every
+ * row the tensor-core kernel took: one launch each, no host round trip to
+ * learn the batch layout. */
+#include <mma.h>
+
 #include "cuda-common.cuh"
 
 #define ATT_WARPS 4
@@ -20,6 +33,17 @@
 #define ATT_MAX_SPLITS 32
 #define ATT_TARGET_WARPS 512  /* enough warps in flight to cover the SMs */
 #define ATT_MIN_KEYS_PER_SPLIT 32
+#define ATT_TILE 16           /* rows per warp and keys per step, tensor-core path */
+
+/* Rows [i0, i0 + ATT_TILE) are a tile the tensor-core kernel takes: all in
+ * the batch and of one sequence. */
+__device__ __forceinline__ bool att_tile_uniform(const int32_t *seq, int64_t i0, int64_t n) {
+    if (i0 + ATT_TILE > n) return false;
+    int32_t s = seq[i0];
+    for (int r = 1; r < ATT_TILE; r++)
+        if (seq[i0 + r] != s) return false;
+    return true;
+}
 
 /* Online softmax over keys [k_begin, k_end) of one (row, head): the running
  * max *m, sum *l and acc (the unnormalized output, lane-strided). */
@@ -65,13 +89,15 @@ __device__ void attend_range(const float *qs, const T *kb, const T *vb, int64_t 
 template <typename T>
 __global__ void attention_kernel(T *out, float *part, const T *q, const T *kc, const T *vc,
                                  const int32_t *seq, const int32_t *pos, int64_t n, int64_t H,
-                                 int64_t KVH, int64_t D, int64_t Tmax, float scale, int splits) {
+                                 int64_t KVH, int64_t D, int64_t Tmax, float scale, int splits,
+                                 int skip_tiles) {
     __shared__ float qs[ATT_WARPS][ATT_MAX_D];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int64_t job = (int64_t)blockIdx.x * ATT_WARPS + warp; /* (row, head, split) */
     if (job >= n * H * splits) return;
     int64_t task = job / splits, split = job % splits;
     int64_t i = task / H, h = task % H, kvh = h / (H / KVH);
+    if (skip_tiles && att_tile_uniform(seq, i - i % ATT_TILE, n)) return;
     const T *qr = q + (i * H + h) * D;
     for (int64_t d = lane; d < D; d += 32) qs[warp][d] = cu_ld(qr, d) * scale;
     __syncwarp();
@@ -106,11 +132,13 @@ __global__ void attention_kernel(T *out, float *part, const T *q, const T *kc, c
  * holds key 0, so the overall maximum is finite; empty splits have m = -inf
  * and l = 0 and weigh nothing. */
 template <typename T>
-__global__ void attention_merge_kernel(T *out, const float *part, int64_t tasks, int64_t D,
-                                       int splits) {
+__global__ void attention_merge_kernel(T *out, const float *part, const int32_t *seq, int64_t n,
+                                       int64_t H, int64_t D, int splits, int skip_tiles) {
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int64_t task = (int64_t)blockIdx.x * ATT_WARPS + warp;
-    if (task >= tasks) return;
+    if (task >= n * H) return;
+    int64_t i = task / H;
+    if (skip_tiles && att_tile_uniform(seq, i - i % ATT_TILE, n)) return;
     const float *pp = part + task * splits * (D + 2);
     float M = -INFINITY;
     for (int s = 0; s < splits; s++) M = fmaxf(M, pp[s * (D + 2)]);
@@ -124,6 +152,140 @@ __global__ void attention_merge_kernel(T *out, const float *part, int64_t tasks,
             a += pp[s * (D + 2) + 2 + d] * expf(pp[s * (D + 2)] - M);
         cu_st(o, d, a * inv);
     }
+}
+
+/* The tensor-core path: one warp per (16-row tile, head). Lane l keeps the
+ * softmax state of row l / 2 and scores columns (l % 2) * 8 .. + 8 of each
+ * 16 x 16 score tile. The output accumulators are WMMA fragments whose
+ * element-to-row mapping CUDA leaves unspecified, so it is learnt once by
+ * loading a fragment of row indices; per-row factors (the online-softmax
+ * correction, 1/sum) are then applied element by element. P is rounded to
+ * T for the P V product and the row sums add the rounded values, so the
+ * weights that multiply V are normalized exactly. Needs Tmax % 16 == 0
+ * (the last key tile stays inside the sequence's cache rows). */
+template <typename T, int D>
+__global__ void attention_tc_kernel(T *out, const T *q, const T *kc, const T *vc,
+                                    const int32_t *seq, const int32_t *pos, int64_t n, int64_t H,
+                                    int64_t KVH, int64_t Tmax, float scale) {
+    using namespace nvcuda;
+    typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc_frag;
+    __shared__ __align__(32) float sc[ATT_WARPS][ATT_TILE * ATT_TILE]; /* scores; output staging */
+    __shared__ __align__(32) T pr[ATT_WARPS][ATT_TILE * ATT_TILE];     /* probabilities */
+    __shared__ float rowf[ATT_WARPS][ATT_TILE];                        /* per-row factor */
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int64_t job = (int64_t)blockIdx.x * ATT_WARPS + warp; /* (tile, head) */
+    if (job >= n / ATT_TILE * H) return;
+    int64_t i0 = job / H * ATT_TILE, h = job % H, kvh = h / (H / KVH);
+    if (!att_tile_uniform(seq, i0, n)) return;
+    float *S = sc[warp];
+    T *P = pr[warp];
+
+    for (int e = lane; e < ATT_TILE * ATT_TILE; e += 32) S[e] = (float)(e / ATT_TILE);
+    __syncwarp();
+    acc_frag rowid;
+    wmma::load_matrix_sync(rowid, S, ATT_TILE, wmma::mem_row_major);
+    int last = 0; /* the tile's largest position: keys [0, last] are visited */
+    for (int r = 0; r < ATT_TILE; r++) last = max(last, (int)pos[i0 + r]);
+    int row = lane >> 1, c0 = (lane & 1) * 8, rpos = pos[i0 + row];
+
+    int64_t ldq = H * D, ldkv = KVH * D;
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> qf[D / 16];
+    acc_frag of[D / 16];
+    for (int ds = 0; ds < D / 16; ds++) {
+        wmma::load_matrix_sync(qf[ds], q + (i0 * H + h) * D + ds * 16, (unsigned)ldq);
+        wmma::fill_fragment(of[ds], 0.0f);
+    }
+    const T *kb = kc + ((int64_t)seq[i0] * Tmax * KVH + kvh) * D;
+    const T *vb = vc + ((int64_t)seq[i0] * Tmax * KVH + kvh) * D;
+    float m = -INFINITY, l = 0.0f;
+    for (int64_t k0 = 0; k0 <= last; k0 += ATT_TILE) {
+        __syncwarp(); /* the previous step's reads of S, P and rowf are done */
+        acc_frag sf;
+        wmma::fill_fragment(sf, 0.0f);
+        for (int ds = 0; ds < D / 16; ds++) {
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> kf;
+            wmma::load_matrix_sync(kf, kb + k0 * ldkv + ds * 16, (unsigned)ldkv);
+            wmma::mma_sync(sf, qf[ds], kf, sf);
+        }
+        wmma::store_matrix_sync(S, sf, ATT_TILE, wmma::mem_row_major);
+        __syncwarp();
+        float s[8], mx = -INFINITY;
+        for (int j = 0; j < 8; j++) {
+            s[j] = k0 + c0 + j <= rpos ? S[row * ATT_TILE + c0 + j] * scale : -INFINITY;
+            mx = fmaxf(mx, s[j]);
+        }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        /* key 0 is in every row's range, so m is finite from the first step */
+        float mn = fmaxf(m, mx), corr = expf(m - mn), ps = 0.0f;
+        for (int j = 0; j < 8; j++) {
+            float p = cu_round<T>(s[j] == -INFINITY ? 0.0f : expf(s[j] - mn));
+            cu_st(P, row * ATT_TILE + c0 + j, p);
+            ps += p;
+        }
+        ps += __shfl_xor_sync(0xffffffffu, ps, 1);
+        l = l * corr + ps;
+        m = mn;
+        if ((lane & 1) == 0) rowf[warp][row] = corr;
+        __syncwarp();
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> pf;
+        wmma::load_matrix_sync(pf, P, ATT_TILE);
+        for (int ds = 0; ds < D / 16; ds++) {
+            for (int e = 0; e < of[ds].num_elements; e++) of[ds].x[e] *= rowf[warp][(int)rowid.x[e]];
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> vf;
+            wmma::load_matrix_sync(vf, vb + k0 * ldkv + ds * 16, (unsigned)ldkv);
+            wmma::mma_sync(of[ds], pf, vf, of[ds]);
+        }
+    }
+    __syncwarp();
+    if ((lane & 1) == 0) rowf[warp][row] = 1.0f / l;
+    __syncwarp();
+    for (int ds = 0; ds < D / 16; ds++) {
+        for (int e = 0; e < of[ds].num_elements; e++) of[ds].x[e] *= rowf[warp][(int)rowid.x[e]];
+        wmma::store_matrix_sync(S, of[ds], ATT_TILE, wmma::mem_row_major);
+        __syncwarp();
+        for (int e = lane; e < ATT_TILE * ATT_TILE; e += 32)
+            cu_st(out + ((i0 + e / ATT_TILE) * H + h) * D + ds * 16, e % ATT_TILE, S[e]);
+        __syncwarp();
+    }
+}
+
+/* Whether the tensor-core kernel can serve this call (see its comment);
+ * WMMA loads need 32-byte aligned rows. */
+static bool attention_tc_fits(const lisa_tensor *q, const lisa_tensor *kc, const lisa_tensor *vc,
+                              int64_t n, int64_t D, int64_t Tmax) {
+    if (q->dtype != LISA_DTYPE_BF16 && q->dtype != LISA_DTYPE_F16) return false;
+    if ((D != 64 && D != 128) || n < ATT_TILE || Tmax % ATT_TILE != 0) return false;
+    return (uintptr_t)q->data % 32 == 0 && (uintptr_t)kc->data % 32 == 0 &&
+           (uintptr_t)vc->data % 32 == 0;
+}
+
+/* (through a pointer: a macro argument cannot hold the template's comma) */
+#define ATT_TC_LAUNCH(T, DD)                                                                    \
+    do {                                                                                        \
+        void (*attention_tc_kernel_)(T *, const T *, const T *, const T *, const int32_t *,    \
+                                     const int32_t *, int64_t, int64_t, int64_t, int64_t,      \
+                                     float) = attention_tc_kernel<T, DD>;                      \
+        CUDA_KERNEL(attention_tc_kernel_, blocks, 32 * ATT_WARPS, 0, c->stream)(               \
+            (T *)out->data, (const T *)q->data, (const T *)kc->data, (const T *)vc->data,      \
+            (const int32_t *)seq->data, (const int32_t *)pos->data, n, H, KVH, Tmax, scale);   \
+    } while (0)
+
+static lisa_status attention_tc(cuda_ctx *c, lisa_tensor *out, const lisa_tensor *q,
+                                const lisa_tensor *kc, const lisa_tensor *vc,
+                                const lisa_tensor *seq, const lisa_tensor *pos) {
+    int64_t n = q->shape[0], H = q->shape[1], D = q->shape[2];
+    int64_t Tmax = kc->shape[1], KVH = kc->shape[2];
+    unsigned blocks = (unsigned)((n / ATT_TILE * H + ATT_WARPS - 1) / ATT_WARPS);
+    float scale = 1.0f / sqrtf((float)D);
+    if (q->dtype == LISA_DTYPE_BF16) {
+        if (D == 64) ATT_TC_LAUNCH(__nv_bfloat16, 64);
+        else ATT_TC_LAUNCH(__nv_bfloat16, 128);
+    } else {
+        if (D == 64) ATT_TC_LAUNCH(__half, 64);
+        else ATT_TC_LAUNCH(__half, 128);
+    }
+    CUDA_LAUNCH_CHECK(c);
+    return LISA_OK;
 }
 
 lisa_status cuda_op_attention(lisa_backend *be, lisa_tensor *out, const lisa_tensor *q,
@@ -149,19 +311,21 @@ lisa_status cuda_op_attention(lisa_backend *be, lisa_tensor *out, const lisa_ten
     if (splits < 1) splits = 1;
     while (splits > 1 && (size_t)(tasks * splits * (D + 2)) * sizeof(float) > c->att_scratch_size)
         splits /= 2;
+    int tc = attention_tc_fits(q, kc, vc, n, D, Tmax);
+    if (tc) LISA_TRY(attention_tc(c, out, q, kc, vc, seq, pos));
     unsigned blocks = (unsigned)((tasks * splits + ATT_WARPS - 1) / ATT_WARPS);
     float scale = 1.0f / sqrtf((float)D);
     CUDA_DISPATCH_FLOAT(q->dtype, CUDA_KERNEL(attention_kernel<T>, blocks, 32 * ATT_WARPS, 0, c->stream)(
                                       (T *)out->data, (float *)c->att_scratch, (const T *)q->data,
                                       (const T *)kc->data, (const T *)vc->data,
                                       (const int32_t *)seq->data, (const int32_t *)pos->data, n,
-                                      H, KVH, D, Tmax, scale, splits));
+                                      H, KVH, D, Tmax, scale, splits, tc));
     CUDA_LAUNCH_CHECK(c);
     if (splits > 1) {
         unsigned mblocks = (unsigned)((tasks + ATT_WARPS - 1) / ATT_WARPS);
         CUDA_DISPATCH_FLOAT(q->dtype, CUDA_KERNEL(attention_merge_kernel<T>, mblocks, 32 * ATT_WARPS, 0, c->stream)(
-                                          (T *)out->data, (const float *)c->att_scratch, tasks, D,
-                                          splits));
+                                          (T *)out->data, (const float *)c->att_scratch,
+                                          (const int32_t *)seq->data, n, H, D, splits, tc));
         CUDA_LAUNCH_CHECK(c);
     }
     return LISA_OK;

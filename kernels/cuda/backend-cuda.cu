@@ -15,8 +15,9 @@
 #define CUDA_WORKSPACE_BYTES ((size_t)32 << 20)
 #define CUDA_ATT_SCRATCH_BYTES ((size_t)16 << 20)
 
-static lisa_status cuda_buffer_alloc(lisa_backend *be, size_t nbytes, void **out) {
-    cuda_ctx *c = cuda_ctx_of(be);
+/* cudaMalloc with the error a user can act on: what was asked for, for
+ * what, and how much the device has free. */
+static lisa_status cuda_device_alloc(cuda_ctx *c, size_t nbytes, const char *what, void **out) {
     void *p = NULL;
     cudaError_t e = cudaMalloc(&p, nbytes ? nbytes : 1);
     if (e != cudaSuccess) {
@@ -24,12 +25,21 @@ static lisa_status cuda_buffer_alloc(lisa_backend *be, size_t nbytes, void **out
         cudaGetLastError();
         cudaMemGetInfo(&free_b, &total_b);
         return lisa_error_set(LISA_ERR_NOMEM,
-                              "cuda:%d: cannot allocate %zu bytes (%.2f GiB): %s; device has "
-                              "%.2f GiB free of %.2f GiB",
-                              c->device, nbytes, nbytes / 1073741824.0, cudaGetErrorString(e),
-                              free_b / 1073741824.0, total_b / 1073741824.0);
+                              "cuda:%d: cannot allocate %zu bytes (%.2f GiB) for %s: %s; device "
+                              "has %.2f GiB free of %.2f GiB",
+                              c->device, nbytes, nbytes / 1073741824.0, what,
+                              cudaGetErrorString(e), free_b / 1073741824.0,
+                              total_b / 1073741824.0);
     }
-    e = cudaMemsetAsync(p, 0, nbytes, c->stream);
+    *out = p;
+    return LISA_OK;
+}
+
+static lisa_status cuda_buffer_alloc(lisa_backend *be, size_t nbytes, void **out) {
+    cuda_ctx *c = cuda_ctx_of(be);
+    void *p = NULL;
+    LISA_TRY(cuda_device_alloc(c, nbytes, "a model or state buffer", &p));
+    cudaError_t e = cudaMemsetAsync(p, 0, nbytes, c->stream);
     if (e != cudaSuccess) {
         cudaFree(p);
         CUDA_TRY(e);
@@ -147,9 +157,9 @@ static lisa_status cuda_ctx_setup(cuda_ctx *c) {
     CUDA_TRY(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
     CUBLAS_TRY(cublasLtCreate(&c->lt));
     c->workspace_size = CUDA_WORKSPACE_BYTES;
-    CUDA_TRY(cudaMalloc(&c->workspace, c->workspace_size));
+    LISA_TRY(cuda_device_alloc(c, c->workspace_size, "the cuBLASLt workspace", &c->workspace));
     c->att_scratch_size = CUDA_ATT_SCRATCH_BYTES;
-    CUDA_TRY(cudaMalloc(&c->att_scratch, c->att_scratch_size));
+    LISA_TRY(cuda_device_alloc(c, c->att_scratch_size, "the attention scratch", &c->att_scratch));
     c->staging_size = CUDA_STAGING_BYTES;
     for (int i = 0; i < 2; i++) {
         CUDA_TRY(cudaMallocHost(&c->staging[i], c->staging_size));

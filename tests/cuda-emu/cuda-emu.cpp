@@ -8,9 +8,11 @@
  * of the two barriers inside a warp shuffle / __syncwarp), and once every
  * live thread of the block (or of the warp) waits there, they are released
  * together. Threads that have returned count as arrived at __syncthreads,
- * as on sm_70+; a warp-collective call whose mask names an exited or absent
- * lane, or a barrier that can never complete, stops the program with the
- * kernel, block and lanes named.
+ * as on sm_70+. Odd-numbered blocks run their threads in reverse order, so
+ * a missing barrier between one lane's write and another's read of shared
+ * memory shows as a wrong result. A warp-collective call whose mask names an
+ * exited or absent lane, or a barrier that can never complete, stops the
+ * program with the kernel, block and lanes named.
  *
  * Memory: cudaMalloc hands out host memory, filled with 0xff (NaN in every
  * float type) so that reading what was never written shows, and records the
@@ -254,8 +256,13 @@ static void block_run(void) {
         fiber_init(f, g_stacks + (size_t)t * CUEMU_STACK);
     }
     int live = g_nthreads;
+    /* odd blocks run their threads last to first: a lane reading what
+     * another wrote without a barrier in between sees stale data in one of
+     * the two orders, whichever lane is the writer */
+    int reverse = (g_block_idx.x + g_block_idx.y + g_block_idx.z) & 1;
     for (;;) {
-        for (int t = 0; t < g_nthreads; t++) {
+        for (int i = 0; i < g_nthreads; i++) {
+            int t = reverse ? g_nthreads - 1 - i : i;
             if (g_fibers[t].state != F_RUN) continue;
             g_cur = t;
             g_thread_idx = &g_fibers[t].idx;
@@ -362,7 +369,8 @@ static cudaError_t region_alloc(void **p, size_t n, mem_kind kind) {
         *p = NULL;
         return cudaErrorMemoryAllocation;
     }
-    void *m = malloc(n ? n : 1);
+    /* cudaMalloc's 256-byte alignment, which kernels and cuBLASLt rely on */
+    void *m = aligned_alloc(256, (n + 255) / 256 * 256 + (n == 0) * 256);
     if (!m) return cudaErrorMemoryAllocation;
     memset(m, 0xff, n);
     g_regions[(uintptr_t)m] = region{n ? n : 1, kind};

@@ -127,6 +127,7 @@ static const op_tol k_tols[] = {
     {"embedding", {0, 0, 0}},
     {"rmsnorm", {1e-10, 2e-6, 1e-4}}, {"add_rmsnorm", {1e-10, 4e-6, 2e-4}},
     {"rope", {1e-10, 2e-6, 1e-4}},    {"attention", {1e-9, 4e-6, 2e-4}},
+    {"attention_prefill", {1e-9, 4e-6, 2e-4}},
     {"swiglu", {1e-10, 2e-6, 1e-4}},  {"add", {1e-12, 2e-6, 1e-4}},
     {"softmax", {1e-10, 2e-6, 1e-4}}, {"argmax", {0, 0, 0}},
     {"get_rows", {0, 0, 0}},          {"convert", {0, 0, 0}},
@@ -240,9 +241,16 @@ static int run_rope(const op_case *k, lisa_backend *be, lisa_dtype dt, float *ou
  * D = c, context max(64, a); rows are sequence 0 positions 0..a/2-1 and
  * sequence 1 positions 0..a-a/2-1, interleaved, so prefill and
  * cross-sequence packing are both exercised. Few rows take CUDA's split-key
- * path, many rows (a * b >= 512) its one-warp-per-row path. */
+ * path, many rows (a * b >= 512) its one-warp-per-row path.
+ * "attention_prefill": the rows of each sequence contiguous instead (3/5 of
+ * them sequence 0), context rounded up to a multiple of 16: in bf16/f16 with
+ * D 64 or 128 CUDA's tensor-core path takes the 16-row tiles of one
+ * sequence and the row kernel the tile that straddles the two and the
+ * partial last one. */
 static int run_attention(const op_case *k, lisa_backend *be, lisa_dtype dt, float *out) {
+    int prefill = !strcmp(k->op, "attention_prefill");
     int64_t n = k->a, H = k->b, KVH = k->b / 2, D = k->c, Tmax = n < 64 ? 64 : n;
+    if (prefill) Tmax = (Tmax + 15) / 16 * 16;
     int64_t sq[3] = {n, H, D}, skv[3] = {n, KVH, D}, sc[4] = {2, Tmax, KVH, D}, si[1] = {n};
     int64_t so[2] = {n, H * D};
     gtensor q = gt_alloc(be, adt(be, dt), 3, sq), kk = gt_alloc(be, adt(be, dt), 3, skv),
@@ -252,7 +260,7 @@ static int run_attention(const op_case *k, lisa_backend *be, lisa_dtype dt, floa
     float *sv = malloc((size_t)n * sizeof *sv), *pv = malloc((size_t)n * sizeof *pv);
     int64_t c0 = 0, c1 = 0;
     for (int64_t i = 0; i < n; i++) {
-        int s = (i % 2 == 1 && c1 < n - n / 2) || c0 >= n / 2;
+        int s = prefill ? i >= n * 3 / 5 : (i % 2 == 1 && c1 < n - n / 2) || c0 >= n / 2;
         sv[i] = (float)s;
         pv[i] = (float)(s ? c1++ : c0++);
     }
@@ -451,7 +459,7 @@ static void case_inputs(op_case *k, lisa_dtype dt) {
         k->in[1] = malloc((size_t)a * sizeof(float));
         for (int64_t i = 0; i < a; i++) k->in[1][i] = (float)((i * 37) % 2000);
         k->out_n = (size_t)(a * b * c);
-    } else if (!strcmp(k->op, "attention")) {
+    } else if (!strcmp(k->op, "attention") || !strcmp(k->op, "attention_prefill")) {
         k->in[0] = rand_vec((size_t)(a * b * c), 1.0f, dt);
         k->in[1] = rand_vec((size_t)(a * (b / 2) * c), 1.0f, dt);
         k->in[2] = rand_vec((size_t)(a * (b / 2) * c), 1.0f, dt);
@@ -523,6 +531,9 @@ int main(int argc, char **argv) {
         {"attention", 40, 8, 128, run_attention, 0, {0}},
         {"attention", 5, 2, 64, run_attention, 0, {0}},
         {"attention", 130, 4, 8, run_attention, 0, {0}},
+        {"attention_prefill", 100, 4, 128, run_attention, 0, {0}},
+        {"attention_prefill", 77, 2, 64, run_attention, 0, {0}},
+        {"attention_prefill", 48, 2, 8, run_attention, 0, {0}},
         {"swiglu", 3, 0, 77, run_rowop, 0, {0}},     {"add", 4, 0, 129, run_rowop, 0, {0}},
         {"softmax", 3, 0, 1001, run_rowop, 0, {0}},  {"argmax", 4, 0, 32003, run_rowop, 0, {0}},
         {"get_rows", 6, 3, 37, run_rowop, 0, {0}},   {"convert", 3, 0, 45, run_rowop, 0, {0}},

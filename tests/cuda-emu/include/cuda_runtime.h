@@ -34,6 +34,7 @@
  * shared memory. */
 #define __shared__ static
 #define __restrict__ __restrict
+#define __align__(n) __attribute__((aligned(n)))
 
 struct uint3 {
     unsigned x, y, z;
@@ -98,8 +99,10 @@ template <class T> cudaError_t cudaMallocHost(T **p, size_t n) {
     return cudaMallocHost((void **)p, n);
 }
 
-/* device math that glibc lacks */
+/* device functions that the host C/C++ libraries lack */
 static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+static inline int max(int a, int b) { return a > b ? a : b; }
+static inline int min(int a, int b) { return a < b ? a : b; }
 static inline float __fdividef(float a, float b) { return a / b; }
 
 namespace cuemu {
