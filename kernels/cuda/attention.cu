@@ -26,10 +26,10 @@
  * learn the batch layout. */
 #include <mma.h>
 
-#include "cuda-common.cuh"
+#include "attend.cuh"
 
 #define ATT_WARPS 4
-#define ATT_MAX_D 256
+#define ATT_MAX_D ATTEND_MAX_D
 #define ATT_MAX_SPLITS 32
 #define ATT_TARGET_WARPS 512  /* enough warps in flight to cover the SMs */
 #define ATT_MIN_KEYS_PER_SPLIT 32
@@ -43,45 +43,6 @@ __device__ __forceinline__ bool att_tile_uniform(const int32_t *seq, int64_t i0,
     for (int r = 1; r < ATT_TILE; r++)
         if (seq[i0 + r] != s) return false;
     return true;
-}
-
-/* Online softmax over keys [k_begin, k_end) of one (row, head): the running
- * max *m, sum *l and acc (the unnormalized output, lane-strided). */
-template <typename T>
-__device__ void attend_range(const float *qs, const T *kb, const T *vb, int64_t stride, int64_t D,
-                             int64_t k_begin, int64_t k_end, int lane, float *m, float *l,
-                             float *acc) {
-    *m = -INFINITY;
-    *l = 0.0f;
-    for (int r = 0; r < ATT_MAX_D / 32; r++) acc[r] = 0.0f;
-    for (int64_t k0 = k_begin; k0 < k_end; k0 += 32) {
-        int64_t kk = k0 + lane;
-        float s = -INFINITY;
-        if (kk < k_end) {
-            const T *kr = kb + kk * stride;
-            s = 0.0f;
-            for (int64_t d = 0; d < D; d++) s += qs[d] * cu_ld(kr, d);
-        }
-        float cm = s;
-        for (int o = 16; o > 0; o >>= 1) cm = fmaxf(cm, __shfl_xor_sync(0xffffffffu, cm, o));
-        float mn = fmaxf(*m, cm);
-        float corr = expf(*m - mn); /* *m = -inf on the first chunk: corr = 0 */
-        float p = kk < k_end ? expf(s - mn) : 0.0f;
-        float ps = p;
-        for (int o = 16; o > 0; o >>= 1) ps += __shfl_xor_sync(0xffffffffu, ps, o);
-        *l = *l * corr + ps;
-        for (int r = 0; r < ATT_MAX_D / 32; r++) acc[r] *= corr;
-        int64_t cnt = k_end - k0 < 32 ? k_end - k0 : 32;
-        for (int t = 0; t < cnt; t++) {
-            float pt = __shfl_sync(0xffffffffu, p, t);
-            const T *vr = vb + (k0 + t) * stride;
-            for (int r = 0; r < ATT_MAX_D / 32; r++) {
-                int64_t d = lane + 32 * r;
-                if (d < D) acc[r] += pt * cu_ld(vr, d);
-            }
-        }
-        *m = mn;
-    }
 }
 
 /* splits == 1: writes the normalized output. splits > 1: writes the partial
@@ -107,7 +68,8 @@ __global__ void attention_kernel(T *out, float *part, const T *q, const T *kc, c
     const T *kb = kc + ((int64_t)seq[i] * Tmax * KVH + kvh) * D;
     const T *vb = vc + ((int64_t)seq[i] * Tmax * KVH + kvh) * D;
     float acc[ATT_MAX_D / 32], m, l;
-    attend_range(qs[warp], kb, vb, stride, D, k_begin, k_end, lane, &m, &l, acc);
+    attend_range(qs[warp], kb, vb, stride, D, k_begin, k_end, lane, &m, &l, acc,
+                 attend_no_bias());
     if (splits == 1) {
         T *o = out + (i * H + h) * D;
         float inv = 1.0f / l;

@@ -3,7 +3,7 @@
  * window partitioning, torch-exact bilinear resize, column copies,
  * transposes, and non-causal attention with SAM's decomposed relative
  * positions. Arithmetic in fp32, storage in the tensor's dtype. */
-#include "cuda-common.cuh"
+#include "attend.cuh"
 
 #define LN_THREADS 256
 
@@ -269,12 +269,21 @@ lisa_status cuda_op_transpose(lisa_backend *be, lisa_tensor *out, const lisa_ten
 }
 
 #define FA_WARPS 4
-#define FA_MAX_D 256
+#define FA_MAX_D ATTEND_MAX_D
 #define FA_MAX_S 64
 
-/* Non-causal attention, one warp per (batch, query, head), keys 32 at a
- * time with an online softmax, as attention.cu; optional SAM relative terms
- * precomputed per query into shared memory (2*S values from the unscaled q). */
+/* SAM's decomposed relative positions: key kk of an S x S grid adds the
+ * query's row term rel[kk / S] and column term rel[S + kk % S], in that
+ * order (segment-anything adds attn + rel_h + rel_w). */
+struct attend_rel_bias {
+    const float *rel;
+    int64_t S;
+    __device__ float operator()(float s, int64_t kk) const { return (s + rel[kk / S]) + rel[S + kk % S]; }
+};
+
+/* Non-causal attention, one warp per (batch, query, head), through the
+ * online-softmax loop of attend.cuh; optional SAM relative terms precomputed
+ * per query into shared memory (2*S values from the unscaled q). */
 template <typename T>
 __global__ void attention_full_kernel(T *out, const T *q, const T *k, const T *v, int64_t B,
                                       int64_t Lq, int64_t Lk, int64_t H, int64_t D, float scale,
@@ -307,36 +316,11 @@ __global__ void attention_full_kernel(T *out, const T *q, const T *k, const T *v
         __syncwarp();
     }
     const T *kb = k + b * Lk * ld + h * D, *vb = v + b * Lk * ld + h * D;
-    float acc[FA_MAX_D / 32];
-    for (int r = 0; r < FA_MAX_D / 32; r++) acc[r] = 0.0f;
-    float m = -INFINITY, l = 0.0f;
-    for (int64_t k0 = 0; k0 < Lk; k0 += 32) {
-        int64_t kk = k0 + lane;
-        float s = -INFINITY;
-        if (kk < Lk) {
-            const T *kr = kb + kk * ld;
-            s = 0.0f;
-            for (int64_t d = 0; d < D; d++) s += qs[warp][d] * cu_ld(kr, d);
-            if (rh) s = (s + rel[warp][kk / S]) + rel[warp][S + kk % S];
-        }
-        float cm = s;
-        for (int o = 16; o > 0; o >>= 1) cm = fmaxf(cm, __shfl_xor_sync(0xffffffffu, cm, o));
-        float mn = fmaxf(m, cm), corr = expf(m - mn);
-        float p = kk < Lk ? expf(s - mn) : 0.0f, ps = p;
-        for (int o = 16; o > 0; o >>= 1) ps += __shfl_xor_sync(0xffffffffu, ps, o);
-        l = l * corr + ps;
-        for (int r = 0; r < FA_MAX_D / 32; r++) acc[r] *= corr;
-        int64_t cnt = Lk - k0 < 32 ? Lk - k0 : 32;
-        for (int t = 0; t < cnt; t++) {
-            float pt = __shfl_sync(0xffffffffu, p, t);
-            const T *vr = vb + (k0 + t) * ld;
-            for (int r = 0; r < FA_MAX_D / 32; r++) {
-                int64_t d = lane + 32 * r;
-                if (d < D) acc[r] += pt * cu_ld(vr, d);
-            }
-        }
-        m = mn;
-    }
+    float acc[FA_MAX_D / 32], m, l;
+    if (rh)
+        attend_range(qs[warp], kb, vb, ld, D, 0, Lk, lane, &m, &l, acc, attend_rel_bias{rel[warp], S});
+    else
+        attend_range(qs[warp], kb, vb, ld, D, 0, Lk, lane, &m, &l, acc, attend_no_bias());
     T *o = out + (b * Lq + i) * ld + h * D;
     float inv = 1.0f / l;
     for (int r = 0; r < FA_MAX_D / 32; r++) {
