@@ -88,6 +88,17 @@ typedef struct lisa_backend_ops {
                                 size_t offset, size_t n);
     /* Waits until everything enqueued has finished. */
     lisa_status (*synchronize)(lisa_backend *be);
+    /* Optional (NULL where a backend has none): ops called between
+     * graph_begin and graph_end are recorded, not run, into a graph that
+     * graph_launch replays with the same tensors (their contents may change
+     * between replays, their addresses and shapes may not). Only ops may be
+     * called while recording: no copies, no synchronize. Replaying saves the
+     * per-op launch cost of decode steps. On a graph_end failure nothing is
+     * left recording and the caller runs the ops directly. */
+    lisa_status (*graph_begin)(lisa_backend *be);
+    lisa_status (*graph_end)(lisa_backend *be, void **graph);
+    lisa_status (*graph_launch)(lisa_backend *be, void *graph);
+    void (*graph_free)(lisa_backend *be, void *graph);
     /* Host -> backend copy of n elements, converting from src_dtype (host)
      * to dst_dtype (backend), through staging memory. Used to upload weights
      * once in the compute dtype. Synchronous. */

@@ -264,6 +264,8 @@ lisa_status lisa_llama_state_init(lisa_llama_state *s, const lisa_llama_model *m
     s->max_ctx = max_ctx;
     s->max_tokens = max_tokens;
     s->max_out = max_out;
+    const char *graphs = getenv("LISA_GRAPHS");
+    s->graphs_off = graphs && !strcmp(graphs, "0");
     int nl = m->layer_end - m->layer_begin;
     int64_t C = c->hidden_size, I = c->intermediate_size, H = c->num_attention_heads,
             KVH = c->num_key_value_heads, D = c->head_dim, V = c->vocab_size, n = max_tokens;
@@ -309,6 +311,7 @@ lisa_status lisa_llama_state_init(lisa_llama_state *s, const lisa_llama_model *m
 
 void lisa_llama_state_free(lisa_llama_state *s) {
     if (!s->be) return;
+    for (int i = 0; i < s->n_graphs; i++) s->be->ops->graph_free(s->be, s->graphs[i].graph);
     for (int l = 0; l < s->k_cache_n; l++) {
         if (s->k_cache) lisa_backend_tensor_free(s->be, &s->k_cache[l]);
         if (s->v_cache) lisa_backend_tensor_free(s->be, &s->v_cache[l]);
@@ -408,14 +411,16 @@ lisa_status lisa_llama_embed(const lisa_llama_model *m, lisa_llama_state *s, con
     return be->ops->synchronize(be);
 }
 
-lisa_status lisa_llama_forward(const lisa_llama_model *m, lisa_llama_state *s,
-                               const lisa_llama_batch *b, float *logits, float *hidden,
-                               int32_t *next) {
-    LISA_TRY(llama_validate_batch(m, s, b));
+/* The ops of one forward call between its input uploads and its output
+ * downloads: the embedding gather (token input), every layer, and on the
+ * last range the output rows' final norm, lm_head and argmax. Only ops, so
+ * that it can be recorded once as a backend graph (llama_run_ops). */
+static lisa_status llama_forward_ops(const lisa_llama_model *m, lisa_llama_state *s, int64_t n,
+                                     int64_t no, int tokens, int want_next) {
     lisa_backend *be = s->be;
     const lisa_backend_ops *op = be->ops;
     const lisa_llama_config *c = &m->cfg;
-    int64_t n = b->n, C = c->hidden_size, I = c->intermediate_size, H = c->num_attention_heads,
+    int64_t C = c->hidden_size, I = c->intermediate_size, H = c->num_attention_heads,
             KVH = c->num_key_value_heads, D = c->head_dim, V = c->vocab_size;
     int nl = m->layer_end - m->layer_begin;
 
@@ -430,15 +435,7 @@ lisa_status lisa_llama_forward(const lisa_llama_model *m, lisa_llama_state *s,
     lisa_tensor att = view2(&s->att, n, H * D);
     lisa_tensor gate = view2(&s->gate, n, I), up = view2(&s->up, n, I);
 
-    LISA_TRY(op->copy_to_backend(be, seq.data, 0, b->seq, (size_t)n * 4));
-    LISA_TRY(op->copy_to_backend(be, pos.data, 0, b->pos, (size_t)n * 4));
-    if (b->tokens) {
-        LISA_TRY(op->copy_to_backend(be, ids.data, 0, b->tokens, (size_t)n * 4));
-        LISA_TRY(op->embedding(be, &x, &m->tok_embeddings, &ids));
-    } else {
-        LISA_TRY(llama_upload_rows(s, &x, b->embd));
-    }
-
+    if (tokens) LISA_TRY(op->embedding(be, &x, &m->tok_embeddings, &ids));
     /* Residual adds are fused into the following norm: xb holds a block's
      * output until the next add_rmsnorm folds it into x. */
     if (nl > 0) LISA_TRY(op->rmsnorm(be, &xb, &x, &m->layers[0].attn_norm, c->rms_norm_eps));
@@ -464,27 +461,93 @@ lisa_status lisa_llama_forward(const lisa_llama_model *m, lisa_llama_state *s,
         else
             LISA_TRY(op->add(be, &x, &x, &xb));
     }
-
-    if (!lisa_llama_model_is_last(m)) {
-        if (hidden) LISA_TRY(llama_download(s, &x, &s->io, hidden));
-        return op->synchronize(be);
-    }
-    int64_t no = b->n_out;
-    if (no == 0) return op->synchronize(be);
+    if (!lisa_llama_model_is_last(m) || no == 0) return LISA_OK;
     lisa_tensor oidx = lisa_tensor_1d(s->out_idx.data, LISA_DTYPE_I32, no);
     lisa_tensor hout = view2(&s->hout, no, C);
     lisa_tensor lg = view2(&s->logits, no, V);
     lisa_tensor am = lisa_tensor_1d(s->argmax.data, LISA_DTYPE_I32, no);
-    LISA_TRY(op->copy_to_backend(be, oidx.data, 0, b->out_rows, (size_t)no * 4));
     LISA_TRY(op->get_rows(be, &hout, &x, &oidx));
     LISA_TRY(op->rmsnorm(be, &hout, &hout, &m->norm, c->rms_norm_eps));
     LISA_TRY(op->matmul(be, &lg, &hout, &m->output, NULL));
+    /* argmax on the logits in the compute dtype, as LISA does in bf16 */
+    if (want_next) LISA_TRY(op->argmax(be, &am, &lg));
+    return LISA_OK;
+}
+
+/* llama_forward_ops through a backend graph when the backend records them
+ * and the call is decode-sized (n <= LISA_LLAMA_GRAPH_MAX_TOKENS): the first
+ * call of each shape records its graph, later ones replay it, which saves
+ * the per-op launch cost that dominates small batches. Any trouble
+ * recording turns graphs off for the state and runs the ops directly. */
+static lisa_status llama_run_ops(const lisa_llama_model *m, lisa_llama_state *s, int64_t n,
+                                 int64_t no, int tokens, int want_next) {
+    lisa_backend *be = s->be;
+    const lisa_backend_ops *op = be->ops;
+    if (!op->graph_begin || s->graphs_off || n > LISA_LLAMA_GRAPH_MAX_TOKENS)
+        return llama_forward_ops(m, s, n, no, tokens, want_next);
+    for (int i = 0; i < s->n_graphs; i++) {
+        const lisa_llama_graph *g = &s->graphs[i];
+        if (g->model == m && g->n == n && g->n_out == no && g->tokens == tokens &&
+            g->next == want_next)
+            return op->graph_launch(be, g->graph);
+    }
+    if (s->n_graphs == LISA_LLAMA_GRAPHS) return llama_forward_ops(m, s, n, no, tokens, want_next);
+    if (op->graph_begin(be) != LISA_OK) {
+        s->graphs_off = 1;
+        return llama_forward_ops(m, s, n, no, tokens, want_next);
+    }
+    lisa_status st = llama_forward_ops(m, s, n, no, tokens, want_next);
+    void *graph = NULL;
+    lisa_status ge = op->graph_end(be, &graph);
+    if (st != LISA_OK) {
+        if (ge == LISA_OK) op->graph_free(be, graph);
+        return st;
+    }
+    if (ge != LISA_OK) {
+        s->graphs_off = 1;
+        return llama_forward_ops(m, s, n, no, tokens, want_next);
+    }
+    lisa_llama_graph *g = &s->graphs[s->n_graphs++];
+    g->model = m;
+    g->graph = graph;
+    g->n = n;
+    g->n_out = no;
+    g->tokens = tokens;
+    g->next = want_next;
+    return op->graph_launch(be, graph);
+}
+
+lisa_status lisa_llama_forward(const lisa_llama_model *m, lisa_llama_state *s,
+                               const lisa_llama_batch *b, float *logits, float *hidden,
+                               int32_t *next) {
+    LISA_TRY(llama_validate_batch(m, s, b));
+    lisa_backend *be = s->be;
+    const lisa_backend_ops *op = be->ops;
+    const lisa_llama_config *c = &m->cfg;
+    int64_t n = b->n, C = c->hidden_size, V = c->vocab_size;
+    int64_t no = lisa_llama_model_is_last(m) ? b->n_out : 0;
+
+    LISA_TRY(op->copy_to_backend(be, s->seq.data, 0, b->seq, (size_t)n * 4));
+    LISA_TRY(op->copy_to_backend(be, s->pos.data, 0, b->pos, (size_t)n * 4));
+    if (b->tokens) {
+        LISA_TRY(op->copy_to_backend(be, s->ids.data, 0, b->tokens, (size_t)n * 4));
+    } else {
+        lisa_tensor x = view2(&s->x, n, C);
+        LISA_TRY(llama_upload_rows(s, &x, b->embd));
+    }
+    if (no > 0) LISA_TRY(op->copy_to_backend(be, s->out_idx.data, 0, b->out_rows, (size_t)no * 4));
+    LISA_TRY(llama_run_ops(m, s, n, no, b->tokens != NULL, next != NULL));
+
+    if (!lisa_llama_model_is_last(m)) {
+        lisa_tensor x = view2(&s->x, n, C);
+        if (hidden) LISA_TRY(llama_download(s, &x, &s->io, hidden));
+        return op->synchronize(be);
+    }
+    if (no == 0) return op->synchronize(be);
+    lisa_tensor hout = view2(&s->hout, no, C);
+    lisa_tensor lg = view2(&s->logits, no, V);
     if (hidden) LISA_TRY(llama_download(s, &hout, &s->io, hidden));
     if (logits) LISA_TRY(llama_download(s, &lg, &s->logits32, logits));
-    if (next) {
-        /* argmax on the logits in the compute dtype, as LISA does in bf16 */
-        LISA_TRY(op->argmax(be, &am, &lg));
-        LISA_TRY(op->copy_to_host(be, next, am.data, 0, (size_t)no * 4));
-    }
+    if (next) LISA_TRY(op->copy_to_host(be, next, s->argmax.data, 0, (size_t)no * 4));
     return op->synchronize(be);
 }

@@ -66,6 +66,17 @@ void lisa_llama_model_free(lisa_llama_model *m);
 int lisa_llama_model_is_first(const lisa_llama_model *m);
 int lisa_llama_model_is_last(const lisa_llama_model *m);
 
+/* A recorded forward call (backend graph) and the shape it was recorded for. */
+typedef struct lisa_llama_graph {
+    const void *model;
+    void *graph;
+    int64_t n, n_out;
+    int tokens, next;
+} lisa_llama_graph;
+
+#define LISA_LLAMA_GRAPHS 64            /* recorded shapes per state */
+#define LISA_LLAMA_GRAPH_MAX_TOKENS 64  /* larger calls run op by op */
+
 typedef struct lisa_llama_state {
     int max_seqs;     /* S */
     int max_ctx;      /* Tmax */
@@ -91,6 +102,10 @@ typedef struct lisa_llama_state {
     lisa_tensor logits32; /* (max_out, V) F32; non-F32 models */
     lisa_tensor argmax;   /* (max_out) I32 */
     int k_cache_n;        /* layers with a cache */
+    /* decode-sized forward calls recorded as backend graphs (CUDA); off
+     * with LISA_GRAPHS=0 in the environment or after a failed recording */
+    lisa_llama_graph graphs[LISA_LLAMA_GRAPHS];
+    int n_graphs, graphs_off;
     lisa_backend *be;
 } lisa_llama_state;
 

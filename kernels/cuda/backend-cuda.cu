@@ -5,7 +5,8 @@
  * the same name, which is its oracle (tests/unit/test-backend-ops.c).
  *
  * One stream per backend; everything is enqueued on it. Deliberately not
- * here: multi-GPU, CUDA graphs, model knowledge. */
+ * here: multi-GPU, model knowledge (which calls are worth a graph is the
+ * caller's choice: shard/llama.c records decode-sized forward calls). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,6 +75,44 @@ static lisa_status cuda_synchronize(lisa_backend *be) {
     return LISA_OK;
 }
 
+/* Graphs: stream capture in thread-local mode (other threads' CUDA calls are
+ * unaffected), instantiated once, replayed on the backend's stream. Not
+ * offered with LISA_CUDA_SYNC=1, whose per-launch synchronize would break a
+ * capture. */
+static lisa_status cuda_graph_begin(lisa_backend *be) {
+    cuda_ctx *c = cuda_ctx_of(be);
+    if (c->debug_sync)
+        return lisa_error_set(LISA_ERR_UNSUPPORTED, "cuda graphs are off with LISA_CUDA_SYNC=1");
+    CUDA_TRY(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal));
+    return LISA_OK;
+}
+
+static lisa_status cuda_graph_end(lisa_backend *be, void **out) {
+    cuda_ctx *c = cuda_ctx_of(be);
+    cudaGraph_t g = NULL;
+    cudaGraphExec_t exec = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->stream, &g);
+    if (e == cudaSuccess) e = cudaGraphInstantiate(&exec, g, 0);
+    if (g) cudaGraphDestroy(g);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return lisa_error_set(LISA_ERR_BACKEND, "cuda: recording a graph failed: %s",
+                              cudaGetErrorString(e));
+    }
+    *out = (void *)exec;
+    return LISA_OK;
+}
+
+static lisa_status cuda_graph_launch(lisa_backend *be, void *graph) {
+    CUDA_TRY(cudaGraphLaunch((cudaGraphExec_t)graph, cuda_ctx_of(be)->stream));
+    return LISA_OK;
+}
+
+static void cuda_graph_free(lisa_backend *be, void *graph) {
+    cudaStreamSynchronize(cuda_ctx_of(be)->stream);
+    if (graph) cudaGraphExecDestroy((cudaGraphExec_t)graph);
+}
+
 /* Double-buffered: the CPU converts chunk i+1 while chunk i is in flight. */
 static lisa_status cuda_upload_convert(lisa_backend *be, void *dst, lisa_dtype dst_dtype,
                                        const void *src, lisa_dtype src_dtype, size_t n) {
@@ -120,6 +159,10 @@ static lisa_backend_ops cuda_ops_table(void) {
     o.copy_to_host = cuda_copy_to_host;
     o.synchronize = cuda_synchronize;
     o.upload_convert = cuda_upload_convert;
+    o.graph_begin = cuda_graph_begin;
+    o.graph_end = cuda_graph_end;
+    o.graph_launch = cuda_graph_launch;
+    o.graph_free = cuda_graph_free;
     o.matmul = cuda_op_matmul;
     o.embedding = cuda_op_embedding;
     o.rmsnorm = cuda_op_rmsnorm;

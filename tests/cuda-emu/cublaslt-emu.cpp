@@ -182,6 +182,20 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
     if (!operand_ok("A", A, a, algo->data[0]) || !operand_ok("B", B, b, algo->data[1]) ||
         !operand_ok("C", C, c, algo->data[2]) || !operand_ok("D", D, dl, algo->data[3]))
         return CUBLAS_STATUS_EXECUTION_FAILED;
+    if (cuemu::capturing()) {
+        /* recorded with everything by value: descriptors may be gone at replay */
+        cuemu_lt_desc dd = *d;
+        cuemu_lt_layout la = *a, lb = *b, lc = *c, ld = *dl;
+        float al, be;
+        memcpy(&al, alpha, sizeof al);
+        memcpy(&be, beta, sizeof be);
+        cublasLtMatmulAlgo_t alg = *algo;
+        cuemu::capture_add([=]() mutable {
+            cublasLtMatmul(NULL, &dd, &al, A, &la, B, &lb, &be, C, &lc, D, &ld, &alg, NULL, 0,
+                           NULL);
+        });
+        return CUBLAS_STATUS_SUCCESS;
+    }
     if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
     float al, be;
     memcpy(&al, alpha, sizeof al);

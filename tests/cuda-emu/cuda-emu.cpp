@@ -26,6 +26,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <vector>
 #include <sys/mman.h>
 
 #include "cuda_runtime.h"
@@ -360,6 +361,8 @@ const char *cudaGetErrorString(cudaError_t e) {
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
     }
     return "unknown error";
 }
@@ -393,7 +396,75 @@ static cudaError_t region_free(void *p, mem_kind kind) {
     return cudaSuccess;
 }
 
-cudaError_t cudaMalloc(void **p, size_t n) { return region_alloc(p, n, MEM_DEVICE); }
+/* ---- graphs -------------------------------------------------------------- */
+
+struct CUgraph_st {
+    std::vector<std::function<void()>> nodes;
+};
+struct CUgraphExec_st {
+    std::vector<std::function<void()>> nodes;
+};
+
+static CUgraph_st *g_capture;         /* recording into, or NULL */
+static bool g_capture_invalid;
+
+bool cuemu::capturing(void) { return g_capture != NULL; }
+void cuemu::capture_add(std::function<void()> node) { g_capture->nodes.push_back(std::move(node)); }
+
+/* A call that a capture does not allow: invalidates it. */
+static cudaError_t capture_forbid(const char *what) {
+    fprintf(stderr, "cuda-emu: %s while a stream capture is recording\n", what);
+    g_capture_invalid = true;
+    return cudaErrorStreamCaptureUnsupported;
+}
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t, cudaStreamCaptureMode) {
+    if (g_capture) return capture_forbid("cudaStreamBeginCapture");
+    g_capture = new CUgraph_st;
+    g_capture_invalid = false;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t, cudaGraph_t *g) {
+    CUgraph_st *c = g_capture;
+    g_capture = NULL;
+    *g = NULL;
+    if (!c) return cudaErrorInvalidValue;
+    if (g_capture_invalid) {
+        delete c;
+        return cudaErrorStreamCaptureInvalidated;
+    }
+    *g = c;
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t g, unsigned long long) {
+    *exec = new CUgraphExec_st{g->nodes};
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t) {
+    if (g_capture) return capture_forbid("cudaGraphLaunch");
+    for (auto &n : exec->nodes) n();
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t g) {
+    delete g;
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+    delete exec;
+    return cudaSuccess;
+}
+
+/* ---- memory API ------------------------------------------------------------ */
+
+cudaError_t cudaMalloc(void **p, size_t n) {
+    if (g_capture) return capture_forbid("cudaMalloc");
+    return region_alloc(p, n, MEM_DEVICE);
+}
 cudaError_t cudaFree(void *p) { return region_free(p, MEM_DEVICE); }
 cudaError_t cudaMallocHost(void **p, size_t n) { return region_alloc(p, n, MEM_PINNED); }
 cudaError_t cudaFreeHost(void *p) { return region_free(p, MEM_PINNED); }
@@ -425,6 +496,10 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind kind
 
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind kind,
                             cudaStream_t) {
+    if (g_capture) {
+        capture_add([=]() { cudaMemcpy(dst, src, n, kind); });
+        return cudaSuccess;
+    }
     return cudaMemcpy(dst, src, n, kind);
 }
 
@@ -438,7 +513,13 @@ cudaError_t cudaMemset(void *p, int v, size_t n) {
     return cudaSuccess;
 }
 
-cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t) { return cudaMemset(p, v, n); }
+cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t) {
+    if (g_capture) {
+        capture_add([=]() { cudaMemset(p, v, n); });
+        return cudaSuccess;
+    }
+    return cudaMemset(p, v, n);
+}
 
 struct CUstream_st {
     unsigned flags;
@@ -455,8 +536,12 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
     delete s;
     return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) {
+    return g_capture ? capture_forbid("cudaStreamSynchronize") : cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize(void) {
+    return g_capture ? capture_forbid("cudaDeviceSynchronize") : cudaSuccess;
+}
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags) {
     *e = new CUevent_st{flags};
     return cudaSuccess;
@@ -466,4 +551,6 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
     return cudaSuccess;
 }
 cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t) {
+    return g_capture ? capture_forbid("cudaEventSynchronize") : cudaSuccess;
+}

@@ -23,6 +23,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <tuple>
 #include <type_traits>
 
@@ -55,6 +56,8 @@ enum cudaError {
     cudaErrorNoDevice = 100,
     cudaErrorInvalidDevice = 101,
     cudaErrorLaunchFailure = 719,
+    cudaErrorStreamCaptureUnsupported = 900,
+    cudaErrorStreamCaptureInvalidated = 901,
 };
 typedef enum cudaError cudaError_t;
 
@@ -97,6 +100,26 @@ cudaError_t cudaEventDestroy(cudaEvent_t e);
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s = 0);
 cudaError_t cudaEventSynchronize(cudaEvent_t e);
 
+/* Graphs: between cudaStreamBeginCapture and cudaStreamEndCapture, kernel
+ * launches, cuBLASLt matmuls and async copies/memsets are recorded (with
+ * their arguments by value) instead of run; cudaGraphLaunch runs them in
+ * order. A synchronize or a cudaMalloc while recording invalidates the
+ * capture, as on a GPU. */
+typedef struct CUgraph_st *cudaGraph_t;
+typedef struct CUgraphExec_st *cudaGraphExec_t;
+enum cudaStreamCaptureMode {
+    cudaStreamCaptureModeGlobal = 0,
+    cudaStreamCaptureModeThreadLocal = 1,
+    cudaStreamCaptureModeRelaxed = 2,
+};
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t g,
+                                 unsigned long long flags = 0);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s);
+cudaError_t cudaGraphDestroy(cudaGraph_t g);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
+
 template <class T> cudaError_t cudaMalloc(T **p, size_t n) { return cudaMalloc((void **)p, n); }
 template <class T> cudaError_t cudaMallocHost(T **p, size_t n) {
     return cudaMallocHost((void **)p, n);
@@ -130,6 +153,9 @@ void grid_run(const char *kernel, dim3 grid, dim3 block, size_t smem, cudaStream
 /* Stops with a message when a kernel argument is a non-null pointer that
  * is not device memory from cudaMalloc. */
 void arg_check(const char *kernel, int index, const void *p);
+/* Whether a stream capture is recording, and appending to it. */
+bool capturing(void);
+void capture_add(std::function<void()> node);
 
 template <class T> T shfl(unsigned mask, T v, int src) {
     static_assert(sizeof(T) <= 8, "shuffle of a type wider than 8 bytes");
@@ -156,12 +182,18 @@ template <class... P> struct launcher {
         } ctx{kernel, std::tuple<P...>(a...)};
         int i = 0;
         std::apply([&](const auto &...x) { (check(i++, x), ...); }, ctx.args);
-        grid_run(name, grid, block, smem, stream,
-                 [](void *c) {
-                     ctx_t *x = (ctx_t *)c;
-                     std::apply(x->k, x->args);
-                 },
-                 &ctx);
+        body_fn body = [](void *c) {
+            ctx_t *x = (ctx_t *)c;
+            std::apply(x->k, x->args);
+        };
+        if (capturing()) {
+            launcher self = *this;
+            capture_add([self, ctx, body]() mutable {
+                grid_run(self.name, self.grid, self.block, self.smem, self.stream, body, &ctx);
+            });
+            return;
+        }
+        grid_run(name, grid, block, smem, stream, body, &ctx);
     }
     template <class X> void check(int i, const X &x) const {
         if constexpr (std::is_pointer<X>::value) arg_check(name, i, (const void *)x);
