@@ -3,6 +3,8 @@
  * window partitioning, torch-exact bilinear resize, column copies,
  * transposes, and non-causal attention with SAM's decomposed relative
  * positions. Arithmetic in fp32, storage in the tensor's dtype. */
+#include <mma.h>
+
 #include "attend.cuh"
 
 #define LN_THREADS 256
@@ -329,6 +331,194 @@ __global__ void attention_full_kernel(T *out, const T *q, const T *k, const T *v
     }
 }
 
+/* The tensor-core path of attention_full (bf16/fp16, D a multiple of 16 up
+ * to 128): a warp takes 16 queries of one (batch, head) and walks the keys
+ * 16 at a time with WMMA for Q K^T and P V, the online softmax in fp32 in
+ * between, as attention.cu's attention_tc_kernel does for the causal case
+ * (see there for the row-index fragment and the rounding of P). Here the
+ * query tile is staged through shared memory with zero rows past Lq, the
+ * last key tile likewise past Lk (so no load leaves the tensors), and SAM's
+ * relative terms for the warp's 16 rows are computed first into shared
+ * memory from the unscaled q, then added to each score in fp32:
+ * (q.k * scale + rel_h) + rel_w. */
+#define FA_TC_WARPS 2 /* shared memory: ~21 KB per warp at D 128, S 64 */
+#define FA_TC_TILE 16
+
+template <typename T, int D>
+__global__ void attention_full_tc_kernel(T *out, const T *q, const T *k, const T *v, int64_t B,
+                                         int64_t Lq, int64_t Lk, int64_t H, float scale,
+                                         const void *rh, const void *rw, lisa_dtype rt,
+                                         int64_t S) {
+    using namespace nvcuda;
+    typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc_frag;
+    __shared__ __align__(32) float sc[FA_TC_WARPS][FA_TC_TILE * FA_TC_TILE];
+    __shared__ __align__(32) T pr[FA_TC_WARPS][FA_TC_TILE * FA_TC_TILE];
+    __shared__ __align__(32) T qst[FA_TC_WARPS][FA_TC_TILE * D];
+    __shared__ __align__(32) T kst[FA_TC_WARPS][FA_TC_TILE * D];
+    __shared__ __align__(32) T vst[FA_TC_WARPS][FA_TC_TILE * D];
+    __shared__ float rel[FA_TC_WARPS][FA_TC_TILE][2 * FA_MAX_S];
+    __shared__ float rowf[FA_TC_WARPS][FA_TC_TILE];
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int64_t tiles = (Lq + FA_TC_TILE - 1) / FA_TC_TILE;
+    int64_t job = (int64_t)blockIdx.x * FA_TC_WARPS + warp; /* (batch, tile, head) */
+    if (job >= B * tiles * H) return;
+    int64_t h = job % H, i0 = (job / H) % tiles * FA_TC_TILE, b = job / (H * tiles);
+    int64_t ld = H * D, rows = Lq - i0 < FA_TC_TILE ? Lq - i0 : FA_TC_TILE;
+    float *Sm = sc[warp];
+    T *P = pr[warp], *Q = qst[warp];
+
+    const T *qb = q + b * Lq * ld + h * D;
+    for (int e = lane; e < FA_TC_TILE * D; e += 32) {
+        int r = e / D;
+        Q[e] = r < rows ? qb[(i0 + r) * ld + e % D] : cu_round_zero<T>();
+    }
+    for (int e = lane; e < FA_TC_TILE * FA_TC_TILE; e += 32) Sm[e] = (float)(e / FA_TC_TILE);
+    __syncwarp();
+    if (rh) {
+        /* rel[r][t] = q_r . Rh[y_r - t + S - 1], rel[r][S + t] = q_r . Rw[x_r - t + S - 1] */
+        for (int e = lane; e < FA_TC_TILE * S; e += 32) {
+            int r = e / (int)S;
+            int64_t t = e % S, i = i0 + r < Lq ? i0 + r : Lq - 1, yi = i / S, xi = i % S;
+            float da = 0.0f, db = 0.0f;
+            for (int64_t d = 0; d < D; d++) {
+                float u = cu_ld(Q + r * D, d);
+                da += u * ld_any(rh, rt, (yi - t + S - 1) * D + d);
+                db += u * ld_any(rw, rt, (xi - t + S - 1) * D + d);
+            }
+            rel[warp][r][t] = da;
+            rel[warp][r][S + t] = db;
+        }
+    }
+    acc_frag rowid;
+    wmma::load_matrix_sync(rowid, Sm, FA_TC_TILE, wmma::mem_row_major);
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> qf[D / 16];
+    acc_frag of[D / 16];
+    for (int ds = 0; ds < D / 16; ds++) {
+        wmma::load_matrix_sync(qf[ds], Q + ds * 16, D);
+        wmma::fill_fragment(of[ds], 0.0f);
+    }
+    __syncwarp(); /* rel complete; Sm free for scores */
+    const T *kb = k + b * Lk * ld + h * D, *vb = v + b * Lk * ld + h * D;
+    int row = lane >> 1, c0 = (lane & 1) * 8;
+    float m = -INFINITY, l = 0.0f;
+    for (int64_t k0 = 0; k0 < Lk; k0 += FA_TC_TILE) {
+        __syncwarp(); /* the previous step's reads of Sm, P, rowf, kst and vst are done */
+        int64_t nk = Lk - k0 < FA_TC_TILE ? Lk - k0 : FA_TC_TILE;
+        const T *kt = kb + k0 * ld, *vt = vb + k0 * ld;
+        unsigned ldk = (unsigned)ld;
+        if (nk < FA_TC_TILE) { /* the last, partial tile: staged with zero rows */
+            for (int e = lane; e < FA_TC_TILE * D; e += 32) {
+                int r = e / D;
+                kst[warp][e] = r < nk ? kt[r * ld + e % D] : cu_round_zero<T>();
+                vst[warp][e] = r < nk ? vt[r * ld + e % D] : cu_round_zero<T>();
+            }
+            __syncwarp();
+            kt = kst[warp];
+            vt = vst[warp];
+            ldk = D;
+        }
+        acc_frag sf;
+        wmma::fill_fragment(sf, 0.0f);
+        for (int ds = 0; ds < D / 16; ds++) {
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> kf;
+            wmma::load_matrix_sync(kf, kt + ds * 16, ldk);
+            wmma::mma_sync(sf, qf[ds], kf, sf);
+        }
+        wmma::store_matrix_sync(Sm, sf, FA_TC_TILE, wmma::mem_row_major);
+        __syncwarp();
+        float sv[8], mx = -INFINITY;
+        for (int j = 0; j < 8; j++) {
+            int64_t kk = k0 + c0 + j;
+            float x = -INFINITY;
+            if (kk < Lk) {
+                x = Sm[row * FA_TC_TILE + c0 + j] * scale;
+                if (rh) x = (x + rel[warp][row][kk / S]) + rel[warp][row][S + kk % S];
+            }
+            sv[j] = x;
+            mx = fmaxf(mx, x);
+        }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        /* key 0 is always valid, so m is finite from the first step */
+        float mn = fmaxf(m, mx), corr = expf(m - mn), ps = 0.0f;
+        for (int j = 0; j < 8; j++) {
+            float p = cu_round<T>(sv[j] == -INFINITY ? 0.0f : expf(sv[j] - mn));
+            cu_st(P, row * FA_TC_TILE + c0 + j, p);
+            ps += p;
+        }
+        ps += __shfl_xor_sync(0xffffffffu, ps, 1);
+        l = l * corr + ps;
+        m = mn;
+        if ((lane & 1) == 0) rowf[warp][row] = corr;
+        __syncwarp();
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> pf;
+        wmma::load_matrix_sync(pf, P, FA_TC_TILE);
+        for (int ds = 0; ds < D / 16; ds++) {
+            for (int e = 0; e < of[ds].num_elements; e++) of[ds].x[e] *= rowf[warp][(int)rowid.x[e]];
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> vf;
+            wmma::load_matrix_sync(vf, vt + ds * 16, ldk);
+            wmma::mma_sync(of[ds], pf, vf, of[ds]);
+        }
+    }
+    __syncwarp();
+    if ((lane & 1) == 0) rowf[warp][row] = 1.0f / l;
+    __syncwarp();
+    T *ob = out + b * Lq * ld + h * D;
+    for (int ds = 0; ds < D / 16; ds++) {
+        for (int e = 0; e < of[ds].num_elements; e++) of[ds].x[e] *= rowf[warp][(int)rowid.x[e]];
+        wmma::store_matrix_sync(Sm, of[ds], FA_TC_TILE, wmma::mem_row_major);
+        __syncwarp();
+        for (int e = lane; e < FA_TC_TILE * FA_TC_TILE; e += 32)
+            if (e / FA_TC_TILE < rows)
+                cu_st(ob + (i0 + e / FA_TC_TILE) * ld + ds * 16, e % FA_TC_TILE, Sm[e]);
+        __syncwarp();
+    }
+}
+
+/* (through a pointer: a macro argument cannot hold the template's comma) */
+#define FA_TC_LAUNCH(T, DD)                                                                     \
+    do {                                                                                        \
+        void (*attention_full_tc_kernel_)(T *, const T *, const T *, const T *, int64_t,       \
+                                          int64_t, int64_t, int64_t, float, const void *,      \
+                                          const void *, lisa_dtype, int64_t) =                 \
+            attention_full_tc_kernel<T, DD>;                                                   \
+        CUDA_KERNEL(attention_full_tc_kernel_, blocks, 32 * FA_TC_WARPS, 0, c->stream)(        \
+            (T *)out->data, (const T *)q->data, (const T *)k->data, (const T *)v->data, B, Lq, \
+            Lk, H, scale, rh, rw, rt, S);                                                      \
+    } while (0)
+
+#define FA_TC_DISPATCH_D(T)                                                                     \
+    do {                                                                                        \
+        if (D == 32) FA_TC_LAUNCH(T, 32);                                                      \
+        else if (D == 64) FA_TC_LAUNCH(T, 64);                                                 \
+        else if (D == 80) FA_TC_LAUNCH(T, 80);                                                 \
+        else FA_TC_LAUNCH(T, 128);                                                             \
+    } while (0)
+
+/* Whether attention_full_tc_kernel serves this call: half precision, a head
+ * dim it is built for, 32-byte aligned q/k/v rows for WMMA. */
+static bool attention_full_tc_fits(const lisa_tensor *q, const lisa_tensor *k,
+                                   const lisa_tensor *v, int64_t D) {
+    if (q->dtype != LISA_DTYPE_BF16 && q->dtype != LISA_DTYPE_F16) return false;
+    if (D != 32 && D != 64 && D != 80 && D != 128) return false;
+    if ((q->shape[2] * D * 2) % 32 != 0) return false;
+    return (uintptr_t)q->data % 32 == 0 && (uintptr_t)k->data % 32 == 0 &&
+           (uintptr_t)v->data % 32 == 0;
+}
+
+static lisa_status attention_full_tc(cuda_ctx *c, lisa_tensor *out, const lisa_tensor *q,
+                                     const lisa_tensor *k, const lisa_tensor *v, float scale,
+                                     const void *rh, const void *rw, lisa_dtype rt, int64_t S) {
+    int64_t B = q->shape[0], Lq = q->shape[1], H = q->shape[2], D = q->shape[3], Lk = k->shape[1];
+    int64_t jobs = B * ((Lq + FA_TC_TILE - 1) / FA_TC_TILE) * H;
+    unsigned blocks = (unsigned)((jobs + FA_TC_WARPS - 1) / FA_TC_WARPS);
+    if (q->dtype == LISA_DTYPE_BF16)
+        FA_TC_DISPATCH_D(__nv_bfloat16);
+    else
+        FA_TC_DISPATCH_D(__half);
+    CUDA_LAUNCH_CHECK(c);
+    return LISA_OK;
+}
+
 lisa_status cuda_op_attention_full(lisa_backend *be, lisa_tensor *out, const lisa_tensor *q,
                                    const lisa_tensor *k, const lisa_tensor *v, float scale,
                                    const lisa_tensor *rel_h, const lisa_tensor *rel_w) {
@@ -350,6 +540,10 @@ lisa_status cuda_op_attention_full(lisa_backend *be, lisa_tensor *out, const lis
         return lisa_error_set(LISA_ERR_UNSUPPORTED, "cuda attention_full: head dim %lld > %d",
                               (long long)D, FA_MAX_D);
     if (B * Lq * H == 0) return LISA_OK;
+    if (Lk > 0 && attention_full_tc_fits(q, k, v, D))
+        return attention_full_tc(c, out, q, k, v, scale, rel_h ? rel_h->data : NULL,
+                                 rel_w ? rel_w->data : NULL,
+                                 rel_h ? rel_h->dtype : LISA_DTYPE_F32, S);
     unsigned blocks = (unsigned)((B * Lq * H + FA_WARPS - 1) / FA_WARPS);
     CUDA_DISPATCH_FLOAT(q->dtype, CUDA_KERNEL(attention_full_kernel<T>, blocks, 32 * FA_WARPS, 0, c->stream)(
                                       (T *)out->data, (const T *)q->data, (const T *)k->data,

@@ -18,9 +18,6 @@
 #include "cublasLt.h"
 #include "dtype.h"
 
-namespace cuemu {
-bool device_range(const void *p, size_t n);
-}
 
 struct cuemu_lt_handle {
     int unused;

@@ -348,21 +348,25 @@ static int run_vrow(const op_case *k, lisa_backend *be, lisa_dtype dt, float *ou
     return ok;
 }
 
-/* attention_full: B = 2, Lq = Lk = a (a square when b > 0: relative
- * positions on a sqrt(a) grid), H = 2, D = c */
+/* attention_full: B = 2, Lq = a, H = 2, D = c; b = 0: Lk = a; b = 1: Lk =
+ * a, a square, with relative positions on its sqrt(a) grid; b = 2: Lk =
+ * a + 23 (cross-attention, as SAM's decoder). On CUDA in bf16/f16 with D 32,
+ * 64, 80 or 128 the tensor-core kernel runs, with partial query and key
+ * tiles at these sizes. */
 static int run_attn_full(const op_case *k, lisa_backend *be, lisa_dtype dt, float *out) {
-    int64_t L = k->a, H = 2, D = k->c, S = 0;
+    int64_t L = k->a, H = 2, D = k->c, S = 0, Lk = k->b == 2 ? k->a + 23 : k->a;
     while ((S + 1) * (S + 1) <= L) S++;
-    int64_t sq[4] = {2, L, H, D}, so[3] = {2, L, H * D}, sr[2] = {2 * S - 1, D};
-    gtensor q = gt_alloc(be, adt(be, dt), 4, sq), kk = gt_alloc(be, adt(be, dt), 4, sq),
-            v = gt_alloc(be, adt(be, dt), 4, sq), o = gt_alloc(be, adt(be, dt), 3, so),
+    int64_t sq[4] = {2, L, H, D}, sk[4] = {2, Lk, H, D}, so[3] = {2, L, H * D},
+            sr[2] = {2 * S - 1, D};
+    gtensor q = gt_alloc(be, adt(be, dt), 4, sq), kk = gt_alloc(be, adt(be, dt), 4, sk),
+            v = gt_alloc(be, adt(be, dt), 4, sk), o = gt_alloc(be, adt(be, dt), 3, so),
             rh = gt_alloc(be, dt, 2, sr), rw = gt_alloc(be, dt, 2, sr);
     gt_set(be, &q, k->in[0]);
     gt_set(be, &kk, k->in[1]);
     gt_set(be, &v, k->in[2]);
     gt_set(be, &rh, k->in[3]);
     gt_set(be, &rw, k->in[3] + (2 * S - 1) * D);
-    int rel = k->b > 0;
+    int rel = k->b == 1;
     CHECK(be->ops->attention_full(be, &o.t, &q.t, &kk.t, &v.t, 0.125f, rel ? &rh.t : NULL,
                                   rel ? &rw.t : NULL) == LISA_OK, "%s", lisa_error_get());
     int ok = gt_get(be, &o, out);
@@ -472,7 +476,8 @@ static void case_inputs(op_case *k, lisa_dtype dt) {
     } else if (k->run == run_attn_full) {
         int64_t S = 0;
         while ((S + 1) * (S + 1) <= a) S++;
-        for (int i = 0; i < 3; i++) k->in[i] = rand_vec((size_t)(2 * a * 2 * c), 1.0f, dt);
+        for (int i = 0; i < 3; i++)
+            k->in[i] = rand_vec((size_t)(2 * (i > 0 && b == 2 ? a + 23 : a) * 2 * c), 1.0f, dt);
         free(k->in[3]);
         k->in[3] = rand_vec((size_t)(2 * (2 * S - 1) * c), 0.5f, dt);
         k->out_n = (size_t)(2 * a * 2 * c);
@@ -546,6 +551,8 @@ int main(int argc, char **argv) {
         {"attention_full", 37, 0, 16, run_attn_full, 0, {0}},
         {"attention_full", 49, 1, 80, run_attn_full, 0, {0}},
         {"attention_full", 196, 1, 64, run_attn_full, 0, {0}},
+        {"attention_full", 21, 2, 32, run_attn_full, 0, {0}},
+        {"attention_full", 40, 0, 128, run_attn_full, 0, {0}},
         {"im2col", 9, 7, 3, run_image, 0, {0}},      {"im2col_cf", 12, 8, 3, run_image, 0, {0}},
         {"conv_t2x2", 5, 6, 7, run_image, 0, {0}},   {"windows", 9, 6, 3, run_image, 0, {0}},
         {"bilinear", 9, 8, 2, run_image, 0, {0}},    {"copy_cols", 3, 5, 12, run_image, 0, {0}},

@@ -153,6 +153,8 @@ void grid_run(const char *kernel, dim3 grid, dim3 block, size_t smem, cudaStream
 /* Stops with a message when a kernel argument is a non-null pointer that
  * is not device memory from cudaMalloc. */
 void arg_check(const char *kernel, int index, const void *p);
+/* Whether [p, p + n) lies inside one cudaMalloc allocation. */
+bool device_range(const void *p, size_t n);
 /* Whether a stream capture is recording, and appending to it. */
 bool capturing(void);
 void capture_add(std::function<void()> node);

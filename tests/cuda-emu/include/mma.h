@@ -40,10 +40,17 @@ template <class Use, int M, int N, int K, class T, class Layout = void> struct f
     T x[256]; /* element (r, c) at x[r * 16 + c] */
 };
 
+/* CUDA's requirements, and for device memory that the 16 x 16 tile (rows
+ * or columns ldm apart) lies inside one allocation. */
 static inline void check_ptr(const void *p, unsigned ldm, size_t elem) {
     if ((uintptr_t)p % 32 != 0 || (ldm * elem) % 16 != 0) {
         fprintf(stderr, "cuda-emu: wmma load/store at %p with ldm %u: CUDA needs a 32-byte "
                         "aligned pointer and ldm a multiple of 16 bytes\n", p, ldm);
+        abort();
+    }
+    if (cuemu::device_range(p, 1) && !cuemu::device_range(p, (15 * (size_t)ldm + 16) * elem)) {
+        fprintf(stderr, "cuda-emu: wmma tile at %p (ldm %u) reaches past its device "
+                        "allocation\n", p, ldm);
         abort();
     }
 }
