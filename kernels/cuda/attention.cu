@@ -24,8 +24,7 @@
  * batch's last partial tile) are left to the row kernel, which skips every
  * row the tensor-core kernel took: one launch each, no host round trip to
  * learn the batch layout. */
-#include <mma.h>
-
+#include "attend-tc.cuh"
 #include "attend.cuh"
 
 #define ATT_WARPS 4
@@ -33,7 +32,7 @@
 #define ATT_MAX_SPLITS 32
 #define ATT_TARGET_WARPS 512  /* enough warps in flight to cover the SMs */
 #define ATT_MIN_KEYS_PER_SPLIT 32
-#define ATT_TILE 16           /* rows per warp and keys per step, tensor-core path */
+#define ATT_TILE TC_TILE      /* rows per warp and keys per step, tensor-core path */
 
 /* Rows [i0, i0 + ATT_TILE) are a tile the tensor-core kernel takes: all in
  * the batch and of one sequence. */
@@ -116,99 +115,44 @@ __global__ void attention_merge_kernel(T *out, const float *part, const int32_t 
     }
 }
 
-/* The tensor-core path: one warp per (16-row tile, head). Lane l keeps the
- * softmax state of row l / 2 and scores columns (l % 2) * 8 .. + 8 of each
- * 16 x 16 score tile. The output accumulators are WMMA fragments whose
- * element-to-row mapping CUDA leaves unspecified, so it is learnt once by
- * loading a fragment of row indices; per-row factors (the online-softmax
- * correction, 1/sum) are then applied element by element. P is rounded to
- * T for the P V product and the row sums add the rounded values, so the
- * weights that multiply V are normalized exactly. Needs Tmax % 16 == 0
- * (the last key tile stays inside the sequence's cache rows). */
+/* The tensor-core path: one warp per (16-row tile, head), the steps of
+ * attend-tc.cuh with Q read straight from q and K/V tiles from the cache;
+ * key kk is masked for row r past pos[r]. Needs Tmax % 16 == 0 (the last key
+ * tile stays inside the sequence's cache rows). */
 template <typename T, int D>
 __global__ void attention_tc_kernel(T *out, const T *q, const T *kc, const T *vc,
                                     const int32_t *seq, const int32_t *pos, int64_t n, int64_t H,
                                     int64_t KVH, int64_t Tmax, float scale) {
     using namespace nvcuda;
-    typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc_frag;
-    __shared__ __align__(32) float sc[ATT_WARPS][ATT_TILE * ATT_TILE]; /* scores; output staging */
-    __shared__ __align__(32) T pr[ATT_WARPS][ATT_TILE * ATT_TILE];     /* probabilities */
-    __shared__ float rowf[ATT_WARPS][ATT_TILE];                        /* per-row factor */
+    __shared__ tc_smem<T> smem[ATT_WARPS];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int64_t job = (int64_t)blockIdx.x * ATT_WARPS + warp; /* (tile, head) */
     if (job >= n / ATT_TILE * H) return;
     int64_t i0 = job / H * ATT_TILE, h = job % H, kvh = h / (H / KVH);
     if (!att_tile_uniform(seq, i0, n)) return;
-    float *S = sc[warp];
-    T *P = pr[warp];
-
-    for (int e = lane; e < ATT_TILE * ATT_TILE; e += 32) S[e] = (float)(e / ATT_TILE);
-    __syncwarp();
-    acc_frag rowid;
-    wmma::load_matrix_sync(rowid, S, ATT_TILE, wmma::mem_row_major);
+    tc_smem<T> &sm = smem[warp];
+    tc_state<D> w;
+    tc_init<T, D>(w, sm, lane);
     int last = 0; /* the tile's largest position: keys [0, last] are visited */
     for (int r = 0; r < ATT_TILE; r++) last = max(last, (int)pos[i0 + r]);
-    int row = lane >> 1, c0 = (lane & 1) * 8, rpos = pos[i0 + row];
+    int rpos = pos[i0 + w.row];
 
     int64_t ldq = H * D, ldkv = KVH * D;
     wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> qf[D / 16];
-    acc_frag of[D / 16];
-    for (int ds = 0; ds < D / 16; ds++) {
+    for (int ds = 0; ds < D / 16; ds++)
         wmma::load_matrix_sync(qf[ds], q + (i0 * H + h) * D + ds * 16, (unsigned)ldq);
-        wmma::fill_fragment(of[ds], 0.0f);
-    }
     const T *kb = kc + ((int64_t)seq[i0] * Tmax * KVH + kvh) * D;
     const T *vb = vc + ((int64_t)seq[i0] * Tmax * KVH + kvh) * D;
-    float m = -INFINITY, l = 0.0f;
     for (int64_t k0 = 0; k0 <= last; k0 += ATT_TILE) {
-        __syncwarp(); /* the previous step's reads of S, P and rowf are done */
-        acc_frag sf;
-        wmma::fill_fragment(sf, 0.0f);
-        for (int ds = 0; ds < D / 16; ds++) {
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> kf;
-            wmma::load_matrix_sync(kf, kb + k0 * ldkv + ds * 16, (unsigned)ldkv);
-            wmma::mma_sync(sf, qf[ds], kf, sf);
-        }
-        wmma::store_matrix_sync(S, sf, ATT_TILE, wmma::mem_row_major);
-        __syncwarp();
-        float s[8], mx = -INFINITY;
-        for (int j = 0; j < 8; j++) {
-            s[j] = k0 + c0 + j <= rpos ? S[row * ATT_TILE + c0 + j] * scale : -INFINITY;
-            mx = fmaxf(mx, s[j]);
-        }
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        /* key 0 is in every row's range, so m is finite from the first step */
-        float mn = fmaxf(m, mx), corr = expf(m - mn), ps = 0.0f;
-        for (int j = 0; j < 8; j++) {
-            float p = cu_round<T>(s[j] == -INFINITY ? 0.0f : expf(s[j] - mn));
-            cu_st(P, row * ATT_TILE + c0 + j, p);
-            ps += p;
-        }
-        ps += __shfl_xor_sync(0xffffffffu, ps, 1);
-        l = l * corr + ps;
-        m = mn;
-        if ((lane & 1) == 0) rowf[warp][row] = corr;
-        __syncwarp();
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> pf;
-        wmma::load_matrix_sync(pf, P, ATT_TILE);
-        for (int ds = 0; ds < D / 16; ds++) {
-            for (int e = 0; e < of[ds].num_elements; e++) of[ds].x[e] *= rowf[warp][(int)rowid.x[e]];
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> vf;
-            wmma::load_matrix_sync(vf, vb + k0 * ldkv + ds * 16, (unsigned)ldkv);
-            wmma::mma_sync(of[ds], pf, vf, of[ds]);
-        }
+        tc_scores<T, D>(sm, qf, kb + k0 * ldkv, (unsigned)ldkv);
+        float sv[8]; /* key 0 is in every row's range */
+        for (int j = 0; j < 8; j++)
+            sv[j] = k0 + w.c0 + j <= rpos ? sm.s[w.row * ATT_TILE + w.c0 + j] * scale : -INFINITY;
+        tc_softmax_pv<T, D>(w, sm, sv, vb + k0 * ldkv, (unsigned)ldkv, lane);
     }
-    __syncwarp();
-    if ((lane & 1) == 0) rowf[warp][row] = 1.0f / l;
-    __syncwarp();
-    for (int ds = 0; ds < D / 16; ds++) {
-        for (int e = 0; e < of[ds].num_elements; e++) of[ds].x[e] *= rowf[warp][(int)rowid.x[e]];
-        wmma::store_matrix_sync(S, of[ds], ATT_TILE, wmma::mem_row_major);
-        __syncwarp();
-        for (int e = lane; e < ATT_TILE * ATT_TILE; e += 32)
-            cu_st(out + ((i0 + e / ATT_TILE) * H + h) * D + ds * 16, e % ATT_TILE, S[e]);
-        __syncwarp();
-    }
+    tc_finish<T, D>(w, sm, lane, [&](int r, int d, float v) {
+        cu_st(out + ((i0 + r) * H + h) * D, d, v);
+    });
 }
 
 /* Whether the tensor-core kernel can serve this call (see its comment);

@@ -3,8 +3,7 @@
  * window partitioning, torch-exact bilinear resize, column copies,
  * transposes, and non-causal attention with SAM's decomposed relative
  * positions. Arithmetic in fp32, storage in the tensor's dtype. */
-#include <mma.h>
-
+#include "attend-tc.cuh"
 #include "attend.cuh"
 
 #define LN_THREADS 256
@@ -331,18 +330,15 @@ __global__ void attention_full_kernel(T *out, const T *q, const T *k, const T *v
     }
 }
 
-/* The tensor-core path of attention_full (bf16/fp16, D a multiple of 16 up
- * to 128): a warp takes 16 queries of one (batch, head) and walks the keys
- * 16 at a time with WMMA for Q K^T and P V, the online softmax in fp32 in
- * between, as attention.cu's attention_tc_kernel does for the causal case
- * (see there for the row-index fragment and the rounding of P). Here the
- * query tile is staged through shared memory with zero rows past Lq, the
- * last key tile likewise past Lk (so no load leaves the tensors), and SAM's
- * relative terms for the warp's 16 rows are computed first into shared
- * memory from the unscaled q, then added to each score in fp32:
- * (q.k * scale + rel_h) + rel_w. */
-#define FA_TC_WARPS 2 /* shared memory: ~21 KB per warp at D 128, S 64 */
-#define FA_TC_TILE 16
+/* The tensor-core path of attention_full (bf16/fp16, D 32, 64, 80 or 128):
+ * a warp takes 16 queries of one (batch, head) through the steps of
+ * attend-tc.cuh. The query tile is staged through shared memory with zero
+ * rows past Lq, the last key tile likewise past Lk (so no load leaves the
+ * tensors), and SAM's relative terms for the warp's 16 rows are computed
+ * first into shared memory from the unscaled q, then added to each score in
+ * fp32: (q.k * scale + rel_h) + rel_w. */
+#define FA_TC_WARPS 2 /* shared memory: ~22 KB per warp at D 128, S 64 */
+#define FA_TC_TILE TC_TILE
 
 template <typename T, int D>
 __global__ void attention_full_tc_kernel(T *out, const T *q, const T *k, const T *v, int64_t B,
@@ -350,29 +346,25 @@ __global__ void attention_full_tc_kernel(T *out, const T *q, const T *k, const T
                                          const void *rh, const void *rw, lisa_dtype rt,
                                          int64_t S) {
     using namespace nvcuda;
-    typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc_frag;
-    __shared__ __align__(32) float sc[FA_TC_WARPS][FA_TC_TILE * FA_TC_TILE];
-    __shared__ __align__(32) T pr[FA_TC_WARPS][FA_TC_TILE * FA_TC_TILE];
+    __shared__ tc_smem<T> smem[FA_TC_WARPS];
     __shared__ __align__(32) T qst[FA_TC_WARPS][FA_TC_TILE * D];
     __shared__ __align__(32) T kst[FA_TC_WARPS][FA_TC_TILE * D];
     __shared__ __align__(32) T vst[FA_TC_WARPS][FA_TC_TILE * D];
     __shared__ float rel[FA_TC_WARPS][FA_TC_TILE][2 * FA_MAX_S];
-    __shared__ float rowf[FA_TC_WARPS][FA_TC_TILE];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int64_t tiles = (Lq + FA_TC_TILE - 1) / FA_TC_TILE;
     int64_t job = (int64_t)blockIdx.x * FA_TC_WARPS + warp; /* (batch, tile, head) */
     if (job >= B * tiles * H) return;
     int64_t h = job % H, i0 = (job / H) % tiles * FA_TC_TILE, b = job / (H * tiles);
     int64_t ld = H * D, rows = Lq - i0 < FA_TC_TILE ? Lq - i0 : FA_TC_TILE;
-    float *Sm = sc[warp];
-    T *P = pr[warp], *Q = qst[warp];
+    tc_smem<T> &sm = smem[warp];
+    T *Q = qst[warp];
 
     const T *qb = q + b * Lq * ld + h * D;
     for (int e = lane; e < FA_TC_TILE * D; e += 32) {
         int r = e / D;
         Q[e] = r < rows ? qb[(i0 + r) * ld + e % D] : cu_round_zero<T>();
     }
-    for (int e = lane; e < FA_TC_TILE * FA_TC_TILE; e += 32) Sm[e] = (float)(e / FA_TC_TILE);
     __syncwarp();
     if (rh) {
         /* rel[r][t] = q_r . Rh[y_r - t + S - 1], rel[r][S + t] = q_r . Rw[x_r - t + S - 1] */
@@ -389,20 +381,12 @@ __global__ void attention_full_tc_kernel(T *out, const T *q, const T *k, const T
             rel[warp][r][S + t] = db;
         }
     }
-    acc_frag rowid;
-    wmma::load_matrix_sync(rowid, Sm, FA_TC_TILE, wmma::mem_row_major);
+    tc_state<D> w;
+    tc_init<T, D>(w, sm, lane); /* its barriers also complete rel */
     wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> qf[D / 16];
-    acc_frag of[D / 16];
-    for (int ds = 0; ds < D / 16; ds++) {
-        wmma::load_matrix_sync(qf[ds], Q + ds * 16, D);
-        wmma::fill_fragment(of[ds], 0.0f);
-    }
-    __syncwarp(); /* rel complete; Sm free for scores */
+    for (int ds = 0; ds < D / 16; ds++) wmma::load_matrix_sync(qf[ds], Q + ds * 16, D);
     const T *kb = k + b * Lk * ld + h * D, *vb = v + b * Lk * ld + h * D;
-    int row = lane >> 1, c0 = (lane & 1) * 8;
-    float m = -INFINITY, l = 0.0f;
     for (int64_t k0 = 0; k0 < Lk; k0 += FA_TC_TILE) {
-        __syncwarp(); /* the previous step's reads of Sm, P, rowf, kst and vst are done */
         int64_t nk = Lk - k0 < FA_TC_TILE ? Lk - k0 : FA_TC_TILE;
         const T *kt = kb + k0 * ld, *vt = vb + k0 * ld;
         unsigned ldk = (unsigned)ld;
@@ -417,61 +401,23 @@ __global__ void attention_full_tc_kernel(T *out, const T *q, const T *k, const T
             vt = vst[warp];
             ldk = D;
         }
-        acc_frag sf;
-        wmma::fill_fragment(sf, 0.0f);
-        for (int ds = 0; ds < D / 16; ds++) {
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> kf;
-            wmma::load_matrix_sync(kf, kt + ds * 16, ldk);
-            wmma::mma_sync(sf, qf[ds], kf, sf);
-        }
-        wmma::store_matrix_sync(Sm, sf, FA_TC_TILE, wmma::mem_row_major);
-        __syncwarp();
-        float sv[8], mx = -INFINITY;
+        tc_scores<T, D>(sm, qf, kt, ldk);
+        float sv[8]; /* key 0 is always valid */
         for (int j = 0; j < 8; j++) {
-            int64_t kk = k0 + c0 + j;
+            int64_t kk = k0 + w.c0 + j;
             float x = -INFINITY;
             if (kk < Lk) {
-                x = Sm[row * FA_TC_TILE + c0 + j] * scale;
-                if (rh) x = (x + rel[warp][row][kk / S]) + rel[warp][row][S + kk % S];
+                x = sm.s[w.row * FA_TC_TILE + w.c0 + j] * scale;
+                if (rh) x = (x + rel[warp][w.row][kk / S]) + rel[warp][w.row][S + kk % S];
             }
             sv[j] = x;
-            mx = fmaxf(mx, x);
         }
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        /* key 0 is always valid, so m is finite from the first step */
-        float mn = fmaxf(m, mx), corr = expf(m - mn), ps = 0.0f;
-        for (int j = 0; j < 8; j++) {
-            float p = cu_round<T>(sv[j] == -INFINITY ? 0.0f : expf(sv[j] - mn));
-            cu_st(P, row * FA_TC_TILE + c0 + j, p);
-            ps += p;
-        }
-        ps += __shfl_xor_sync(0xffffffffu, ps, 1);
-        l = l * corr + ps;
-        m = mn;
-        if ((lane & 1) == 0) rowf[warp][row] = corr;
-        __syncwarp();
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> pf;
-        wmma::load_matrix_sync(pf, P, FA_TC_TILE);
-        for (int ds = 0; ds < D / 16; ds++) {
-            for (int e = 0; e < of[ds].num_elements; e++) of[ds].x[e] *= rowf[warp][(int)rowid.x[e]];
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> vf;
-            wmma::load_matrix_sync(vf, vt + ds * 16, ldk);
-            wmma::mma_sync(of[ds], pf, vf, of[ds]);
-        }
+        tc_softmax_pv<T, D>(w, sm, sv, vt, ldk, lane);
     }
-    __syncwarp();
-    if ((lane & 1) == 0) rowf[warp][row] = 1.0f / l;
-    __syncwarp();
     T *ob = out + b * Lq * ld + h * D;
-    for (int ds = 0; ds < D / 16; ds++) {
-        for (int e = 0; e < of[ds].num_elements; e++) of[ds].x[e] *= rowf[warp][(int)rowid.x[e]];
-        wmma::store_matrix_sync(Sm, of[ds], FA_TC_TILE, wmma::mem_row_major);
-        __syncwarp();
-        for (int e = lane; e < FA_TC_TILE * FA_TC_TILE; e += 32)
-            if (e / FA_TC_TILE < rows)
-                cu_st(ob + (i0 + e / FA_TC_TILE) * ld + ds * 16, e % FA_TC_TILE, Sm[e]);
-        __syncwarp();
-    }
+    tc_finish<T, D>(w, sm, lane, [&](int r, int d, float val) {
+        if (r < rows) cu_st(ob + (i0 + r) * ld, d, val);
+    });
 }
 
 /* (through a pointer: a macro argument cannot hold the template's comma) */
