@@ -126,9 +126,11 @@ __global__ void attention_tc_kernel(T *out, const T *q, const T *kc, const T *vc
     using namespace nvcuda;
     __shared__ tc_smem<T> smem[ATT_WARPS];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int64_t job = (int64_t)blockIdx.x * ATT_WARPS + warp; /* (tile, head) */
-    if (job >= n / ATT_TILE * H) return;
-    int64_t i0 = job / H * ATT_TILE, h = job % H, kvh = h / (H / KVH);
+    /* (head, tile), tiles fastest: a block's warps walk the same keys of one
+     * head side by side, so their K/V tiles meet in L1 */
+    int64_t tiles = n / ATT_TILE, job = (int64_t)blockIdx.x * ATT_WARPS + warp;
+    if (job >= tiles * H) return;
+    int64_t i0 = job % tiles * ATT_TILE, h = job / tiles, kvh = h / (H / KVH);
     if (!att_tile_uniform(seq, i0, n)) return;
     tc_smem<T> &sm = smem[warp];
     tc_state<D> w;

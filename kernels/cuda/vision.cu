@@ -353,9 +353,10 @@ __global__ void attention_full_tc_kernel(T *out, const T *q, const T *k, const T
     __shared__ float rel[FA_TC_WARPS][FA_TC_TILE][2 * FA_MAX_S];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int64_t tiles = (Lq + FA_TC_TILE - 1) / FA_TC_TILE;
-    int64_t job = (int64_t)blockIdx.x * FA_TC_WARPS + warp; /* (batch, tile, head) */
+    /* (batch, head, tile), tiles fastest: a block's warps share K/V tiles in L1 */
+    int64_t job = (int64_t)blockIdx.x * FA_TC_WARPS + warp;
     if (job >= B * tiles * H) return;
-    int64_t h = job % H, i0 = (job / H) % tiles * FA_TC_TILE, b = job / (H * tiles);
+    int64_t i0 = job % tiles * FA_TC_TILE, h = job / tiles % H, b = job / (H * tiles);
     int64_t ld = H * D, rows = Lq - i0 < FA_TC_TILE ? Lq - i0 : FA_TC_TILE;
     tc_smem<T> &sm = smem[warp];
     T *Q = qst[warp];
