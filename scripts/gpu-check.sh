@@ -56,6 +56,9 @@
 #   LISA_GPU_CHECK_PROMPT_LEN  bench prompt tokens (default 300)
 #   LISA_GPU_CHECK_BATCHES     bench batch sizes (default 1,16,64)
 #   LISA_GPU_CHECK_NEW_TOKENS  bench decode steps (default 32)
+#   LISA_GPU_CHECK_CHUNK       prefill tokens per forward call of `lisa bench
+#                              llm` (default 4096: batch 16 x 300 in two calls;
+#                              PyTorch eager takes the whole batch in one)
 #   LISA_GPU_CHECK_DTYPE       bench dtype for both engines (default bf16)
 #   LISA_GPU_CHECK_COPY_GIB    d2d copy buffer size (default 1)
 #   LISA_GPU_CHECK_VISION      CLIP:SAM presets of the vision bench (default
@@ -88,6 +91,7 @@ CONFIGS=${LISA_GPU_CHECK_CONFIGS:-configs/llama-7b.json configs/llama-13b.json}
 PLEN=${LISA_GPU_CHECK_PROMPT_LEN:-300}
 BATCHES=${LISA_GPU_CHECK_BATCHES:-1,16,64}
 NEW=${LISA_GPU_CHECK_NEW_TOKENS:-32}
+CHUNK=${LISA_GPU_CHECK_CHUNK:-4096}
 BDTYPE=${LISA_GPU_CHECK_DTYPE:-bf16}
 JOBS=$(nproc 2>/dev/null || echo 4)
 case $DEVICE in
@@ -406,7 +410,7 @@ else
         LJ=$OUT_DIR/bench-lisa-$tag.jsonl
         : >"$LJ"
         tmo 180 "$LLOG" "$LISA" bench llm --config "$cfg" --device "$DEVICE" --dtype "$BDTYPE" \
-            --prompt-len "$PLEN" --batches "$BATCHES" --new-tokens "$NEW" --json
+            --prompt-len "$PLEN" --batches "$BATCHES" --new-tokens "$NEW" --chunk "$CHUNK" --json
         rc=$?
         if [ $rc -eq 125 ]; then
             record "lisa-bench-$tag" SKIPPED "no time left in the budget"

@@ -233,6 +233,8 @@ extern "C" lisa_status lisa_backend_cuda_init(lisa_backend **out, int device) {
     c->device = device;
     const char *dbg = getenv("LISA_CUDA_SYNC");
     c->debug_sync = dbg && *dbg && strcmp(dbg, "0") != 0;
+    const char *gv = getenv("LISA_GEMV");
+    c->gemv = !(gv && !strcmp(gv, "0"));
     g_cuda_ops = cuda_ops_table();
     be->ops = &g_cuda_ops;
     be->ctx = c;

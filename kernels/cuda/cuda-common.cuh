@@ -62,6 +62,7 @@ typedef struct cuda_gemm_entry {
 typedef struct cuda_ctx {
     int device;
     int debug_sync;
+    int gemv;                   /* decode-sized matmuls by gemv_kernel (gemm.cu) */
     cudaStream_t stream;
     cublasLtHandle_t lt;
     void *workspace;            /* cuBLASLt workspace */

@@ -118,6 +118,76 @@ static lisa_status gemm_entry_get(cuda_ctx *c, int64_t M, int64_t N, int64_t K, 
     return LISA_OK;
 }
 
+/* Decode-sized products (M <= GEMV_MAX_M rows, 16-bit operands): one warp
+ * per output column n streams w's row n once, 16 bytes per lane per step,
+ * so every warp load is 512 contiguous bytes, and applies it to all M rows
+ * of x (tiny, L1-resident); fp32 sums, reduced over the warp. Batch-1
+ * decode is bound by reading the weights, which is all this kernel does.
+ * LISA_GEMV=0 in the environment sends these to cuBLASLt too (A/B timing). */
+#define GEMV_MAX_M 4
+#define GEMV_WARPS 8 /* columns per block */
+
+template <typename T, int M>
+__global__ void gemv_kernel(T *out, const T *x, const T *w, int64_t N, int64_t K) {
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int64_t n = (int64_t)blockIdx.x * GEMV_WARPS + warp;
+    if (n >= N) return;
+    const uint4 *wr = (const uint4 *)(w + n * K);
+    float acc[M];
+    for (int m = 0; m < M; m++) acc[m] = 0.0f;
+#pragma unroll 4
+    for (int64_t c = lane; c < K / 8; c += 32) {
+        uint4 wu = wr[c];
+        T we[8];
+        memcpy(we, &wu, sizeof we);
+        for (int m = 0; m < M; m++) {
+            uint4 xu = ((const uint4 *)(x + m * K))[c];
+            T xe[8];
+            memcpy(xe, &xu, sizeof xe);
+            for (int j = 0; j < 8; j++) acc[m] += cu_ld(we, j) * cu_ld(xe, j);
+        }
+    }
+    for (int m = 0; m < M; m++) {
+        float v = acc[m];
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == 0) cu_st(out, m * N + n, v);
+    }
+}
+
+/* (through a pointer: a macro argument cannot hold the template's comma) */
+#define GEMV_LAUNCH(T, MM)                                                                      \
+    do {                                                                                        \
+        void (*gemv_kernel_)(T *, const T *, const T *, int64_t, int64_t) = gemv_kernel<T, MM>; \
+        CUDA_KERNEL(gemv_kernel_, blocks, 32 * GEMV_WARPS, 0, c->stream)(                      \
+            (T *)out->data, (const T *)x->data, (const T *)w->data, N, K);                     \
+    } while (0)
+
+#define GEMV_DISPATCH_M(T)                                                                      \
+    do {                                                                                        \
+        if (M == 1) GEMV_LAUNCH(T, 1);                                                         \
+        else if (M == 2) GEMV_LAUNCH(T, 2);                                                    \
+        else if (M == 3) GEMV_LAUNCH(T, 3);                                                    \
+        else GEMV_LAUNCH(T, 4);                                                                \
+    } while (0)
+
+static bool gemv_fits(const cuda_ctx *c, const lisa_tensor *out, const lisa_tensor *x,
+                      const lisa_tensor *w, int64_t M, int64_t K) {
+    if (!c->gemv || M > GEMV_MAX_M || K % 8 != 0) return false;
+    if (x->dtype != LISA_DTYPE_BF16 && x->dtype != LISA_DTYPE_F16) return false;
+    return (uintptr_t)x->data % 16 == 0 && (uintptr_t)w->data % 16 == 0 && out->data != NULL;
+}
+
+static lisa_status gemv(cuda_ctx *c, lisa_tensor *out, const lisa_tensor *x, const lisa_tensor *w,
+                        int64_t M, int64_t N, int64_t K) {
+    unsigned blocks = (unsigned)((N + GEMV_WARPS - 1) / GEMV_WARPS);
+    if (x->dtype == LISA_DTYPE_BF16)
+        GEMV_DISPATCH_M(__nv_bfloat16);
+    else
+        GEMV_DISPATCH_M(__half);
+    CUDA_LAUNCH_CHECK(c);
+    return LISA_OK;
+}
+
 lisa_status cuda_op_matmul(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
                            const lisa_tensor *w, const lisa_tensor *bias) {
     cuda_ctx *c = cuda_ctx_of(be);
@@ -130,6 +200,11 @@ lisa_status cuda_op_matmul(lisa_backend *be, lisa_tensor *out, const lisa_tensor
                               lisa_dtype_name(w->dtype), lisa_dtype_name(x->dtype),
                               lisa_dtype_name(out->dtype));
     if (M == 0) return LISA_OK;
+    if (gemv_fits(c, out, x, w, M, K)) {
+        LISA_TRY(gemv(c, out, x, w, M, N, K));
+        if (bias) LISA_TRY(cuda_op_add_bias(be, out, bias));
+        return LISA_OK;
+    }
     cuda_gemm_entry *e;
     const uint32_t al[3] = {ptr_align(w->data), ptr_align(x->data), ptr_align(out->data)};
     LISA_TRY(gemm_entry_get(c, M, N, K, x->dtype, al, &e));

@@ -169,7 +169,8 @@ static lisa_dtype adt(lisa_backend *be, lisa_dtype dt) {
  * row views starting at row 1 of (a+1, c), (b+1, c), (a+1, b) buffers, so
  * their pointers are less than 256-byte aligned, as the models' row views
  * (CLIP's patch rows, SAM's hypernetwork rows) are; row 0 of out is zeroed
- * first and must stay zero (it is compared too). */
+ * first and must stay zero (it is compared too). With a <= 4 and c % 8 == 0
+ * CUDA's half-precision matmul takes its GEMV kernel instead of cuBLASLt. */
 static int run_matmul(const op_case *k, lisa_backend *be, lisa_dtype dt, float *out) {
     int64_t r = !strcmp(k->op, "matmul_rows");
     int64_t sx[2] = {k->a + r, k->c}, sw[2] = {k->b + r, k->c}, so[2] = {k->a + r, k->b},
@@ -527,6 +528,8 @@ int main(int argc, char **argv) {
     op_case cases[] = {
         {"matmul", 1, 19, 37, run_matmul, 0, {0}},   {"matmul", 3, 64, 128, run_matmul, 0, {0}},
         {"matmul", 8, 33, 96, run_matmul, 0, {0}},   {"matmul", 37, 130, 200, run_matmul, 0, {0}},
+        {"matmul", 1, 77, 512, run_matmul, 0, {0}},  {"matmul", 3, 40, 264, run_matmul, 0, {0}},
+        {"matmul", 4, 9, 2056, run_matmul, 0, {0}},
         {"matmul_rows", 5, 6, 12, run_matmul, 0, {0}}, {"matmul_rows", 300, 1, 32, run_matmul, 0, {0}},
         {"embedding", 5, 50, 37, run_embedding, 0, {0}},
         {"rmsnorm", 1, 0, 37, run_norm, 0, {0}},     {"rmsnorm", 7, 0, 1000, run_norm, 0, {0}},
