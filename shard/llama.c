@@ -20,7 +20,7 @@ int lisa_llama_model_is_last(const lisa_llama_model *m) {
  * 3 + 9 * nlayers entries. Every entry is a MATMUL weight for the loader:
  * used in place from the mmap in its file dtype on host backends (the CPU's
  * rmsnorm widens any dtype too), converted to the compute dtype elsewhere.
- * Tied LM heads point `output` at the embedding (llama_finish_tied). */
+ * Tied LM heads point `output` at the embedding (llama_finish). */
 static int llama_weight_table(lisa_llama_model *m, lisa_weight_spec *specs, int has_lm_head) {
     const lisa_llama_config *c = &m->cfg;
     int64_t C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
@@ -90,8 +90,33 @@ static void llama_rebase(lisa_weight_spec *specs, int n, void *base) {
         specs[i].dst->data = (char *)base + (uintptr_t)specs[i].dst->data;
 }
 
-static void llama_finish_tied(lisa_llama_model *m, int has_lm_head) {
+/* The view over n back-to-back (rows_i, C) weights of one dtype, as one
+ * (sum rows_i, C) matrix; data NULL when they are not adjacent. */
+static lisa_tensor llama_fuse(const lisa_tensor *const *w, int n) {
+    lisa_tensor f;
+    memset(&f, 0, sizeof f);
+    int64_t rows = 0;
+    for (int i = 0; i < n; i++) {
+        if (!w[i]->data || w[i]->dtype != w[0]->dtype || w[i]->shape[1] != w[0]->shape[1])
+            return f;
+        if (i > 0 && (const char *)w[i]->data !=
+                         (const char *)w[i - 1]->data + lisa_tensor_nbytes(w[i - 1]))
+            return f;
+        rows += w[i]->shape[0];
+    }
+    return lisa_tensor_2d(w[0]->data, w[0]->dtype, rows, w[0]->shape[1]);
+}
+
+/* After loading: tied LM heads point `output` at the embedding; the fused
+ * q|k|v and gate|up views where the weights lie back to back. */
+static void llama_finish(lisa_llama_model *m, int has_lm_head) {
     if (lisa_llama_model_is_last(m) && !has_lm_head) m->output = m->tok_embeddings;
+    for (int l = 0; l < m->layer_end - m->layer_begin; l++) {
+        lisa_llama_layer *L = &m->layers[l];
+        const lisa_tensor *qkv[3] = {&L->wq, &L->wk, &L->wv}, *gu[2] = {&L->w_gate, &L->w_up};
+        L->wqkv = llama_fuse(qkv, 3);
+        L->w_gate_up = llama_fuse(gu, 2);
+    }
 }
 
 static lisa_status llama_dtype_check(const lisa_backend *be, lisa_dtype dtype) {
@@ -131,7 +156,7 @@ lisa_status lisa_llama_model_load(lisa_llama_model *m, const char *dir, lisa_bac
     st = lisa_weights_load(&m->weights, be, m->st, "", specs, n, dtype);
     free(specs);
     if (st != LISA_OK) goto fail;
-    llama_finish_tied(m, has_lm_head);
+    llama_finish(m, has_lm_head);
     return LISA_OK;
 fail:
     lisa_llama_model_free(m);
@@ -223,7 +248,7 @@ lisa_status lisa_llama_model_init_random(lisa_llama_model *m, const lisa_llama_c
         lisa_llama_model_free(m);
         return st;
     }
-    llama_finish_tied(m, has_lm_head);
+    llama_finish(m, has_lm_head);
     return LISA_OK;
 }
 
@@ -286,12 +311,9 @@ lisa_status lisa_llama_state_init(lisa_llama_state *s, const lisa_llama_model *m
     }
     if (st == LISA_OK) st = state_alloc(s, &s->x, dt, 2, n, C, 0, 0);
     if (st == LISA_OK) st = state_alloc(s, &s->xb, dt, 2, n, C, 0, 0);
-    if (st == LISA_OK) st = state_alloc(s, &s->q, dt, 3, n, H, D, 0);
-    if (st == LISA_OK) st = state_alloc(s, &s->k, dt, 3, n, KVH, D, 0);
-    if (st == LISA_OK) st = state_alloc(s, &s->v, dt, 3, n, KVH, D, 0);
+    if (st == LISA_OK) st = state_alloc(s, &s->qkv, dt, 2, n, (H + 2 * KVH) * D, 0, 0);
     if (st == LISA_OK) st = state_alloc(s, &s->att, dt, 2, n, H * D, 0, 0);
-    if (st == LISA_OK) st = state_alloc(s, &s->gate, dt, 2, n, I, 0, 0);
-    if (st == LISA_OK) st = state_alloc(s, &s->up, dt, 2, n, I, 0, 0);
+    if (st == LISA_OK) st = state_alloc(s, &s->gate_up, dt, 2, n, 2 * I, 0, 0);
     if (st == LISA_OK) st = state_alloc(s, &s->ids, LISA_DTYPE_I32, 1, n, 0, 0, 0);
     if (st == LISA_OK) st = state_alloc(s, &s->seq, LISA_DTYPE_I32, 1, n, 0, 0, 0);
     if (st == LISA_OK) st = state_alloc(s, &s->pos, LISA_DTYPE_I32, 1, n, 0, 0, 0);
@@ -316,8 +338,8 @@ void lisa_llama_state_free(lisa_llama_state *s) {
         if (s->k_cache) lisa_backend_tensor_free(s->be, &s->k_cache[l]);
         if (s->v_cache) lisa_backend_tensor_free(s->be, &s->v_cache[l]);
     }
-    lisa_tensor *scratch[] = {&s->x,   &s->xb,  &s->q,   &s->k,       &s->v,    &s->att,
-                              &s->gate, &s->up, &s->ids, &s->seq,     &s->pos,  &s->out_idx,
+    lisa_tensor *scratch[] = {&s->x,   &s->xb,  &s->qkv, &s->att,     &s->gate_up,
+                              &s->ids, &s->seq, &s->pos, &s->out_idx,
                               &s->hout, &s->logits, &s->argmax, &s->io, &s->logits32};
     for (size_t i = 0; i < sizeof scratch / sizeof scratch[0]; i++)
         lisa_backend_tensor_free(s->be, scratch[i]);
@@ -428,12 +450,19 @@ static lisa_status llama_forward_ops(const lisa_llama_model *m, lisa_llama_state
     lisa_tensor seq = lisa_tensor_1d(s->seq.data, LISA_DTYPE_I32, n);
     lisa_tensor pos = lisa_tensor_1d(s->pos.data, LISA_DTYPE_I32, n);
     lisa_tensor x = view2(&s->x, n, C), xb = view2(&s->xb, n, C);
-    lisa_tensor q = view3(&s->q, n, H, D), k = view3(&s->k, n, KVH, D),
-                v = view3(&s->v, n, KVH, D);
-    lisa_tensor q2 = view2(&s->q, n, H * D), k2 = view2(&s->k, n, KVH * D),
-                v2 = view2(&s->v, n, KVH * D);
+    /* q, k, v and gate, up packed per call (k at n*H*D, up at n*I): a
+     * one-row call's fused matmul writes exactly this layout */
+    size_t es = lisa_dtype_size(s->qkv.dtype);
+    char *qb = s->qkv.data, *gb = s->gate_up.data;
+    lisa_tensor q2 = lisa_tensor_2d(qb, s->qkv.dtype, n, H * D),
+                k2 = lisa_tensor_2d(qb + (size_t)(n * H * D) * es, s->qkv.dtype, n, KVH * D),
+                v2 = lisa_tensor_2d(qb + (size_t)(n * (H + KVH) * D) * es, s->qkv.dtype, n, KVH * D);
+    lisa_tensor q = view3(&q2, n, H, D), k = view3(&k2, n, KVH, D), v = view3(&v2, n, KVH, D);
+    lisa_tensor qkv = lisa_tensor_2d(qb, s->qkv.dtype, n, (H + 2 * KVH) * D);
     lisa_tensor att = view2(&s->att, n, H * D);
-    lisa_tensor gate = view2(&s->gate, n, I), up = view2(&s->up, n, I);
+    lisa_tensor gate = lisa_tensor_2d(gb, s->gate_up.dtype, n, I),
+                up = lisa_tensor_2d(gb + (size_t)(n * I) * es, s->gate_up.dtype, n, I);
+    lisa_tensor gate_up = lisa_tensor_2d(gb, s->gate_up.dtype, n, 2 * I);
 
     if (tokens) LISA_TRY(op->embedding(be, &x, &m->tok_embeddings, &ids));
     /* Residual adds are fused into the following norm: xb holds a block's
@@ -442,9 +471,13 @@ static lisa_status llama_forward_ops(const lisa_llama_model *m, lisa_llama_state
     for (int l = 0; l < nl; l++) {
         const lisa_llama_layer *L = &m->layers[l];
         /* attention block: xb = attn_norm(x) on entry */
-        LISA_TRY(op->matmul(be, &q2, &xb, &L->wq, NULL));
-        LISA_TRY(op->matmul(be, &k2, &xb, &L->wk, NULL));
-        LISA_TRY(op->matmul(be, &v2, &xb, &L->wv, NULL));
+        if (n == 1 && L->wqkv.data) {
+            LISA_TRY(op->matmul(be, &qkv, &xb, &L->wqkv, NULL));
+        } else {
+            LISA_TRY(op->matmul(be, &q2, &xb, &L->wq, NULL));
+            LISA_TRY(op->matmul(be, &k2, &xb, &L->wk, NULL));
+            LISA_TRY(op->matmul(be, &v2, &xb, &L->wv, NULL));
+        }
         LISA_TRY(op->rope(be, &q, &pos, c->rope_theta));
         LISA_TRY(op->rope(be, &k, &pos, c->rope_theta));
         LISA_TRY(op->kv_store(be, &s->k_cache[l], &s->v_cache[l], &k, &v, &seq, &pos));
@@ -452,8 +485,12 @@ static lisa_status llama_forward_ops(const lisa_llama_model *m, lisa_llama_state
         LISA_TRY(op->matmul(be, &xb, &att, &L->wo, NULL));
         /* MLP block: x += attn; xb = ffn_norm(x) */
         LISA_TRY(op->add_rmsnorm(be, &x, &xb, &xb, &L->ffn_norm, c->rms_norm_eps));
-        LISA_TRY(op->matmul(be, &gate, &xb, &L->w_gate, NULL));
-        LISA_TRY(op->matmul(be, &up, &xb, &L->w_up, NULL));
+        if (n == 1 && L->w_gate_up.data) {
+            LISA_TRY(op->matmul(be, &gate_up, &xb, &L->w_gate_up, NULL));
+        } else {
+            LISA_TRY(op->matmul(be, &gate, &xb, &L->w_gate, NULL));
+            LISA_TRY(op->matmul(be, &up, &xb, &L->w_up, NULL));
+        }
         LISA_TRY(op->swiglu(be, &gate, &gate, &up));
         LISA_TRY(op->matmul(be, &xb, &gate, &L->w_down, NULL));
         if (l + 1 < nl)

@@ -32,6 +32,10 @@ typedef struct lisa_llama_layer {
     lisa_tensor w_gate;     /* model.layers.N.mlp.gate_proj.weight (I, C) */
     lisa_tensor w_up;       /* model.layers.N.mlp.up_proj.weight (I, C) */
     lisa_tensor w_down;     /* model.layers.N.mlp.down_proj.weight (C, I) */
+    /* Views over wq|wk|wv (H*D + 2*KVH*D, C) and w_gate|w_up (2*I, C) where the
+     * loader placed them back to back (data NULL otherwise): one-row calls
+     * (batch-1 decode) then make one matmul of each group instead of 3 and 2. */
+    lisa_tensor wqkv, w_gate_up;
 } lisa_llama_layer;
 
 typedef struct lisa_llama_model {
@@ -86,12 +90,10 @@ typedef struct lisa_llama_state {
     /* scratch in the model dtype, (max_tokens, ...) */
     lisa_tensor x;      /* (n, C) residual stream */
     lisa_tensor xb;     /* (n, C) normed */
-    lisa_tensor q;      /* (n, H, D) */
-    lisa_tensor k;      /* (n, KVH, D) */
-    lisa_tensor v;      /* (n, KVH, D) */
+    lisa_tensor qkv;    /* q (n, H, D), k (n, KVH, D), v (n, KVH, D) of a call of n
+                           rows, one after another (k at n*H*D) */
     lisa_tensor att;    /* (n, H*D) */
-    lisa_tensor gate;   /* (n, I) */
-    lisa_tensor up;     /* (n, I) */
+    lisa_tensor gate_up; /* gate (n, I) then up (n, I) */
     lisa_tensor ids;    /* (n) I32 */
     lisa_tensor seq;    /* (n) I32 */
     lisa_tensor pos;    /* (n) I32 */
