@@ -529,18 +529,21 @@ static lisa_status llama_run_ops(const lisa_llama_model *m, lisa_llama_state *s,
             return op->graph_launch(be, g->graph);
     }
     if (s->n_graphs == LISA_LLAMA_GRAPHS) return llama_forward_ops(m, s, n, no, tokens, want_next);
-    if (op->graph_begin(be) != LISA_OK) {
-        s->graphs_off = 1;
-        return llama_forward_ops(m, s, n, no, tokens, want_next);
-    }
-    lisa_status st = llama_forward_ops(m, s, n, no, tokens, want_next);
     void *graph = NULL;
-    lisa_status ge = op->graph_end(be, &graph);
-    if (st != LISA_OK) {
-        if (ge == LISA_OK) op->graph_free(be, graph);
-        return st;
+    lisa_status st = op->graph_begin(be);
+    if (st == LISA_OK) {
+        /* recorded, not run: a failure here has no side effects */
+        st = llama_forward_ops(m, s, n, no, tokens, want_next);
+        lisa_status ge = op->graph_end(be, &graph);
+        if (st == LISA_OK) st = ge;
+        else if (ge == LISA_OK) op->graph_free(be, graph);
     }
-    if (ge != LISA_OK) {
+    if (st != LISA_OK) {
+        /* said once (unless graphs are off by choice, LISA_CUDA_SYNC=1): a
+         * silent fallback would hide a slow decode */
+        if (st != LISA_ERR_UNSUPPORTED)
+            fprintf(stderr, "lisa: warning: recording a %s graph failed, running op by op: %s\n",
+                    op->name, lisa_error_get());
         s->graphs_off = 1;
         return llama_forward_ops(m, s, n, no, tokens, want_next);
     }

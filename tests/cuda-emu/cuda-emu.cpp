@@ -19,7 +19,8 @@
  * range; kernel pointer arguments, copies and cuBLASLt operands must lie in
  * such ranges (or, for the host side of a copy, outside them). The device
  * size is CUEMU_DEVICE_BYTES (default 80 GiB, an H100), the device count
- * CUEMU_DEVICES (default 1), so out-of-memory paths can be exercised.
+ * CUEMU_DEVICES (default 1), so out-of-memory paths can be exercised;
+ * CUEMU_CAPTURE_FAIL=1 makes every stream capture fail.
  *
  * Deliberately not here: concurrency between blocks, timing, texture or
  * dynamic shared memory, atomics, cooperative groups. */
@@ -430,7 +431,10 @@ cudaError_t cudaStreamEndCapture(cudaStream_t, cudaGraph_t *g) {
     g_capture = NULL;
     *g = NULL;
     if (!c) return cudaErrorInvalidValue;
-    if (g_capture_invalid) {
+    /* CUEMU_CAPTURE_FAIL=1: every capture comes back invalidated, as from a
+     * driver that refuses one, so callers' fallbacks can be tested */
+    const char *fail = getenv("CUEMU_CAPTURE_FAIL");
+    if (g_capture_invalid || (fail && !strcmp(fail, "1"))) {
         delete c;
         return cudaErrorStreamCaptureInvalidated;
     }
