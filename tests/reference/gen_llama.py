@@ -2,7 +2,7 @@
 """gen_llama.py: tiny random-weight LLaMA checkpoints and transformers 4.31
 reference outputs for the C decoder test (tests/unit/test-llama.c).
 
-Writes two model folders under tests/fixtures/ (default):
+Writes three model folders under tests/fixtures/ (default):
 
   llama-mha/  MHA: hidden 24, 3 heads (head_dim 8), intermediate 64, 2 layers,
               untied lm_head, rms_norm_eps 1e-6; one bf16 model.safetensors.
@@ -10,13 +10,17 @@ Writes two model folders under tests/fixtures/ (default):
               48, 3 layers, tied embeddings, rms_norm_eps 1e-5, rope 10000
               (transformers 4.31's LlamaConfig has no rope_theta); fp16,
               sharded: model-0000K-of-0000N.safetensors + index.json.
+  llama-tc/   MHA: hidden 128, 2 heads (head_dim 64), intermediate 96, 2 layers,
+              tied, vocabulary 512, bf16; prompts are seeded random token ids
+              of 5..100 tokens (the CUDA tensor-core prefill path's shapes).
 
 Both use the real LLaMA vocabulary (32000) so prompts tokenized by the LLaMA
 tokenizer are valid ids. Weights are re-initialized with a larger spread than
 HF's default (std 0.02 would give near-uniform logits and greedy ties); RMSNorm
 weights are random around 1.
 
-Each folder also gets:
+Each folder also gets (rerun gen_llama_bf16.py afterwards: this script
+replaces the folders, bf16-reference.json included):
   config.json, generation_config.json    from save_pretrained
   tokenizer.model -> ../tokenizer/tokenizer.model   (relative symlink)
   expected.json   {"model", "dtype", "cases": [{"prompt", "ids",
@@ -72,21 +76,42 @@ MODELS = {
                     intermediate_size=48, num_hidden_layers=3, tie_word_embeddings=True,
                     rms_norm_eps=1e-5),
         dtype=torch.float16, shard="1MB", seed=0),
+    # Head dim 64 and prompts of 17..100 tokens, so that the CUDA backend's
+    # tensor-core prefill attention (16-row tiles, D 64/128) runs inside a
+    # whole model; a 512-token vocabulary keeps it small, so its prompts are
+    # token ids (PROMPT_IDS), not text.
+    "llama-tc": dict(
+        config=dict(hidden_size=128, num_attention_heads=2, num_key_value_heads=2,
+                    intermediate_size=96, num_hidden_layers=2, tie_word_embeddings=True,
+                    rms_norm_eps=1e-6, vocab_size=512),
+        dtype=torch.bfloat16, shard=None, seed=8, ids_only=True, std_proj=0.15),
 }
 
+# llama-tc's prompts: BOS then ids drawn from [3, 512) with a fixed seed.
+PROMPT_LENS = [5, 17, 40, 64, 100]
+
 # Seeds above were picked among 0..11 for the largest smallest greedy margin
-# (top-1 minus top-2 logit, relative to the largest logit) over all steps.
+# (top-1 minus top-2 logit, relative to the largest logit) over all steps;
+# llama-tc's for the largest first-step margin (0.071 relative), where a bf16
+# transformers run agrees with fp32 on every prompt's first token.
 
 # Standard deviations of the re-initialized weights.
 STD_EMBED = 1.0
-STD_PROJ = 0.3
+STD_PROJ = 0.3  # llama-tc (4x wider) uses 0.15, keeping activations of the same size
 STD_LM_HEAD = 0.5
 STD_NORM = 0.1  # norms: 1 + N(0, STD_NORM)
 
 
-def build(cfg_kw, seed):
+def prompt_ids():
+    g = torch.Generator().manual_seed(1234)
+    return [[1] + torch.randint(3, 512, (n - 1,), generator=g).tolist() for n in PROMPT_LENS]
+
+
+def build(cfg_kw, seed, std_proj=None):
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=32000, max_position_embeddings=2048, bos_token_id=1,
+    cfg_kw = dict(cfg_kw)
+    vocab = cfg_kw.pop("vocab_size", 32000)
+    cfg = LlamaConfig(vocab_size=vocab, max_position_embeddings=2048, bos_token_id=1,
                       eos_token_id=2, pad_token_id=0, **cfg_kw)
     model = LlamaForCausalLM(cfg).eval()
     with torch.no_grad():
@@ -99,7 +124,7 @@ def build(cfg_kw, seed):
                 if not cfg.tie_word_embeddings:
                     p.normal_(0.0, STD_LM_HEAD)
             else:
-                p.normal_(0.0, STD_PROJ)
+                p.normal_(0.0, STD_PROJ if std_proj is None else std_proj)
     if cfg.tie_word_embeddings:
         assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     return model
@@ -121,7 +146,7 @@ def save(model, out_dir, dtype, shard):
                os.path.join(out_dir, "tokenizer.model"))
 
 
-def reference(name, out_dir, tok):
+def reference(name, out_dir, tok, ids_only=False):
     model = LlamaForCausalLM.from_pretrained(out_dir, torch_dtype=torch.float32).eval()
     for p in model.parameters():
         assert p.dtype == torch.float32
@@ -129,8 +154,9 @@ def reference(name, out_dir, tok):
     min_margin = float("inf")
     max_logit = 0.0
     short = 0
-    for k, prompt in enumerate(PROMPTS):
-        ids = tok(prompt).input_ids
+    prompts = [None] * len(PROMPT_LENS) if ids_only else PROMPTS
+    id_lists = prompt_ids() if ids_only else [tok(p).input_ids for p in PROMPTS]
+    for k, (prompt, ids) in enumerate(zip(prompts, id_lists)):
         assert ids[0] == tok.bos_token_id
         x = torch.tensor([ids])
         T = len(ids)
@@ -164,7 +190,7 @@ def reference(name, out_dir, tok):
         if len(new) < 32:
             short += 1
         cases.append({
-            "prompt": prompt,
+            "prompt": prompt if prompt is not None else "(token ids)",
             "ids": ids,
             "max_new_tokens": MAX_NEW,
             "generated": new,
@@ -197,9 +223,10 @@ def main():
 
     for name, spec in MODELS.items():
         out_dir = os.path.join(args.out, name)
-        model = build(spec["config"], spec["seed"])
+        model = build(spec["config"], spec["seed"], spec.get("std_proj"))
         save(model, out_dir, spec["dtype"], spec["shard"])
-        cases, margin, max_logit, short = reference(name, out_dir, tok)
+        cases, margin, max_logit, short = reference(name, out_dir, tok,
+                                                    spec.get("ids_only", False))
         doc = {
             "model": name,
             "dtype": str(spec["dtype"]).replace("torch.", ""),

@@ -2,7 +2,7 @@
 """gen_llama_bf16.py: how far transformers 4.31 itself moves in bfloat16 on
 the llama fixtures, the yardstick for test-llama's bf16 run.
 
-For each model folder written by gen_llama.py (llama-mha, llama-gqa) it loads
+For each model folder written by gen_llama.py (llama-mha, llama-gqa, llama-tc) it loads
 the checkpoint with torch_dtype=bfloat16, runs every case's prompt as the fp32
 reference did (one uncached forward) and greedy generate(), and compares with
 the fp32 reference outputs stored beside it. Writes bf16-reference.json:
@@ -74,7 +74,7 @@ def main():
     assert transformers.__version__ == "4.31.0", transformers.__version__
     torch.set_grad_enabled(False)
     torch.set_num_threads(1)
-    for name in ("llama-mha", "llama-gqa"):
+    for name in ("llama-mha", "llama-gqa", "llama-tc"):
         d = os.path.join(args.fixtures, name)
         doc = measure(d)
         with open(os.path.join(d, "bf16-reference.json"), "w") as f:

@@ -113,8 +113,9 @@ static void check_split(const char *dir, const llama_case *c, const float *ref_l
     CHECK(st == LISA_OK, "load range [1,L): %s", lisa_error_get());
     CHECK((a.output.data == NULL && b.tok_embeddings.data == NULL) || b.cfg.tie_word_embeddings,
           "a stage holds only what its range needs");
-    CHECK(lisa_llama_state_init(&sa, &a, 1, 64, 64, 64) == LISA_OK, "state a");
-    CHECK(lisa_llama_state_init(&sb, &b, 1, 64, 64, 64) == LISA_OK, "state b");
+    int cap = c->n > 64 ? c->n : 64;
+    CHECK(lisa_llama_state_init(&sa, &a, 1, cap, cap, cap) == LISA_OK, "state a");
+    CHECK(lisa_llama_state_init(&sb, &b, 1, cap, cap, cap) == LISA_OK, "state b");
     int n = c->n, C = a.cfg.hidden_size, V = a.cfg.vocab_size;
     int32_t *seq = calloc((size_t)n, 4), *pos = malloc((size_t)n * 4), *rows = malloc((size_t)n * 4);
     for (int i = 0; i < n; i++) pos[i] = rows[i] = i;
@@ -304,5 +305,6 @@ int main(int argc, char **argv) {
     }
     test_model(fixtures, "llama-mha");
     test_model(fixtures, "llama-gqa");
+    test_model(fixtures, "llama-tc");
     return test_finish("test-llama");
 }
