@@ -251,7 +251,7 @@ if [ "$BUILD_OK" = 1 ]; then
     # transformers' own bf16 error on the same prompts (bf16-reference.json)
     # with the first token identical; fp16 within a stated 1e-2. All three
     # already pass on the CPU emulator of the CUDA backend (scripts/test.sh,
-    # build-emu); this is the real card.
+    # build-asan); this is the real card.
     for dt in fp32 bf16 fp16; do
         DLOG=$OUT_DIR/llama-$dt.log
         : >"$DLOG"

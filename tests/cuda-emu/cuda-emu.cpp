@@ -111,7 +111,7 @@ static const char *g_kernel;
  * resumes the context whose stack pointer is `to`. */
 extern "C" void cuemu_switch(void **save, void *to);
 #if defined(__x86_64__)
-__asm__(".text\n"
+__asm__(".pushsection .text\n"
         ".globl cuemu_switch\n"
         ".type cuemu_switch,@function\n"
         "cuemu_switch:\n"
@@ -136,21 +136,69 @@ __asm__(".text\n"
         "    popq %rbx\n"
         "    popq %rbp\n"
         "    ret\n"
-        ".size cuemu_switch, .-cuemu_switch\n");
+        ".size cuemu_switch, .-cuemu_switch\n"
+        ".popsection\n"); /* what follows stays in the compiler's sections */
 #else
 #error "cuda-emu: fiber switch implemented for x86-64 only"
 #endif
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#define CUEMU_ASAN 1
+#endif
+
 namespace cuemu {
 
+/* Under AddressSanitizer every switch is announced with the stack it goes
+ * to, so that ASan checks kernels' accesses (device memory is heap memory,
+ * shared memory is globals) without mistaking fiber stacks for overflows. */
+#ifdef CUEMU_ASAN
+static const void *g_sched_stack;
+static size_t g_sched_stack_size;
+#endif
+
+/* scheduler -> fiber t */
+static void switch_to_fiber(int t) {
+#ifdef CUEMU_ASAN
+    void *fake = NULL;
+    __sanitizer_start_switch_fiber(&fake, g_stacks + (size_t)t * CUEMU_STACK, CUEMU_STACK);
+    cuemu_switch(&g_sched_sp, g_fibers[t].sp);
+    __sanitizer_finish_switch_fiber(fake, NULL, NULL);
+#else
+    cuemu_switch(&g_sched_sp, g_fibers[t].sp);
+#endif
+}
+
+/* fiber -> scheduler; `last` when the fiber has finished for good */
+static void switch_to_sched(fiber *f, bool last) {
+#ifdef CUEMU_ASAN
+    void *fake = NULL;
+    __sanitizer_start_switch_fiber(last ? NULL : &fake, g_sched_stack, g_sched_stack_size);
+    cuemu_switch(&f->sp, g_sched_sp);
+    __sanitizer_finish_switch_fiber(fake, NULL, NULL);
+#else
+    (void)last;
+    cuemu_switch(&f->sp, g_sched_sp);
+#endif
+}
+
 [[noreturn]] static void fiber_entry(void) {
+#ifdef CUEMU_ASAN
+    __sanitizer_finish_switch_fiber(NULL, &g_sched_stack, &g_sched_stack_size);
+#endif
     g_body(g_ctx);
     g_fibers[g_cur].state = F_DONE;
-    cuemu_switch(&g_fibers[g_cur].sp, g_sched_sp);
+    switch_to_sched(&g_fibers[g_cur], true);
     abort(); /* a finished fiber is never resumed */
 }
 
 static void fiber_init(fiber *f, char *stack) {
+#ifdef CUEMU_ASAN
+    /* a fiber of an earlier block finished without unwinding: its frames'
+     * redzones are still poisoned */
+    __asan_unpoison_memory_region(stack, CUEMU_STACK);
+#endif
     uintptr_t top = (uintptr_t)(stack + CUEMU_STACK) & ~(uintptr_t)15;
     uint64_t *sp = (uint64_t *)top;
     *--sp = 0;                          /* entry then sees rsp = 8 (mod 16), as after a call */
@@ -174,7 +222,7 @@ static void fiber_init(fiber *f, char *stack) {
 static void yield(int state) {
     fiber *f = &g_fibers[g_cur];
     f->state = state;
-    cuemu_switch(&f->sp, g_sched_sp);
+    switch_to_sched(f, false);
 }
 
 int lane_id(void) { return g_cur & 31; }
@@ -268,7 +316,7 @@ static void block_run(void) {
             if (g_fibers[t].state != F_RUN) continue;
             g_cur = t;
             g_thread_idx = &g_fibers[t].idx;
-            cuemu_switch(&g_sched_sp, g_fibers[t].sp);
+            switch_to_fiber(t);
             if (g_fibers[t].state == F_DONE) live--;
         }
         if (live == 0) return;
