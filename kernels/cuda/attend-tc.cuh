@@ -23,6 +23,16 @@
 typedef nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> tc_acc;
 
 /* One warp's shared scratch. */
+/* The operands the tensor-core kernels load tiles from: half precision,
+ * and 32-byte aligned as WMMA loads need (the callers check the rows' own
+ * alignment, which depends on their layout). */
+static inline bool tc_operands_fit(const lisa_tensor *q, const lisa_tensor *k,
+                                   const lisa_tensor *v) {
+    if (q->dtype != LISA_DTYPE_BF16 && q->dtype != LISA_DTYPE_F16) return false;
+    return (uintptr_t)q->data % 32 == 0 && (uintptr_t)k->data % 32 == 0 &&
+           (uintptr_t)v->data % 32 == 0;
+}
+
 template <typename T> struct tc_smem {
     __align__(32) float s[TC_TILE * TC_TILE]; /* scores; output staging */
     __align__(32) T p[TC_TILE * TC_TILE];     /* probabilities */

@@ -161,10 +161,8 @@ __global__ void attention_tc_kernel(T *out, const T *q, const T *kc, const T *vc
  * WMMA loads need 32-byte aligned rows. */
 static bool attention_tc_fits(const lisa_tensor *q, const lisa_tensor *kc, const lisa_tensor *vc,
                               int64_t n, int64_t D, int64_t Tmax) {
-    if (q->dtype != LISA_DTYPE_BF16 && q->dtype != LISA_DTYPE_F16) return false;
     if ((D != 64 && D != 128) || n < ATT_TILE || Tmax % ATT_TILE != 0) return false;
-    return (uintptr_t)q->data % 32 == 0 && (uintptr_t)kc->data % 32 == 0 &&
-           (uintptr_t)vc->data % 32 == 0;
+    return tc_operands_fit(q, kc, vc);
 }
 
 /* (through a pointer: a macro argument cannot hold the template's comma) */

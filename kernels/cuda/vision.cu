@@ -445,11 +445,9 @@ __global__ void attention_full_tc_kernel(T *out, const T *q, const T *k, const T
  * dim it is built for, 32-byte aligned q/k/v rows for WMMA. */
 static bool attention_full_tc_fits(const lisa_tensor *q, const lisa_tensor *k,
                                    const lisa_tensor *v, int64_t D) {
-    if (q->dtype != LISA_DTYPE_BF16 && q->dtype != LISA_DTYPE_F16) return false;
     if (D != 32 && D != 64 && D != 80 && D != 128) return false;
     if ((q->shape[2] * D * 2) % 32 != 0) return false;
-    return (uintptr_t)q->data % 32 == 0 && (uintptr_t)k->data % 32 == 0 &&
-           (uintptr_t)v->data % 32 == 0;
+    return tc_operands_fit(q, k, v);
 }
 
 static lisa_status attention_full_tc(cuda_ctx *c, lisa_tensor *out, const lisa_tensor *q,
