@@ -1,6 +1,6 @@
 /* cmd-eval.c: `lisa eval`: LISA's ReasonSeg evaluation (gIoU, cIoU) over a
  * dataset folder, with per-image rows in a CSV. The ground truth, prompts
- * and metric arithmetic are coordinator/reasonseg.c's; this file walks the
+ * and metric arithmetic are coordinator/eval/reasonseg.c's; this file walks the
  * images, asks a prediction source for each mask, and reports.
  *
  * Prediction sources are pluggable (eval_source below): binary masks read

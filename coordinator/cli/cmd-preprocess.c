@@ -2,7 +2,7 @@
  * uint8 image one preprocessing branch feeds to its model before
  * normalisation (CLIP: the resized center crop; SAM: the resized image,
  * unpadded), as PNG or, for byte comparisons, binary PPM. It prints the
- * sizes involved. It is a thin shell over coordinator/image.c and
+ * sizes involved. It is a thin shell over coordinator/request/image.c and
  * preprocess.c; it deliberately writes no float tensors. */
 #include <stdio.h>
 #include <string.h>

@@ -1,6 +1,6 @@
 /* cmd-tokenize.c: `lisa tokenize`: encodes all of stdin to token ids, or
  * decodes ids read from stdin back to text, with a LLaMA tokenizer.model
- * (and LISA's added tokens). It is a thin shell over coordinator/tokenizer.c;
+ * (and LISA's added tokens). It is a thin shell over coordinator/request/tokenizer.c;
  * it deliberately builds no chat prompt and splices no `<image>`. */
 #include <errno.h>
 #include <stdint.h>

@@ -1,5 +1,5 @@
 /* test-image.c: image decoding against Pillow, hostile inputs, EXIF and the
- * writers (coordinator/image.h).
+ * writers (coordinator/request/image.h).
  *
  * Every fixture in images/images.txt must decode to exactly Pillow's RGB
  * (checksum of the whole buffer; see tests/reference/gen_images.py), from a

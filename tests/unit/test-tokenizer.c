@@ -1,4 +1,4 @@
-/* test-tokenizer.c: checks coordinator/tokenizer.c against reference ids.
+/* test-tokenizer.c: checks coordinator/request/tokenizer.c against reference ids.
  *
  * Reads <fixtures>/tokenizer/cases.json (made by
  * tests/reference/gen_tokenizer.py from the sentencepiece library and
