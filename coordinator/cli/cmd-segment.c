@@ -6,14 +6,15 @@
  * masks), result.json (answer, per mask COCO RLE {size, counts}, area, bbox
  * [x, y, w, h], SAM's IoU prediction; or the error of a failed request); and
  * OUT/results.jsonl, one result line per request in manifest order, written
- * as each batch finishes (memory stays flat over long manifests). A bad
- * request (missing or corrupt image, empty or too long prompt, malformed
- * manifest line) fails alone with its reason; the others finish. */
+ * as each batch finishes (memory stays flat over long manifests). The
+ * encoding is result-write.h's; this file reads the manifest, runs the
+ * engine and prints. A bad request (missing or corrupt image, empty or too
+ * long prompt, malformed manifest line) fails alone with its reason; the
+ * others finish. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cJSON.h>
@@ -21,7 +22,7 @@
 #include "cli-util.h"
 #include "commands.h"
 #include "engine.h"
-#include "masks.h"
+#include "result-write.h"
 
 static void segment_help(FILE *f) {
     fprintf(f,
@@ -159,121 +160,6 @@ static int jobs_read_manifest(seg_jobs *j, const char *path) {
     return 0;
 }
 
-static int mkdir_p(const char *path) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(buf, 0777) && errno != EEXIST) return -1;
-            *p = '/';
-        }
-    if (mkdir(buf, 0777) && errno != EEXIST) return -1;
-    return 0;
-}
-
-/* A custom_id safe as a directory name. */
-static void safe_name(char *dst, size_t n, const char *id) {
-    size_t k = 0;
-    for (const char *p = id; *p && k + 1 < n; p++)
-        dst[k++] = (*p == '/' || *p == '\\' || (*p == '.' && p == id)) ? '_' : *p;
-    dst[k] = 0;
-}
-
-static cJSON *result_json(const lisa_request *q, const lisa_response *r, const char *line_error) {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "custom_id", q->id ? q->id : "");
-    if (q->image_path) cJSON_AddStringToObject(o, "image", q->image_path);
-    if (q->prompt) cJSON_AddStringToObject(o, "prompt", q->prompt);
-    if (line_error || r->status != LISA_OK) {
-        cJSON_AddStringToObject(o, "status", "failed");
-        cJSON_AddStringToObject(o, "error", line_error ? line_error : r->error);
-        return o;
-    }
-    cJSON_AddStringToObject(o, "status", "ok");
-    cJSON_AddStringToObject(o, "answer", r->text ? r->text : "");
-    cJSON *ids = cJSON_AddArrayToObject(o, "output_ids");
-    for (int i = 0; i < r->n_ids; i++) cJSON_AddItemToArray(ids, cJSON_CreateNumber(r->ids[i]));
-    cJSON *ms = cJSON_AddArrayToObject(o, "masks");
-    for (int k = 0; k < r->n_masks; k++) {
-        cJSON *m = cJSON_CreateObject();
-        char name[64], *counts = NULL;
-        snprintf(name, sizeof name, "mask_%d.png", k);
-        cJSON_AddNumberToObject(m, "index", k);
-        cJSON_AddStringToObject(m, "file", name);
-        if (lisa_mask_rle_encode(r->masks[k].mask, r->w, r->h, &counts) == LISA_OK) {
-            cJSON *rle = cJSON_AddObjectToObject(m, "rle");
-            cJSON *size = cJSON_AddArrayToObject(rle, "size");
-            cJSON_AddItemToArray(size, cJSON_CreateNumber(r->h));
-            cJSON_AddItemToArray(size, cJSON_CreateNumber(r->w));
-            cJSON_AddStringToObject(rle, "counts", counts);
-        }
-        free(counts);
-        int64_t area, bbox[4];
-        lisa_mask_stats(r->masks[k].mask, r->w, r->h, &area, bbox);
-        cJSON_AddNumberToObject(m, "area", (double)area);
-        cJSON *bb = cJSON_AddArrayToObject(m, "bbox");
-        for (int i = 0; i < 4; i++) cJSON_AddItemToArray(bb, cJSON_CreateNumber((double)bbox[i]));
-        cJSON_AddNumberToObject(m, "iou", r->masks[k].iou);
-        cJSON_AddItemToArray(ms, m);
-    }
-    return o;
-}
-
-/* Writes answer.txt, mask_K.png, overlay.png and result.json for one request. */
-static int write_outputs(const char *out, const lisa_request *q, const lisa_response *r,
-                         const cJSON *res) {
-    char name[512], dir[4096], path[4600];
-    safe_name(name, sizeof name, q->id ? q->id : "0");
-    snprintf(dir, sizeof dir, "%s/%s", out, name);
-    if (mkdir_p(dir)) {
-        fprintf(stderr, "lisa segment: cannot create %s: %s\n", dir, strerror(errno));
-        return -1;
-    }
-    int ok = 0;
-    if (r && r->status == LISA_OK) {
-        snprintf(path, sizeof path, "%s/answer.txt", dir);
-        FILE *f = fopen(path, "wb");
-        if (f) {
-            fprintf(f, "%s\n", r->text ? r->text : "");
-            fclose(f);
-        } else ok = -1;
-        uint8_t *gray = malloc((size_t)r->w * (size_t)r->h), *uni = calloc((size_t)r->w * (size_t)r->h, 1);
-        for (int k = 0; gray && uni && k < r->n_masks; k++) {
-            for (size_t i = 0; i < (size_t)r->w * (size_t)r->h; i++) {
-                gray[i] = r->masks[k].mask[i] ? 255 : 0;
-                uni[i] |= r->masks[k].mask[i];
-            }
-            snprintf(path, sizeof path, "%s/mask_%d.png", dir, k);
-            if (lisa_image_write_gray_png(gray, r->w, r->h, path) != LISA_OK) ok = -1;
-        }
-        lisa_image img;
-        if (uni && lisa_image_load(&img, q->image_path, NULL) == LISA_OK) {
-            if (img.w == r->w && img.h == r->h) {
-                lisa_mask_overlay(&img, uni, &img);
-                snprintf(path, sizeof path, "%s/overlay.png", dir);
-                if (lisa_image_write_png(&img, path) != LISA_OK) ok = -1;
-            }
-            lisa_image_free(&img);
-        }
-        free(gray);
-        free(uni);
-    }
-    snprintf(path, sizeof path, "%s/result.json", dir);
-    char *txt = cJSON_Print(res);
-    FILE *f = fopen(path, "wb");
-    if (f && txt) {
-        fprintf(f, "%s\n", txt);
-        fclose(f);
-    } else {
-        if (f) fclose(f);
-        ok = -1;
-    }
-    free(txt);
-    if (ok) fprintf(stderr, "lisa segment: could not write every output under %s\n", dir);
-    return ok;
-}
-
 /* Progress over the whole manifest: the engine reports within a chunk. */
 typedef struct {
     int base;   /* requests finished in earlier chunks */
@@ -347,8 +233,8 @@ int cmd_segment(int argc, char **argv) {
         r->prompt = prompt;
         r->answer = answer;
     }
-    if (out && mkdir_p(out)) {
-        fprintf(stderr, "lisa segment: cannot create %s: %s\n", out, strerror(errno));
+    if (out && lisa_result_mkdir(out) != LISA_OK) {
+        fprintf(stderr, "lisa segment: %s\n", lisa_error_get());
         jobs_free(&jobs);
         return 1;
     }
@@ -395,26 +281,41 @@ int cmd_segment(int argc, char **argv) {
             }
         for (int i = i0, k = 0; i < i1; i++) {
             const lisa_request *q = &jobs.reqs[i];
-            const lisa_response *r = jobs.line_errors[i] ? NULL : &res[k++];
-            lisa_response empty;
-            memset(&empty, 0, sizeof empty);
-            cJSON *o = result_json(q, r ? r : &empty, jobs.line_errors[i]);
-            int failed = jobs.line_errors[i] || !r || r->status != LISA_OK;
+            lisa_response bad_line;
+            const lisa_response *r = &res[k];
+            if (jobs.line_errors[i]) {
+                memset(&bad_line, 0, sizeof bad_line);
+                bad_line.status = LISA_ERR_FORMAT;
+                snprintf(bad_line.error, sizeof bad_line.error, "%s", jobs.line_errors[i]);
+                r = &bad_line;
+            } else k++;
+            const lisa_result_ident who = {q->id, q->image_path, q->prompt};
+            int failed = r->status != LISA_OK;
             if (failed) {
                 failures++;
-                fprintf(stderr, "lisa segment: %s: %s\n", q->id ? q->id : "?",
-                        jobs.line_errors[i] ? jobs.line_errors[i] : r ? r->error : "not run");
+                fprintf(stderr, "lisa segment: %s: %s\n", q->id ? q->id : "?", r->error);
             }
-            if (out && write_outputs(out, q, r, o)) failures += !failed;
-            char *line = cJSON_PrintUnformatted(o);
+            if (out) {
+                /* The overlay's image, decoded again from its path. */
+                lisa_image img;
+                int have_img = !failed && q->image_path &&
+                               lisa_image_load(&img, q->image_path, NULL) == LISA_OK;
+                if (lisa_result_write(out, &who, r, have_img ? &img : NULL) != LISA_OK) {
+                    fprintf(stderr, "lisa segment: %s\n", lisa_error_get());
+                    failures += !failed;
+                }
+                if (have_img) lisa_image_free(&img);
+            }
+            char *line = NULL;
+            if (lisa_result_format(&who, r, 0, &line) != LISA_OK)
+                fprintf(stderr, "lisa segment: %s\n", lisa_error_get());
             if (all && line) {
                 fprintf(all, "%s\n", line);
                 fflush(all);
             }
             if (json && line) printf("%s\n", line);
-            else if (!json && !out && r && r->status == LISA_OK) printf("%s\n", r->text ? r->text : "");
+            else if (!json && !out && !failed) printf("%s\n", r->text ? r->text : "");
             free(line);
-            cJSON_Delete(o);
         }
         for (int k = 0; k < nrun; k++) lisa_response_free(&res[k]);
         prog.base += nrun;

@@ -4,7 +4,7 @@
  *
  * Masks are row-major uint8 (0 = background, non-zero = mask), h x w, as the
  * engine produces them. Deliberately not here: file layout of a result
- * directory, JSON (the CLI writes those), PNG encoding (image.h). */
+ * directory, JSON (result-write.h), PNG encoding (image.h). */
 #ifndef LISA_MASKS_H
 #define LISA_MASKS_H
 
