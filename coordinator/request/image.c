@@ -351,11 +351,12 @@ lisa_status lisa_image_decode(lisa_image *img, const uint8_t *data, size_t len,
     return lisa_error_set(LISA_ERR_FORMAT, "unrecognized image format (not JPEG or PNG)");
 }
 
-lisa_status lisa_image_load(lisa_image *img, const char *path, const lisa_image_limits *limits) {
+lisa_status lisa_image_read_file(const char *path, const lisa_image_limits *limits,
+                                 uint8_t **out, size_t *len) {
     lisa_image_limits lim;
     limits_resolve(limits, &lim);
-    img->w = img->h = 0;
-    img->rgb = NULL;
+    *out = NULL;
+    *len = 0;
     FILE *f = fopen(path, "rb");
     if (!f) return lisa_error_set(LISA_ERR_IO, "%s: cannot open", path);
     struct stat sb;
@@ -384,7 +385,18 @@ lisa_status lisa_image_load(lisa_image *img, const char *path, const lisa_image_
         free(buf);
         return lisa_error_set(LISA_ERR_IO, "%s: read %zu of %zu bytes", path, got, n);
     }
-    lisa_status st = lisa_image_decode(img, buf, n, &lim);
+    *out = buf;
+    *len = n;
+    return LISA_OK;
+}
+
+lisa_status lisa_image_load(lisa_image *img, const char *path, const lisa_image_limits *limits) {
+    img->w = img->h = 0;
+    img->rgb = NULL;
+    uint8_t *buf;
+    size_t n;
+    LISA_TRY(lisa_image_read_file(path, limits, &buf, &n));
+    lisa_status st = lisa_image_decode(img, buf, n, limits);
     free(buf);
     if (st != LISA_OK) {
         char msg[900];

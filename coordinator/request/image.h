@@ -62,6 +62,13 @@ void lisa_image_free(lisa_image *img);
 lisa_status lisa_image_load(lisa_image *img, const char *path,
                             const lisa_image_limits *limits);
 
+/* Reads a whole image file into *out (malloc'd, *len bytes) without
+ * decoding it, refusing what is not a regular file, empty, or larger than
+ * limits->max_file_bytes (limits may be NULL: defaults). Errors name the
+ * file; *out is NULL on failure. */
+lisa_status lisa_image_read_file(const char *path, const lisa_image_limits *limits,
+                                 uint8_t **out, size_t *len);
+
 /* Same as lisa_image_load from a memory buffer (not retained). */
 lisa_status lisa_image_decode(lisa_image *img, const uint8_t *data, size_t len,
                               const lisa_image_limits *limits);
