@@ -26,6 +26,7 @@ const char *lisa_status_str(lisa_status st) {
     case LISA_ERR_ARG: return "invalid argument";
     case LISA_ERR_UNSUPPORTED: return "unsupported";
     case LISA_ERR_BACKEND: return "backend error";
+    case LISA_ERR_CANCELLED: return "cancelled";
     }
     return "unknown status";
 }

@@ -24,7 +24,8 @@ typedef enum {
     LISA_ERR_NOMEM,       /* allocation failed */
     LISA_ERR_ARG,         /* caller passed an invalid argument (too long prompt, bad id) */
     LISA_ERR_UNSUPPORTED, /* valid input this build cannot handle */
-    LISA_ERR_BACKEND      /* the compute backend reported a failure */
+    LISA_ERR_BACKEND,     /* the compute backend reported a failure */
+    LISA_ERR_CANCELLED    /* the caller cancelled the request */
 } lisa_status;
 
 /* Records the reason for the status about to be returned. printf-style.
