@@ -2,7 +2,10 @@
  *
  * CHECK records a failure and keeps going, so one run reports every broken
  * case; a test's main returns test_finish(). Fixture files are read relative
- * to the fixtures folder passed as argv[1] by ctest. */
+ * to the fixtures folder passed as argv[1] by ctest. A test's CUDA pass opens
+ * its backend with test_cuda_open: without a device the pass is skipped,
+ * unless LISA_REQUIRE_CUDA=1 asks for proof that it ran (scripts/
+ * gpu-check.sh), and then the missing device is a failed check. */
 #ifndef LISA_TESTUTIL_H
 #define LISA_TESTUTIL_H
 
@@ -10,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "backend.h"
 
 static int g_test_failures = 0;
 static int g_test_checks = 0;
@@ -28,6 +33,36 @@ static int g_test_checks = 0;
 static inline int test_finish(const char *name) {
     fprintf(stderr, "%s: %d checks, %d failures\n", name, g_test_checks, g_test_failures);
     return g_test_failures ? 1 : 0;
+}
+
+/* LISA_REQUIRE_CUDA is set (and not "0"): a skipped CUDA pass is a failure. */
+static inline int test_cuda_required(void) {
+    const char *r = getenv("LISA_REQUIRE_CUDA");
+    return r && *r && strcmp(r, "0") != 0;
+}
+
+/* The CUDA backend on device 0 for `test`'s GPU pass, or NULL when there is
+ * none: then a skip line naming the reason, or under LISA_REQUIRE_CUDA a
+ * failed check. The caller frees the backend. */
+static inline lisa_backend *test_cuda_open(const char *test) {
+    lisa_backend *gpu = NULL;
+    if (lisa_backend_init(&gpu, LISA_BACKEND_CUDA, 0, 0) == LISA_OK) return gpu;
+    char why[256];
+    snprintf(why, sizeof why, "%s", lisa_error_get());
+    if (test_cuda_required())
+        CHECK(0, "%s: LISA_REQUIRE_CUDA is set but there is no CUDA device: %s", test, why);
+    else
+        fprintf(stderr, "%s: no CUDA device, GPU pass skipped (%s)\n", test, why);
+    return NULL;
+}
+
+/* For a test whose CUDA pass is chosen by LISA_TEST_DEVICE=cuda: under
+ * LISA_REQUIRE_CUDA a missing device is a failed check, whatever device the
+ * run asked for. */
+static inline void test_cuda_require(const char *test) {
+    if (!test_cuda_required()) return;
+    lisa_backend *gpu = test_cuda_open(test);
+    if (gpu) lisa_backend_free(gpu);
 }
 
 /* Joins dir and name into a static buffer (one use at a time). */
