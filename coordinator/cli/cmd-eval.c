@@ -80,7 +80,8 @@ static lisa_status model_predict(void *ctx, const eval_item *item, uint8_t *pred
     /* user_message is "<image>\n ..."; the prompt builder adds the image part */
     const char *msg = item->anno->user_message;
     const char *tail = strstr(msg, "<image>\n") == msg ? msg + strlen("<image>\n") : msg;
-    lisa_request rq = {item->stem, item->image_path, tail, LISA_REASONSEG_ASSISTANT_REPLY, 0};
+    lisa_request rq = {.id = item->stem, .image_path = item->image_path, .prompt = tail,
+                       .answer = LISA_REASONSEG_ASSISTANT_REPLY};
     lisa_response r;
     LISA_TRY(lisa_engine_run(e, &rq, 1, &r, NULL, NULL));
     lisa_status st = r.status;

@@ -24,6 +24,7 @@
 #include "sam.h"
 #include "tokenizer.h"
 #include "weights.h"
+#include "image-cache.h"
 
 #define LISA_ENGINE_CLIP_PREFIX "model.vision_tower.vision_model."
 #define LISA_ENGINE_SAM_PREFIX "model.visual_model."
@@ -31,13 +32,42 @@
 #define LISA_ENGINE_PROJ_PREFIX "model.mm_projector."
 #define LISA_ENGINE_CLIP_SIZE 224
 #define LISA_ENGINE_SAM_SIZE 1024
-#define LISA_ENGINE_CHUNK 512
+#define LISA_ENGINE_BUDGET 512      /* default tokens per step */
+#define LISA_ENGINE_MAX_SLOTS 256
+#define LISA_ENGINE_CACHE_BYTES ((size_t)512 << 20)
 #define LISA_ENGINE_MAX_POSTPROCESS_PIXELS ((int64_t)4096 * 4096)
 #define LISA_ENGINE_MAX_SEG 32
 /* Images per SAM encoder pass. The encoder scratch grows by ~410 MB per
  * image for ViT-H in fp32 (half in fp16/bf16; sam.h), so 2 keeps it under
  * 1 GB while still batching images that share a request batch. */
 #define LISA_ENGINE_SAM_IMAGES 2
+
+/* A request from submit to finish. */
+typedef struct engine_req {
+    int64_t handle;
+    char *id, *label;           /* caller's id; image path for messages (may be NULL) */
+    uint8_t *bytes;             /* encoded image, until the request ends */
+    size_t n_bytes;
+    uint64_t hash;
+    int32_t *ids;               /* prompt ids with the image placeholder */
+    size_t n_ids, image_pos;
+    int L;                      /* prompt rows with the image expanded to N */
+    int teacher_forced;
+    char *answer;
+    int max_new;
+    lisa_image img;             /* decoded at admission */
+    int rh, rw;                 /* the image resized for SAM */
+    float *embd;                /* (L, C) from admission to the end of the prefill */
+    int32_t *tokens;            /* generated ids */
+    int n_tokens, cap_tokens;
+    float *seg_hidden;          /* (n_seg, C) hidden states that predicted each [SEG] */
+    int n_seg, cap_seg;
+    int *tf_rows;               /* teacher-forced: (n_seg) rows whose outputs predict [SEG] */
+    int len;                    /* positions in the KV cache */
+    int in_sched, admitted, llm_done, wants_sam, cancel;
+    lisa_stop_reason stop;
+    struct engine_req *prev, *next;
+} engine_req;
 
 struct lisa_engine {
     lisa_engine_params p;
@@ -62,6 +92,27 @@ struct lisa_engine {
     int n_patches;              /* N: CLIP features spliced per image */
     int seg_dim;                /* E */
     int keep_lowres;
+    /* continuous batching */
+    lisa_sched *sched;
+    lisa_image_cache cache;
+    engine_req *live_head, *live_tail;  /* submitted, not finished, in submission order */
+    lisa_response *done;                /* finished, not yet taken: a FIFO ring */
+    int done_head, n_done, cap_done;
+    int n_live;
+    int64_t next_handle;
+    lisa_status failed;                 /* a backend failure ended the engine */
+    char failed_msg[256];
+    lisa_engine_stats stats;
+    /* step scratch, reserved at init: T = token budget, S = slots */
+    float *step_embd;                   /* (T, C) input rows */
+    float *step_hid;                    /* (T, C) output hidden rows */
+    int32_t *step_seq, *step_pos, *step_rows, *step_next;  /* (T) */
+    engine_req **step_row_req;          /* (T) request of each output row */
+    int *step_row_seg;                  /* (T) teacher-forced [SEG] index, or -1 */
+    int32_t *step_tok;                  /* (S) decode tokens */
+    float *step_tok_embd;               /* (S, C) their embeddings */
+    float *clip_pix, *clip_out;         /* (Bc, 3*224*224), (Bc, N, C) */
+    float *sam_chw, *sam_emb, *sam_low, *sam_iou;  /* (Bi, 3, S, S), (Bi, G*G*C), (B, U*U), (B) */
 };
 
 static char *engine_path(const char *dir, const char *name) {
@@ -122,11 +173,88 @@ static lisa_status engine_load_fcs(lisa_engine *e, const char *dir) {
     return lisa_backend_tensor_alloc(e->be, &e->fc_io, LISA_DTYPE_F32, 2, s_io);
 }
 
+static void *engine_alloc(size_t n) { return malloc(n ? n : 1); }
+
+/* Fails r with st and a message (copied). */
+static void response_fail(lisa_response *r, lisa_status st, const char *msg) {
+    r->status = st;
+    r->stop = LISA_STOP_ERROR;
+    size_t n = strlen(msg);
+    if (n >= sizeof r->error) n = sizeof r->error - 1;
+    memcpy(r->error, msg, n);
+    r->error[n] = 0;
+}
+
+/* --- the request list and the finished queue --- */
+
+static void req_unlink(lisa_engine *e, engine_req *q) {
+    if (q->prev) q->prev->next = q->next;
+    else e->live_head = q->next;
+    if (q->next) q->next->prev = q->prev;
+    else e->live_tail = q->prev;
+    e->n_live--;
+}
+
+static void req_free(engine_req *q) {
+    free(q->id);
+    free(q->label);
+    free(q->bytes);
+    free(q->ids);
+    free(q->answer);
+    lisa_image_free(&q->img);
+    free(q->embd);
+    free(q->tokens);
+    free(q->seg_hidden);
+    free(q->tf_rows);
+    free(q);
+}
+
+/* Step scratch for the worst case: a full token budget, every slot
+ * decoding, a full CLIP batch and SAM encoder batch. */
+static lisa_status engine_scratch_init(lisa_engine *e) {
+    size_t T = (size_t)e->p.token_budget, S = (size_t)e->p.max_batch;
+    size_t C = (size_t)e->llm.cfg.hidden_size, N = (size_t)e->n_patches;
+    size_t cs = (size_t)e->clip_cfg.image_size, Bc = (size_t)e->clip_state.max_batch;
+    size_t Bi = (size_t)e->sam_state.max_images, B = (size_t)e->sam_state.max_batch;
+    size_t G = (size_t)e->sam.cfg.grid, U = 4 * G, SS = LISA_ENGINE_SAM_SIZE;
+    e->step_embd = malloc(T * C * sizeof(float));
+    e->step_hid = malloc(T * C * sizeof(float));
+    e->step_seq = malloc(T * sizeof(int32_t));
+    e->step_pos = malloc(T * sizeof(int32_t));
+    e->step_rows = malloc(T * sizeof(int32_t));
+    e->step_next = malloc(T * sizeof(int32_t));
+    e->step_row_req = malloc(T * sizeof *e->step_row_req);
+    e->step_row_seg = malloc(T * sizeof(int));
+    e->step_tok = malloc(S * sizeof(int32_t));
+    e->step_tok_embd = malloc(S * C * sizeof(float));
+    e->clip_pix = malloc(Bc * 3 * cs * cs * sizeof(float));
+    e->clip_out = malloc(Bc * N * C * sizeof(float));
+    e->sam_chw = malloc(Bi * 3 * SS * SS * sizeof(float));
+    e->sam_emb = malloc(Bi * G * G * (size_t)e->sam.cfg.dim * sizeof(float));
+    e->sam_low = malloc(B * U * U * sizeof(float));
+    e->sam_iou = malloc(B * sizeof(float));
+    if (!e->step_embd || !e->step_hid || !e->step_seq || !e->step_pos || !e->step_rows ||
+        !e->step_next || !e->step_row_req || !e->step_row_seg || !e->step_tok ||
+        !e->step_tok_embd || !e->clip_pix || !e->clip_out || !e->sam_chw || !e->sam_emb ||
+        !e->sam_low || !e->sam_iou)
+        return lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory reserving step buffers");
+    return LISA_OK;
+}
+
 lisa_status lisa_engine_init(lisa_engine **out, const lisa_engine_params *params) {
     lisa_engine *e = calloc(1, sizeof *e);
     if (!e) return lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
     e->p = *params;
     if (e->p.max_batch <= 0) e->p.max_batch = 8;
+    if (e->p.max_batch > LISA_ENGINE_MAX_SLOTS) {
+        free(e);
+        return lisa_error_set(LISA_ERR_ARG, "engine: at most %d slots (asked for %d)",
+                              LISA_ENGINE_MAX_SLOTS, params->max_batch);
+    }
+    if (e->p.token_budget <= 0) e->p.token_budget = LISA_ENGINE_BUDGET;
+    if (e->p.token_budget < e->p.max_batch) e->p.token_budget = e->p.max_batch;
+    if (e->p.cache_bytes == 0) e->p.cache_bytes = LISA_ENGINE_CACHE_BYTES;
+    lisa_image_cache_init(&e->cache, e->p.cache_bytes);
     if (e->p.max_new_tokens <= 0) e->p.max_new_tokens = 512;
     if (e->p.max_ctx <= 0) e->p.max_ctx = 1024;
     const char *dir = e->p.model_dir;
@@ -151,9 +279,7 @@ lisa_status lisa_engine_init(lisa_engine **out, const lisa_engine_params *params
         e->p.max_ctx = e->llm.cfg.max_position_embeddings;
     if (st == LISA_OK)
         st = lisa_llama_state_init(&e->llm_state, &e->llm, e->p.max_batch, e->p.max_ctx,
-                                   LISA_ENGINE_CHUNK,
-                                   e->p.max_batch > LISA_ENGINE_MAX_SEG ? e->p.max_batch
-                                                                         : LISA_ENGINE_MAX_SEG);
+                                   e->p.token_budget, e->p.token_budget);
     e->have_llm_state = st == LISA_OK;
     if (st == LISA_OK) st = lisa_clip_config_load(&e->clip_cfg, clip_cfg);
     if (st == LISA_OK)
@@ -181,6 +307,11 @@ lisa_status lisa_engine_init(lisa_engine **out, const lisa_engine_params *params
         st = lisa_sam_state_init_batch(&e->sam_state, &e->sam, si, 4, 1, maxpix);
     }
     e->have_sam_state = st == LISA_OK;
+    if (st == LISA_OK) {
+        lisa_sched_params sp = {e->p.max_batch, e->p.max_ctx, e->p.token_budget, e->p.policy};
+        st = lisa_sched_init(&e->sched, &sp);
+    }
+    if (st == LISA_OK) st = engine_scratch_init(e);
     free(tok_path);
     free(added);
     free(clip_cfg);
@@ -194,6 +325,31 @@ lisa_status lisa_engine_init(lisa_engine **out, const lisa_engine_params *params
 
 void lisa_engine_free(lisa_engine *e) {
     if (!e) return;
+    while (e->live_head) {
+        engine_req *q = e->live_head;
+        req_unlink(e, q);
+        req_free(q);
+    }
+    for (int i = 0; i < e->n_done; i++) lisa_response_free(&e->done[(e->done_head + i) % e->cap_done]);
+    free(e->done);
+    lisa_sched_free(e->sched);
+    lisa_image_cache_free(&e->cache);
+    free(e->step_embd);
+    free(e->step_hid);
+    free(e->step_seq);
+    free(e->step_pos);
+    free(e->step_rows);
+    free(e->step_next);
+    free(e->step_row_req);
+    free(e->step_row_seg);
+    free(e->step_tok);
+    free(e->step_tok_embd);
+    free(e->clip_pix);
+    free(e->clip_out);
+    free(e->sam_chw);
+    free(e->sam_emb);
+    free(e->sam_low);
+    free(e->sam_iou);
     if (e->be) {
         lisa_backend_tensor_free(e->be, &e->fc_in);
         lisa_backend_tensor_free(e->be, &e->fc_mid);
@@ -225,35 +381,11 @@ void lisa_response_free(lisa_response *r) {
     free(r->text);
     free(r->ids);
     free(r->seg_embeddings);
+    free(r->id);
+    lisa_image_free(&r->image);
     memset(r, 0, sizeof *r);
 }
 
-/* Per-request working state inside one batch. */
-typedef struct {
-    int ok;
-    int img;              /* index into the batch's distinct images */
-    int32_t *ids;         /* prompt ids with the image placeholder */
-    size_t n_ids, image_pos;
-    float *embd;          /* (L, C) spliced prompt embeddings */
-    int L;
-    float *seg_hidden;    /* (n_seg, C) */
-    int n_seg;
-} engine_item;
-
-typedef struct {
-    const char *path;
-    lisa_image img;
-    int ok;
-    char error[256];
-    float *feats;         /* (N, C) projected CLIP features */
-} engine_image;
-
-static void item_fail(lisa_response *r, engine_item *it, lisa_status st, const char *msg) {
-    it->ok = 0;
-    r->status = st;
-    r->stop = LISA_STOP_ERROR;
-    snprintf(r->error, sizeof r->error, "%s", msg);
-}
 
 /* text_hidden_fcs on n hidden rows (n, C) -> out (n, E), host fp32. */
 static lisa_status engine_fcs(lisa_engine *e, const float *hidden, int n, float *out) {
@@ -289,395 +421,666 @@ static lisa_status engine_fcs(lisa_engine *e, const float *hidden, int n, float 
     return LISA_OK;
 }
 
+/* Appends a response to the finished ring (the response is moved). */
+static lisa_status engine_push_done(lisa_engine *e, lisa_response *r) {
+    if (e->n_done == e->cap_done) {
+        int cap = e->cap_done ? e->cap_done * 2 : 16;
+        lisa_response *d = malloc((size_t)cap * sizeof *d);
+        if (!d) return lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
+        for (int i = 0; i < e->n_done; i++) d[i] = e->done[(e->done_head + i) % e->cap_done];
+        free(e->done);
+        e->done = d;
+        e->done_head = 0;
+        e->cap_done = cap;
+    }
+    e->done[(e->done_head + e->n_done) % e->cap_done] = *r;
+    e->n_done++;
+    return LISA_OK;
+}
+
+/* Ends q: takes it out of the scheduler and the live list, finishes r (its
+ * response, filled by the caller) and frees q. */
+static lisa_status engine_finish(lisa_engine *e, engine_req *q, lisa_response *r) {
+    if (q->in_sched) lisa_sched_finish(e->sched, q->handle);
+    q->in_sched = 0;
+    r->handle = q->handle;
+    r->id = q->id;
+    q->id = NULL;
+    if (q->img.rgb && r->status == LISA_OK) {
+        r->w = q->img.w;
+        r->h = q->img.h;
+    }
+    if (e->p.keep_images && r->status == LISA_OK) {
+        r->image = q->img;
+        memset(&q->img, 0, sizeof q->img);
+    }
+    req_unlink(e, q);
+    req_free(q);
+    lisa_status st = engine_push_done(e, r);
+    if (st != LISA_OK) lisa_response_free(r);
+    return st;
+}
+
+static lisa_status engine_finish_failed(lisa_engine *e, engine_req *q, lisa_status why,
+                                        const char *msg) {
+    lisa_response r;
+    memset(&r, 0, sizeof r);
+    response_fail(&r, why, msg);
+    return engine_finish(e, q, &r);
+}
+
+/* After a backend failure: every live request fails with its message. */
+static lisa_status engine_fail_all(lisa_engine *e, lisa_status st) {
+    e->failed = st;
+    snprintf(e->failed_msg, sizeof e->failed_msg, "%s", lisa_error_get());
+    while (e->live_head) engine_finish_failed(e, e->live_head, st, e->failed_msg);
+    lisa_error_set(st, "%s", e->failed_msg);
+    return st;
+}
+
+/* --- submit, cancel, take --- */
+
+static char *engine_strdup(const char *s) { return s ? strdup(s) : NULL; }
+
+lisa_status lisa_engine_submit(lisa_engine *e, const lisa_request *r, int64_t *handle) {
+    engine_req *q = calloc(1, sizeof *q);
+    if (!q) return lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
+    q->handle = e->next_handle++;
+    if (handle) *handle = q->handle;
+    q->id = engine_strdup(r->id);
+    q->label = engine_strdup(r->image_path);
+    q->answer = r->answer && *r->answer ? strdup(r->answer) : NULL;
+    q->teacher_forced = q->answer != NULL;
+    q->max_new = r->max_new_tokens > 0 ? r->max_new_tokens : e->p.max_new_tokens;
+    q->prev = e->live_tail;
+    if (e->live_tail) e->live_tail->next = q;
+    else e->live_head = q;
+    e->live_tail = q;
+    e->n_live++;
+    if ((r->id && !q->id) || (r->image_path && !q->label) || (q->teacher_forced && !q->answer))
+        return engine_finish_failed(e, q, LISA_ERR_NOMEM, "engine: out of memory");
+    if (e->failed) return engine_finish_failed(e, q, e->failed, e->failed_msg);
+
+    lisa_status st = LISA_OK;
+    if (r->image && r->image_size) {
+        q->bytes = malloc(r->image_size);
+        if (!q->bytes) return engine_finish_failed(e, q, LISA_ERR_NOMEM, "engine: out of memory");
+        memcpy(q->bytes, r->image, r->image_size);
+        q->n_bytes = r->image_size;
+    } else if (r->image_path && *r->image_path) {
+        st = lisa_image_read_file(r->image_path, &e->p.limits, &q->bytes, &q->n_bytes);
+        if (st != LISA_OK) return engine_finish_failed(e, q, st, lisa_error_get());
+    } else {
+        return engine_finish_failed(e, q, LISA_ERR_ARG, "no image given");
+    }
+    q->hash = lisa_image_hash(q->bytes, q->n_bytes);
+    st = lisa_prompt_tokenize(e->tok, r->prompt, q->answer, &q->ids, &q->n_ids, &q->image_pos);
+    if (st != LISA_OK) return engine_finish_failed(e, q, st, lisa_error_get());
+    q->L = (int)q->n_ids - 1 + e->n_patches;
+    if (q->L >= e->p.max_ctx) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "prompt too long: %d tokens with the %d image tokens; the "
+                 "context holds %d", q->L, e->n_patches, e->p.max_ctx);
+        return engine_finish_failed(e, q, LISA_ERR_ARG, msg);
+    }
+    if (q->teacher_forced) {
+        int n = 0;
+        for (size_t j = q->image_pos + 1; j < q->n_ids; j++) n += q->ids[j] == e->seg_id;
+        if (n > LISA_ENGINE_MAX_SEG) {
+            char msg[120];
+            snprintf(msg, sizeof msg, "more than %d [SEG] tokens in one answer", LISA_ENGINE_MAX_SEG);
+            return engine_finish_failed(e, q, LISA_ERR_ARG, msg);
+        }
+        q->tf_rows = engine_alloc((size_t)n * sizeof *q->tf_rows);
+        q->seg_hidden = engine_alloc((size_t)n * (size_t)e->llm.cfg.hidden_size * sizeof(float));
+        if (!q->tf_rows || !q->seg_hidden)
+            return engine_finish_failed(e, q, LISA_ERR_NOMEM, "engine: out of memory");
+        /* expanded position of id j, minus one: the row whose output predicts it */
+        for (size_t j = q->image_pos + 1; j < q->n_ids; j++)
+            if (q->ids[j] == e->seg_id) q->tf_rows[q->n_seg++] = (int)j - 1 + e->n_patches - 1;
+        q->cap_seg = q->n_seg;
+    } else if (q->max_new < 1) {
+        lisa_response res;
+        memset(&res, 0, sizeof res);
+        res.stop = LISA_STOP_LENGTH;
+        res.text = strdup("");
+        return engine_finish(e, q, &res);
+    }
+    st = lisa_sched_add(e->sched, q->handle, q, q->L);
+    if (st != LISA_OK) return engine_finish_failed(e, q, st, lisa_error_get());
+    q->in_sched = 1;
+    return LISA_OK;
+}
+
+lisa_status lisa_engine_cancel(lisa_engine *e, int64_t handle) {
+    for (engine_req *q = e->live_head; q; q = q->next)
+        if (q->handle == handle) {
+            q->cancel = 1;
+            return LISA_OK;
+        }
+    return lisa_error_set(LISA_ERR_ARG, "engine: no unfinished request %lld", (long long)handle);
+}
+
+int lisa_engine_pending(const lisa_engine *e) { return e->n_live; }
+
+int lisa_engine_take_finished(lisa_engine *e, lisa_response *out, int max) {
+    int n = 0;
+    while (n < max && e->n_done) {
+        out[n++] = e->done[e->done_head];
+        e->done_head = (e->done_head + 1) % e->cap_done;
+        e->n_done--;
+    }
+    return n;
+}
+
+void lisa_engine_stats_get(const lisa_engine *e, lisa_engine_stats *out) {
+    *out = e->stats;
+    out->cache_hits = e->cache.hits;
+    out->cache_misses = e->cache.misses;
+    out->cache_evictions = e->cache.evictions;
+}
+
+/* --- admission: image decode, CLIP, splice --- */
+
 /* Prompt embeddings: embed(ids[:p]) ++ feats (N, C) ++ embed(ids[p+1:]). */
-static lisa_status engine_splice(lisa_engine *e, engine_item *it, const float *feats) {
+static lisa_status engine_splice(lisa_engine *e, engine_req *q, const float *feats) {
     int64_t C = e->llm.cfg.hidden_size;
     int N = e->n_patches;
-    it->L = (int)it->n_ids - 1 + N;
-    it->embd = malloc((size_t)it->L * (size_t)C * sizeof(float));
-    if (!it->embd) return lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
-    size_t p = it->image_pos;
-    for (size_t i = 0; i < it->n_ids;) {
+    q->embd = malloc((size_t)q->L * (size_t)C * sizeof(float));
+    if (!q->embd) return lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
+    size_t p = q->image_pos;
+    for (size_t i = 0; i < q->n_ids;) {
         if (i == p) {
-            memcpy(it->embd + (size_t)p * C, feats, (size_t)N * (size_t)C * sizeof(float));
+            memcpy(q->embd + (size_t)p * C, feats, (size_t)N * (size_t)C * sizeof(float));
             i++;
             continue;
         }
-        size_t end = i < p ? p : it->n_ids;
-        size_t cnt = end - i < LISA_ENGINE_CHUNK ? end - i : LISA_ENGINE_CHUNK;
+        size_t end = i < p ? p : q->n_ids;
+        size_t cnt = end - i < (size_t)e->llm_state.max_tokens ? end - i : (size_t)e->llm_state.max_tokens;
         size_t row = i < p ? i : i - 1 + (size_t)N;
-        LISA_TRY(lisa_llama_embed(&e->llm, &e->llm_state, it->ids + i, (int)cnt,
-                                  it->embd + row * (size_t)C));
+        LISA_TRY(lisa_llama_embed(&e->llm, &e->llm_state, q->ids + i, (int)cnt,
+                                  q->embd + row * (size_t)C));
         i += cnt;
     }
     return LISA_OK;
 }
 
-/* Expanded position of prompt id index j (the image placeholder becomes N rows). */
-static int engine_expanded(const engine_item *it, size_t j, int N) {
-    return j < it->image_pos ? (int)j : (int)j - 1 + N;
+static int same_image(const engine_req *a, const engine_req *b) {
+    return a->hash == b->hash && a->n_bytes == b->n_bytes && !memcmp(a->bytes, b->bytes, a->n_bytes);
 }
 
-/* Teacher-forced: one forward over the prompt (slot 0); the hidden states of
- * the positions before each [SEG] in the prompt ids. */
-static lisa_status engine_teacher_forced(lisa_engine *e, engine_item *it) {
-    int64_t C = e->llm.cfg.hidden_size;
-    int N = e->n_patches, rows[LISA_ENGINE_MAX_SEG], nseg = 0;
-    for (size_t j = it->image_pos + 1; j < it->n_ids; j++)
-        if (it->ids[j] == e->seg_id) {
-            if (nseg == LISA_ENGINE_MAX_SEG)
-                return lisa_error_set(LISA_ERR_ARG, "more than %d [SEG] tokens in one answer",
-                                      LISA_ENGINE_MAX_SEG);
-            rows[nseg++] = engine_expanded(it, j, N) - 1;
+/* Decodes the images of the requests admitted this step and splices their
+ * prompts: CLIP features come from the cache or from batched CLIP passes
+ * over the distinct missing images. A request whose image does not decode
+ * fails alone (its slot is freed, its item's user cleared). Returns backend
+ * and memory errors. */
+static lisa_status engine_admit(lisa_engine *e, lisa_sched_item **items, int n) {
+    engine_req *adm[LISA_ENGINE_MAX_SLOTS];
+    for (int i = 0; i < n; i++) adm[i] = items[i]->user;
+    int64_t C = e->llm.cfg.hidden_size, N = e->n_patches;
+    size_t feat_n = (size_t)N * (size_t)C;
+    int S = e->clip_cfg.image_size, Bc = e->clip_state.max_batch;
+    size_t px = 3 * (size_t)S * (size_t)S;
+    for (int i = 0; i < n; i++) {
+        engine_req *q = adm[i];
+        q->admitted = 1;
+        lisa_status st = lisa_image_decode(&q->img, q->bytes, q->n_bytes, &e->p.limits);
+        if (st != LISA_OK) {
+            char msg[512];
+            if (q->label) snprintf(msg, sizeof msg, "%s: %s", q->label, lisa_error_get());
+            else snprintf(msg, sizeof msg, "%s", lisa_error_get());
+            items[i]->user = NULL;  /* the forward skips it */
+            LISA_TRY(engine_finish_failed(e, q, LISA_ERR_FORMAT, msg));
+            adm[i] = NULL;
+            continue;
         }
-    it->n_seg = nseg;
-    it->seg_hidden = malloc((size_t)(nseg ? nseg : 1) * (size_t)C * sizeof(float));
-    int32_t *seq = calloc(LISA_ENGINE_CHUNK, 4), *pos = malloc(LISA_ENGINE_CHUNK * 4),
-            *outr = malloc(LISA_ENGINE_MAX_SEG * 4);
-    float *h = malloc((size_t)LISA_ENGINE_MAX_SEG * (size_t)C * sizeof(float));
-    lisa_status st = (it->seg_hidden && seq && pos && outr && h)
-                         ? LISA_OK
-                         : lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
-    for (int p0 = 0; p0 < it->L && st == LISA_OK; p0 += LISA_ENGINE_CHUNK) {
-        int n = it->L - p0 < LISA_ENGINE_CHUNK ? it->L - p0 : LISA_ENGINE_CHUNK, no = 0, which[LISA_ENGINE_MAX_SEG];
-        for (int i = 0; i < n; i++) pos[i] = p0 + i;
-        for (int k = 0; k < nseg; k++)
-            if (rows[k] >= p0 && rows[k] < p0 + n) {
-                which[no] = k;
-                outr[no++] = rows[k] - p0;
-            }
-        lisa_llama_batch b = {n, NULL, it->embd + (size_t)p0 * C, seq, pos, no, outr};
-        st = lisa_llama_forward(&e->llm, &e->llm_state, &b, NULL, h, NULL);
-        for (int k = 0; k < no && st == LISA_OK; k++)
-            memcpy(it->seg_hidden + (size_t)which[k] * C, h + (size_t)k * C, (size_t)C * sizeof(float));
+        lisa_preprocess_sam_size(q->img.h, q->img.w, LISA_ENGINE_SAM_SIZE, &q->rh, &q->rw);
+        lisa_image_entry *ce = lisa_image_cache_find(&e->cache, q->hash, q->bytes, q->n_bytes);
+        if (ce && ce->clip) {
+            LISA_TRY(engine_splice(e, q, ce->clip));
+            adm[i] = NULL;
+        }
     }
-    free(seq);
-    free(pos);
-    free(outr);
-    free(h);
-    return st;
-}
-
-/* CLIP features (N, C) host for the images whose `need` flag is set, up to
- * the CLIP state's batch per forward pass. */
-static lisa_status engine_clip(lisa_engine *e, engine_image *imgs, const int *need, int nimg) {
-    int B = e->clip_state.max_batch, S = e->clip_cfg.image_size;
-    int64_t C = e->llm.cfg.hidden_size, N = e->n_patches, px = 3 * (int64_t)S * S;
-    float *pix = malloc((size_t)B * (size_t)px * sizeof(float));
-    float *out = malloc((size_t)B * (size_t)N * (size_t)C * sizeof(float));
-    int *which = malloc((size_t)B * sizeof(int));
-    lisa_status st = (pix && out && which) ? LISA_OK : lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
-    int k = 0;
-    while (st == LISA_OK && k < nimg) {
-        int b = 0;
-        for (; k < nimg && b < B && st == LISA_OK; k++) {
-            if (!need[k]) continue;
+    /* the rest need CLIP: distinct images, Bc per pass */
+    for (int i = 0; i < n;) {
+        engine_req *batch[64];
+        int nb = 0;
+        for (; i < n && nb < Bc; i++) {
+            if (!adm[i]) continue;
+            int dup = 0;
+            for (int b = 0; b < nb && !dup; b++) dup = same_image(batch[b], adm[i]);
+            if (dup) continue;
             lisa_preprocessed pp;
             memset(&pp, 0, sizeof pp);
-            st = lisa_preprocess_clip(&imgs[k].img, S, &pp);
-            if (st == LISA_OK) memcpy(pix + (size_t)b * px, pp.chw, (size_t)px * sizeof(float));
+            lisa_status st = lisa_preprocess_clip(&adm[i]->img, S, &pp);
+            if (st == LISA_OK) memcpy(e->clip_pix + (size_t)nb * px, pp.chw, px * sizeof(float));
             lisa_preprocessed_free(&pp);
-            which[b++] = k;
+            LISA_TRY(st);
+            batch[nb++] = adm[i];
         }
-        if (st != LISA_OK || b == 0) break;
-        st = lisa_clip_forward(&e->clip, &e->clip_state, pix, b, NULL);
-        if (st == LISA_OK) st = lisa_clip_project(&e->proj, &e->clip_state, out);
-        for (int i = 0; i < b && st == LISA_OK; i++) {
-            engine_image *im = &imgs[which[i]];
-            im->feats = malloc((size_t)N * (size_t)C * sizeof(float));
-            if (!im->feats) {
-                st = lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
-                break;
+        if (nb == 0) break;
+        LISA_TRY(lisa_clip_forward(&e->clip, &e->clip_state, e->clip_pix, nb, NULL));
+        LISA_TRY(lisa_clip_project(&e->proj, &e->clip_state, e->clip_out));
+        e->stats.clip_passes++;
+        e->stats.clip_images += nb;
+        for (int b = 0; b < nb; b++) {
+            const float *feats = e->clip_out + (size_t)b * feat_n;
+            for (int j = 0; j < n; j++)
+                if (adm[j] && same_image(adm[j], batch[b])) {
+                    if (adm[j] != batch[b]) {
+                        LISA_TRY(engine_splice(e, adm[j], feats));
+                        adm[j] = NULL;
+                    }
+                }
+            LISA_TRY(engine_splice(e, batch[b], feats));
+            float *copy = malloc(feat_n * sizeof(float));
+            lisa_image_entry *ce = copy ? lisa_image_cache_find(&e->cache, batch[b]->hash,
+                                                                batch[b]->bytes, batch[b]->n_bytes)
+                                        : NULL;
+            if (copy && !ce)
+                ce = lisa_image_cache_insert(&e->cache, batch[b]->hash, batch[b]->bytes,
+                                             batch[b]->n_bytes);
+            if (copy && ce) {
+                memcpy(copy, feats, feat_n * sizeof(float));
+                lisa_image_cache_set_clip(&e->cache, ce, copy, feat_n);
+            } else {
+                free(copy);
             }
-            memcpy(im->feats, out + (size_t)i * N * C, (size_t)(N * C) * sizeof(float));
+            for (int j = 0; j < n; j++)
+                if (adm[j] == batch[b]) adm[j] = NULL;
         }
-    }
-    free(pix);
-    free(out);
-    free(which);
-    return st;
-}
-
-/* SAM decoder for one request against the selected image embedding: its n
- * prompts (n, E), max_batch at a time, postprocessed to masks of the
- * original size; the image was resized to rh x rw. low (max_batch, U, U) and
- * iou (max_batch) are scratch. */
-static lisa_status engine_sam_decode(lisa_engine *e, const engine_image *im, int rh, int rw,
-                                     const float *prompts, int n, lisa_seg_mask *masks,
-                                     float *low, float *iou) {
-    int B = e->sam_state.max_batch;
-    int64_t U = 4 * (int64_t)e->sam.cfg.grid, UU = U * U, pix = (int64_t)im->img.w * im->img.h;
-    lisa_status st = LISA_OK;
-    for (int j0 = 0; j0 < n && st == LISA_OK; j0 += B) {
-        int m = n - j0 < B ? n - j0 : B;
-        st = lisa_sam_decode(&e->sam, &e->sam_state, prompts + (size_t)j0 * e->seg_dim, m, 1, 0,
-                             low, iou);
-        for (int j = 0; j < m && st == LISA_OK; j++) {
-            lisa_seg_mask *mk = &masks[j0 + j];
-            mk->iou = iou[j];
-            mk->mask = malloc((size_t)pix);
-            if (!mk->mask) {
-                st = lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
-                break;
-            }
-            st = lisa_sam_postprocess(&e->sam, &e->sam_state, low + (size_t)j * UU, rh, rw,
-                                      im->img.h, im->img.w, NULL, mk->mask);
-            if (e->keep_lowres && st == LISA_OK) {
-                mk->lowres = malloc((size_t)UU * sizeof(float));
-                if (mk->lowres) memcpy(mk->lowres, low + (size_t)j * UU, (size_t)UU * sizeof(float));
-            }
-        }
-    }
-    return st;
-}
-
-/* The SAM step of every live request with a [SEG] on image k: when ss is
- * LISA_OK its prompts are decoded against the selected embedding (image k
- * resized to rh x rw), else it fails alone with ss. Returns backend and
- * memory errors, which end the batch. */
-static lisa_status engine_sam_image(lisa_engine *e, const engine_image *imgs, int k,
-                                    engine_item *items, lisa_response *res, int n,
-                                    lisa_status ss, int rh, int rw, float *low, float *iou) {
-    if (ss == LISA_ERR_BACKEND || ss == LISA_ERR_NOMEM) return ss;
-    for (int i = 0; i < n; i++) {
-        engine_item *it = &items[i];
-        if (!it->ok || it->img != k || it->n_seg == 0) continue;
-        lisa_status rs = ss;
-        if (rs == LISA_OK)
-            rs = engine_sam_decode(e, &imgs[k], rh, rw, res[i].seg_embeddings, it->n_seg,
-                                   res[i].masks, low, iou);
-        if (rs != LISA_OK)
-            for (int j = 0; j < it->n_seg; j++) { /* masks decoded before the failure */
-                free(res[i].masks[j].mask);
-                free(res[i].masks[j].lowres);
-                res[i].masks[j].mask = NULL;
-                res[i].masks[j].lowres = NULL;
-            }
-        if (rs == LISA_ERR_BACKEND || rs == LISA_ERR_NOMEM) return rs;
-        if (rs != LISA_OK) item_fail(&res[i], it, rs, lisa_error_get());
-        else res[i].n_masks = it->n_seg;
     }
     return LISA_OK;
 }
 
-/* SAM over a batch: the image encoder once per distinct image that got a
- * [SEG], up to the state's max_images images per pass; then, image by
- * image, its embedding is selected and each of its requests' prompts are
- * decoded and postprocessed. An image too large for the mask buffers or
- * failing preprocessing fails its requests alone. */
-static lisa_status engine_sam(lisa_engine *e, engine_image *imgs, int nimg, engine_item *items,
-                              lisa_response *res, int n) {
-    const int64_t S = LISA_ENGINE_SAM_SIZE, px = 3 * S * S;
-    const int64_t UU = 16 * (int64_t)e->sam.cfg.grid * e->sam.cfg.grid;
-    int Bi = e->sam_state.max_images, B = e->sam_state.max_batch;
-    float *chw = malloc((size_t)(Bi * px) * sizeof(float));   /* (Bi, 3, S, S) */
-    float *low = malloc((size_t)B * (size_t)UU * sizeof(float));
-    float *iou = malloc((size_t)B * sizeof(float));
-    int *which = malloc((size_t)Bi * sizeof(int)), *rh = malloc((size_t)Bi * sizeof(int)),
-        *rw = malloc((size_t)Bi * sizeof(int));
-    lisa_status st = (chw && low && iou && which && rh && rw)
-                         ? LISA_OK
-                         : lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
-    for (int k = 0; k < nimg && st == LISA_OK;) {
-        int nb = 0;
-        for (; k < nimg && nb < Bi && st == LISA_OK; k++) {
-            int need = 0;
-            for (int i = 0; i < n; i++) need |= items[i].ok && items[i].img == k && items[i].n_seg;
-            if (!need) continue;
-            engine_image *im = &imgs[k];
-            lisa_status ps = LISA_OK;
-            if ((int64_t)im->img.w * im->img.h > LISA_ENGINE_MAX_POSTPROCESS_PIXELS)
-                ps = lisa_error_set(LISA_ERR_ARG, "image %dx%d is larger than the %lld pixels "
-                                    "masks are reserved for", im->img.w, im->img.h,
-                                    (long long)LISA_ENGINE_MAX_POSTPROCESS_PIXELS);
-            lisa_preprocessed pp;
-            memset(&pp, 0, sizeof pp);
-            if (ps == LISA_OK) ps = lisa_preprocess_sam(&im->img, (int)S, (int)S, &pp);
-            if (ps == LISA_OK) {
-                memcpy(chw + (size_t)nb * px, pp.chw, (size_t)px * sizeof(float));
-                rh[nb] = pp.resize_h;
-                rw[nb] = pp.resize_w;
-                which[nb++] = k;
-            } else {
-                st = engine_sam_image(e, imgs, k, items, res, n, ps, 0, 0, low, iou);
-            }
-            lisa_preprocessed_free(&pp);
-        }
-        if (st != LISA_OK || nb == 0) continue;
-        lisa_status es = lisa_sam_encode_batch(&e->sam, &e->sam_state, chw, nb, NULL);
-        for (int b = 0; b < nb && st == LISA_OK; b++) {
-            if (es == LISA_OK) es = lisa_sam_select_embedding(&e->sam_state, b);
-            st = engine_sam_image(e, imgs, which[b], items, res, n, es, rh[b], rw[b], low, iou);
-        }
+/* --- the LLM step --- */
+
+/* Records a generated token; decides whether q's generation ends. */
+static lisa_status engine_accept(lisa_engine *e, engine_req *q, int32_t tok, const float *h) {
+    int64_t C = e->llm.cfg.hidden_size;
+    if (q->n_tokens == q->cap_tokens) {
+        int cap = q->cap_tokens ? q->cap_tokens * 2 : 64;
+        int32_t *t = realloc(q->tokens, (size_t)cap * sizeof *t);
+        if (!t) return lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
+        q->tokens = t;
+        q->cap_tokens = cap;
     }
-    free(chw);
-    free(low);
-    free(iou);
-    free(which);
-    free(rh);
-    free(rw);
-    return st;
+    q->tokens[q->n_tokens++] = tok;
+    if (tok == e->seg_id) {
+        if (q->n_seg == q->cap_seg) {
+            int cap = q->cap_seg ? q->cap_seg * 2 : 4;
+            float *s = realloc(q->seg_hidden, (size_t)cap * (size_t)C * sizeof *s);
+            if (!s) return lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
+            q->seg_hidden = s;
+            q->cap_seg = cap;
+        }
+        memcpy(q->seg_hidden + (size_t)q->n_seg++ * (size_t)C, h, (size_t)C * sizeof(float));
+        q->wants_sam = 1;
+    }
+    int eos = e->llm.cfg.eos_token_id;
+    if (eos >= 0 && tok == eos) q->stop = LISA_STOP_EOS;
+    else if (q->n_tokens >= q->max_new) q->stop = LISA_STOP_LENGTH;
+    else if (q->len >= e->p.max_ctx) q->stop = LISA_STOP_CONTEXT;
+    q->llm_done = q->stop != LISA_STOP_NONE;
+    return LISA_OK;
 }
 
-/* One batch of at most max_batch requests. */
-static lisa_status engine_batch(lisa_engine *e, const lisa_request *reqs, int n,
-                                lisa_response *res, int *done, int total,
-                                lisa_engine_progress_fn progress, void *user) {
+/* One forward over the step's items (requests failed at admission are
+ * skipped), then the outputs: generated tokens, teacher-forced [SEG] rows. */
+static lisa_status engine_forward(lisa_engine *e, const lisa_sched_step *step) {
     int64_t C = e->llm.cfg.hidden_size;
-    int N = e->n_patches;
-    engine_item *items = calloc((size_t)n, sizeof *items);
-    engine_image *imgs = calloc((size_t)n, sizeof *imgs);
-    lisa_gen_request *gr = calloc((size_t)n, sizeof *gr);
-    lisa_gen_result *gres = calloc((size_t)n, sizeof *gres);
-    int *gidx = calloc((size_t)n, sizeof *gidx);
-    int nimg = 0, ng = 0;
-    lisa_status st = (items && imgs && gr && gres && gidx) ? LISA_OK
-                                                           : lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
-    /* 1. prompts and distinct images */
-    for (int i = 0; i < n && st == LISA_OK; i++) {
-        engine_item *it = &items[i];
-        lisa_response *r = &res[i];
-        it->ok = 1;
-        if (!reqs[i].image_path || !*reqs[i].image_path) {
-            item_fail(r, it, LISA_ERR_ARG, "no image given");
-            continue;
-        }
-        lisa_status ps = lisa_prompt_tokenize(e->tok, reqs[i].prompt, reqs[i].answer, &it->ids,
-                                              &it->n_ids, &it->image_pos);
-        if (ps != LISA_OK) {
-            item_fail(r, it, ps, lisa_error_get());
-            continue;
-        }
-        int L = (int)it->n_ids - 1 + N;
-        if (L >= e->p.max_ctx) {
-            char msg[200];
-            snprintf(msg, sizeof msg, "prompt too long: %d tokens with the %d image tokens; the "
-                     "context holds %d", L, N, e->p.max_ctx);
-            item_fail(r, it, LISA_ERR_ARG, msg);
-            continue;
-        }
-        int k = 0;
-        while (k < nimg && strcmp(imgs[k].path, reqs[i].image_path)) k++;
-        if (k == nimg) {
-            imgs[k].path = reqs[i].image_path;
-            lisa_status is = lisa_image_load(&imgs[k].img, imgs[k].path, &e->p.limits);
-            imgs[k].ok = is == LISA_OK;
-            if (!imgs[k].ok) snprintf(imgs[k].error, sizeof imgs[k].error, "%s", lisa_error_get());
-            nimg++;
-        }
-        it->img = k;
-        if (!imgs[k].ok) item_fail(r, it, LISA_ERR_FORMAT, imgs[k].error);
+    size_t row_bytes = (size_t)C * sizeof(float);
+    int n = 0, no = 0, nd = 0;
+    for (int k = 0; k < step->n_items; k++) {
+        const lisa_sched_item *it = &step->items[k];
+        engine_req *q = it->user;
+        if (!q) continue;  /* failed at admission */
+        if (it->kind == LISA_SCHED_DECODE) e->step_tok[nd++] = q->tokens[q->n_tokens - 1];
     }
-    /* 2. CLIP once per image that some live request needs, batched */
-    if (st == LISA_OK) {
-        int *need = calloc((size_t)(nimg ? nimg : 1), sizeof *need);
-        if (!need) st = lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
-        for (int i = 0; need && i < n; i++)
-            if (items[i].ok && imgs[items[i].img].ok) need[items[i].img] = 1;
-        if (st == LISA_OK) st = engine_clip(e, imgs, need, nimg);
-        free(need);
+    if (nd) LISA_TRY(lisa_llama_embed(&e->llm, &e->llm_state, e->step_tok, nd, e->step_tok_embd));
+    nd = 0;
+    for (int k = 0; k < step->n_items; k++) {
+        const lisa_sched_item *it = &step->items[k];
+        engine_req *q = it->user;
+        if (!q) continue;
+        if (it->kind == LISA_SCHED_DECODE) {
+            memcpy(e->step_embd + (size_t)n * C, e->step_tok_embd + (size_t)nd++ * C, row_bytes);
+            e->step_seq[n] = it->slot;
+            e->step_pos[n] = it->pos0;
+            e->step_row_req[no] = q;
+            e->step_row_seg[no] = -1;
+            e->step_rows[no++] = n++;
+            e->stats.decode_tokens++;
+            continue;
+        }
+        memcpy(e->step_embd + (size_t)n * C, q->embd + (size_t)it->pos0 * C, (size_t)it->n * row_bytes);
+        for (int i = 0; i < it->n; i++) {
+            e->step_seq[n + i] = it->slot;
+            e->step_pos[n + i] = it->pos0 + i;
+        }
+        if (q->teacher_forced) {
+            for (int j = 0; j < q->n_seg; j++)
+                if (q->tf_rows[j] >= it->pos0 && q->tf_rows[j] < it->pos0 + it->n) {
+                    e->step_row_req[no] = q;
+                    e->step_row_seg[no] = j;
+                    e->step_rows[no++] = n + q->tf_rows[j] - it->pos0;
+                }
+        } else if (it->last_chunk) {
+            e->step_row_req[no] = q;
+            e->step_row_seg[no] = -1;
+            e->step_rows[no++] = n + it->n - 1;
+        }
+        n += it->n;
+        e->stats.prefill_tokens += it->n;
     }
-    /* 3. splice, then generate (batched) or teacher-force */
-    for (int i = 0; i < n && st == LISA_OK; i++) {
-        engine_item *it = &items[i];
-        if (!it->ok) continue;
-        st = engine_splice(e, it, imgs[it->img].feats);
-        if (st != LISA_OK) break;
-        if (reqs[i].answer && *reqs[i].answer) {
-            lisa_status ts = engine_teacher_forced(e, it);
-            if (ts != LISA_OK) item_fail(&res[i], it, ts, lisa_error_get());
-            res[i].text = strdup(reqs[i].answer);
-            res[i].stop = it->ok ? LISA_STOP_EOS : LISA_STOP_ERROR;
+    if (n == 0) return LISA_OK;
+    lisa_llama_batch b = {n, NULL, e->step_embd, e->step_seq, e->step_pos, no, e->step_rows};
+    LISA_TRY(lisa_llama_forward(&e->llm, &e->llm_state, &b, NULL, e->step_hid, e->step_next));
+    e->stats.steps++;
+    for (int i = 0; i < no; i++) {
+        engine_req *q = e->step_row_req[i];
+        const float *h = e->step_hid + (size_t)i * C;
+        if (e->step_row_seg[i] >= 0) {
+            memcpy(q->seg_hidden + (size_t)e->step_row_seg[i] * C, h, row_bytes);
         } else {
-            gr[ng].embd = it->embd;
-            gr[ng].n_prompt = it->L;
-            gr[ng].max_new_tokens = reqs[i].max_new_tokens > 0 ? reqs[i].max_new_tokens
-                                                                : e->p.max_new_tokens;
-            gr[ng].want_hidden = 1;
-            gidx[ng++] = i;
+            q->len = e->step_pos[e->step_rows[i]] + 1;
+            LISA_TRY(engine_accept(e, q, e->step_next[i], h));
         }
     }
-    if (st == LISA_OK && ng)
-        st = lisa_generate_greedy(&e->llm, &e->llm_state, gr, ng, e->llm.cfg.eos_token_id, gres);
-    for (int g = 0; g < ng && st == LISA_OK; g++) {
-        int i = gidx[g];
-        engine_item *it = &items[i];
-        lisa_gen_result *q = &gres[g];
-        lisa_response *r = &res[i];
-        if (q->status != LISA_OK) {
-            item_fail(r, it, q->status, q->error);
-            continue;
+    for (int k = 0; k < step->n_items; k++) {
+        const lisa_sched_item *it = &step->items[k];
+        engine_req *q = it->user;
+        if (!q || it->kind != LISA_SCHED_PREFILL || !it->last_chunk) continue;
+        free(q->embd);
+        q->embd = NULL;
+        if (q->teacher_forced) {
+            q->llm_done = 1;
+            q->stop = LISA_STOP_EOS;
+            q->wants_sam = q->n_seg > 0;
         }
-        r->stop = q->stop;
+    }
+    return LISA_OK;
+}
+
+/* --- SAM --- */
+
+/* SAM decoder for q's [SEG] prompts (n_seg, E) in r against the selected
+ * embedding, max_batch at a time, postprocessed to masks of the original
+ * size. */
+static lisa_status engine_sam_decode(lisa_engine *e, const engine_req *q, lisa_response *r) {
+    int B = e->sam_state.max_batch;
+    int64_t U = 4 * (int64_t)e->sam.cfg.grid, UU = U * U, pix = (int64_t)q->img.w * q->img.h;
+    for (int j0 = 0; j0 < q->n_seg; j0 += B) {
+        int m = q->n_seg - j0 < B ? q->n_seg - j0 : B;
+        LISA_TRY(lisa_sam_decode(&e->sam, &e->sam_state, r->seg_embeddings + (size_t)j0 * e->seg_dim,
+                                 m, 1, 0, e->sam_low, e->sam_iou));
+        e->stats.sam_decodes += m;
+        for (int j = 0; j < m; j++) {
+            lisa_seg_mask *mk = &r->masks[j0 + j];
+            mk->iou = e->sam_iou[j];
+            mk->mask = malloc((size_t)pix);
+            if (!mk->mask) return lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
+            LISA_TRY(lisa_sam_postprocess(&e->sam, &e->sam_state, e->sam_low + (size_t)j * UU, q->rh,
+                                          q->rw, q->img.h, q->img.w, NULL, mk->mask));
+            if (e->keep_lowres) {
+                mk->lowres = malloc((size_t)UU * sizeof(float));
+                if (!mk->lowres) return lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
+                memcpy(mk->lowres, e->sam_low + (size_t)j * UU, (size_t)UU * sizeof(float));
+            }
+        }
+    }
+    return LISA_OK;
+}
+
+/* The response of a request whose generation ended: ids and text; for
+ * [SEG]s, text_hidden_fcs and (n_seg) empty masks the SAM step fills. */
+static lisa_status engine_response_begin(lisa_engine *e, engine_req *q, lisa_response *r) {
+    memset(r, 0, sizeof *r);
+    r->stop = q->stop;
+    if (q->teacher_forced) {
+        r->text = strdup(q->answer);
+        if (!r->text) return lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
+    } else {
         r->ids = q->tokens;
         r->n_ids = q->n_tokens;
         q->tokens = NULL;
         int n_text = r->n_ids - (r->stop == LISA_STOP_EOS ? 1 : 0);
-        lisa_status ds = lisa_tokenizer_decode_hf(e->tok, r->ids, (size_t)(n_text > 0 ? n_text : 0), &r->text);
+        lisa_status ds = lisa_tokenizer_decode_hf(e->tok, r->ids, (size_t)(n_text > 0 ? n_text : 0),
+                                                  &r->text);
         if (ds != LISA_OK) {
-            item_fail(r, it, ds, lisa_error_get());
-            continue;
+            response_fail(r, ds, lisa_error_get());
+            return LISA_OK;
         }
-        for (int t = 0; t < r->n_ids; t++) it->n_seg += r->ids[t] == e->seg_id;
-        it->seg_hidden = malloc((size_t)(it->n_seg ? it->n_seg : 1) * (size_t)C * sizeof(float));
-        if (!it->seg_hidden) {
-            st = lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
-            break;
+    }
+    if (q->n_seg == 0) return LISA_OK;
+    r->seg_dim = e->seg_dim;
+    r->seg_embeddings = malloc((size_t)q->n_seg * (size_t)e->seg_dim * sizeof(float));
+    r->masks = calloc((size_t)q->n_seg, sizeof *r->masks);
+    if (!r->seg_embeddings || !r->masks) return lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
+    return engine_fcs(e, q->seg_hidden, q->n_seg, r->seg_embeddings);
+}
+
+/* Frees the masks decoded before a failure. */
+static void response_drop_masks(lisa_response *r, int n) {
+    for (int j = 0; r->masks && j < n; j++) {
+        free(r->masks[j].mask);
+        free(r->masks[j].lowres);
+        r->masks[j].mask = NULL;
+        r->masks[j].lowres = NULL;
+    }
+    r->n_masks = 0;
+}
+
+/* Clears the encoder request of every live request on img's image. */
+static void engine_sam_served(lisa_engine *e, const engine_req *img) {
+    for (engine_req *q = e->live_head; q; q = q->next)
+        if (q != img && same_image(q, img)) q->wants_sam = 0;
+    ((engine_req *)img)->wants_sam = 0;
+}
+
+/* Marks (mark[i] = 1) the finished requests on img's image; returns how
+ * many. Marking first lets the caller finish (and free) them, img included. */
+static int engine_sam_mark(const engine_req *img, engine_req **fin, int nf, int *mark) {
+    int n = 0;
+    for (int i = 0; i < nf; i++) {
+        mark[i] = fin[i] && same_image(fin[i], img);
+        n += mark[i];
+    }
+    return n;
+}
+
+/* Finishes the marked requests: their masks are decoded against the
+ * selected embedding when why is LISA_OK, else they fail with why and msg.
+ * A decoding failure other than backend or memory fails the request alone. */
+static lisa_status engine_sam_finish(lisa_engine *e, engine_req **fin, lisa_response *res, int nf,
+                                     const int *mark, lisa_status why, const char *msg) {
+    for (int i = 0; i < nf; i++) {
+        if (!mark[i]) continue;
+        lisa_status st = why;
+        if (st == LISA_OK) {
+            st = engine_sam_decode(e, fin[i], &res[i]);
+            if (st == LISA_ERR_BACKEND || st == LISA_ERR_NOMEM) return st;
+            msg = lisa_error_get();
         }
-        for (int t = 0, k = 0; t < r->n_ids; t++)
-            if (r->ids[t] == e->seg_id)
-                memcpy(it->seg_hidden + (size_t)(k++) * C, q->hidden + (size_t)t * C,
-                       (size_t)C * sizeof(float));
-    }
-    /* 4. text_hidden_fcs, 5. SAM once per image */
-    for (int i = 0; i < n && st == LISA_OK; i++) {
-        engine_item *it = &items[i];
-        lisa_response *r = &res[i];
-        r->w = imgs[it->img].img.w;
-        r->h = imgs[it->img].img.h;
-        if (!it->ok || it->n_seg == 0) continue;
-        r->seg_dim = e->seg_dim;
-        r->seg_embeddings = malloc((size_t)it->n_seg * (size_t)e->seg_dim * sizeof(float));
-        r->masks = calloc((size_t)it->n_seg, sizeof *r->masks);
-        if (!r->seg_embeddings || !r->masks) {
-            st = lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
-            break;
+        if (st != LISA_OK) {
+            response_drop_masks(&res[i], fin[i]->n_seg);
+            response_fail(&res[i], st, msg);
+        } else {
+            res[i].n_masks = fin[i]->n_seg;
         }
-        st = engine_fcs(e, it->seg_hidden, it->n_seg, r->seg_embeddings);
+        engine_req *q = fin[i];
+        fin[i] = NULL;
+        LISA_TRY(engine_finish(e, q, &res[i]));
     }
-    if (st == LISA_OK) st = engine_sam(e, imgs, nimg, items, res, n);
-    for (int i = 0; i < n; i++) {
-        if (st != LISA_OK && res[i].status == LISA_OK) item_fail(&res[i], &items[i], st, lisa_error_get());
-        (*done)++;
-        if (progress) progress(user, *done, total);
+    return LISA_OK;
+}
+
+/* Stores an image embedding (emb_n floats) in the cache entry of q's image. */
+static void engine_cache_sam(lisa_engine *e, const engine_req *q, const float *emb, size_t emb_n) {
+    float *copy = malloc(emb_n * sizeof(float));
+    if (!copy) return;
+    lisa_image_entry *ce = lisa_image_cache_find(&e->cache, q->hash, q->bytes, q->n_bytes);
+    if (!ce) ce = lisa_image_cache_insert(&e->cache, q->hash, q->bytes, q->n_bytes);
+    if (!ce) {
+        free(copy);
+        return;
     }
-    for (int i = 0; i < n; i++) {
-        free(items ? items[i].ids : NULL);
-        free(items ? items[i].embd : NULL);
-        free(items ? items[i].seg_hidden : NULL);
+    memcpy(copy, emb, emb_n * sizeof(float));
+    lisa_image_cache_set_sam(&e->cache, ce, copy, emb_n);
+}
+
+/* SAM for this step: the image encoder for every image that a request asked
+ * for with a [SEG] and the cache lacks (batched, up to max_images per pass),
+ * then the mask decoder for the requests whose generation ended. */
+static lisa_status engine_sam(lisa_engine *e) {
+    int nf = 0;
+    for (engine_req *q = e->live_head; q; q = q->next) nf += q->llm_done;
+    size_t cnt = (size_t)(e->n_live ? e->n_live : 1);
+    engine_req **fin = calloc(cnt, sizeof *fin), **enc = calloc(cnt, sizeof *enc);
+    lisa_response *res = calloc(cnt, sizeof *res);
+    int *mark = calloc(cnt, sizeof *mark);
+    lisa_status st = fin && enc && res && mark ? LISA_OK
+                                               : lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
+    int k = 0, ne = 0;
+    for (engine_req *q = e->live_head; q && st == LISA_OK;) {
+        engine_req *next = q->next;
+        if (q->llm_done) {
+            st = engine_response_begin(e, q, &res[k]);
+            if (st == LISA_OK && (res[k].status != LISA_OK || q->n_seg == 0))
+                st = engine_finish(e, q, &res[k]);
+            else if (st == LISA_OK)
+                fin[k++] = q;
+        }
+        q = next;
     }
-    for (int k = 0; k < nimg; k++) {
-        lisa_image_free(&imgs[k].img);
-        free(imgs[k].feats);
+    nf = k;
+    /* images to encode: finished requests' first, then those still generating */
+    for (int pass = 0; pass < 2 && st == LISA_OK; pass++)
+        for (engine_req *q = e->live_head; q; q = q->next) {
+            int want = pass == 0 ? q->llm_done && q->n_seg > 0 : !q->llm_done && q->wants_sam;
+            int dup = 0;
+            for (int j = 0; want && j < ne && !dup; j++) dup = same_image(enc[j], q);
+            if (want && !dup) enc[ne++] = q;
+        }
+    /* cached embeddings */
+    for (int j = 0; j < ne && st == LISA_OK; j++) {
+        lisa_image_entry *ce = lisa_image_cache_find(&e->cache, enc[j]->hash, enc[j]->bytes,
+                                                     enc[j]->n_bytes);
+        if (!ce || !ce->sam) continue;
+        engine_sam_served(e, enc[j]);
+        if (engine_sam_mark(enc[j], fin, nf, mark)) {
+            st = lisa_sam_set_embedding(&e->sam, &e->sam_state, ce->sam);
+            if (st == LISA_OK) st = engine_sam_finish(e, fin, res, nf, mark, LISA_OK, NULL);
+        }
+        enc[j] = NULL;
     }
-    for (int g = 0; g < ng; g++) lisa_gen_result_free(&gres[g]);
-    free(items);
-    free(imgs);
-    free(gr);
-    free(gres);
-    free(gidx);
+    const int64_t S = LISA_ENGINE_SAM_SIZE;
+    const size_t px = 3 * (size_t)S * (size_t)S;
+    size_t emb_n = (size_t)e->sam.cfg.grid * (size_t)e->sam.cfg.grid * (size_t)e->sam.cfg.dim;
+    int Bi = e->sam_state.max_images;
+    for (int j = 0; j < ne && st == LISA_OK;) {
+        engine_req *batch[LISA_ENGINE_SAM_IMAGES];
+        int nb = 0;
+        for (; j < ne && nb < Bi && st == LISA_OK; j++) {
+            engine_req *q = enc[j];
+            if (!q) continue;
+            lisa_status ps = LISA_OK;
+            if ((int64_t)q->img.w * q->img.h > LISA_ENGINE_MAX_POSTPROCESS_PIXELS)
+                ps = lisa_error_set(LISA_ERR_ARG, "image %dx%d is larger than the %lld pixels "
+                                    "masks are reserved for", q->img.w, q->img.h,
+                                    (long long)LISA_ENGINE_MAX_POSTPROCESS_PIXELS);
+            lisa_preprocessed pp;
+            memset(&pp, 0, sizeof pp);
+            if (ps == LISA_OK) ps = lisa_preprocess_sam(&q->img, (int)S, (int)S, &pp);
+            if (ps == LISA_OK) {
+                memcpy(e->sam_chw + (size_t)nb * px, pp.chw, px * sizeof(float));
+                batch[nb++] = q;
+            } else if (ps == LISA_ERR_NOMEM) {
+                st = ps;
+            } else {
+                char msg[256];
+                snprintf(msg, sizeof msg, "%s", lisa_error_get());
+                engine_sam_served(e, q);
+                engine_sam_mark(q, fin, nf, mark);
+                st = engine_sam_finish(e, fin, res, nf, mark, ps, msg);
+            }
+            lisa_preprocessed_free(&pp);
+        }
+        if (st != LISA_OK || nb == 0) continue;
+        st = lisa_sam_encode_batch(&e->sam, &e->sam_state, e->sam_chw, nb, e->sam_emb);
+        e->stats.sam_passes++;
+        e->stats.sam_images += nb;
+        for (int b = 0; b < nb && st == LISA_OK; b++) {
+            engine_cache_sam(e, batch[b], e->sam_emb + (size_t)b * emb_n, emb_n);
+            engine_sam_served(e, batch[b]);
+            engine_sam_mark(batch[b], fin, nf, mark);
+            st = lisa_sam_select_embedding(&e->sam_state, b);
+            if (st == LISA_OK) st = engine_sam_finish(e, fin, res, nf, mark, LISA_OK, NULL);
+        }
+    }
+    for (int i = 0; i < nf; i++)  /* left over only when the step failed */
+        if (fin[i]) lisa_response_free(&res[i]);
+    free(fin);
+    free(enc);
+    free(res);
+    free(mark);
     return st;
+}
+
+/* --- the step --- */
+
+lisa_status lisa_engine_step(lisa_engine *e) {
+    if (e->failed) return lisa_error_set(e->failed, "%s", e->failed_msg);
+    for (engine_req *q = e->live_head; q;) {
+        engine_req *next = q->next;
+        if (q->cancel) LISA_TRY(engine_finish_failed(e, q, LISA_ERR_CANCELLED, "cancelled"));
+        q = next;
+    }
+    lisa_sched_step step;
+    int ni = lisa_sched_plan(e->sched, &step);
+    if (ni == 0) return LISA_OK;
+    lisa_sched_item *adm[LISA_ENGINE_MAX_SLOTS];
+    int na = 0;
+    for (int k = 0; k < ni; k++)
+        if (step.items[k].first) adm[na++] = &step.items[k];
+    lisa_status st = engine_admit(e, adm, na);
+    if (st == LISA_OK) st = engine_forward(e, &step);
+    if (st == LISA_OK) st = engine_sam(e);
+    if (st != LISA_OK) return engine_fail_all(e, st);
+    return LISA_OK;
 }
 
 lisa_status lisa_engine_run(lisa_engine *e, const lisa_request *reqs, int n,
                             lisa_response *responses, lisa_engine_progress_fn progress,
                             void *user) {
     memset(responses, 0, (size_t)n * sizeof *responses);
-    int done = 0;
+    int64_t base = e->next_handle;
     lisa_status st = LISA_OK;
-    for (int i0 = 0; i0 < n && st == LISA_OK; i0 += e->p.max_batch) {
-        int m = n - i0 < e->p.max_batch ? n - i0 : e->p.max_batch;
-        st = engine_batch(e, reqs + i0, m, responses + i0, &done, n, progress, user);
+    int ns = 0, done = 0;
+    while (ns < n && st == LISA_OK) {
+        st = lisa_engine_submit(e, &reqs[ns], NULL);
+        if (st == LISA_OK) ns++;
+    }
+    for (int i = ns; i < n; i++) {
+        responses[i].handle = base + i;
+        response_fail(&responses[i], st, "not run: the engine could not record it");
+        done++;
+    }
+    lisa_response r;
+    while (done < n) {
+        while (lisa_engine_take_finished(e, &r, 1) == 1) {
+            int64_t i = r.handle - base;
+            if (i >= 0 && i < ns) {
+                responses[i] = r;
+                done++;
+                if (progress) progress(user, done, n);
+            } else {
+                lisa_response_free(&r);
+            }
+        }
+        if (done == n || lisa_engine_pending(e) == 0) break;
+        lisa_status ss = lisa_engine_step(e);
+        if (st == LISA_OK) st = ss;
     }
     return st;
 }
