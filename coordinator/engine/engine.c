@@ -22,13 +22,12 @@
 #include "preprocess.h"
 #include "prompt.h"
 #include "sam.h"
+#include "seg-head.h"
 #include "tokenizer.h"
-#include "weights.h"
 #include "image-cache.h"
 
 #define LISA_ENGINE_CLIP_PREFIX "model.vision_tower.vision_model."
 #define LISA_ENGINE_SAM_PREFIX "model.visual_model."
-#define LISA_ENGINE_FCS_PREFIX "model.text_hidden_fcs.0."
 #define LISA_ENGINE_PROJ_PREFIX "model.mm_projector."
 #define LISA_ENGINE_CLIP_SIZE 224
 #define LISA_ENGINE_SAM_SIZE 1024
@@ -81,11 +80,7 @@ struct lisa_engine {
     lisa_clip_state clip_state;
     lisa_sam_model sam;
     lisa_sam_state sam_state;
-    lisa_safetensors *st;       /* for text_hidden_fcs */
-    lisa_weights fcs_weights;
-    lisa_tensor fc1_w, fc1_b;   /* model.text_hidden_fcs.0.0.{weight (C, C), bias (C)} */
-    lisa_tensor fc2_w, fc2_b;   /* model.text_hidden_fcs.0.2.{weight (E, C), bias (E)} */
-    lisa_tensor fc_in, fc_mid, fc_out, fc_io;  /* (MAX_SEG, C / C / E / max(C, E)) */
+    lisa_seg_head seg_head;     /* text_hidden_fcs */
     int have_llm, have_llm_state, have_clip, have_proj, have_clip_state, have_sam,
         have_sam_state;
     int32_t seg_id;
@@ -144,33 +139,6 @@ static lisa_status engine_read_config(const char *dir, int *select_layer, lisa_p
     }
     cJSON_Delete(root);
     return st;
-}
-
-static lisa_status engine_load_fcs(lisa_engine *e, const char *dir) {
-    LISA_TRY(lisa_safetensors_open(&e->st, dir));
-    const lisa_st_tensor *t2;
-    char name[256];
-    snprintf(name, sizeof name, "%s2.weight", LISA_ENGINE_FCS_PREFIX);
-    t2 = lisa_safetensors_find(e->st, name);
-    if (!t2 || t2->ndim != 2)
-        return lisa_error_set(LISA_ERR_MISSING, "tensor '%s' not found in %s", name, dir);
-    int64_t C = e->llm.cfg.hidden_size, E = t2->shape[0];
-    e->seg_dim = (int)E;
-    lisa_weight_spec specs[4];
-    int n = 0;
-    int64_t s_cc[2] = {C, C}, s_c[1] = {C}, s_ec[2] = {E, C}, s_e[1] = {E};
-    n = lisa_weight_spec_add(specs, n, 4, &e->fc1_w, LISA_WEIGHT_MATMUL, 2, s_cc, "0.weight");
-    n = lisa_weight_spec_add(specs, n, 4, &e->fc1_b, LISA_WEIGHT_PARAM, 1, s_c, "0.bias");
-    n = lisa_weight_spec_add(specs, n, 4, &e->fc2_w, LISA_WEIGHT_MATMUL, 2, s_ec, "2.weight");
-    n = lisa_weight_spec_add(specs, n, 4, &e->fc2_b, LISA_WEIGHT_PARAM, 1, s_e, "2.bias");
-    LISA_TRY(lisa_weights_load(&e->fcs_weights, e->be, e->st, LISA_ENGINE_FCS_PREFIX, specs, n,
-                               e->p.dtype));
-    int64_t s_in[2] = {LISA_ENGINE_MAX_SEG, C}, s_out[2] = {LISA_ENGINE_MAX_SEG, E},
-            s_io[2] = {LISA_ENGINE_MAX_SEG, C > E ? C : E};
-    LISA_TRY(lisa_backend_tensor_alloc(e->be, &e->fc_in, e->p.dtype, 2, s_in));
-    LISA_TRY(lisa_backend_tensor_alloc(e->be, &e->fc_mid, e->p.dtype, 2, s_in));
-    LISA_TRY(lisa_backend_tensor_alloc(e->be, &e->fc_out, e->p.dtype, 2, s_out));
-    return lisa_backend_tensor_alloc(e->be, &e->fc_io, LISA_DTYPE_F32, 2, s_io);
 }
 
 static void *engine_alloc(size_t n) { return malloc(n ? n : 1); }
@@ -300,7 +268,10 @@ lisa_status lisa_engine_init(lisa_engine **out, const lisa_engine_params *params
     if (st == LISA_OK) e->n_patches = lisa_clip_num_patches(&e->clip_cfg);
     if (st == LISA_OK) st = lisa_sam_model_load(&e->sam, dir, e->be, e->p.dtype, &sam_opts);
     e->have_sam = st == LISA_OK;
-    if (st == LISA_OK) st = engine_load_fcs(e, dir);
+    if (st == LISA_OK)
+        st = lisa_seg_head_load(&e->seg_head, dir, e->be, e->p.dtype, e->llm.cfg.hidden_size,
+                                LISA_ENGINE_MAX_SEG);
+    if (st == LISA_OK) e->seg_dim = e->seg_head.dim;
     if (st == LISA_OK) {
         int64_t maxpix = LISA_ENGINE_MAX_POSTPROCESS_PIXELS;
         int si = e->p.max_batch < LISA_ENGINE_SAM_IMAGES ? e->p.max_batch : LISA_ENGINE_SAM_IMAGES;
@@ -350,14 +321,7 @@ void lisa_engine_free(lisa_engine *e) {
     free(e->sam_emb);
     free(e->sam_low);
     free(e->sam_iou);
-    if (e->be) {
-        lisa_backend_tensor_free(e->be, &e->fc_in);
-        lisa_backend_tensor_free(e->be, &e->fc_mid);
-        lisa_backend_tensor_free(e->be, &e->fc_out);
-        lisa_backend_tensor_free(e->be, &e->fc_io);
-    }
-    lisa_weights_free(&e->fcs_weights);
-    if (e->st) lisa_safetensors_close(e->st);
+    lisa_seg_head_free(&e->seg_head);
     if (e->have_sam_state) lisa_sam_state_free(&e->sam_state);
     if (e->have_sam) lisa_sam_model_free(&e->sam);
     if (e->have_clip_state) lisa_clip_state_free(&e->clip_state);
@@ -386,40 +350,6 @@ void lisa_response_free(lisa_response *r) {
     memset(r, 0, sizeof *r);
 }
 
-
-/* text_hidden_fcs on n hidden rows (n, C) -> out (n, E), host fp32. */
-static lisa_status engine_fcs(lisa_engine *e, const float *hidden, int n, float *out) {
-    lisa_backend *be = e->be;
-    const lisa_backend_ops *op = be->ops;
-    int64_t C = e->llm.cfg.hidden_size, E = e->seg_dim;
-    for (int r0 = 0; r0 < n; r0 += LISA_ENGINE_MAX_SEG) {
-        int m = n - r0 < LISA_ENGINE_MAX_SEG ? n - r0 : LISA_ENGINE_MAX_SEG;
-        lisa_tensor in = lisa_tensor_2d(e->fc_in.data, e->fc_in.dtype, m, C);
-        lisa_tensor mid = lisa_tensor_2d(e->fc_mid.data, e->fc_mid.dtype, m, C);
-        lisa_tensor o = lisa_tensor_2d(e->fc_out.data, e->fc_out.dtype, m, E);
-        const float *src = hidden + (size_t)r0 * (size_t)C;
-        if (in.dtype == LISA_DTYPE_F32) {
-            LISA_TRY(op->copy_to_backend(be, in.data, 0, src, (size_t)(m * C) * 4));
-        } else {
-            lisa_tensor io = lisa_tensor_2d(e->fc_io.data, LISA_DTYPE_F32, m, C);
-            LISA_TRY(op->copy_to_backend(be, io.data, 0, src, (size_t)(m * C) * 4));
-            LISA_TRY(op->convert(be, &in, &io));
-        }
-        LISA_TRY(op->matmul(be, &mid, &in, &e->fc1_w, &e->fc1_b));
-        LISA_TRY(op->activation(be, &mid, &mid, LISA_ACT_RELU));
-        LISA_TRY(op->matmul(be, &o, &mid, &e->fc2_w, &e->fc2_b));
-        float *dst = out + (size_t)r0 * (size_t)E;
-        if (o.dtype == LISA_DTYPE_F32) {
-            LISA_TRY(op->copy_to_host(be, dst, o.data, 0, (size_t)(m * E) * 4));
-        } else {
-            lisa_tensor io = lisa_tensor_2d(e->fc_io.data, LISA_DTYPE_F32, m, E);
-            LISA_TRY(op->convert(be, &io, &o));
-            LISA_TRY(op->copy_to_host(be, dst, io.data, 0, (size_t)(m * E) * 4));
-        }
-        LISA_TRY(op->synchronize(be));
-    }
-    return LISA_OK;
-}
 
 /* Appends a response to the finished ring (the response is moved). */
 static lisa_status engine_push_done(lisa_engine *e, lisa_response *r) {
@@ -857,7 +787,7 @@ static lisa_status engine_response_begin(lisa_engine *e, engine_req *q, lisa_res
     r->seg_embeddings = malloc((size_t)q->n_seg * (size_t)e->seg_dim * sizeof(float));
     r->masks = calloc((size_t)q->n_seg, sizeof *r->masks);
     if (!r->seg_embeddings || !r->masks) return lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
-    return engine_fcs(e, q->seg_hidden, q->n_seg, r->seg_embeddings);
+    return lisa_seg_head_forward(&e->seg_head, q->seg_hidden, q->n_seg, r->seg_embeddings);
 }
 
 /* Frees the masks decoded before a failure. */
