@@ -12,7 +12,9 @@
  *  - bad inputs: a config whose hidden_size disagrees with the checkpoint, a
  *    layer count that asks for layers the file lacks, a wrong prefix and a
  *    wrong projector kind each give a clear error naming the tensor.
- * The pixels are computed from integers by the formula in gen_clip.py. */
+ * The pixels are computed from integers by the formula in gen_clip.py. The
+ * forward runs again on CUDA when a device is present; with
+ * LISA_REQUIRE_CUDA=1 a missing device fails the test. */
 #include <stdint.h>
 #include <unistd.h>
 
@@ -239,14 +241,13 @@ int main(int argc, char **argv) {
     test_forward(dir, be, TOL, TOL_BATCH);
     test_bad_inputs(dir, be);
     lisa_backend_free(be);
-    /* The same forward on the CUDA backend in fp32 when one is present.
-     * TOL_CUDA is a first guess, not yet measured on a GPU. */
-    lisa_backend *gpu = NULL;
-    if (lisa_backend_init(&gpu, LISA_BACKEND_CUDA, 0, 0) == LISA_OK) {
+    /* The same forward on the CUDA backend in fp32 when one is present
+     * (required under LISA_REQUIRE_CUDA). TOL_CUDA is a first guess, not yet
+     * measured on a GPU. */
+    lisa_backend *gpu = test_cuda_open("test-clip");
+    if (gpu) {
         test_forward(dir, gpu, TOL_CUDA, TOL_CUDA);
         lisa_backend_free(gpu);
-    } else {
-        fprintf(stderr, "test-clip: no CUDA device, GPU forward skipped\n");
     }
     return test_finish("test-clip");
 }

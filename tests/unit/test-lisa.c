@@ -14,7 +14,8 @@
  *    logits are stored and the exception is checked pixel by pixel);
  *  - all cases in one engine batch give the same results as one at a time.
  * With LISA_TEST_DEVICE=cuda the engine runs on the CUDA backend in fp32
- * under the same tolerances (scripts/gpu-check.sh does this). */
+ * under the same tolerances (scripts/gpu-check.sh does this); with
+ * LISA_REQUIRE_CUDA=1 a missing CUDA device fails the test. */
 #include <cJSON.h>
 
 #include "clip.h"
@@ -246,6 +247,7 @@ int main(int argc, char **argv) {
     memset(&p, 0, sizeof p);
     p.model_dir = model;
     const char *dev = getenv("LISA_TEST_DEVICE");
+    test_cuda_require("test-lisa");
     p.backend = dev && !strcmp(dev, "cuda") ? LISA_BACKEND_CUDA : LISA_BACKEND_CPU;
     if (p.backend == LISA_BACKEND_CUDA) fprintf(stderr, "engine on cuda, fp32\n");
     p.threads = 2;

@@ -18,7 +18,8 @@
  * stated bound (torch 1.13 has no CPU fp16 matmul to measure against). In
  * half precision only the first greedy token must match (later ones may
  * follow a different near-tie), batch and embedding equivalences are checked
- * on the first token too. */
+ * on the first token too. With LISA_REQUIRE_CUDA=1 a missing CUDA device
+ * fails the test, whatever LISA_TEST_DEVICE says. */
 #include <cJSON.h>
 
 #include "generate.h"
@@ -296,6 +297,7 @@ static void test_model(const char *fixtures, const char *name) {
 int main(int argc, char **argv) {
     const char *fixtures = argc > 1 ? argv[1] : "tests/fixtures";
     const char *dev = getenv("LISA_TEST_DEVICE"), *dt = getenv("LISA_TEST_DTYPE");
+    test_cuda_require("test-llama");
     if (dev && !strcmp(dev, "cuda")) {
         g_kind = LISA_BACKEND_CUDA;
         g_tol = 1e-4;

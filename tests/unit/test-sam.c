@@ -32,7 +32,8 @@
  *   pixels (31 reference logits within 1e-4 of 0). For scale: the fp32
  *   reference itself is 1.0e-6 (logits) from an fp64 run.
  * The model checks run again on the CUDA backend in fp32 when one is
- * present (tolerance 1e-4, not yet measured on a GPU).
+ * present (tolerance 1e-4, not yet measured on a GPU); with
+ * LISA_REQUIRE_CUDA=1 a missing device fails the test.
  * Deliberately not here: real SAM-H weights (too large for fixtures), bf16
  * and fp16 compute (no reference for them yet). */
 #include "sam.h"
@@ -525,13 +526,12 @@ int main(int argc, char **argv) {
         test_bad_checkpoints(be, model_path);
     }
     lisa_backend_free(be);
-    /* The same on the CUDA backend in fp32 when one is present. */
-    lisa_backend *gpu = NULL;
-    if (meta && lisa_backend_init(&gpu, LISA_BACKEND_CUDA, 0, 0) == LISA_OK) {
+    /* The same on the CUDA backend in fp32 when one is present (required
+     * under LISA_REQUIRE_CUDA). */
+    lisa_backend *gpu = meta ? test_cuda_open("test-sam") : NULL;
+    if (gpu) {
         test_model(gpu, meta, model_path, &k_tol_cuda);
         lisa_backend_free(gpu);
-    } else {
-        fprintf(stderr, "test-sam: no CUDA backend or device, GPU run skipped\n");
     }
     cJSON_Delete(meta);
     free(js);
