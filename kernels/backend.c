@@ -1,7 +1,10 @@
 /* backend.c: backend-independent helpers of the seam (tensor headers, the
- * backend factory and whole-tensor copies). No op is implemented here. */
+ * backend factory and its params, whole-tensor copies, scratch reservation).
+ * No op is implemented here. lisa_backend_params_from_env is the one place
+ * that reads the environment's switches; nothing in the library calls it. */
 #include "backend.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 int64_t lisa_tensor_nelem(const lisa_tensor *t) {
@@ -51,23 +54,56 @@ int lisa_backend_has_cuda(void) {
 #endif
 }
 
-lisa_status lisa_backend_init(lisa_backend **out, lisa_backend_kind kind, int device, int nthreads) {
-    switch (kind) {
-    case LISA_BACKEND_CPU: return lisa_backend_cpu_init(out, nthreads);
+lisa_backend_params lisa_backend_params_default(lisa_backend_kind kind, int device, int threads) {
+    lisa_backend_params p;
+    memset(&p, 0, sizeof p);
+    p.kind = kind;
+    p.device = device;
+    p.threads = threads;
+    return p;
+}
+
+void lisa_backend_params_from_env(lisa_backend_params *p) {
+    const char *e = getenv("LISA_CUDA_SYNC");
+    if (e && *e && strcmp(e, "0") != 0) p->sync_each_launch = 1;
+    e = getenv("LISA_GEMV");
+    if (e && !strcmp(e, "0")) p->no_gemv = 1;
+    e = getenv("LISA_GRAPHS");
+    if (e && !strcmp(e, "0")) p->no_graphs = 1;
+}
+
+lisa_status lisa_backend_init_params(lisa_backend **out, const lisa_backend_params *p) {
+    switch (p->kind) {
+    case LISA_BACKEND_CPU:
+        LISA_TRY(lisa_backend_cpu_init(out, p->threads));
+        (*out)->params = *p;
+        return LISA_OK;
     case LISA_BACKEND_CUDA:
 #ifdef LISA_HAVE_CUDA
-        return lisa_backend_cuda_init(out, device);
+        return lisa_backend_cuda_init_params(out, p);
 #else
-        (void)device;
         return lisa_error_set(LISA_ERR_UNSUPPORTED,
                               "this build has no CUDA backend (configure with -DLISA_CUDA=ON)");
 #endif
     }
-    return lisa_error_set(LISA_ERR_ARG, "unknown backend kind %d", (int)kind);
+    return lisa_error_set(LISA_ERR_ARG, "unknown backend kind %d", (int)p->kind);
+}
+
+lisa_status lisa_backend_init(lisa_backend **out, lisa_backend_kind kind, int device, int nthreads) {
+    lisa_backend_params p = lisa_backend_params_default(kind, device, nthreads);
+    return lisa_backend_init_params(out, &p);
 }
 
 void lisa_backend_free(lisa_backend *be) {
     if (be) be->ops->free(be);
+}
+
+int lisa_backend_graphs_enabled(const lisa_backend *be) {
+    return be->ops->graph_begin != NULL && !be->params.no_graphs;
+}
+
+lisa_status lisa_backend_reserve(lisa_backend *be, const lisa_backend_reserve_req *r) {
+    return be->ops->reserve ? be->ops->reserve(be, r) : LISA_OK;
 }
 
 lisa_status lisa_backend_tensor_alloc(lisa_backend *be, lisa_tensor *t, lisa_dtype dtype, int ndim,

@@ -17,13 +17,24 @@
  *    synchronous.
  *  - Ops return LISA_OK or a status with lisa_error_set() called; shape
  *    mismatches are programmer errors in the model code and are asserted.
+ *  - Ops do not allocate. Scratch an op needs (the CPU's widened weight
+ *    tiles, attention scores, ...) is reserved at init for a stated default
+ *    worst case and grows only through lisa_backend_reserve(), which model
+ *    states call from their init with their largest shapes; an op whose need
+ *    exceeds the reservation fails with LISA_ERR_ARG naming the field of
+ *    lisa_backend_reserve to raise.
+ *  - A backend is used by one host thread at a time.
+ *  - Behaviour switches (CUDA's GEMV kernel, per-launch synchronize, graph
+ *    recording) are fields of lisa_backend_params; the library never reads
+ *    the environment (lisa_backend_params_from_env() is for programs).
  *
  * This file deliberately knows nothing of models, tokens, requests, MPI or
  * Redis.
  *
  * Checklist when adding an op:
  *  1. a member in lisa_backend_ops with a contract comment (shapes);
- *  2. the CPU implementation in cpu/ops-cpu.c (the reference);
+ *  2. the CPU implementation in cpu/ (the reference), with any scratch it
+ *     needs taken from the reservation (cpu-internal.h), never malloc'd;
  *  3. the CUDA twin in cuda/ and a case in the cross-backend op test;
  *  4. a unit test in tests/unit/test-ops.c. */
 #ifndef LISA_BACKEND_H
@@ -42,6 +53,8 @@ extern "C" {
 #define LISA_MAX_DIMS 4
 
 typedef struct lisa_backend lisa_backend;
+/* A point in a backend's stream (cudaEvent_t on CUDA); opaque. */
+typedef struct lisa_event lisa_event;
 
 /* Elementwise activations. NOTE: add new kinds at the end. */
 typedef enum {
@@ -68,6 +81,18 @@ lisa_tensor lisa_tensor_1d(void *data, lisa_dtype dtype, int64_t n0);
 lisa_tensor lisa_tensor_2d(void *data, lisa_dtype dtype, int64_t n0, int64_t n1);
 /* Rows [r0, r0+n) of a tensor, viewed as a tensor with shape[0] = n. */
 lisa_tensor lisa_tensor_rows(const lisa_tensor *t, int64_t r0, int64_t n);
+
+/* The largest op shapes a model state will run, in the seam's terms, so a
+ * backend can reserve its scratch once (lisa_backend_reserve). A zero field
+ * asks for nothing beyond the backend's default; reservations only grow. */
+typedef struct lisa_backend_reserve_req {
+    int64_t matmul_k;          /* largest K of matmul (x (M, K)) */
+    int64_t attention_ctx;     /* largest Tmax of attention's caches (S, Tmax, KVH, D) */
+    int64_t attention_full_lk; /* largest Lk of attention_full */
+    int64_t attention_full_d;  /* largest D of attention_full */
+    int64_t conv_t_out;        /* largest out element count of conv_transpose_2x2 */
+    int64_t conv_t_w;          /* largest weight element count (C*O*4) of conv_transpose_2x2 */
+} lisa_backend_reserve_req;
 
 typedef struct lisa_backend_ops {
     const char *name;
@@ -99,6 +124,34 @@ typedef struct lisa_backend_ops {
     lisa_status (*graph_end)(lisa_backend *be, void **graph);
     lisa_status (*graph_launch)(lisa_backend *be, void *graph);
     void (*graph_free)(lisa_backend *be, void *graph);
+    /* Backend -> backend copy of n bytes from src + src_offset to dst +
+     * dst_offset, asynchronous on the stream. src may be memory of another
+     * backend of the same kind (another stream or GPU: a pipeline stage
+     * handing on its output); ranges must not overlap. */
+    lisa_status (*copy_backend)(lisa_backend *be, void *dst, size_t dst_offset, const void *src,
+                                size_t src_offset, size_t n);
+    /* Host memory the backend copies to and from fastest (CUDA: pinned,
+     * cudaHostAlloc; CPU: plain), nbytes at least, 64-byte aligned, contents
+     * undefined. For staging activations between stages or ranks. */
+    lisa_status (*host_alloc)(lisa_backend *be, size_t nbytes, void **out);
+    void (*host_free)(lisa_backend *be, void *ptr);
+    /* Events: event_record marks the current end of the stream; the event
+     * is done once everything enqueued before it has finished. event_wait
+     * makes this backend's stream wait for an event recorded on any backend
+     * of the same kind (cudaStreamWaitEvent) without blocking the host.
+     * event_query sets *done (1 done, 0 not yet) without blocking; an event
+     * never recorded is done. event_synchronize blocks the host until the
+     * event is done. The CPU backend is synchronous: its events are done
+     * when recorded. Not while recording a graph. */
+    lisa_status (*event_create)(lisa_backend *be, lisa_event **out);
+    void (*event_free)(lisa_backend *be, lisa_event *ev);
+    lisa_status (*event_record)(lisa_backend *be, lisa_event *ev);
+    lisa_status (*event_wait)(lisa_backend *be, lisa_event *ev);
+    lisa_status (*event_query)(lisa_backend *be, lisa_event *ev, int *done);
+    lisa_status (*event_synchronize)(lisa_backend *be, lisa_event *ev);
+    /* Optional (NULL: the backend needs no scratch beyond its default):
+     * grows the op scratch to cover r (see lisa_backend_reserve). */
+    lisa_status (*reserve)(lisa_backend *be, const lisa_backend_reserve_req *r);
     /* Host -> backend copy of n elements, converting from src_dtype (host)
      * to dst_dtype (backend), through staging memory. Used to upload weights
      * once in the compute dtype. Synchronous. */
@@ -203,21 +256,48 @@ typedef struct lisa_backend_ops {
     void (*free)(lisa_backend *be);
 } lisa_backend_ops;
 
-struct lisa_backend {
-    const lisa_backend_ops *ops;
-    void *ctx;
-};
-
 typedef enum {
     LISA_BACKEND_CPU = 0,
     LISA_BACKEND_CUDA
 } lisa_backend_kind;
 
-/* Creates a backend. `device` selects a GPU for CUDA, ignored on CPU.
- * `nthreads` <= 0 means all cores (CPU). Returns LISA_ERR_UNSUPPORTED when
- * the build lacks the backend. */
+/* How to create a backend. Zero switches are the defaults. */
+typedef struct lisa_backend_params {
+    lisa_backend_kind kind;
+    int device;           /* GPU index (CUDA); ignored on the CPU */
+    int threads;          /* CPU threads; <= 0: all cores */
+    int sync_each_launch; /* CUDA: synchronize after every kernel launch, so an
+                             asynchronous fault names its kernel; no graphs then */
+    int no_gemv;          /* CUDA: decode-sized bf16/fp16 matmuls on cuBLASLt
+                             instead of the GEMV kernel (A/B timing) */
+    int no_graphs;        /* record no graphs (graph_begin: LISA_ERR_UNSUPPORTED) */
+} lisa_backend_params;
+
+struct lisa_backend {
+    const lisa_backend_ops *ops;
+    void *ctx;
+    lisa_backend_params params; /* what it was created with */
+};
+
+/* Default params for a kind, device and CPU thread count. */
+lisa_backend_params lisa_backend_params_default(lisa_backend_kind kind, int device, int threads);
+/* For programs and tests, never called by the library: overlays the
+ * environment's switches on p: LISA_CUDA_SYNC=1 (sync_each_launch),
+ * LISA_GEMV=0 (no_gemv), LISA_GRAPHS=0 (no_graphs). */
+void lisa_backend_params_from_env(lisa_backend_params *p);
+/* Creates a backend. Returns LISA_ERR_UNSUPPORTED when the build lacks the
+ * backend (or, for CUDA, no device is present). */
+lisa_status lisa_backend_init_params(lisa_backend **out, const lisa_backend_params *p);
+/* Shorthand with default switches: `device` selects a GPU for CUDA,
+ * `nthreads` <= 0 means all cores (CPU). Reads no environment. */
 lisa_status lisa_backend_init(lisa_backend **out, lisa_backend_kind kind, int device, int nthreads);
 void lisa_backend_free(lisa_backend *be);
+/* Non-zero when the backend records graphs (graph_begin is offered and
+ * graphs are not switched off in its params). */
+int lisa_backend_graphs_enabled(const lisa_backend *be);
+/* Grows the backend's op scratch to cover the shapes in r; called by model
+ * states at init, never on the hot path. LISA_ERR_NOMEM when it cannot. */
+lisa_status lisa_backend_reserve(lisa_backend *be, const lisa_backend_reserve_req *r);
 
 /* Convenience: allocate a tensor of the given shape in backend memory. */
 lisa_status lisa_backend_tensor_alloc(lisa_backend *be, lisa_tensor *t, lisa_dtype dtype,
@@ -230,9 +310,11 @@ lisa_status lisa_backend_synchronize(lisa_backend *be);
 
 /* CPU backend constructor (cpu/backend-cpu.c). */
 lisa_status lisa_backend_cpu_init(lisa_backend **out, int nthreads);
-/* CUDA backend constructor (cuda/backend-cuda.cu); only in CUDA builds.
- * LISA_ERR_UNSUPPORTED when no device is present. */
+/* CUDA backend constructors (cuda/backend-cuda.cu); only in CUDA builds.
+ * LISA_ERR_UNSUPPORTED when no device is present. The first uses default
+ * switches. */
 lisa_status lisa_backend_cuda_init(lisa_backend **out, int device);
+lisa_status lisa_backend_cuda_init_params(lisa_backend **out, const lisa_backend_params *p);
 /* Non-zero when this build includes the CUDA backend. */
 int lisa_backend_has_cuda(void);
 

@@ -299,6 +299,18 @@ lisa_status lisa_clip_state_init(lisa_clip_state *s, const lisa_clip_model *m,
     if (st == LISA_OK && Hp) st = clip_alloc(s, &s->pout, dt, B * N, Hp);
     if (st == LISA_OK && dt != LISA_DTYPE_F32)
         st = clip_alloc(s, &s->io, LISA_DTYPE_F32, B * N, C > Hp ? C : Hp);
+    if (st == LISA_OK) {
+        /* the backend's op scratch for the largest shapes: matmul K (patch
+         * columns, C, I or the projector's H) and attention over T tokens */
+        lisa_backend_reserve_req r;
+        memset(&r, 0, sizeof r);
+        int64_t ks[] = {Cin * P * P, C, I, Hp};
+        for (size_t i = 0; i < sizeof ks / sizeof ks[0]; i++)
+            if (ks[i] > r.matmul_k) r.matmul_k = ks[i];
+        r.attention_full_lk = T;
+        r.attention_full_d = c->head_dim;
+        st = lisa_backend_reserve(s->be, &r);
+    }
     if (st != LISA_OK) lisa_clip_state_free(s);
     return st;
 }

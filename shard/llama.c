@@ -1,7 +1,10 @@
 /* llama.c: LLaMA decoder weights, per-request state and the forward pass for
  * one layer range (see llama.h). The math follows HF transformers 4.31's
  * LlamaForCausalLM in fp32: pre-norm RMSNorm, rotate-half RoPE, grouped-query
- * attention, SiLU-gated MLP, final RMSNorm, LM head. */
+ * attention, SiLU-gated MLP, final RMSNorm, LM head. Both forward entry
+ * points (host fp32 and backend tensors) enqueue the same inputs and ops
+ * (llama_forward_enqueue) and differ only in where outputs go. Nothing here
+ * prints or reads the environment. */
 #include "llama.h"
 
 #include <math.h>
@@ -289,8 +292,7 @@ lisa_status lisa_llama_state_init(lisa_llama_state *s, const lisa_llama_model *m
     s->max_ctx = max_ctx;
     s->max_tokens = max_tokens;
     s->max_out = max_out;
-    const char *graphs = getenv("LISA_GRAPHS");
-    s->graphs_off = graphs && !strcmp(graphs, "0");
+    s->graphs_off = !lisa_backend_graphs_enabled(m->be);
     int nl = m->layer_end - m->layer_begin;
     int64_t C = c->hidden_size, I = c->intermediate_size, H = c->num_attention_heads,
             KVH = c->num_key_value_heads, D = c->head_dim, V = c->vocab_size, n = max_tokens;
@@ -327,6 +329,16 @@ lisa_status lisa_llama_state_init(lisa_llama_state *s, const lisa_llama_model *m
         st = state_alloc(s, &s->logits32, LISA_DTYPE_F32, 2, max_out, V, 0, 0);
     if (st == LISA_OK) st = state_alloc(s, &s->argmax, LISA_DTYPE_I32, 1, max_out, 0, 0, 0);
     s->k_cache_n = nl;
+    if (st == LISA_OK) {
+        /* the largest op shapes of a forward call: K of the matmuls (C, H*D
+         * or I) and the cache rows attention reads */
+        lisa_backend_reserve_req r;
+        memset(&r, 0, sizeof r);
+        r.matmul_k = C > I ? C : I;
+        if (H * D > r.matmul_k) r.matmul_k = H * D;
+        r.attention_ctx = rows;
+        st = lisa_backend_reserve(s->be, &r);
+    }
     if (st != LISA_OK) lisa_llama_state_free(s);
     return st;
 }
@@ -359,15 +371,19 @@ static lisa_tensor view2(const lisa_tensor *t, int64_t n, int64_t a) {
     return lisa_tensor_2d(t->data, t->dtype, n, a);
 }
 
+/* `x_in`: the input comes as a backend tensor instead of tokens/embd. */
 static lisa_status llama_validate_batch(const lisa_llama_model *m, const lisa_llama_state *s,
-                                        const lisa_llama_batch *b) {
+                                        const lisa_llama_batch *b, int x_in) {
     if (b->n < 1 || b->n > s->max_tokens)
         return lisa_error_set(LISA_ERR_ARG, "llama forward: %d tokens, state reserved for 1..%d",
                               b->n, s->max_tokens);
     if (lisa_llama_model_is_last(m) && (b->n_out < 0 || b->n_out > s->max_out))
         return lisa_error_set(LISA_ERR_ARG, "llama forward: %d output rows, state reserved for %d",
                               b->n_out, s->max_out);
-    if (!b->tokens && !b->embd)
+    if (x_in && (b->tokens || b->embd))
+        return lisa_error_set(LISA_ERR_ARG, "llama forward: an input tensor and tokens or "
+                                            "embeddings given");
+    if (!x_in && !b->tokens && !b->embd)
         return lisa_error_set(LISA_ERR_ARG, "llama forward: neither tokens nor embeddings given");
     if (b->tokens && !lisa_llama_model_is_first(m))
         return lisa_error_set(LISA_ERR_ARG, "llama forward: token ids given to a range that "
@@ -539,11 +555,12 @@ static lisa_status llama_run_ops(const lisa_llama_model *m, lisa_llama_state *s,
         else if (ge == LISA_OK) op->graph_free(be, graph);
     }
     if (st != LISA_OK) {
-        /* said once (unless graphs are off by choice, LISA_CUDA_SYNC=1): a
-         * silent fallback would hide a slow decode */
+        /* left for the caller to show, once (unless graphs are off by
+         * choice): a silent fallback would hide a slow decode */
         if (st != LISA_ERR_UNSUPPORTED)
-            fprintf(stderr, "lisa: warning: recording a %s graph failed, running op by op: %s\n",
-                    op->name, lisa_error_get());
+            snprintf(s->warning, sizeof s->warning,
+                     "recording a %s graph failed, running op by op: %s", op->name,
+                     lisa_error_get());
         s->graphs_off = 1;
         return llama_forward_ops(m, s, n, no, tokens, want_next);
     }
@@ -557,26 +574,80 @@ static lisa_status llama_run_ops(const lisa_llama_model *m, lisa_llama_state *s,
     return op->graph_launch(be, graph);
 }
 
+/* A forward call up to its outputs: validates b, enqueues the inputs (seq,
+ * pos, out_rows; tokens, host embeddings or the backend tensor x_in into
+ * s->x) and the ops. Afterwards s->x holds the residual stream (n, C) and,
+ * on the last range, s->hout, s->logits and s->argmax the n_out rows. */
+static lisa_status llama_forward_enqueue(const lisa_llama_model *m, lisa_llama_state *s,
+                                         const lisa_llama_batch *b, const lisa_tensor *x_in,
+                                         int want_next) {
+    LISA_TRY(llama_validate_batch(m, s, b, x_in != NULL));
+    lisa_backend *be = s->be;
+    const lisa_backend_ops *op = be->ops;
+    int64_t n = b->n, C = m->cfg.hidden_size;
+    int64_t no = lisa_llama_model_is_last(m) ? b->n_out : 0;
+    lisa_tensor x = view2(&s->x, n, C);
+    if (x_in && (x_in->dtype != m->dtype || lisa_tensor_nelem(x_in) != n * C))
+        return lisa_error_set(LISA_ERR_SHAPE, "llama forward: input tensor of %lld %s values, "
+                              "expected (%lld, %lld) %s", (long long)lisa_tensor_nelem(x_in),
+                              lisa_dtype_name(x_in->dtype), (long long)n, (long long)C,
+                              lisa_dtype_name(m->dtype));
+
+    LISA_TRY(op->copy_to_backend(be, s->seq.data, 0, b->seq, (size_t)n * 4));
+    LISA_TRY(op->copy_to_backend(be, s->pos.data, 0, b->pos, (size_t)n * 4));
+    if (x_in)
+        LISA_TRY(op->copy_backend(be, x.data, 0, x_in->data, 0, lisa_tensor_nbytes(&x)));
+    else if (b->tokens)
+        LISA_TRY(op->copy_to_backend(be, s->ids.data, 0, b->tokens, (size_t)n * 4));
+    else
+        LISA_TRY(llama_upload_rows(s, &x, b->embd));
+    if (no > 0) LISA_TRY(op->copy_to_backend(be, s->out_idx.data, 0, b->out_rows, (size_t)no * 4));
+    return llama_run_ops(m, s, n, no, !x_in && b->tokens != NULL, want_next);
+}
+
+lisa_status lisa_llama_forward_tensors(const lisa_llama_model *m, lisa_llama_state *s,
+                                       const lisa_llama_batch *b, const lisa_tensor *x_in,
+                                       lisa_tensor *x_out, float *logits, int32_t *next) {
+    lisa_backend *be = s->be;
+    const lisa_backend_ops *op = be->ops;
+    int64_t C = m->cfg.hidden_size, V = m->cfg.vocab_size;
+    int last = lisa_llama_model_is_last(m);
+    if (!last && !x_out)
+        return lisa_error_set(LISA_ERR_ARG, "llama forward: layers [%d, %d) need an output "
+                              "tensor for the next range", m->layer_begin, m->layer_end);
+    int64_t rows = last ? b->n_out : b->n;
+    if (x_out && (x_out->dtype != m->dtype || lisa_tensor_nelem(x_out) != rows * C))
+        return lisa_error_set(LISA_ERR_SHAPE, "llama forward: output tensor of %lld %s values, "
+                              "expected (%lld, %lld) %s", (long long)lisa_tensor_nelem(x_out),
+                              lisa_dtype_name(x_out->dtype), (long long)rows, (long long)C,
+                              lisa_dtype_name(m->dtype));
+    LISA_TRY(llama_forward_enqueue(m, s, b, x_in, next != NULL));
+    const lisa_tensor *src = last ? &s->hout : &s->x;
+    if (x_out && rows > 0)
+        LISA_TRY(op->copy_backend(be, x_out->data, 0, src->data, 0, lisa_tensor_nbytes(x_out)));
+    if (!last || rows == 0 || (!logits && !next)) return LISA_OK;
+    lisa_tensor lg = view2(&s->logits, rows, V);
+    if (logits) LISA_TRY(llama_download(s, &lg, &s->logits32, logits));
+    if (next) LISA_TRY(op->copy_to_host(be, next, s->argmax.data, 0, (size_t)rows * 4));
+    return op->synchronize(be);
+}
+
+int lisa_llama_warning_take(lisa_llama_state *s, char *buf, size_t size) {
+    if (!s->warning[0]) return 0;
+    if (size > 0) snprintf(buf, size, "%s", s->warning);
+    s->warning[0] = 0;
+    return 1;
+}
+
 lisa_status lisa_llama_forward(const lisa_llama_model *m, lisa_llama_state *s,
                                const lisa_llama_batch *b, float *logits, float *hidden,
                                int32_t *next) {
-    LISA_TRY(llama_validate_batch(m, s, b));
     lisa_backend *be = s->be;
     const lisa_backend_ops *op = be->ops;
     const lisa_llama_config *c = &m->cfg;
     int64_t n = b->n, C = c->hidden_size, V = c->vocab_size;
     int64_t no = lisa_llama_model_is_last(m) ? b->n_out : 0;
-
-    LISA_TRY(op->copy_to_backend(be, s->seq.data, 0, b->seq, (size_t)n * 4));
-    LISA_TRY(op->copy_to_backend(be, s->pos.data, 0, b->pos, (size_t)n * 4));
-    if (b->tokens) {
-        LISA_TRY(op->copy_to_backend(be, s->ids.data, 0, b->tokens, (size_t)n * 4));
-    } else {
-        lisa_tensor x = view2(&s->x, n, C);
-        LISA_TRY(llama_upload_rows(s, &x, b->embd));
-    }
-    if (no > 0) LISA_TRY(op->copy_to_backend(be, s->out_idx.data, 0, b->out_rows, (size_t)no * 4));
-    LISA_TRY(llama_run_ops(m, s, n, no, b->tokens != NULL, next != NULL));
+    LISA_TRY(llama_forward_enqueue(m, s, b, NULL, next != NULL));
 
     if (!lisa_llama_model_is_last(m)) {
         lisa_tensor x = view2(&s->x, n, C);

@@ -15,6 +15,7 @@
 #ifndef LISA_LLAMA_H
 #define LISA_LLAMA_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "backend.h"
@@ -105,14 +106,17 @@ typedef struct lisa_llama_state {
     lisa_tensor argmax;   /* (max_out) I32 */
     int k_cache_n;        /* layers with a cache */
     /* decode-sized forward calls recorded as backend graphs (CUDA); off
-     * with LISA_GRAPHS=0 in the environment or after a failed recording */
+     * when the backend records none (lisa_backend_graphs_enabled: its
+     * no_graphs param) or after a failed recording */
     lisa_llama_graph graphs[LISA_LLAMA_GRAPHS];
     int n_graphs, graphs_off;
+    char warning[320];    /* pending warning, "" when none (lisa_llama_warning_take) */
     lisa_backend *be;
 } lisa_llama_state;
 
-/* Reserves KV cache and scratch for the worst case, in the model's dtype.
- * Fails cleanly (with the byte count) when memory is short. */
+/* Reserves KV cache and scratch for the worst case, in the model's dtype,
+ * and the backend's op scratch for it (lisa_backend_reserve). Fails cleanly
+ * (with the byte count) when memory is short. */
 lisa_status lisa_llama_state_init(lisa_llama_state *s, const lisa_llama_model *m, int max_seqs,
                                   int max_ctx, int max_tokens, int max_out);
 void lisa_llama_state_free(lisa_llama_state *s);
@@ -143,6 +147,31 @@ typedef struct lisa_llama_batch {
 lisa_status lisa_llama_forward(const lisa_llama_model *m, lisa_llama_state *s,
                                const lisa_llama_batch *b, float *logits, float *hidden,
                                int32_t *next);
+
+/* The same forward call for a pipeline stage, with the residual stream
+ * passed as backend tensors in the model dtype, never through host fp32.
+ *  - x_in (n, C): the previous range's x_out, in memory of s's backend or
+ *    of another backend of the same kind (copied in with copy_backend); NULL
+ *    on the first range, which then takes b->tokens or b->embd as above.
+ *  - x_out: other ranges: (n, C) residual stream for the next range
+ *    (required); last range: (n_out, C) final-norm hidden states of the
+ *    out_rows, or NULL. Its memory belongs to the caller.
+ *  - logits (n_out, V) and next (n_out), host, last range only, may be NULL.
+ * b gives n, seq, pos, n_out and out_rows as for lisa_llama_forward.
+ * Asynchronous unless logits or next are wanted: it returns once the work
+ * is enqueued on s's backend, so the caller records an event (or
+ * synchronizes) before another stream reads x_out; b's arrays (and
+ * tokens/embd) must stay valid until then. Validation as for
+ * lisa_llama_forward; a tensor of the wrong dtype or size is LISA_ERR_SHAPE. */
+lisa_status lisa_llama_forward_tensors(const lisa_llama_model *m, lisa_llama_state *s,
+                                       const lisa_llama_batch *b, const lisa_tensor *x_in,
+                                       lisa_tensor *x_out, float *logits, int32_t *next);
+
+/* Copies the pending warning of s (a failed graph recording that turned
+ * graphs off, say) into buf, NUL-terminated and cut to size, and clears it;
+ * returns 1 when there was one, 0 otherwise. For the caller to show: the
+ * library does not print. */
+int lisa_llama_warning_take(lisa_llama_state *s, char *buf, size_t size);
 
 /* Embedding rows for tokens (n) into out (n, C), host memory; first range only. */
 lisa_status lisa_llama_embed(const lisa_llama_model *m, lisa_llama_state *s, const int32_t *tokens,

@@ -465,6 +465,19 @@ lisa_status lisa_sam_state_init_batch(lisa_sam_state *s, const lisa_sam_model *m
         if (!s->host_tok || !s->host_iou || !s->host_idx || !s->host_logits)
             st = lisa_error_set(LISA_ERR_NOMEM, "sam state: cannot allocate host staging");
     }
+    if (st == LISA_OK) {
+        /* the backend's op scratch for the largest shapes: matmul K,
+         * attention_full over the grid, a window or the decoder's tokens,
+         * and the two transposed convs of the output upscaling */
+        lisa_backend_reserve_req r;
+        memset(&r, 0, sizeof r);
+        r.matmul_k = max64(max64(3 * p * p, 9 * C), max64(max64(c->mlp_dim, D), tw));
+        r.attention_full_lk = max64(max64(T, Nt), (int64_t)c->window * c->window);
+        r.attention_full_d = max64(c->head_dim, C / c->dec_heads);
+        r.conv_t_out = max64(B * 4 * T * c->up1, B * U * U * c->up2);
+        r.conv_t_w = max64(C * c->up1 * 4, (int64_t)c->up1 * c->up2 * 4);
+        st = lisa_backend_reserve(s->be, &r);
+    }
     if (st != LISA_OK) lisa_sam_state_free(s);
     return st;
 }

@@ -49,6 +49,12 @@ int cli_resolve_backend(const char *device, const char *dtype_s, lisa_backend_ki
     return dtype_s ? cli_parse_dtype(dtype_s, dtype) : 0;
 }
 
+lisa_backend_params cli_backend_params(lisa_backend_kind kind, int device, long threads) {
+    lisa_backend_params p = lisa_backend_params_default(kind, device, (int)threads);
+    lisa_backend_params_from_env(&p);
+    return p;
+}
+
 int cli_parse_dtype(const char *val, lisa_dtype *dtype) {
     if (!strcmp(val, "fp32") || !strcmp(val, "f32")) *dtype = LISA_DTYPE_F32;
     else if (!strcmp(val, "bf16")) *dtype = LISA_DTYPE_BF16;

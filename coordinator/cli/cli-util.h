@@ -38,6 +38,11 @@ int cli_parse_device(const char *val, lisa_backend_kind *kind, int *device);
  * -1 after printing a usage error. */
 int cli_resolve_backend(const char *device, const char *dtype_s, lisa_backend_kind *kind,
                         int *index, lisa_dtype *dtype);
+/* Backend params for a command's kind, device and --threads, with the
+ * environment's switches applied (LISA_CUDA_SYNC=1, LISA_GEMV=0,
+ * LISA_GRAPHS=0: lisa_backend_params_from_env), so `LISA_GRAPHS=0 lisa
+ * generate ...` keeps working; flags may then set more. */
+lisa_backend_params cli_backend_params(lisa_backend_kind kind, int device, long threads);
 /* Parses fp32|f32, bf16, fp16|f16 into a dtype; prints an error otherwise. */
 int cli_parse_dtype(const char *val, lisa_dtype *dtype);
 /* Writes s as a JSON string literal (quoted, escaped). */

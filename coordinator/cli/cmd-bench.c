@@ -38,6 +38,8 @@ static void bench_help(FILE *f) {
             "  --chunk N          max tokens per prefill forward call (default 512)\n"
             "  --device DEV       cpu (default), cuda or cuda:N\n"
             "  --threads N        CPU threads (default: all cores)\n"
+            "  --no-graphs        cuda: decode op by op, no graphs (also LISA_GRAPHS=0)\n"
+            "  --no-gemv          cuda: decode matmuls on cuBLASLt (also LISA_GEMV=0)\n"
             "  --json             one JSON line per batch size instead of a table\n"
             "  -h, --help         show this help\n");
 }
@@ -96,13 +98,14 @@ static int bench_llm(int argc, char **argv) {
     const char *model_dir = NULL, *config = NULL, *device = "cpu", *batches = "1,16";
     const char *dtype_s = "bf16";
     long T = 128, steps = 16, chunk = 512, threads = 0;
-    int json = 0;
+    int json = 0, no_graphs = 0, no_gemv = 0;
     const cli_opt opts[] = {
         {"--model", CLI_STRING, &model_dir}, {"--config", CLI_STRING, &config},
         {"--dtype", CLI_STRING, &dtype_s},   {"--batches", CLI_STRING, &batches},
         {"--device", CLI_STRING, &device},   {"--prompt-len", CLI_COUNT, &T},
         {"--new-tokens", CLI_COUNT, &steps}, {"--chunk", CLI_COUNT, &chunk},
         {"--threads", CLI_COUNT, &threads},  {"--json", CLI_FLAG, &json},
+        {"--no-graphs", CLI_FLAG, &no_graphs}, {"--no-gemv", CLI_FLAG, &no_gemv},
     };
     int pr = cli_opts_parse("bench llm", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
                             bench_help);
@@ -137,7 +140,10 @@ static int bench_llm(int argc, char **argv) {
     lisa_backend *be = NULL;
     lisa_llama_model m;
     lisa_llama_config cfg;
-    lisa_status st = lisa_backend_init(&be, kind, dev, (int)threads);
+    lisa_backend_params bp = cli_backend_params(kind, dev, threads);
+    if (no_graphs) bp.no_graphs = 1;
+    if (no_gemv) bp.no_gemv = 1;
+    lisa_status st = lisa_backend_init_params(&be, &bp);
     int have_model = 0;
     if (st == LISA_OK && config) {
         st = lisa_llama_config_load(&cfg, config);
@@ -372,7 +378,8 @@ static int bench_vision(int argc, char **argv) {
     if (cli_parse_dtype(dtype_s ? dtype_s : cpu ? "fp32" : "bf16", &dtype)) return 2;
     lisa_dtype act = cpu ? LISA_DTYPE_F32 : dtype;
     lisa_backend *be = NULL;
-    lisa_status st = lisa_backend_init(&be, kind, dev, (int)threads);
+    lisa_backend_params bp = cli_backend_params(kind, dev, threads);
+    lisa_status st = lisa_backend_init_params(&be, &bp);
     vision_run r = {NULL, vision_dtype(act), vision_dtype(dtype), json, (int)iters};
     if (st == LISA_OK) {
         r.device = be->ops->name;

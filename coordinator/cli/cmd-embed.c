@@ -80,7 +80,8 @@ int cmd_embed_image(int argc, char **argv) {
     memset(&pp, 0, sizeof pp);
     lisa_sam_options o = {prefix, 0, 0};
     embed_read_heads(sam_path, &o);
-    lisa_status e = lisa_backend_init(&be, kind, dev, (int)threads);
+    lisa_backend_params bp = cli_backend_params(kind, dev, threads);
+    lisa_status e = lisa_backend_init_params(&be, &bp);
     if (e == LISA_OK && !prefix) {
         e = lisa_safetensors_open(&st, sam_path);
         if (e == LISA_OK)

@@ -31,10 +31,15 @@ static void generate_help(FILE *f) {
             "                        (default: fp32 on cpu, bf16 on cuda; the cpu\n"
             "                        backend computes in fp32 only)\n"
             "  --threads N           CPU threads (default: all cores)\n"
+            "  --no-graphs           cuda: run decode steps op by op, recording no\n"
+            "                        graphs (also LISA_GRAPHS=0)\n"
+            "  --no-gemv             cuda: decode matmuls on cuBLASLt, not the GEMV\n"
+            "                        kernel (also LISA_GEMV=0)\n"
             "  -h, --help            show this help\n"
             "\n"
             "Output ids include the EOS token when generation stopped on it; the text\n"
-            "does not. Exit status: 0 ok, 1 runtime error, 2 usage error.\n");
+            "does not. LISA_CUDA_SYNC=1 synchronizes after every cuda kernel. Exit\n"
+            "status: 0 ok, 1 runtime error, 2 usage error.\n");
 }
 
 static const char *stop_name(lisa_stop_reason r) {
@@ -51,13 +56,14 @@ static const char *stop_name(lisa_stop_reason r) {
 int cmd_generate(int argc, char **argv) {
     const char *model_dir = NULL, *prompt = NULL, *device = "cpu", *dtype_s = NULL;
     long max_new = 128, ctx = 0, threads = 0;
-    int no_bos = 0, json = 0;
+    int no_bos = 0, json = 0, no_graphs = 0, no_gemv = 0;
     const cli_opt opts[] = {
         {"--model", CLI_STRING, &model_dir},   {"--prompt", CLI_STRING, &prompt},
         {"--device", CLI_STRING, &device},     {"--dtype", CLI_STRING, &dtype_s},
         {"--max-new-tokens", CLI_COUNT, &max_new}, {"--ctx", CLI_COUNT, &ctx},
         {"--threads", CLI_COUNT, &threads},    {"--no-bos", CLI_FLAG, &no_bos},
-        {"--json", CLI_FLAG, &json},
+        {"--json", CLI_FLAG, &json},           {"--no-graphs", CLI_FLAG, &no_graphs},
+        {"--no-gemv", CLI_FLAG, &no_gemv},
     };
     int pr = cli_opts_parse("generate", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
                             generate_help);
@@ -88,7 +94,10 @@ int cmd_generate(int argc, char **argv) {
     FILE *probe = fopen(added_path, "rb");
     if (probe) fclose(probe);
 
-    lisa_status st = lisa_backend_init(&be, kind, dev, (int)threads);
+    lisa_backend_params bp = cli_backend_params(kind, dev, threads);
+    if (no_graphs) bp.no_graphs = 1;
+    if (no_gemv) bp.no_gemv = 1;
+    lisa_status st = lisa_backend_init_params(&be, &bp);
     if (st == LISA_OK) st = lisa_tokenizer_load(&tok, tok_path, probe ? added_path : NULL);
     if (st == LISA_OK) st = lisa_llama_model_load(&model, model_dir, be, dtype, 0, -1);
     if (st == LISA_OK) model_ok = 1;
@@ -109,6 +118,9 @@ int cmd_generate(int argc, char **argv) {
     if (st == LISA_OK) {
         lisa_gen_request req = {.prompt = ids, .n_prompt = (int)n_ids, .max_new_tokens = (int)max_new};
         st = lisa_generate_greedy(&model, &state, &req, 1, model.cfg.eos_token_id, &res);
+        char warning[sizeof state.warning];
+        if (lisa_llama_warning_take(&state, warning, sizeof warning))
+            fprintf(stderr, "lisa: warning: %s\n", warning);
         if (st == LISA_OK && res.status != LISA_OK)
             st = lisa_error_set(res.status, "%s", res.error);
     }

@@ -14,7 +14,10 @@
  * and lose the exactness the reference comparisons need.
  *
  * Memory is plain host memory (64-byte aligned); copies are memcpy and the
- * backend is synchronous. Deliberately not here: any model knowledge. */
+ * backend is synchronous, so its events are done when recorded. Ops take
+ * their scratch from the reservation in cpu_ctx (cpu-internal.h), made at
+ * init for LISA_CPU_SCRATCH_* and grown by cpu_reserve; none allocates.
+ * Deliberately not here: any model knowledge. */
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -25,6 +28,11 @@
 
 #define LISA_CPU_DIRECT_ROWS 8
 #define LISA_CPU_TILE_BYTES ((size_t)4 << 20)
+/* The default reservation: per thread one weight tile (which also holds
+ * attention scores for 1M positions and attention_full blocks up to Lk =
+ * 16K at D = 128); shared 4 MB (weight vectors, small transposed convs). */
+#define LISA_CPU_SCRATCH_THREAD_ELEMS (LISA_CPU_TILE_BYTES / sizeof(float))
+#define LISA_CPU_SCRATCH_SHARED_ELEMS ((size_t)1 << 20)
 
 
 /* --- memory --- */
@@ -58,9 +66,121 @@ static lisa_status cpu_copy_to_host(lisa_backend *be, void *dst, const void *src
     return LISA_OK;
 }
 
+static lisa_status cpu_copy_backend(lisa_backend *be, void *dst, size_t dst_offset, const void *src,
+                                    size_t src_offset, size_t n) {
+    (void)be;
+    memcpy((char *)dst + dst_offset, (const char *)src + src_offset, n);
+    return LISA_OK;
+}
+
+static lisa_status cpu_host_alloc(lisa_backend *be, size_t nbytes, void **out) {
+    (void)be;
+    size_t n = (nbytes + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, n ? n : 64);
+    if (!p) return lisa_error_set(LISA_ERR_NOMEM, "cpu: cannot allocate %zu bytes of host memory", nbytes);
+    *out = p;
+    return LISA_OK;
+}
+
+static void cpu_host_free(lisa_backend *be, void *ptr) {
+    (void)be;
+    free(ptr);
+}
+
 static lisa_status cpu_synchronize(lisa_backend *be) {
     (void)be;
     return LISA_OK;
+}
+
+/* --- events: everything is finished when enqueued, so every event is done --- */
+
+typedef struct {
+    int recorded;
+} cpu_event;
+
+static lisa_status cpu_event_create(lisa_backend *be, lisa_event **out) {
+    (void)be;
+    cpu_event *e = calloc(1, sizeof *e);
+    if (!e) return lisa_error_set(LISA_ERR_NOMEM, "cpu: cannot allocate an event");
+    *out = (lisa_event *)e;
+    return LISA_OK;
+}
+
+static void cpu_event_free(lisa_backend *be, lisa_event *ev) {
+    (void)be;
+    free(ev);
+}
+
+static lisa_status cpu_event_record(lisa_backend *be, lisa_event *ev) {
+    (void)be;
+    ((cpu_event *)ev)->recorded = 1;
+    return LISA_OK;
+}
+
+static lisa_status cpu_event_wait(lisa_backend *be, lisa_event *ev) {
+    (void)be;
+    (void)ev;
+    return LISA_OK;
+}
+
+static lisa_status cpu_event_query(lisa_backend *be, lisa_event *ev, int *done) {
+    (void)be;
+    (void)ev;
+    *done = 1;
+    return LISA_OK;
+}
+
+static lisa_status cpu_event_synchronize(lisa_backend *be, lisa_event *ev) {
+    (void)be;
+    (void)ev;
+    return LISA_OK;
+}
+
+/* --- scratch --- */
+
+lisa_status cpu_scratch_fits(const cpu_ctx *c, const char *op, size_t per_thread, size_t shared,
+                             const char *field) {
+    if (per_thread <= c->thread_elems && shared <= c->shared_elems) return LISA_OK;
+    return lisa_error_set(LISA_ERR_ARG,
+                          "cpu %s: needs %zu floats of scratch per thread and %zu shared, %zu and "
+                          "%zu reserved%s%s%s",
+                          op, per_thread, shared, c->thread_elems, c->shared_elems,
+                          field ? " (raise " : "", field ? field : "",
+                          field ? " in lisa_backend_reserve)" : "");
+}
+
+/* (Re)allocates the scratch block for at least the given slice sizes. */
+static lisa_status cpu_scratch_alloc(cpu_ctx *c, size_t thread_elems, size_t shared_elems) {
+    thread_elems = cpu_r16(thread_elems);
+    shared_elems = cpu_r16(shared_elems);
+    size_t bytes = ((size_t)c->nthreads * thread_elems + shared_elems) * sizeof(float);
+    float *p = aligned_alloc(64, bytes);
+    if (!p)
+        return lisa_error_set(LISA_ERR_NOMEM, "cpu backend: cannot reserve %zu bytes of op scratch",
+                              bytes);
+    free(c->scratch);
+    c->scratch = p;
+    c->thread_elems = thread_elems;
+    c->shared_elems = shared_elems;
+    return LISA_OK;
+}
+
+static size_t max_size(size_t a, int64_t b) { return b > 0 && (size_t)b > a ? (size_t)b : a; }
+
+/* Per-thread: a weight row or tile for matmul (at most max(tile, K)), the
+ * attention scores (Tmax), attention_full's blocks. Shared: the transposed
+ * conv's product, widened weight and bias (O <= C*O*4). */
+static lisa_status cpu_reserve(lisa_backend *be, const lisa_backend_reserve_req *r) {
+    cpu_ctx *c = cpu_ctx_of(be);
+    size_t t = max_size(c->thread_elems, r->matmul_k);
+    t = max_size(t, r->attention_ctx);
+    if (r->attention_full_lk > 0 && r->attention_full_d > 0)
+        t = max_size(t, (int64_t)cpu_attention_full_need(r->attention_full_lk, r->attention_full_d));
+    size_t sh = c->shared_elems;
+    if (r->conv_t_out > 0)
+        sh = max_size(sh, (int64_t)(cpu_r16((size_t)r->conv_t_out) + 2 * cpu_r16((size_t)r->conv_t_w)));
+    if (t == c->thread_elems && sh == c->shared_elems) return LISA_OK;
+    return cpu_scratch_alloc(c, t, sh);
 }
 
 static lisa_status cpu_upload_convert(lisa_backend *be, void *dst, lisa_dtype dst_dtype,
@@ -110,18 +230,18 @@ static lisa_status cpu_matmul(lisa_backend *be, lisa_tensor *out, const lisa_ten
     float *od = (float *)out->data;
     if (M == 0) return LISA_OK;
 
+    int widen = w->dtype != LISA_DTYPE_F32;
+    if (bias) {
+        LISA_ASSERT(lisa_tensor_nelem(bias) == N);
+        LISA_TRY(cpu_scratch_fits(c, "matmul bias", 0, (size_t)N, NULL));
+    }
     if (M < LISA_CPU_DIRECT_ROWS) {
-        int fail = 0;
+        if (widen) LISA_TRY(cpu_scratch_fits(c, "matmul", (size_t)K, 0, "matmul_k"));
 #pragma omp parallel num_threads(c->nthreads)
         {
-            float *row = (w->dtype == LISA_DTYPE_F32) ? NULL : malloc((size_t)K * sizeof(float));
-            if (w->dtype != LISA_DTYPE_F32 && !row) {
-#pragma omp atomic write
-                fail = 1;
-            }
+            float *row = widen ? cpu_thread_scratch(c, omp_get_thread_num()) : NULL;
 #pragma omp for schedule(static)
             for (int64_t n = 0; n < N; n++) {
-                if (fail) continue;
                 const float *wr;
                 if (row) {
                     widen_rows(row, w, n, 1, K);
@@ -131,9 +251,7 @@ static lisa_status cpu_matmul(lisa_backend *be, lisa_tensor *out, const lisa_ten
                 }
                 for (int64_t m = 0; m < M; m++) od[m * N + n] = dot_f32(xd + m * K, wr, K);
             }
-            free(row);
         }
-        if (fail) return lisa_error_set(LISA_ERR_NOMEM, "cpu matmul: scratch allocation failed");
     } else {
         /* Column tiles of out, one sgemm each, spread over our threads; each
          * thread widens its tile into its own scratch. OpenBLAS itself runs
@@ -143,20 +261,13 @@ static lisa_status cpu_matmul(lisa_backend *be, lisa_tensor *out, const lisa_ten
         if (tile_rows > (N + c->nthreads - 1) / c->nthreads)
             tile_rows = (N + c->nthreads - 1) / c->nthreads;
         int64_t ntiles = (N + tile_rows - 1) / tile_rows;
-        int fail = 0;
+        if (widen)
+            LISA_TRY(cpu_scratch_fits(c, "matmul", (size_t)tile_rows * (size_t)K, 0, "matmul_k"));
 #pragma omp parallel num_threads(c->nthreads)
         {
-            float *tile = NULL;
-            if (w->dtype != LISA_DTYPE_F32) {
-                tile = malloc((size_t)tile_rows * (size_t)K * sizeof(float));
-                if (!tile) {
-#pragma omp atomic write
-                    fail = 1;
-                }
-            }
+            float *tile = widen ? cpu_thread_scratch(c, omp_get_thread_num()) : NULL;
 #pragma omp for schedule(dynamic, 1)
             for (int64_t t = 0; t < ntiles; t++) {
-                if (fail) continue;
                 int64_t n0 = t * tile_rows, nt = N - n0 < tile_rows ? N - n0 : tile_rows;
                 const float *wt = (const float *)w->data + n0 * K;
                 if (tile) {
@@ -166,18 +277,12 @@ static lisa_status cpu_matmul(lisa_backend *be, lisa_tensor *out, const lisa_ten
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)nt, (int)K,
                             1.0f, xd, (int)K, wt, (int)K, 0.0f, od + n0, (int)N);
             }
-            free(tile);
         }
-        if (fail) return lisa_error_set(LISA_ERR_NOMEM, "cpu matmul: tile allocation failed");
     }
     if (bias) {
-        LISA_ASSERT(lisa_tensor_nelem(bias) == N);
-        float *b = malloc((size_t)N * sizeof(float));
-        if (!b) return lisa_error_set(LISA_ERR_NOMEM, "cpu matmul: bias allocation failed");
-        lisa_dtype_to_f32(b, bias->data, bias->dtype, (size_t)N);
+        const float *b = cpu_vec_f32(bias, cpu_shared_scratch(c));
         for (int64_t m = 0; m < M; m++)
             for (int64_t n = 0; n < N; n++) od[m * N + n] += b[n];
-        free(b);
     }
     return LISA_OK;
 }
@@ -201,12 +306,12 @@ static lisa_status cpu_rmsnorm(lisa_backend *be, lisa_tensor *out, const lisa_te
                                const lisa_tensor *w, float eps) {
     int64_t C = x->shape[x->ndim - 1], n = lisa_tensor_nelem(x) / C;
     LISA_ASSERT(lisa_tensor_nelem(w) == C && lisa_tensor_nelem(out) == n * C);
-    float *wf = malloc((size_t)C * sizeof(float));
-    if (!wf) return lisa_error_set(LISA_ERR_NOMEM, "cpu rmsnorm: allocation failed");
-    lisa_dtype_to_f32(wf, w->data, w->dtype, (size_t)C);
+    cpu_ctx *c = cpu_ctx_of(be);
+    LISA_TRY(cpu_scratch_fits(c, "rmsnorm", 0, (size_t)C, NULL));
+    const float *wf = cpu_vec_f32(w, cpu_shared_scratch(c));
     const float *xd = (const float *)x->data;
     float *od = (float *)out->data;
-#pragma omp parallel for num_threads(cpu_ctx_of(be)->nthreads) schedule(static) if (n > 4)
+#pragma omp parallel for num_threads(c->nthreads) schedule(static) if (n > 4)
     for (int64_t i = 0; i < n; i++) {
         const float *xr = xd + i * C;
         double ss = 0;
@@ -214,7 +319,6 @@ static lisa_status cpu_rmsnorm(lisa_backend *be, lisa_tensor *out, const lisa_te
         float r = 1.0f / sqrtf((float)(ss / (double)C) + eps);
         for (int64_t j = 0; j < C; j++) od[i * C + j] = wf[j] * (xr[j] * r);
     }
-    free(wf);
     return LISA_OK;
 }
 
@@ -286,18 +390,14 @@ static lisa_status cpu_attention(lisa_backend *be, lisa_tensor *out, const lisa_
                 *vd = (const float *)vc->data;
     float *od = (float *)out->data;
     float scale = 1.0f / sqrtf((float)D);
-    int fail = 0;
-#pragma omp parallel num_threads(cpu_ctx_of(be)->nthreads)
+    cpu_ctx *c = cpu_ctx_of(be);
+    LISA_TRY(cpu_scratch_fits(c, "attention", (size_t)Tmax, 0, "attention_ctx"));
+#pragma omp parallel num_threads(c->nthreads)
     {
-        float *sc = malloc((size_t)Tmax * sizeof(float));
-        if (!sc) {
-#pragma omp atomic write
-            fail = 1;
-        }
+        float *sc = cpu_thread_scratch(c, omp_get_thread_num());
 #pragma omp for collapse(2) schedule(dynamic, 4)
         for (int64_t i = 0; i < n; i++) {
             for (int64_t h = 0; h < H; h++) {
-                if (!sc) continue;
                 const float *qr = qd + (i * H + h) * D;
                 int64_t kvh = h / group, len = (int64_t)p[i] + 1;
                 const float *kbase = kd + ((size_t)s[i] * (size_t)Tmax * (size_t)KVH + (size_t)kvh) * (size_t)D;
@@ -322,9 +422,7 @@ static lisa_status cpu_attention(lisa_backend *be, lisa_tensor *out, const lisa_
                 }
             }
         }
-        free(sc);
     }
-    if (fail) return lisa_error_set(LISA_ERR_NOMEM, "cpu attention: scratch allocation failed");
     return LISA_OK;
 }
 
@@ -400,6 +498,7 @@ static lisa_status cpu_get_rows(lisa_backend *be, lisa_tensor *out, const lisa_t
 }
 
 static void cpu_free(lisa_backend *be) {
+    free(cpu_ctx_of(be)->scratch);
     free(cpu_ctx_of(be));
     free(be);
 }
@@ -412,6 +511,16 @@ static const lisa_backend_ops k_cpu_ops = {
     .copy_to_backend = cpu_copy_to_backend,
     .copy_to_host = cpu_copy_to_host,
     .synchronize = cpu_synchronize,
+    .copy_backend = cpu_copy_backend,
+    .host_alloc = cpu_host_alloc,
+    .host_free = cpu_host_free,
+    .event_create = cpu_event_create,
+    .event_free = cpu_event_free,
+    .event_record = cpu_event_record,
+    .event_wait = cpu_event_wait,
+    .event_query = cpu_event_query,
+    .event_synchronize = cpu_event_synchronize,
+    .reserve = cpu_reserve,
     .upload_convert = cpu_upload_convert,
     .matmul = cpu_matmul,
     .embedding = cpu_embedding,
@@ -450,9 +559,16 @@ lisa_status lisa_backend_cpu_init(lisa_backend **out, int nthreads) {
     }
     c->nthreads = nthreads > 0 ? nthreads : omp_get_num_procs();
     c->tile_elems = LISA_CPU_TILE_BYTES / sizeof(float);
+    lisa_status st = cpu_scratch_alloc(c, LISA_CPU_SCRATCH_THREAD_ELEMS, LISA_CPU_SCRATCH_SHARED_ELEMS);
+    if (st != LISA_OK) {
+        free(be);
+        free(c);
+        return st;
+    }
     openblas_set_num_threads(1);
     be->ops = &k_cpu_ops;
     be->ctx = c;
+    be->params = lisa_backend_params_default(LISA_BACKEND_CPU, 0, nthreads);
     *out = be;
     return LISA_OK;
 }

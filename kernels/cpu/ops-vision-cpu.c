@@ -3,36 +3,28 @@
  * positions, im2col, the 2x2 transposed convolution, SAM's window
  * partitioning, torch-exact bilinear resize, column copies and transposes.
  * fp32 activations; weights in any float dtype. These are the oracles for
- * the CUDA twins. */
+ * the CUDA twins. Scratch comes from the backend's reservation
+ * (cpu-internal.h); nothing here allocates. */
 #include <cblas.h>
 #include <math.h>
-#include <stdlib.h>
+#include <omp.h>
 #include <string.h>
 
 #include "cpu-internal.h"
-
-/* Small weight vectors (norm scales, biases) widened to fp32; NULL on OOM. */
-static float *widen_vec(const lisa_tensor *t) {
-    size_t n = (size_t)lisa_tensor_nelem(t);
-    float *v = malloc((n ? n : 1) * sizeof *v);
-    if (v) lisa_dtype_to_f32(v, t->data, t->dtype, n);
-    return v;
-}
 
 lisa_status cpu_layernorm(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
                           const lisa_tensor *w, const lisa_tensor *b, float eps) {
     int64_t C = x->shape[x->ndim - 1], n = lisa_tensor_nelem(x) / C;
     LISA_ASSERT(lisa_tensor_nelem(w) == C && lisa_tensor_nelem(b) == C);
     LISA_ASSERT(lisa_tensor_nelem(out) == n * C && x->dtype == LISA_DTYPE_F32);
-    float *wf = widen_vec(w), *bf = widen_vec(b);
-    if (!wf || !bf) {
-        free(wf);
-        free(bf);
-        return lisa_error_set(LISA_ERR_NOMEM, "cpu layernorm: allocation failed");
-    }
+    cpu_ctx *cx = cpu_ctx_of(be);
+    LISA_TRY(cpu_scratch_fits(cx, "layernorm", 0, 2 * cpu_r16((size_t)C), NULL));
+    float *sh = cpu_shared_scratch(cx);
+    const float *wf = cpu_vec_f32(w, cpu_carve(&sh, (size_t)C)),
+                *bf = cpu_vec_f32(b, cpu_carve(&sh, (size_t)C));
     const float *xd = (const float *)x->data;
     float *od = (float *)out->data;
-#pragma omp parallel for num_threads(cpu_ctx_of(be)->nthreads) schedule(static) if (n > 16)
+#pragma omp parallel for num_threads(cx->nthreads) schedule(static) if (n > 16)
     for (int64_t i = 0; i < n; i++) {
         const float *xr = xd + i * C;
         double s = 0, ss = 0;
@@ -42,8 +34,6 @@ lisa_status cpu_layernorm(lisa_backend *be, lisa_tensor *out, const lisa_tensor 
         float m = (float)mean, r = 1.0f / sqrtf((float)(ss / (double)C) + eps);
         for (int64_t j = 0; j < C; j++) od[i * C + j] = (xr[j] - m) * r * wf[j] + bf[j];
     }
-    free(wf);
-    free(bf);
     return LISA_OK;
 }
 
@@ -66,19 +56,25 @@ lisa_status cpu_activation(lisa_backend *be, lisa_tensor *out, const lisa_tensor
 }
 
 lisa_status cpu_add_bias(lisa_backend *be, lisa_tensor *out, const lisa_tensor *bias) {
-    (void)be;
     int64_t N = lisa_tensor_nelem(bias), M = lisa_tensor_nelem(out) / N;
     LISA_ASSERT(M * N == lisa_tensor_nelem(out) && out->dtype == LISA_DTYPE_F32);
-    float *b = widen_vec(bias);
-    if (!b) return lisa_error_set(LISA_ERR_NOMEM, "cpu add_bias: allocation failed");
+    cpu_ctx *cx = cpu_ctx_of(be);
+    LISA_TRY(cpu_scratch_fits(cx, "add_bias", 0, (size_t)N, NULL));
+    const float *b = cpu_vec_f32(bias, cpu_shared_scratch(cx));
     float *od = (float *)out->data;
     for (int64_t m = 0; m < M; m++)
         for (int64_t j = 0; j < N; j++) od[m * N + j] += b[j];
-    free(b);
     return LISA_OK;
 }
 
 #define ATT_QBLOCK 64
+
+/* Per thread: the scaled q rows (ATT_QBLOCK, D), the scores (ATT_QBLOCK,
+ * Lk) and the relative terms (2 S <= 2 Lk). */
+size_t cpu_attention_full_need(int64_t Lk, int64_t D) {
+    return cpu_r16((size_t)(ATT_QBLOCK * D)) + cpu_r16((size_t)(ATT_QBLOCK * Lk)) +
+           cpu_r16((size_t)(2 * Lk));
+}
 
 /* One (batch, head, query block) of attention_full: scores by sgemm on a
  * scaled copy of the q rows, relative terms, softmax, then P @ V. */
@@ -131,50 +127,42 @@ lisa_status cpu_attention_full(lisa_backend *be, lisa_tensor *out, const lisa_te
     LISA_ASSERT(k->shape[0] == B && k->shape[2] == H && k->shape[3] == D);
     LISA_ASSERT(lisa_tensor_nelem(v) == lisa_tensor_nelem(k));
     LISA_ASSERT(lisa_tensor_nelem(out) == B * Lq * H * D && q->dtype == LISA_DTYPE_F32);
+    cpu_ctx *cx = cpu_ctx_of(be);
     int64_t S = 0;
-    float *rh = NULL, *rw = NULL;
+    const float *rh = NULL, *rw = NULL;
+    size_t nrel = 0;
     if (rel_h) {
         LISA_ASSERT(rel_w && rel_h->ndim == 2 && rel_h->shape[1] == D);
         S = (rel_h->shape[0] + 1) / 2;
         LISA_ASSERT(S * S == Lq && Lq == Lk && lisa_tensor_nelem(rel_w) == rel_h->shape[0] * D);
-        rh = widen_vec(rel_h);
-        rw = widen_vec(rel_w);
-        if (!rh || !rw) {
-            free(rh);
-            free(rw);
-            return lisa_error_set(LISA_ERR_NOMEM, "cpu attention_full: allocation failed");
-        }
+        nrel = (size_t)lisa_tensor_nelem(rel_h);
+    }
+    LISA_TRY(cpu_scratch_fits(cx, "attention_full", cpu_attention_full_need(Lk, D), 2 * cpu_r16(nrel),
+                              "attention_full_lk/_d"));
+    if (rel_h) {
+        float *sh = cpu_shared_scratch(cx);
+        rh = cpu_vec_f32(rel_h, cpu_carve(&sh, nrel));
+        rw = cpu_vec_f32(rel_w, cpu_carve(&sh, nrel));
     }
     int64_t nblk = (Lq + ATT_QBLOCK - 1) / ATT_QBLOCK, ntask = B * H * nblk, ld = H * D;
     const float *qd = (const float *)q->data, *kd = (const float *)k->data,
                 *vd = (const float *)v->data;
     float *od = (float *)out->data;
-    int fail = 0;
-#pragma omp parallel num_threads(cpu_ctx_of(be)->nthreads)
+#pragma omp parallel num_threads(cx->nthreads)
     {
-        float *qs = malloc((size_t)(ATT_QBLOCK * D) * sizeof(float));
-        float *sc = malloc((size_t)(ATT_QBLOCK * Lk) * sizeof(float));
-        float *rel = malloc((size_t)(2 * (S ? S : 1)) * sizeof(float));
-        if (!qs || !sc || !rel) {
-#pragma omp atomic write
-            fail = 1;
-        }
+        float *ts = cpu_thread_scratch(cx, omp_get_thread_num());
+        float *qs = cpu_carve(&ts, (size_t)(ATT_QBLOCK * D));
+        float *sc = cpu_carve(&ts, (size_t)(ATT_QBLOCK * Lk));
+        float *rel = cpu_carve(&ts, (size_t)(2 * Lk));
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < ntask; t++) {
-            if (fail) continue;
             int64_t b = t / (H * nblk), h = (t / nblk) % H, i0 = (t % nblk) * ATT_QBLOCK;
             int64_t nq = Lq - i0 < ATT_QBLOCK ? Lq - i0 : ATT_QBLOCK;
             attention_block(od + (b * Lq + i0) * ld + h * D, qd + (b * Lq + i0) * ld + h * D,
                             kd + b * Lk * ld + h * D, vd + b * Lk * ld + h * D, nq, Lk, D, ld,
                             scale, rh, rw, S, i0, qs, sc, rel);
         }
-        free(qs);
-        free(sc);
-        free(rel);
     }
-    free(rh);
-    free(rw);
-    if (fail) return lisa_error_set(LISA_ERR_NOMEM, "cpu attention_full: scratch allocation failed");
     return LISA_OK;
 }
 
@@ -213,19 +201,19 @@ lisa_status cpu_conv_transpose_2x2(lisa_backend *be, lisa_tensor *out, const lis
     LISA_ASSERT(x->ndim == 4 && w->ndim == 4 && w->shape[2] == 2 && w->shape[3] == 2);
     int64_t B = x->shape[0], H = x->shape[1], W = x->shape[2], C = x->shape[3], O = w->shape[1];
     LISA_ASSERT(w->shape[0] == C && lisa_tensor_nelem(out) == B * 4 * H * W * O);
-    float *wf = widen_vec(w), *bf = bias ? widen_vec(bias) : NULL;
-    float *y = malloc((size_t)(B * H * W * O * 4) * sizeof(float));
-    if (!wf || (bias && !bf) || !y) {
-        free(wf);
-        free(bf);
-        free(y);
-        return lisa_error_set(LISA_ERR_NOMEM, "cpu conv_transpose_2x2: allocation failed");
-    }
+    cpu_ctx *cx = cpu_ctx_of(be);
+    size_t ny = (size_t)(B * H * W * O * 4), nw = (size_t)(C * O * 4);
+    LISA_TRY(cpu_scratch_fits(cx, "conv_transpose_2x2", 0,
+                              cpu_r16(ny) + cpu_r16(nw) + cpu_r16((size_t)O), "conv_t_out/_w"));
+    float *sh = cpu_shared_scratch(cx);
+    float *y = cpu_carve(&sh, ny);
+    const float *wf = cpu_vec_f32(w, cpu_carve(&sh, nw));
+    const float *bf = bias ? cpu_vec_f32(bias, cpu_carve(&sh, (size_t)O)) : NULL;
     /* y (B*H*W, O*4) = x (B*H*W, C) @ w (C, O*2*2) */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(B * H * W), (int)(O * 4), (int)C,
                 1.0f, (const float *)x->data, (int)C, wf, (int)(O * 4), 0.0f, y, (int)(O * 4));
     float *od = (float *)out->data;
-#pragma omp parallel for num_threads(cpu_ctx_of(be)->nthreads) schedule(static)
+#pragma omp parallel for num_threads(cx->nthreads) schedule(static)
     for (int64_t p = 0; p < B * H * W; p++) {
         int64_t b = p / (H * W), yy = (p / W) % H, xx = p % W;
         for (int64_t o = 0; o < O; o++)
@@ -234,9 +222,6 @@ lisa_status cpu_conv_transpose_2x2(lisa_backend *be, lisa_tensor *out, const lis
                     od[((b * 2 * H + 2 * yy + a) * 2 * W + 2 * xx + c) * O + o] =
                         y[p * O * 4 + o * 4 + a * 2 + c] + (bf ? bf[o] : 0.0f);
     }
-    free(wf);
-    free(bf);
-    free(y);
     return LISA_OK;
 }
 
@@ -288,50 +273,53 @@ lisa_status cpu_window_unpartition(lisa_backend *be, lisa_tensor *out, const lis
  * double (CPU acc_type), lambda1 = (float)(src - i0), lambda0 = 1 - lambda1
  * in float. Rounding src to float first moves lambda by up to an ulp of src
  * (6e-5 near index 1000). */
-static void bilinear_axis(int64_t in, int64_t outn, int64_t *i0, int64_t *i1, float *l0, float *l1) {
+static void bilinear_axis(int64_t in, int64_t outn, int64_t o0, int64_t n, int64_t *i0, int64_t *i1,
+                          float *l0, float *l1) {
     float scale = (float)in / (float)outn;
-    for (int64_t o = 0; o < outn; o++) {
-        double src = (double)scale * ((double)o + 0.5) - 0.5;
+    for (int64_t j = 0; j < n; j++) {
+        double src = (double)scale * ((double)(o0 + j) + 0.5) - 0.5;
         if (src < 0) src = 0;
         int64_t a = (int64_t)src;
         if (a > in - 1) a = in - 1;
-        i0[o] = a;
-        i1[o] = a + (a < in - 1 ? 1 : 0);
-        l1[o] = (float)(src - (double)a);
-        l0[o] = 1.0f - l1[o];
+        i0[j] = a;
+        i1[j] = a + (a < in - 1 ? 1 : 0);
+        l1[j] = (float)(src - (double)a);
+        l0[j] = 1.0f - l1[j];
     }
 }
+
+/* Output columns per chunk of resize_bilinear: each thread keeps the
+ * chunk's column table on its stack; a row's entry is computed per row. */
+#define BILINEAR_CHUNK 512
 
 lisa_status cpu_resize_bilinear(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x, int hc,
                                 int wc) {
     LISA_ASSERT(x->ndim == 3 && out->ndim == 3 && x->shape[0] == out->shape[0]);
     int64_t N = x->shape[0], H = x->shape[1], W = x->shape[2], Ho = out->shape[1], Wo = out->shape[2];
     LISA_ASSERT(hc > 0 && wc > 0 && hc <= H && wc <= W && x->dtype == LISA_DTYPE_F32);
-    int64_t *y0 = malloc((size_t)Ho * 8), *y1 = malloc((size_t)Ho * 8);
-    int64_t *x0 = malloc((size_t)Wo * 8), *x1 = malloc((size_t)Wo * 8);
-    float *wy0 = malloc((size_t)Ho * 4), *wy1 = malloc((size_t)Ho * 4);
-    float *wx0 = malloc((size_t)Wo * 4), *wx1 = malloc((size_t)Wo * 4);
-    lisa_status st = LISA_OK;
-    if (!y0 || !y1 || !x0 || !x1 || !wy0 || !wy1 || !wx0 || !wx1) {
-        st = lisa_error_set(LISA_ERR_NOMEM, "cpu resize_bilinear: allocation failed");
-        goto out;
-    }
-    bilinear_axis(hc, Ho, y0, y1, wy0, wy1);
-    bilinear_axis(wc, Wo, x0, x1, wx0, wx1);
     const float *xd = (const float *)x->data;
     float *od = (float *)out->data;
-#pragma omp parallel for num_threads(cpu_ctx_of(be)->nthreads) schedule(static)
-    for (int64_t r = 0; r < N * Ho; r++) {
-        int64_t nn = r / Ho, oy = r % Ho;
-        const float *p0 = xd + (nn * H + y0[oy]) * W, *p1 = xd + (nn * H + y1[oy]) * W;
-        float *o = od + r * Wo;
-        for (int64_t ox = 0; ox < Wo; ox++)
-            o[ox] = (p0[x0[ox]] * wx0[ox] + p0[x1[ox]] * wx1[ox]) * wy0[oy] +
-                    (p1[x0[ox]] * wx0[ox] + p1[x1[ox]] * wx1[ox]) * wy1[oy];
+#pragma omp parallel num_threads(cpu_ctx_of(be)->nthreads)
+    {
+        int64_t x0[BILINEAR_CHUNK], x1[BILINEAR_CHUNK];
+        float wx0[BILINEAR_CHUNK], wx1[BILINEAR_CHUNK];
+        for (int64_t c0 = 0; c0 < Wo; c0 += BILINEAR_CHUNK) {
+            int64_t nc = Wo - c0 < BILINEAR_CHUNK ? Wo - c0 : BILINEAR_CHUNK;
+            bilinear_axis(wc, Wo, c0, nc, x0, x1, wx0, wx1);
+#pragma omp for schedule(static)
+            for (int64_t r = 0; r < N * Ho; r++) {
+                int64_t nn = r / Ho, oy = r % Ho, y0, y1;
+                float wy0, wy1;
+                bilinear_axis(hc, Ho, oy, 1, &y0, &y1, &wy0, &wy1);
+                const float *p0 = xd + (nn * H + y0) * W, *p1 = xd + (nn * H + y1) * W;
+                float *o = od + r * Wo + c0;
+                for (int64_t j = 0; j < nc; j++)
+                    o[j] = (p0[x0[j]] * wx0[j] + p0[x1[j]] * wx1[j]) * wy0 +
+                           (p1[x0[j]] * wx0[j] + p1[x1[j]] * wx1[j]) * wy1;
+            }
+        }
     }
-out:
-    free(y0), free(y1), free(x0), free(x1), free(wy0), free(wy1), free(wx0), free(wx1);
-    return st;
+    return LISA_OK;
 }
 
 lisa_status cpu_copy_cols(lisa_backend *be, lisa_tensor *out, const lisa_tensor *src, int c0) {

@@ -1,10 +1,12 @@
 /* backend-cuda.cu: the CUDA backend: device memory, the stream, pinned
- * staging for uploads, and the ops table whose entries live in the other
+ * staging for uploads, pinned host buffers, events, device-to-device
+ * copies, and the ops table whose entries live in the other
  * files of this folder (gemm.cu, norm.cu, rope.cu, attention.cu,
  * elementwise.cu, reduce.cu). Each op mirrors the CPU backend's function of
  * the same name, which is its oracle (tests/unit/test-backend-ops.c).
  *
- * One stream per backend; everything is enqueued on it. Deliberately not
+ * One stream per backend; everything is enqueued on it. Its switches come
+ * from lisa_backend_params (no environment is read here). Deliberately not
  * here: multi-GPU, model knowledge (which calls are worth a graph is the
  * caller's choice: shard/llama.c records decode-sized forward calls). */
 #include <stdlib.h>
@@ -70,19 +72,91 @@ static lisa_status cuda_copy_to_host(lisa_backend *be, void *dst, const void *sr
     return LISA_OK;
 }
 
+static lisa_status cuda_copy_backend(lisa_backend *be, void *dst, size_t dst_offset, const void *src,
+                                     size_t src_offset, size_t n) {
+    cuda_ctx *c = cuda_ctx_of(be);
+    CUDA_TRY(cudaMemcpyAsync((char *)dst + dst_offset, (const char *)src + src_offset, n,
+                             cudaMemcpyDeviceToDevice, c->stream));
+    return LISA_OK;
+}
+
+/* Pinned and portable (pinned for every device's context). */
+static lisa_status cuda_host_alloc(lisa_backend *be, size_t nbytes, void **out) {
+    cuda_ctx *c = cuda_ctx_of(be);
+    void *p = NULL;
+    cudaError_t e = cudaHostAlloc(&p, nbytes ? nbytes : 1, cudaHostAllocPortable);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return lisa_error_set(LISA_ERR_NOMEM, "cuda:%d: cannot allocate %zu bytes of pinned host "
+                              "memory: %s", c->device, nbytes, cudaGetErrorString(e));
+    }
+    *out = p;
+    return LISA_OK;
+}
+
+static void cuda_host_free(lisa_backend *be, void *ptr) {
+    (void)be;
+    if (ptr) cudaFreeHost(ptr);
+}
+
 static lisa_status cuda_synchronize(lisa_backend *be) {
     CUDA_TRY(cudaStreamSynchronize(cuda_ctx_of(be)->stream));
     return LISA_OK;
 }
 
+/* Events are cudaEvent_t handles (no timing), cast to lisa_event. */
+static lisa_status cuda_event_create(lisa_backend *be, lisa_event **out) {
+    (void)be;
+    cudaEvent_t e = NULL;
+    CUDA_TRY(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    *out = (lisa_event *)e;
+    return LISA_OK;
+}
+
+static void cuda_event_free(lisa_backend *be, lisa_event *ev) {
+    (void)be;
+    if (ev) cudaEventDestroy((cudaEvent_t)ev);
+}
+
+static lisa_status cuda_event_record(lisa_backend *be, lisa_event *ev) {
+    CUDA_TRY(cudaEventRecord((cudaEvent_t)ev, cuda_ctx_of(be)->stream));
+    return LISA_OK;
+}
+
+static lisa_status cuda_event_wait(lisa_backend *be, lisa_event *ev) {
+    CUDA_TRY(cudaStreamWaitEvent(cuda_ctx_of(be)->stream, (cudaEvent_t)ev, 0));
+    return LISA_OK;
+}
+
+static lisa_status cuda_event_query(lisa_backend *be, lisa_event *ev, int *done) {
+    (void)be;
+    cudaError_t e = cudaEventQuery((cudaEvent_t)ev);
+    if (e == cudaErrorNotReady) {
+        *done = 0;
+        return LISA_OK;
+    }
+    CUDA_TRY(e);
+    *done = 1;
+    return LISA_OK;
+}
+
+static lisa_status cuda_event_synchronize(lisa_backend *be, lisa_event *ev) {
+    (void)be;
+    CUDA_TRY(cudaEventSynchronize((cudaEvent_t)ev));
+    return LISA_OK;
+}
+
 /* Graphs: stream capture in thread-local mode (other threads' CUDA calls are
  * unaffected), instantiated once, replayed on the backend's stream. Not
- * offered with LISA_CUDA_SYNC=1, whose per-launch synchronize would break a
- * capture. */
+ * offered with no_graphs, nor with sync_each_launch, whose per-launch
+ * synchronize would break a capture. */
 static lisa_status cuda_graph_begin(lisa_backend *be) {
     cuda_ctx *c = cuda_ctx_of(be);
+    if (be->params.no_graphs)
+        return lisa_error_set(LISA_ERR_UNSUPPORTED, "cuda graphs are switched off (no_graphs)");
     if (c->debug_sync)
-        return lisa_error_set(LISA_ERR_UNSUPPORTED, "cuda graphs are off with LISA_CUDA_SYNC=1");
+        return lisa_error_set(LISA_ERR_UNSUPPORTED,
+                              "cuda graphs are off with a synchronize after every launch");
     CUDA_TRY(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal));
     return LISA_OK;
 }
@@ -158,6 +232,15 @@ static lisa_backend_ops cuda_ops_table(void) {
     o.copy_to_backend = cuda_copy_to_backend;
     o.copy_to_host = cuda_copy_to_host;
     o.synchronize = cuda_synchronize;
+    o.copy_backend = cuda_copy_backend;
+    o.host_alloc = cuda_host_alloc;
+    o.host_free = cuda_host_free;
+    o.event_create = cuda_event_create;
+    o.event_free = cuda_event_free;
+    o.event_record = cuda_event_record;
+    o.event_wait = cuda_event_wait;
+    o.event_query = cuda_event_query;
+    o.event_synchronize = cuda_event_synchronize;
     o.upload_convert = cuda_upload_convert;
     o.graph_begin = cuda_graph_begin;
     o.graph_end = cuda_graph_end;
@@ -213,6 +296,13 @@ static lisa_status cuda_ctx_setup(cuda_ctx *c) {
 }
 
 extern "C" lisa_status lisa_backend_cuda_init(lisa_backend **out, int device) {
+    lisa_backend_params p = lisa_backend_params_default(LISA_BACKEND_CUDA, device, 0);
+    return lisa_backend_cuda_init_params(out, &p);
+}
+
+extern "C" lisa_status lisa_backend_cuda_init_params(lisa_backend **out,
+                                                     const lisa_backend_params *p) {
+    int device = p->device;
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess || count == 0) {
@@ -231,13 +321,13 @@ extern "C" lisa_status lisa_backend_cuda_init(lisa_backend **out, int device) {
         return lisa_error_set(LISA_ERR_NOMEM, "cuda backend: allocation failed");
     }
     c->device = device;
-    const char *dbg = getenv("LISA_CUDA_SYNC");
-    c->debug_sync = dbg && *dbg && strcmp(dbg, "0") != 0;
-    const char *gv = getenv("LISA_GEMV");
-    c->gemv = !(gv && !strcmp(gv, "0"));
+    c->debug_sync = p->sync_each_launch != 0;
+    c->gemv = !p->no_gemv;
     g_cuda_ops = cuda_ops_table();
     be->ops = &g_cuda_ops;
     be->ctx = c;
+    be->params = *p;
+    be->params.kind = LISA_BACKEND_CUDA;
     lisa_status st = cuda_ctx_setup(c);
     if (st != LISA_OK) {
         cuda_free(be);

@@ -4,9 +4,10 @@
  *
  * Every CUDA/cuBLAS call goes through CUDA_TRY/CUBLAS_TRY, which turn a
  * failure into LISA_ERR_BACKEND with the statement text, file and line. With
- * LISA_CUDA_SYNC=1 in the environment every launch is followed by a stream
- * synchronize, so asynchronous faults are reported at the kernel that caused
- * them. Deliberately not here: model knowledge. */
+ * sync_each_launch in the backend's params (LISA_CUDA_SYNC=1 for the CLI)
+ * every launch is followed by a stream synchronize, so asynchronous faults
+ * are reported at the kernel that caused them. Deliberately not here: model
+ * knowledge. */
 #ifndef LISA_CUDA_COMMON_CUH
 #define LISA_CUDA_COMMON_CUH
 
@@ -61,8 +62,8 @@ typedef struct cuda_gemm_entry {
 
 typedef struct cuda_ctx {
     int device;
-    int debug_sync;
-    int gemv;                   /* decode-sized matmuls by gemv_kernel (gemm.cu) */
+    int debug_sync;             /* params.sync_each_launch */
+    int gemv;                   /* decode-sized matmuls by gemv_kernel (gemm.cu); !params.no_gemv */
     cudaStream_t stream;
     cublasLtHandle_t lt;
     void *workspace;            /* cuBLASLt workspace */

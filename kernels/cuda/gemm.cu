@@ -123,7 +123,8 @@ static lisa_status gemm_entry_get(cuda_ctx *c, int64_t M, int64_t N, int64_t K, 
  * so every warp load is 512 contiguous bytes, and applies it to all M rows
  * of x (tiny, L1-resident); fp32 sums, reduced over the warp. Batch-1
  * decode is bound by reading the weights, which is all this kernel does.
- * LISA_GEMV=0 in the environment sends these to cuBLASLt too (A/B timing). */
+ * no_gemv in the backend's params (LISA_GEMV=0 for the CLI) sends these to
+ * cuBLASLt too (A/B timing). */
 #define GEMV_MAX_M 4
 #define GEMV_WARPS 8 /* columns per block */
 

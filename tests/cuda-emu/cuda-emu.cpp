@@ -408,6 +408,7 @@ const char *cudaGetErrorString(cudaError_t e) {
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorNotReady: return "device not ready";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
     case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
@@ -519,6 +520,10 @@ cudaError_t cudaMalloc(void **p, size_t n) {
 }
 cudaError_t cudaFree(void *p) { return region_free(p, MEM_DEVICE); }
 cudaError_t cudaMallocHost(void **p, size_t n) { return region_alloc(p, n, MEM_PINNED); }
+cudaError_t cudaHostAlloc(void **p, size_t n, unsigned flags) {
+    if (flags & ~(unsigned)cudaHostAllocPortable) return cudaErrorInvalidValue;
+    return region_alloc(p, n, MEM_PINNED);
+}
 cudaError_t cudaFreeHost(void *p) { return region_free(p, MEM_PINNED); }
 
 cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b) {
@@ -578,7 +583,16 @@ struct CUstream_st {
 };
 struct CUevent_st {
     unsigned flags;
+    unsigned magic; /* CUEMU_EVENT_MAGIC while the event exists */
 };
+#define CUEMU_EVENT_MAGIC 0x45564e54u
+
+/* A handle that is not a live event: what a GPU reports as invalid. */
+static bool event_bad(cudaEvent_t e, const char *what) {
+    if (e && e->magic == CUEMU_EVENT_MAGIC) return false;
+    fprintf(stderr, "cuda-emu: %s(%p): not a live event\n", what, (void *)e);
+    return true;
+}
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags) {
     *s = new CUstream_st{flags};
@@ -595,14 +609,26 @@ cudaError_t cudaDeviceSynchronize(void) {
     return g_capture ? capture_forbid("cudaDeviceSynchronize") : cudaSuccess;
 }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags) {
-    *e = new CUevent_st{flags};
+    *e = new CUevent_st{flags, CUEMU_EVENT_MAGIC};
     return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    if (event_bad(e, "cudaEventDestroy")) return cudaErrorInvalidValue;
+    e->magic = 0;
     delete e;
     return cudaSuccess;
 }
-cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaEventSynchronize(cudaEvent_t) {
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+    return event_bad(e, "cudaEventRecord") ? cudaErrorInvalidValue : cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    if (event_bad(e, "cudaEventSynchronize")) return cudaErrorInvalidValue;
     return g_capture ? capture_forbid("cudaEventSynchronize") : cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+    return event_bad(e, "cudaEventQuery") ? cudaErrorInvalidValue : cudaSuccess;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t e, unsigned flags) {
+    if (event_bad(e, "cudaStreamWaitEvent") || flags) return cudaErrorInvalidValue;
+    return cudaSuccess;
 }

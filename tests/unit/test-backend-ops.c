@@ -13,6 +13,13 @@
  * with margin. They were set by analysis; a GPU run that trips one is to be
  * looked at by hand, not loosened.
  *
+ * The seam's memory and stream parts run the same way: device-to-device
+ * copies at offsets (copy_backend), a copy ordered by an event (record,
+ * wait, synchronize, query), and pinned host buffers as the source and
+ * destination of uploads and downloads (host_alloc); their outputs must be
+ * equal. The CPU's op scratch reservation is checked too: an op beyond it
+ * fails cleanly, and lisa_backend_reserve makes it fit.
+ *
  * Without a GPU (or in a build without CUDA) the CUDA cases are reported as
  * SKIPPED and only the CPU guard checks run. With LISA_REQUIRE_CUDA=1 in the
  * environment a skip is a failure (scripts/gpu-check.sh sets it). */
@@ -137,6 +144,8 @@ static const op_tol k_tols[] = {
     {"conv_t2x2", {1e-10, 2e-6, 1e-4}}, {"windows", {0, 0, 0}},
     {"bilinear", {1e-12, 2e-6, 1e-4}},  {"copy_cols", {0, 0, 0}},
     {"transpose", {0, 0, 0}},
+    {"copy_backend", {0, 0, 0}},        {"events", {0, 0, 0}},
+    {"host_alloc", {0, 0, 0}},
 };
 
 static double tol_of(const char *op, lisa_dtype dt) {
@@ -438,6 +447,105 @@ static int run_image(const op_case *k, lisa_backend *be, lisa_dtype dt, float *o
     return ok;
 }
 
+/* The seam's memory and stream parts on x (a, c):
+ *  - copy_backend: rows [1, a) of x into rows [2, a + 1) of a zeroed
+ *    (a + 2, c) tensor, both at byte offsets; out is all of it;
+ *  - events: x copied to y, an event recorded and waited for on the same
+ *    stream, then synchronized; it must then be done, as must an event
+ *    never recorded; out is y;
+ *  - host_alloc: x uploaded from a pinned buffer, copied on the device,
+ *    downloaded into another pinned buffer; out is what arrived. */
+static int run_seam(const op_case *k, lisa_backend *be, lisa_dtype dt, float *out) {
+    const lisa_backend_ops *op = be->ops;
+    lisa_dtype d = adt(be, dt);
+    int64_t A = k->a, Cc = k->c, sx[2] = {A, Cc}, sd[2] = {A + 2, Cc};
+    size_t row = (size_t)Cc * lisa_dtype_size(d);
+    gtensor x = gt_alloc(be, d, 2, sx);
+    gt_set(be, &x, k->in[0]);
+    int ok = 1;
+    if (!strcmp(k->op, "copy_backend")) {
+        gtensor y = gt_alloc(be, d, 2, sd);
+        float *z = calloc((size_t)((A + 2) * Cc), sizeof *z);
+        gt_set(be, &y, z);
+        free(z);
+        CHECK(op->copy_backend(be, y.t.data, 2 * row, x.t.data, row, (size_t)(A - 1) * row) == LISA_OK,
+              "%s", lisa_error_get());
+        ok = gt_get(be, &y, out);
+        gt_free(be, &y);
+    } else if (!strcmp(k->op, "events")) {
+        gtensor y = gt_alloc(be, d, 2, sx);
+        lisa_event *e = NULL, *never = NULL;
+        CHECK(op->event_create(be, &e) == LISA_OK && op->event_create(be, &never) == LISA_OK, "%s",
+              lisa_error_get());
+        CHECK(op->copy_backend(be, y.t.data, 0, x.t.data, 0, (size_t)A * row) == LISA_OK, "%s",
+              lisa_error_get());
+        CHECK(op->event_record(be, e) == LISA_OK, "%s", lisa_error_get());
+        CHECK(op->event_wait(be, e) == LISA_OK, "%s", lisa_error_get());
+        int done = -1;
+        CHECK(op->event_query(be, e, &done) == LISA_OK && (done == 0 || done == 1), "query");
+        CHECK(op->event_synchronize(be, e) == LISA_OK, "%s", lisa_error_get());
+        CHECK(op->event_query(be, e, &done) == LISA_OK && done == 1, "%s: done after synchronize",
+              op->name);
+        CHECK(op->event_query(be, never, &done) == LISA_OK && done == 1,
+              "%s: an event never recorded is done", op->name);
+        ok = gt_get(be, &y, out);
+        op->event_free(be, e);
+        op->event_free(be, never);
+        gt_free(be, &y);
+    } else {
+        gtensor y = gt_alloc(be, d, 2, sx);
+        size_t nb = (size_t)A * row;
+        void *h_in = NULL, *h_out = NULL;
+        CHECK(op->host_alloc(be, nb, &h_in) == LISA_OK && op->host_alloc(be, nb, &h_out) == LISA_OK,
+              "%s", lisa_error_get());
+        CHECK(((uintptr_t)h_in & 63) == 0 && ((uintptr_t)h_out & 63) == 0, "host_alloc alignment");
+        host_from_f32(h_in, d, k->in[0], (size_t)(A * Cc));
+        CHECK(op->copy_to_backend(be, y.t.data, 0, h_in, nb) == LISA_OK, "%s", lisa_error_get());
+        CHECK(op->copy_backend(be, x.t.data, 0, y.t.data, 0, nb) == LISA_OK, "%s", lisa_error_get());
+        CHECK(op->copy_to_host(be, h_out, x.t.data, 0, nb) == LISA_OK, "%s", lisa_error_get());
+        CHECK(op->synchronize(be) == LISA_OK, "%s", lisa_error_get());
+        lisa_dtype_to_f32(out, h_out, d, (size_t)(A * Cc));
+        ok = gt_get(be, &y, out + A * Cc);
+        op->host_free(be, h_in);
+        op->host_free(be, h_out);
+        gt_free(be, &y);
+    }
+    gt_free(be, &x);
+    return ok;
+}
+
+/* The CPU's op scratch: attention over a cache longer than the default
+ * reservation fails with LISA_ERR_ARG naming the field to raise, and runs
+ * once lisa_backend_reserve has grown it. (A 1-head, 1-dim cache, so the
+ * test stays small.) */
+static void check_reserve(void) {
+    lisa_backend *be;
+    CHECK(lisa_backend_cpu_init(&be, 2) == LISA_OK, "cpu backend");
+    int64_t Tmax = ((int64_t)1 << 20) + 16, sq[3] = {1, 1, 1}, sc[4] = {1, Tmax, 1, 1}, so[2] = {1, 1};
+    lisa_tensor q, kc, vc, seq, pos, o;
+    CHECK(lisa_backend_tensor_alloc(be, &q, LISA_DTYPE_F32, 3, sq) == LISA_OK, "q");
+    CHECK(lisa_backend_tensor_alloc(be, &kc, LISA_DTYPE_F32, 4, sc) == LISA_OK, "k cache");
+    CHECK(lisa_backend_tensor_alloc(be, &vc, LISA_DTYPE_F32, 4, sc) == LISA_OK, "v cache");
+    CHECK(lisa_backend_tensor_alloc(be, &seq, LISA_DTYPE_I32, 1, sq) == LISA_OK, "seq");
+    CHECK(lisa_backend_tensor_alloc(be, &pos, LISA_DTYPE_I32, 1, sq) == LISA_OK, "pos");
+    CHECK(lisa_backend_tensor_alloc(be, &o, LISA_DTYPE_F32, 2, so) == LISA_OK, "out");
+    ((int32_t *)pos.data)[0] = 3;
+    for (int t = 0; t < 4; t++) ((float *)vc.data)[t] = 2.0f;
+    lisa_status st = be->ops->attention(be, &o, &q, &kc, &vc, &seq, &pos);
+    CHECK(st == LISA_ERR_ARG && strstr(lisa_error_get(), "attention_ctx"),
+          "attention beyond the reservation: status %d, %s", (int)st, lisa_error_get());
+    lisa_backend_reserve_req r;
+    memset(&r, 0, sizeof r);
+    r.attention_ctx = Tmax;
+    CHECK(lisa_backend_reserve(be, &r) == LISA_OK, "reserve: %s", lisa_error_get());
+    st = be->ops->attention(be, &o, &q, &kc, &vc, &seq, &pos);
+    CHECK(st == LISA_OK && ((float *)o.data)[0] == 2.0f, "attention after reserving: %s",
+          lisa_error_get());
+    lisa_tensor *all[] = {&q, &kc, &vc, &seq, &pos, &o};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) lisa_backend_tensor_free(be, all[i]);
+    lisa_backend_free(be);
+}
+
 /* Builds case inputs rounded to dt. */
 static void case_inputs(op_case *k, lisa_dtype dt) {
     int64_t a = k->a, b = k->b, c = k->c;
@@ -492,6 +600,9 @@ static void case_inputs(op_case *k, lisa_dtype dt) {
         k->out_n = m1 > m2 ? m1 : m2;
         if (m3 > k->out_n) k->out_n = m3;
         if (m4 > k->out_n) k->out_n = m4;
+    } else if (k->run == run_seam) {
+        k->in[0] = rand_vec((size_t)(a * c), 1.0f, dt);
+        k->out_n = (size_t)((a + 2) * c + a * c);
     } else {
         float scale = !strcmp(k->op, "softmax") ? 8.0f : 3.0f;
         k->in[0] = rand_vec((size_t)(a * c), scale, dt);
@@ -560,6 +671,8 @@ int main(int argc, char **argv) {
         {"conv_t2x2", 5, 6, 7, run_image, 0, {0}},   {"windows", 9, 6, 3, run_image, 0, {0}},
         {"bilinear", 9, 8, 2, run_image, 0, {0}},    {"copy_cols", 3, 5, 12, run_image, 0, {0}},
         {"transpose", 3, 5, 7, run_image, 0, {0}},
+        {"copy_backend", 5, 0, 33, run_seam, 0, {0}}, {"events", 4, 0, 17, run_seam, 0, {0}},
+        {"host_alloc", 3, 0, 129, run_seam, 0, {0}},
     };
     const lisa_dtype dts[] = {LISA_DTYPE_F32, LISA_DTYPE_F16, LISA_DTYPE_BF16};
     int skipped = 0;
@@ -593,6 +706,7 @@ int main(int argc, char **argv) {
             case_free(k);
         }
     }
+    check_reserve();
     if (!gpu) printf("cuda: SKIPPED %d cases (%s)\n", skipped, skip_reason);
     lisa_backend_free(gpu);
     lisa_backend_free(cpu);

@@ -15,7 +15,8 @@
  * Deliberately not here: timing, memory-model effects (no data races are
  * detected: threads of a block interleave only at barriers and shuffles),
  * device-side math ulps (host libm), dynamic shared memory, streams running
- * concurrently (every call completes before it returns). */
+ * concurrently (every call completes before it returns, so events are done
+ * as soon as they are recorded). */
 #ifndef CUEMU_CUDA_RUNTIME_H
 #define CUEMU_CUDA_RUNTIME_H
 
@@ -54,6 +55,7 @@ enum cudaError {
     cudaErrorMemoryAllocation = 2,
     cudaErrorInvalidConfiguration = 9,
     cudaErrorNoDevice = 100,
+    cudaErrorNotReady = 600,
     cudaErrorInvalidDevice = 101,
     cudaErrorLaunchFailure = 719,
     cudaErrorStreamCaptureUnsupported = 900,
@@ -74,6 +76,8 @@ typedef struct CUevent_st *cudaEvent_t;
 #define cudaStreamNonBlocking 0x01
 #define cudaEventDefault 0x00
 #define cudaEventDisableTiming 0x02
+#define cudaHostAllocDefault 0x00
+#define cudaHostAllocPortable 0x01
 
 cudaError_t cudaGetDeviceCount(int *count);
 cudaError_t cudaSetDevice(int device);
@@ -84,6 +88,7 @@ const char *cudaGetErrorString(cudaError_t e);
 cudaError_t cudaMalloc(void **p, size_t n);
 cudaError_t cudaFree(void *p);
 cudaError_t cudaMallocHost(void **p, size_t n);
+cudaError_t cudaHostAlloc(void **p, size_t n, unsigned flags);
 cudaError_t cudaFreeHost(void *p);
 cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b);
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind kind);
@@ -99,6 +104,11 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags);
 cudaError_t cudaEventDestroy(cudaEvent_t e);
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s = 0);
 cudaError_t cudaEventSynchronize(cudaEvent_t e);
+/* Streams complete every call before it returns, so a recorded event is
+ * done at once: cudaEventQuery answers cudaSuccess, and cudaStreamWaitEvent
+ * has nothing to wait for (both check that the event exists). */
+cudaError_t cudaEventQuery(cudaEvent_t e);
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags = 0);
 
 /* Graphs: between cudaStreamBeginCapture and cudaStreamEndCapture, kernel
  * launches, cuBLASLt matmuls and async copies/memsets are recorded (with
@@ -123,6 +133,9 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
 template <class T> cudaError_t cudaMalloc(T **p, size_t n) { return cudaMalloc((void **)p, n); }
 template <class T> cudaError_t cudaMallocHost(T **p, size_t n) {
     return cudaMallocHost((void **)p, n);
+}
+template <class T> cudaError_t cudaHostAlloc(T **p, size_t n, unsigned flags) {
+    return cudaHostAlloc((void **)p, n, flags);
 }
 
 /* device functions that the host C/C++ libraries lack */
