@@ -13,7 +13,8 @@
  * with CUDA's fp32 also within 1e-4 of the CPU). CUDA runs when a device is
  * present (the emulator's in LISA_CUDA=EMU builds), with the GEMV kernel
  * off (no_gemv: its 32000-column lm_head reductions are slow to emulate; the
- * op test covers it), and once more with no_graphs.
+ * op test covers it), and once more with no_graphs; with LISA_REQUIRE_CUDA=1
+ * a missing device fails the test.
  *
  * Also: argument errors (input tensor and tokens, wrong dtype or size, no
  * output tensor for a middle stage) and the state's warning channel. */
@@ -223,6 +224,8 @@ int main(int argc, char **argv) {
         check_kind(&pc, dir, LISA_DTYPE_BF16, C, V, NULL);
         pc.no_graphs = 1;
         check_kind(&pc, dir, LISA_DTYPE_F32, C, V, &ref);
+    } else if (test_cuda_required()) {
+        CHECK(0, "LISA_REQUIRE_CUDA is set but there is no CUDA device (%s)", lisa_error_get());
     } else {
         fprintf(stderr, "cuda: SKIPPED (%s)\n", lisa_error_get());
     }

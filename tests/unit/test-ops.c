@@ -14,7 +14,11 @@
  * other BLAS kernels and summation orders: 1e-6 for elementwise ops, 1e-5
  * for matmul and attention, 0 for gathers and add; argmax exact.
  * In-place variants the contract allows (rmsnorm, swiglu, add with out
- * aliasing an input) must give the same bits as the out-of-place call. */
+ * aliasing an input) must give the same bits as the out-of-place call.
+ *
+ * Also the seam's non-op parts on the CPU: params (defaults, the
+ * environment's switches read only by lisa_backend_params_from_env),
+ * copy_backend at offsets, events (done once recorded), host_alloc. */
 #include <cJSON.h>
 #include <stdint.h>
 
@@ -343,6 +347,43 @@ static void test_get_rows(const cJSON *c) {
     lisa_backend_tensor_free(g_be, &to);
 }
 
+static void test_seam(void) {
+    lisa_backend_params p = lisa_backend_params_default(LISA_BACKEND_CPU, 0, 3);
+    CHECK(!p.sync_each_launch && !p.no_gemv && !p.no_graphs, "default switches are off");
+    setenv("LISA_GRAPHS", "0", 1);
+    setenv("LISA_GEMV", "0", 1);
+    setenv("LISA_CUDA_SYNC", "1", 1);
+    lisa_backend *be = NULL;
+    CHECK(lisa_backend_init_params(&be, &p) == LISA_OK, "init_params: %s", lisa_error_get());
+    CHECK(be && be->params.threads == 3 && !be->params.no_graphs,
+          "init_params keeps its params and reads no environment");
+    lisa_backend_free(be);
+    lisa_backend_params_from_env(&p);
+    CHECK(p.no_graphs && p.no_gemv && p.sync_each_launch, "params_from_env reads the switches");
+    unsetenv("LISA_GRAPHS");
+    unsetenv("LISA_GEMV");
+    unsetenv("LISA_CUDA_SYNC");
+    CHECK(!lisa_backend_graphs_enabled(g_be), "the cpu backend records no graphs");
+
+    const lisa_backend_ops *op = g_be->ops;
+    char *h = NULL;
+    CHECK(op->host_alloc(g_be, 100, (void **)&h) == LISA_OK && ((uintptr_t)h & 63) == 0,
+          "host_alloc: 64-byte aligned");
+    for (int i = 0; i < 100; i++) h[i] = (char)i;
+    CHECK(op->copy_backend(g_be, h, 60, h, 10, 20) == LISA_OK, "copy_backend");
+    int same = 1;
+    for (int i = 0; i < 20; i++) same &= h[60 + i] == (char)(10 + i);
+    CHECK(same && h[59] == 59 && h[80] == 80, "copy_backend honours both offsets and the count");
+    op->host_free(g_be, h);
+    lisa_event *ev = NULL;
+    int done = 0;
+    CHECK(op->event_create(g_be, &ev) == LISA_OK, "event_create");
+    CHECK(op->event_record(g_be, ev) == LISA_OK && op->event_wait(g_be, ev) == LISA_OK, "record, wait");
+    CHECK(op->event_query(g_be, ev, &done) == LISA_OK && done, "a recorded cpu event is done");
+    CHECK(op->event_synchronize(g_be, ev) == LISA_OK, "event_synchronize");
+    op->event_free(g_be, ev);
+}
+
 static const struct {
     const char *key;
     void (*fn)(const cJSON *);
@@ -369,6 +410,7 @@ int main(int argc, char **argv) {
             const cJSON *c;
             cJSON_ArrayForEach(c, cases) OPS[i].fn(c);
         }
+        test_seam();
         for (int i = 0; i < g_test_nstats; i++)
             fprintf(stderr, "%-10s %2d cases, worst %s %.3g\n", g_test_stats[i].op, g_test_stats[i].cases,
                     strcmp(g_test_stats[i].op, "argmax") ? "rel err" : "wrong rows", g_test_stats[i].worst);
