@@ -399,8 +399,9 @@ static int bench_vision(int argc, char **argv) {
 int cmd_bench(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "llm")) return bench_llm(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "vision")) return bench_vision(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "engine")) return cmd_bench_engine(argc - 1, argv + 1);
     FILE *f = (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) ? stdout : stderr;
-    fprintf(f, "usage: lisa bench llm|vision [options]   (see `lisa bench llm --help`,\n"
-               "       `lisa bench vision --help`)\n");
+    fprintf(f, "usage: lisa bench llm|vision|engine [options]   (see `lisa bench llm --help`,\n"
+               "       `lisa bench vision --help`, `lisa bench engine --help`)\n");
     return f == stdout ? 0 : 2;
 }

@@ -214,6 +214,7 @@ int cmd_segment(int argc, char **argv) {
     if (cli_resolve_backend(device, dtype_s, &p.backend, &p.device, &p.dtype)) return 2;
     p.model_dir = model;
     p.threads = (int)threads;
+    p.switches = cli_backend_params(p.backend, p.device, threads);
     p.max_batch = (int)batch;
     p.max_new_tokens = (int)max_new;
     p.token_budget = (int)budget;

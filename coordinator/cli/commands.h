@@ -13,6 +13,7 @@
 int cmd_generate(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_bench_engine(int argc, char **argv);  /* `lisa bench engine`, from cmd_bench */
 int cmd_preprocess(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_segment(int argc, char **argv);

@@ -233,7 +233,11 @@ lisa_status lisa_engine_init(lisa_engine **out, const lisa_engine_params *params
     lisa_sam_options sam_opts = {LISA_ENGINE_SAM_PREFIX, 0, 0};
     lisa_status st = (tok_path && added && clip_cfg) ? LISA_OK
                                                       : lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
-    if (st == LISA_OK) st = lisa_backend_init(&e->be, e->p.backend, e->p.device, e->p.threads);
+    lisa_backend_params bp = e->p.switches;
+    bp.kind = e->p.backend;
+    bp.device = e->p.device;
+    bp.threads = e->p.threads;
+    if (st == LISA_OK) st = lisa_backend_init_params(&e->be, &bp);
     if (st == LISA_OK) st = lisa_tokenizer_load(&e->tok, tok_path, added);
     if (st == LISA_OK) {
         e->seg_id = lisa_tokenizer_piece_id(e->tok, "[SEG]");
@@ -648,7 +652,7 @@ static lisa_status engine_accept(lisa_engine *e, engine_req *q, int32_t tok, con
         q->wants_sam = 1;
     }
     int eos = e->llm.cfg.eos_token_id;
-    if (eos >= 0 && tok == eos) q->stop = LISA_STOP_EOS;
+    if (eos >= 0 && tok == eos && !e->p.ignore_eos) q->stop = LISA_STOP_EOS;
     else if (q->n_tokens >= q->max_new) q->stop = LISA_STOP_LENGTH;
     else if (q->len >= e->p.max_ctx) q->stop = LISA_STOP_CONTEXT;
     q->llm_done = q->stop != LISA_STOP_NONE;

@@ -45,6 +45,9 @@ typedef struct lisa_engine_params {
     lisa_backend_kind backend;
     int device;                   /* CUDA device index */
     int threads;                  /* CPU threads, <= 0: all cores */
+    lisa_backend_params switches; /* the backend's switches (sync_each_launch, no_gemv,
+                                     no_graphs); its kind, device and threads are
+                                     the three fields above */
     lisa_dtype dtype;             /* compute dtype (F32 on the CPU) */
     int max_batch;                /* KV-cache slots: requests running at once (default 8) */
     int token_budget;             /* tokens per step, prefill chunks plus decode tokens
@@ -52,6 +55,8 @@ typedef struct lisa_engine_params {
     lisa_sched_policy policy;     /* continuous (default) or static batching */
     size_t cache_bytes;           /* per-image cache budget (default 512 MiB) */
     int keep_images;              /* responses carry their decoded image (overlays) */
+    int ignore_eos;               /* benchmarks: generate max_new_tokens whatever the
+                                     model emits (vLLM's ignore_eos) */
     int max_new_tokens;           /* default for requests that give 0 (LISA: 512) */
     int max_ctx;                  /* context reserved per sequence (default: 1024,
                                      at most max_position_embeddings) */
