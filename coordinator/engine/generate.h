@@ -1,12 +1,13 @@
 /* generate.h: batched greedy generation over a LLaMA model (all layers in
  * this process).
  *
- * N requests in, N results out. Requests are packed into batches of up to the
- * state's slot count: their prompts are prefilled together (chunked to the
- * state's token budget), then decoded one token per live sequence per step
- * until each meets EOS, its token limit or the end of the context. A request
- * that cannot run (empty prompt, prompt longer than the context) fails alone
- * with a reason; the others proceed.
+ * N requests in, N results out, with continuous batching (scheduler.h):
+ * up to the state's slot count run at once, a request joins when a slot
+ * frees, prompts are prefilled in chunks under the state's token budget
+ * beside the running requests' decode tokens, and each decodes one token per
+ * step until EOS, its token limit or the end of the context. A request that
+ * cannot run (empty prompt, prompt longer than the context) fails alone with
+ * a reason; the others proceed.
  *
  * Deliberately not here: tokenization, prompts, image splicing (the caller
  * supplies ids or embeddings), sampling other than greedy. */
