@@ -48,9 +48,13 @@ static void tol_from_bf16_reference(const char *dir) {
     free(json);
 }
 
+/* The CUDA backend takes the environment's switches (LISA_GEMV=0 for the
+ * emulator runs, see CMakeLists.txt). */
 static lisa_status test_backend(lisa_backend **be) {
-    return g_kind == LISA_BACKEND_CPU ? lisa_backend_cpu_init(be, 2)
-                                      : lisa_backend_init(be, g_kind, 0, 0);
+    if (g_kind == LISA_BACKEND_CPU) return lisa_backend_cpu_init(be, 2);
+    lisa_backend_params p = lisa_backend_params_default(g_kind, 0, 0);
+    lisa_backend_params_from_env(&p);
+    return lisa_backend_init_params(be, &p);
 }
 
 /* Token sequences agree: wholly in fp32, on the first token in half precision. */
