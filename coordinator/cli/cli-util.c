@@ -126,3 +126,13 @@ int cli_opts_parse(const char *cmd, int argc, char **argv, const cli_opt *opts, 
     }
     return 0;
 }
+
+int cli_engine_params(lisa_engine_params *p, const char *model, const char *device,
+                      const char *dtype_s, long threads) {
+    memset(p, 0, sizeof *p);
+    if (cli_resolve_backend(device, dtype_s, &p->backend, &p->device, &p->dtype)) return -1;
+    p->model_dir = model;
+    p->threads = (int)threads;
+    p->switches = cli_backend_params(p->backend, p->device, threads);
+    return 0;
+}

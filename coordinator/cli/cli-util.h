@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "backend.h"
+#include "engine.h"
 
 /* One command-line option of a table: a flag (int set to 1), a string, or
  * a non-negative count (long). */
@@ -43,6 +44,11 @@ int cli_resolve_backend(const char *device, const char *dtype_s, lisa_backend_ki
  * LISA_GRAPHS=0: lisa_backend_params_from_env), so `LISA_GRAPHS=0 lisa
  * generate ...` keeps working; flags may then set more. */
 lisa_backend_params cli_backend_params(lisa_backend_kind kind, int device, long threads);
+/* Engine params for a command's --model, --device, --dtype and --threads
+ * (the rest zero: the engine's defaults). 0 ok, -1 after printing a usage
+ * error. */
+int cli_engine_params(lisa_engine_params *p, const char *model, const char *device,
+                      const char *dtype_s, long threads);
 /* Parses fp32|f32, bf16, fp16|f16 into a dtype; prints an error otherwise. */
 int cli_parse_dtype(const char *val, lisa_dtype *dtype);
 /* Writes s as a JSON string literal (quoted, escaped). */

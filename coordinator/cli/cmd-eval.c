@@ -230,11 +230,7 @@ int cmd_eval(int argc, char **argv) {
     eval_source src;
     if (model) {
         lisa_engine_params p;
-        memset(&p, 0, sizeof p);
-        if (cli_resolve_backend(device, dtype_s, &p.backend, &p.device, &p.dtype)) return 2;
-        p.threads = (int)threads;
-        p.switches = cli_backend_params(p.backend, p.device, threads);
-        p.model_dir = model;
+        if (cli_engine_params(&p, model, device, dtype_s, threads)) return 2;
         p.max_batch = 1;
         lisa_status ms = model_source_open(&src, &p);
         if (ms != LISA_OK) {

@@ -210,11 +210,7 @@ int cmd_segment(int argc, char **argv) {
         return 2;
     }
     lisa_engine_params p;
-    memset(&p, 0, sizeof p);
-    if (cli_resolve_backend(device, dtype_s, &p.backend, &p.device, &p.dtype)) return 2;
-    p.model_dir = model;
-    p.threads = (int)threads;
-    p.switches = cli_backend_params(p.backend, p.device, threads);
+    if (cli_engine_params(&p, model, device, dtype_s, threads)) return 2;
     p.max_batch = (int)batch;
     p.max_new_tokens = (int)max_new;
     p.token_budget = (int)budget;

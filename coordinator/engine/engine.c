@@ -867,15 +867,13 @@ static void engine_cache_sam(lisa_engine *e, const engine_req *q, const float *e
  * for with a [SEG] and the cache lacks (batched, up to max_images per pass),
  * then the mask decoder for the requests whose generation ended. */
 static lisa_status engine_sam(lisa_engine *e) {
-    int nf = 0;
-    for (engine_req *q = e->live_head; q; q = q->next) nf += q->llm_done;
     size_t cnt = (size_t)(e->n_live ? e->n_live : 1);
     engine_req **fin = calloc(cnt, sizeof *fin), **enc = calloc(cnt, sizeof *enc);
     lisa_response *res = calloc(cnt, sizeof *res);
     int *mark = calloc(cnt, sizeof *mark);
     lisa_status st = fin && enc && res && mark ? LISA_OK
                                                : lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
-    int k = 0, ne = 0;
+    int k = 0, ne = 0, nf;
     for (engine_req *q = e->live_head; q && st == LISA_OK;) {
         engine_req *next = q->next;
         if (q->llm_done) {
