@@ -283,7 +283,7 @@ lisa_status lisa_engine_init(lisa_engine **out, const lisa_engine_params *params
     }
     e->have_sam_state = st == LISA_OK;
     if (st == LISA_OK) {
-        lisa_sched_params sp = {e->p.max_batch, e->p.max_ctx, e->p.token_budget, e->p.policy};
+        lisa_sched_params sp = {e->p.max_batch, e->p.max_ctx, e->p.token_budget, e->p.policy, 0};
         st = lisa_sched_init(&e->sched, &sp);
     }
     if (st == LISA_OK) st = engine_scratch_init(e);

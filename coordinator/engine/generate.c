@@ -105,7 +105,7 @@ lisa_status lisa_generate_greedy(const lisa_llama_model *m, lisa_llama_state *s,
                          ? LISA_OK
                          : lisa_error_set(LISA_ERR_NOMEM, "generate: out of memory");
     if (st == LISA_OK) {
-        lisa_sched_params sp = {slots, s->max_ctx, nt, LISA_SCHED_CONTINUOUS};
+        lisa_sched_params sp = {slots, s->max_ctx, nt, LISA_SCHED_CONTINUOUS, 0};
         st = lisa_sched_init(&sc, &sp);
     }
     for (int r = 0; r < n_req && st == LISA_OK; r++) {

@@ -14,6 +14,7 @@ typedef struct {
     int len;         /* positions in the cache once decoding */
     int64_t order;   /* admission order */
     int active;      /* slot entries only */
+    int held;        /* in a micro-batch in flight (hold_in_flight) */
 } sched_seq;
 
 struct lisa_sched {
@@ -83,11 +84,12 @@ lisa_status lisa_sched_add(lisa_sched *s, int64_t id, void *user, int n_prompt) 
     return LISA_OK;
 }
 
-/* Running slots in admission order into s->by_order; returns the count. */
+/* Running slots not held, in admission order, into s->by_order; returns
+ * the count. */
 static int sched_running_in_order(lisa_sched *s) {
     int n = 0;
     for (int i = 0; i < s->p.max_slots; i++) {
-        if (!s->slots[i].active) continue;
+        if (!s->slots[i].active || s->slots[i].held) continue;
         int j = n++;
         while (j > 0 && s->slots[s->by_order[j - 1]].order > s->slots[i].order) {
             s->by_order[j] = s->by_order[j - 1];
@@ -111,6 +113,7 @@ static void sched_emit(lisa_sched *s, lisa_sched_step *st, int slot, lisa_sched_
     it->first = first;
     it->last_chunk = kind == LISA_SCHED_PREFILL && pos0 + n == q->n_prompt;
     st->n_tokens += n;
+    q->held = s->p.hold_in_flight;
     if (kind == LISA_SCHED_PREFILL) {
         q->done += n;
         if (q->done == q->n_prompt) q->len = q->n_prompt;
@@ -142,7 +145,10 @@ int lisa_sched_plan(lisa_sched *s, lisa_sched_step *st) {
     for (int k = 0; k < nr; k++) prefilling |= s->slots[s->by_order[k]].done < s->slots[s->by_order[k]].n_prompt;
 
     if (s->p.policy == LISA_SCHED_STATIC) {
-        if (nr == 0) {
+        /* the batch prefills until all of it, held members included, has */
+        for (int i = 0; i < s->p.max_slots; i++)
+            prefilling |= s->slots[i].active && s->slots[i].done < s->slots[i].n_prompt;
+        if (s->n_running == 0) {
             int slot;
             while ((slot = sched_admit(s)) >= 0) s->by_order[nr++] = slot;
             prefilling = nr > 0;
@@ -205,6 +211,21 @@ lisa_status lisa_sched_finish(lisa_sched *s, int64_t id) {
 }
 
 lisa_status lisa_sched_cancel(lisa_sched *s, int64_t id) { return lisa_sched_finish(s, id); }
+
+lisa_status lisa_sched_release(lisa_sched *s, int64_t id) {
+    for (int i = 0; i < s->p.max_slots; i++)
+        if (s->slots[i].active && s->slots[i].id == id) {
+            s->slots[i].held = 0;
+            return LISA_OK;
+        }
+    return lisa_error_set(LISA_ERR_ARG, "scheduler: no running request %lld", (long long)id);
+}
+
+int lisa_sched_n_held(const lisa_sched *s) {
+    int n = 0;
+    for (int i = 0; i < s->p.max_slots; i++) n += s->slots[i].active && s->slots[i].held;
+    return n;
+}
 
 int lisa_sched_n_waiting(const lisa_sched *s) { return s->n_wait - s->head; }
 int lisa_sched_n_running(const lisa_sched *s) { return s->n_running; }

@@ -23,6 +23,11 @@
  * at least the slot count), and the oldest prefilling request gets budget
  * before younger ones.
  *
+ * In a pipeline (hold_in_flight) each plan is one micro-batch: the requests
+ * in it are held until their outputs come back, so the next plan is formed
+ * from the others (TensorRT-LLM's in-flight request set); the budget is
+ * per micro-batch.
+ *
  * Deliberately not here: model code, tokens, stop conditions (the caller
  * decides a request is done and calls lisa_sched_finish), clocks, MPI. */
 #ifndef LISA_SCHEDULER_H
@@ -42,6 +47,9 @@ typedef struct lisa_sched_params {
     int max_ctx;          /* positions per slot; a prompt must be shorter */
     int token_budget;     /* tokens per step, >= max_slots */
     lisa_sched_policy policy;
+    int hold_in_flight;   /* pipelines: a planned request is held (left out of
+                             later plans) until lisa_sched_release, so it is in
+                             at most one micro-batch at a time */
 } lisa_sched_params;
 
 typedef enum {
@@ -88,6 +96,10 @@ int lisa_sched_plan(lisa_sched *s, lisa_sched_step *step);
  * A queued request is removed. LISA_ERR_ARG for an unknown id. */
 lisa_status lisa_sched_finish(lisa_sched *s, int64_t id);
 
+/* The micro-batch holding request id came back (hold_in_flight): it may be
+ * planned again. LISA_ERR_ARG for an id that is not running. */
+lisa_status lisa_sched_release(lisa_sched *s, int64_t id);
+
 /* Removes a queued or running request before the next plan (the same as
  * finish; kept separate so traces read as what happened). */
 lisa_status lisa_sched_cancel(lisa_sched *s, int64_t id);
@@ -95,5 +107,6 @@ lisa_status lisa_sched_cancel(lisa_sched *s, int64_t id);
 /* Counts for callers and tests. */
 int lisa_sched_n_waiting(const lisa_sched *s);
 int lisa_sched_n_running(const lisa_sched *s);
+int lisa_sched_n_held(const lisa_sched *s);
 
 #endif

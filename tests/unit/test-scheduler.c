@@ -202,9 +202,9 @@ int main(int argc, char **argv) {
     (void)argc;
     (void)argv;
     lisa_sched *s = NULL;
-    lisa_sched_params bad = {8, 512, 4, LISA_SCHED_CONTINUOUS};
+    lisa_sched_params bad = {8, 512, 4, LISA_SCHED_CONTINUOUS, 0};
     CHECK(lisa_sched_init(&s, &bad) == LISA_ERR_ARG, "a budget below the slot count is refused");
-    lisa_sched_params p = {4, 300, 64, LISA_SCHED_CONTINUOUS};
+    lisa_sched_params p = {4, 300, 64, LISA_SCHED_CONTINUOUS, 0};
     CHECK(lisa_sched_init(&s, &p) == LISA_OK, "init");
     CHECK(lisa_sched_add(s, 1, NULL, 300) == LISA_ERR_ARG && strstr(lisa_error_get(), "context"),
           "a prompt as long as the context fails at add: %s", lisa_error_get());
@@ -225,6 +225,25 @@ int main(int argc, char **argv) {
           "a cancelled request is gone at the next step");
     lisa_sched_free(s);
 
+    /* hold_in_flight (pipelines): micro-batches in flight hold their requests */
+    lisa_sched_params hp = {4, 300, 16, LISA_SCHED_CONTINUOUS, 1};
+    CHECK(lisa_sched_init(&s, &hp) == LISA_OK, "init with holds");
+    for (int i = 0; i < 3; i++) CHECK(lisa_sched_add(s, 10 + i, NULL, 20) == LISA_OK, "add");
+    CHECK(lisa_sched_plan(s, &st) == 1 && st.items[0].id == 10 && st.items[0].n == 16,
+          "micro-batch 1: a 16-token chunk of 10");
+    for (int i = 1; i < 3; i++)
+        CHECK(lisa_sched_plan(s, &st) == 1 && st.items[0].id == 10 + i && st.items[0].n == 16 &&
+                  st.items[0].first,
+              "micro-batch %d leaves the held ones out and admits %d", i + 1, 10 + i);
+    CHECK(lisa_sched_n_held(s) == 3 && lisa_sched_plan(s, &st) == 0,
+          "everything held: nothing to plan");
+    CHECK(lisa_sched_release(s, 10) == LISA_OK && lisa_sched_plan(s, &st) == 1 &&
+              st.items[0].id == 10 && st.items[0].pos0 == 16 && st.items[0].n == 4 &&
+              st.items[0].last_chunk,
+          "released 10 continues where it left off");
+    CHECK(lisa_sched_release(s, 99) == LISA_ERR_ARG, "releasing an unknown id is an error");
+    lisa_sched_free(s);
+
     sim_req *rq = malloc(NREQ * sizeof *rq);
     const int budgets[] = {8, 32, 256}, slots[] = {1, 4, 8};
     for (int b = 0; b < 3; b++)
@@ -232,7 +251,7 @@ int main(int argc, char **argv) {
             for (int pol = 0; pol < 2; pol++) {
                 if (budgets[b] < slots[k]) continue;
                 lisa_sched_params sp = {slots[k], 200, budgets[b],
-                                        pol ? LISA_SCHED_STATIC : LISA_SCHED_CONTINUOUS};
+                                        pol ? LISA_SCHED_STATIC : LISA_SCHED_CONTINUOUS, 0};
                 g_rng = 88172645463325252ull + (uint64_t)(b * 7 + k);
                 make_workload(rq, NREQ, 150);
                 simulate(&sp, rq, NREQ, 1);
@@ -240,7 +259,7 @@ int main(int argc, char **argv) {
     /* continuous vs static on a quarter of 10x longer answers */
     sim_result r[2];
     for (int pol = 0; pol < 2; pol++) {
-        lisa_sched_params sp = {8, 512, 128, pol ? LISA_SCHED_STATIC : LISA_SCHED_CONTINUOUS};
+        lisa_sched_params sp = {8, 512, 128, pol ? LISA_SCHED_STATIC : LISA_SCHED_CONTINUOUS, 0};
         g_rng = 1234567;
         make_workload(rq, NREQ, 100);
         r[pol] = simulate(&sp, rq, NREQ, 0);
