@@ -3,13 +3,19 @@
  * fp32 compute over OpenBLAS (cblas_sgemm) and OpenMP. Weights stay in their
  * checkpoint dtype (F32, F16 or BF16) so a bf16 checkpoint costs its file size
  * in memory, not twice that:
- *  - few rows (M < LISA_CPU_DIRECT_ROWS, i.e. decode): each weight row is
- *    widened once into a per-thread fp32 buffer and dotted with every x row;
- *    memory traffic is the bf16 bytes, which is what bounds decode.
- *  - many rows (prefill): tiles of up to LISA_CPU_TILE_BYTES of weight rows
- *    are widened into per-thread fp32 scratch and multiplied with
- *    cblas_sgemm, one tile per OpenMP thread at a time; OpenBLAS is kept
- *    single-threaded so its pool and OpenMP's never compete for cores.
+ *  - matmul: tiles of up to LISA_CPU_TILE_BYTES of weight rows are widened
+ *    into per-thread fp32 scratch and multiplied with cblas_sgemm, one tile
+ *    per OpenMP thread at a time; OpenBLAS is kept single-threaded so its
+ *    pool and OpenMP's never compete for cores.
+ *  - batch invariance: a row's result must not depend on which other rows
+ *    share its call (continuous batching and pipeline micro-batches mix
+ *    requests differently from one run to the next, and the cluster must
+ *    give bit for bit what one process gives). OpenBLAS's sgemm sums a row
+ *    in the same order for every M that is a multiple of
+ *    LISA_CPU_ROW_BLOCK, but not in the M-remainder kernels, and a separate
+ *    few-row dot-product path would differ again; so every call runs M
+ *    rounded down to the block through sgemm and the remaining rows padded
+ *    with zeros to one block. Decode pays a block of rows for one.
  * cblas_sbgemm was rejected: it would round the fp32 activations to bf16
  * and lose the exactness the reference comparisons need.
  *
@@ -26,7 +32,7 @@
 
 #include "cpu-internal.h"
 
-#define LISA_CPU_DIRECT_ROWS 8
+#define LISA_CPU_ROW_BLOCK 16
 #define LISA_CPU_TILE_BYTES ((size_t)4 << 20)
 /* The default reservation: per thread one weight tile (which also holds
  * attention scores for 1M positions and attention_full blocks up to Lk =
@@ -235,50 +241,48 @@ static lisa_status cpu_matmul(lisa_backend *be, lisa_tensor *out, const lisa_ten
         LISA_ASSERT(lisa_tensor_nelem(bias) == N);
         LISA_TRY(cpu_scratch_fits(c, "matmul bias", 0, (size_t)N, NULL));
     }
-    if (M < LISA_CPU_DIRECT_ROWS) {
-        if (widen) LISA_TRY(cpu_scratch_fits(c, "matmul", (size_t)K, 0, "matmul_k"));
+    /* (Mb, K) rows straight from x, the last r < ROW_BLOCK rows padded to
+     * (ROW_BLOCK, K) in xpad with their outputs in opad (ROW_BLOCK, N) */
+    const int64_t RB = LISA_CPU_ROW_BLOCK;
+    int64_t r = M % RB, Mb = M - r;
+    float *xpad = NULL, *opad = NULL;
+    if (r) {
+        LISA_TRY(cpu_scratch_fits(c, "matmul rows", 0, cpu_r16((size_t)(RB * K)) + (size_t)(RB * N),
+                                  NULL));
+        xpad = cpu_shared_scratch(c);
+        opad = xpad + cpu_r16((size_t)(RB * K));
+        memcpy(xpad, xd + Mb * K, (size_t)(r * K) * sizeof(float));
+        memset(xpad + r * K, 0, (size_t)((RB - r) * K) * sizeof(float));
+    }
+    /* Column tiles of out, one sgemm each, spread over our threads; each
+     * thread widens its tile into its own scratch. OpenBLAS itself runs
+     * single-threaded so the two pools never fight over the cores. */
+    int64_t tile_rows = (int64_t)(c->tile_elems / (size_t)K);
+    if (tile_rows < 1) tile_rows = 1;
+    if (tile_rows > (N + c->nthreads - 1) / c->nthreads)
+        tile_rows = (N + c->nthreads - 1) / c->nthreads;
+    int64_t ntiles = (N + tile_rows - 1) / tile_rows;
+    if (widen) LISA_TRY(cpu_scratch_fits(c, "matmul", (size_t)tile_rows * (size_t)K, 0, "matmul_k"));
 #pragma omp parallel num_threads(c->nthreads)
-        {
-            float *row = widen ? cpu_thread_scratch(c, omp_get_thread_num()) : NULL;
-#pragma omp for schedule(static)
-            for (int64_t n = 0; n < N; n++) {
-                const float *wr;
-                if (row) {
-                    widen_rows(row, w, n, 1, K);
-                    wr = row;
-                } else {
-                    wr = (const float *)w->data + n * K;
-                }
-                for (int64_t m = 0; m < M; m++) od[m * N + n] = dot_f32(xd + m * K, wr, K);
-            }
-        }
-    } else {
-        /* Column tiles of out, one sgemm each, spread over our threads; each
-         * thread widens its tile into its own scratch. OpenBLAS itself runs
-         * single-threaded so the two pools never fight over the cores. */
-        int64_t tile_rows = (int64_t)(c->tile_elems / (size_t)K);
-        if (tile_rows < 1) tile_rows = 1;
-        if (tile_rows > (N + c->nthreads - 1) / c->nthreads)
-            tile_rows = (N + c->nthreads - 1) / c->nthreads;
-        int64_t ntiles = (N + tile_rows - 1) / tile_rows;
-        if (widen)
-            LISA_TRY(cpu_scratch_fits(c, "matmul", (size_t)tile_rows * (size_t)K, 0, "matmul_k"));
-#pragma omp parallel num_threads(c->nthreads)
-        {
-            float *tile = widen ? cpu_thread_scratch(c, omp_get_thread_num()) : NULL;
+    {
+        float *tile = widen ? cpu_thread_scratch(c, omp_get_thread_num()) : NULL;
 #pragma omp for schedule(dynamic, 1)
-            for (int64_t t = 0; t < ntiles; t++) {
-                int64_t n0 = t * tile_rows, nt = N - n0 < tile_rows ? N - n0 : tile_rows;
-                const float *wt = (const float *)w->data + n0 * K;
-                if (tile) {
-                    widen_rows(tile, w, n0, nt, K);
-                    wt = tile;
-                }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)nt, (int)K,
-                            1.0f, xd, (int)K, wt, (int)K, 0.0f, od + n0, (int)N);
+        for (int64_t t = 0; t < ntiles; t++) {
+            int64_t n0 = t * tile_rows, nt = N - n0 < tile_rows ? N - n0 : tile_rows;
+            const float *wt = (const float *)w->data + n0 * K;
+            if (tile) {
+                widen_rows(tile, w, n0, nt, K);
+                wt = tile;
             }
+            if (Mb)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)Mb, (int)nt, (int)K, 1.0f,
+                            xd, (int)K, wt, (int)K, 0.0f, od + n0, (int)N);
+            if (r)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)RB, (int)nt, (int)K, 1.0f,
+                            xpad, (int)K, wt, (int)K, 0.0f, opad + n0, (int)N);
         }
     }
+    if (r) memcpy(od + Mb * N, opad, (size_t)(r * N) * sizeof(float));
     if (bias) {
         const float *b = cpu_vec_f32(bias, cpu_shared_scratch(c));
         for (int64_t m = 0; m < M; m++)
