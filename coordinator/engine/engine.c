@@ -5,41 +5,25 @@
  * added_tokens.json, safetensors shards holding the LLM (model.*, lm_head),
  * the projector (model.mm_projector.*), SAM (model.visual_model.*),
  * text_hidden_fcs (model.text_hidden_fcs.0.*) and the CLIP tower
- * (LISA_ENGINE_CLIP_PREFIX), whose config is config.json's "vision_config";
- * SAM's head counts are in "sam_config". */
+ * (LISA_VISION_CLIP_PREFIX), whose config is config.json's "vision_config";
+ * SAM's head counts are in "sam_config"; vision.h loads all but the LLM. */
 #include "engine.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <cJSON.h>
-
-#include "clip.h"
-#include "config-file.h"
 #include "llama.h"
 #include "masks.h"
 #include "preprocess.h"
 #include "prompt.h"
-#include "sam.h"
-#include "seg-head.h"
 #include "tokenizer.h"
 #include "image-cache.h"
+#include "vision.h"
 
-#define LISA_ENGINE_CLIP_PREFIX "model.vision_tower.vision_model."
-#define LISA_ENGINE_SAM_PREFIX "model.visual_model."
-#define LISA_ENGINE_PROJ_PREFIX "model.mm_projector."
-#define LISA_ENGINE_CLIP_SIZE 224
-#define LISA_ENGINE_SAM_SIZE 1024
 #define LISA_ENGINE_BUDGET 512      /* default tokens per step */
 #define LISA_ENGINE_MAX_SLOTS 256
 #define LISA_ENGINE_CACHE_BYTES ((size_t)512 << 20)
-#define LISA_ENGINE_MAX_POSTPROCESS_PIXELS ((int64_t)4096 * 4096)
-#define LISA_ENGINE_MAX_SEG 32
-/* Images per SAM encoder pass. The encoder scratch grows by ~410 MB per
- * image for ViT-H in fp32 (half in fp16/bf16; sam.h), so 2 keeps it under
- * 1 GB while still batching images that share a request batch. */
-#define LISA_ENGINE_SAM_IMAGES 2
 
 /* A request from submit to finish. */
 typedef struct engine_req {
@@ -74,18 +58,9 @@ struct lisa_engine {
     lisa_tokenizer *tok;
     lisa_llama_model llm;
     lisa_llama_state llm_state;
-    lisa_clip_config clip_cfg;
-    lisa_clip_model clip;
-    lisa_projector proj;
-    lisa_clip_state clip_state;
-    lisa_sam_model sam;
-    lisa_sam_state sam_state;
-    lisa_seg_head seg_head;     /* text_hidden_fcs */
-    int have_llm, have_llm_state, have_clip, have_proj, have_clip_state, have_sam,
-        have_sam_state;
+    lisa_vision vis;            /* CLIP, projector, SAM, text_hidden_fcs */
+    int have_llm, have_llm_state, have_vis;
     int32_t seg_id;
-    int n_patches;              /* N: CLIP features spliced per image */
-    int seg_dim;                /* E */
     int keep_lowres;
     /* continuous batching */
     lisa_sched *sched;
@@ -107,7 +82,7 @@ struct lisa_engine {
     int32_t *step_tok;                  /* (S) decode tokens */
     float *step_tok_embd;               /* (S, C) their embeddings */
     float *clip_pix, *clip_out;         /* (Bc, 3*224*224), (Bc, N, C) */
-    float *sam_chw, *sam_emb, *sam_low, *sam_iou;  /* (Bi, 3, S, S), (Bi, G*G*C), (B, U*U), (B) */
+    float *sam_chw, *sam_emb;           /* (Bi, 3, S, S), (Bi, G*G*C) */
 };
 
 static char *engine_path(const char *dir, const char *name) {
@@ -115,30 +90,6 @@ static char *engine_path(const char *dir, const char *name) {
     char *s = malloc(n);
     if (s) snprintf(s, n, "%s/%s", dir, name);
     return s;
-}
-
-/* Reads an optional int / string field of config.json. */
-static lisa_status engine_read_config(const char *dir, int *select_layer, lisa_projector_kind *kind,
-                                      lisa_sam_options *sam) {
-    char *text = NULL;
-    size_t got = 0;
-    LISA_TRY(lisa_config_file_read(dir, &text, &got));
-    cJSON *root = cJSON_ParseWithLength(text, got);
-    /* SAM's decoder head count is in no tensor shape: the converter records
-     * the architecture under "sam_config" */
-    lisa_status st = root ? lisa_sam_options_parse(sam, text, got) : LISA_OK;
-    free(text);
-    if (!root) {
-        st = lisa_error_set(LISA_ERR_FORMAT, "%s/config.json: not valid JSON", dir);
-    } else {
-        const cJSON *sl = cJSON_GetObjectItem(root, "mm_vision_select_layer");
-        *select_layer = cJSON_IsNumber(sl) ? sl->valueint : -2;
-        const cJSON *pt = cJSON_GetObjectItem(root, "mm_projector_type");
-        *kind = LISA_PROJECTOR_LINEAR;
-        if (cJSON_IsString(pt) && st == LISA_OK) st = lisa_projector_kind_parse(pt->valuestring, kind);
-    }
-    cJSON_Delete(root);
-    return st;
 }
 
 static void *engine_alloc(size_t n) { return malloc(n ? n : 1); }
@@ -181,10 +132,10 @@ static void req_free(engine_req *q) {
  * decoding, a full CLIP batch and SAM encoder batch. */
 static lisa_status engine_scratch_init(lisa_engine *e) {
     size_t T = (size_t)e->p.token_budget, S = (size_t)e->p.max_batch;
-    size_t C = (size_t)e->llm.cfg.hidden_size, N = (size_t)e->n_patches;
-    size_t cs = (size_t)e->clip_cfg.image_size, Bc = (size_t)e->clip_state.max_batch;
-    size_t Bi = (size_t)e->sam_state.max_images, B = (size_t)e->sam_state.max_batch;
-    size_t G = (size_t)e->sam.cfg.grid, U = 4 * G, SS = LISA_ENGINE_SAM_SIZE;
+    size_t C = (size_t)e->llm.cfg.hidden_size, N = (size_t)e->vis.n_patches;
+    size_t cs = (size_t)e->vis.clip_cfg.image_size, Bc = (size_t)e->vis.clip_state.max_batch;
+    size_t Bi = (size_t)e->vis.sam_state.max_images;
+    size_t G = (size_t)e->vis.sam.cfg.grid, SS = LISA_VISION_SAM_SIZE;
     e->step_embd = malloc(T * C * sizeof(float));
     e->step_hid = malloc(T * C * sizeof(float));
     e->step_seq = malloc(T * sizeof(int32_t));
@@ -198,13 +149,10 @@ static lisa_status engine_scratch_init(lisa_engine *e) {
     e->clip_pix = malloc(Bc * 3 * cs * cs * sizeof(float));
     e->clip_out = malloc(Bc * N * C * sizeof(float));
     e->sam_chw = malloc(Bi * 3 * SS * SS * sizeof(float));
-    e->sam_emb = malloc(Bi * G * G * (size_t)e->sam.cfg.dim * sizeof(float));
-    e->sam_low = malloc(B * U * U * sizeof(float));
-    e->sam_iou = malloc(B * sizeof(float));
+    e->sam_emb = malloc(Bi * G * G * (size_t)e->vis.sam.cfg.dim * sizeof(float));
     if (!e->step_embd || !e->step_hid || !e->step_seq || !e->step_pos || !e->step_rows ||
         !e->step_next || !e->step_row_req || !e->step_row_seg || !e->step_tok ||
-        !e->step_tok_embd || !e->clip_pix || !e->clip_out || !e->sam_chw || !e->sam_emb ||
-        !e->sam_low || !e->sam_iou)
+        !e->step_tok_embd || !e->clip_pix || !e->clip_out || !e->sam_chw || !e->sam_emb)
         return lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory reserving step buffers");
     return LISA_OK;
 }
@@ -227,12 +175,8 @@ lisa_status lisa_engine_init(lisa_engine **out, const lisa_engine_params *params
     if (e->p.max_ctx <= 0) e->p.max_ctx = 1024;
     const char *dir = e->p.model_dir;
     char *tok_path = engine_path(dir, "tokenizer.model"), *added = engine_path(dir, "added_tokens.json");
-    char *clip_cfg = engine_path(dir, "config.json");
-    int select_layer = -2;
-    lisa_projector_kind kind = LISA_PROJECTOR_LINEAR;
-    lisa_sam_options sam_opts = {LISA_ENGINE_SAM_PREFIX, 0, 0};
-    lisa_status st = (tok_path && added && clip_cfg) ? LISA_OK
-                                                      : lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
+    lisa_status st = (tok_path && added) ? LISA_OK
+                                          : lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
     lisa_backend_params bp = e->p.switches;
     bp.kind = e->p.backend;
     bp.device = e->p.device;
@@ -244,7 +188,6 @@ lisa_status lisa_engine_init(lisa_engine **out, const lisa_engine_params *params
         if (e->seg_id < 0)
             st = lisa_error_set(LISA_ERR_MISSING, "%s has no [SEG] token", added);
     }
-    if (st == LISA_OK) st = engine_read_config(dir, &select_layer, &kind, &sam_opts);
     if (st == LISA_OK) st = lisa_llama_model_load(&e->llm, dir, e->be, e->p.dtype, 0, -1);
     e->have_llm = st == LISA_OK;
     if (st == LISA_OK && e->p.max_ctx > e->llm.cfg.max_position_embeddings)
@@ -253,35 +196,9 @@ lisa_status lisa_engine_init(lisa_engine **out, const lisa_engine_params *params
         st = lisa_llama_state_init(&e->llm_state, &e->llm, e->p.max_batch, e->p.max_ctx,
                                    e->p.token_budget, e->p.token_budget);
     e->have_llm_state = st == LISA_OK;
-    if (st == LISA_OK) st = lisa_clip_config_load(&e->clip_cfg, clip_cfg);
     if (st == LISA_OK)
-        st = lisa_clip_model_load(&e->clip, &e->clip_cfg, dir, LISA_ENGINE_CLIP_PREFIX,
-                                  select_layer, e->be, e->p.dtype);
-    e->have_clip = st == LISA_OK;
-    if (st == LISA_OK)
-        st = lisa_projector_load(&e->proj, dir, LISA_ENGINE_PROJ_PREFIX, kind,
-                                 e->clip_cfg.hidden_size, e->be, e->p.dtype);
-    e->have_proj = st == LISA_OK;
-    if (st == LISA_OK && e->proj.out_dim != e->llm.cfg.hidden_size)
-        st = lisa_error_set(LISA_ERR_SHAPE, "projector outputs %d, the LLM's hidden size is %d",
-                            e->proj.out_dim, e->llm.cfg.hidden_size);
-    if (st == LISA_OK)
-        st = lisa_clip_state_init(&e->clip_state, &e->clip, &e->proj,
-                                  e->p.max_batch < 8 ? e->p.max_batch : 8);
-    e->have_clip_state = st == LISA_OK;
-    if (st == LISA_OK) e->n_patches = lisa_clip_num_patches(&e->clip_cfg);
-    if (st == LISA_OK) st = lisa_sam_model_load(&e->sam, dir, e->be, e->p.dtype, &sam_opts);
-    e->have_sam = st == LISA_OK;
-    if (st == LISA_OK)
-        st = lisa_seg_head_load(&e->seg_head, dir, e->be, e->p.dtype, e->llm.cfg.hidden_size,
-                                LISA_ENGINE_MAX_SEG);
-    if (st == LISA_OK) e->seg_dim = e->seg_head.dim;
-    if (st == LISA_OK) {
-        int64_t maxpix = LISA_ENGINE_MAX_POSTPROCESS_PIXELS;
-        int si = e->p.max_batch < LISA_ENGINE_SAM_IMAGES ? e->p.max_batch : LISA_ENGINE_SAM_IMAGES;
-        st = lisa_sam_state_init_batch(&e->sam_state, &e->sam, si, 4, 1, maxpix);
-    }
-    e->have_sam_state = st == LISA_OK;
+        st = lisa_vision_load(&e->vis, dir, e->be, e->p.dtype, e->p.max_batch, e->llm.cfg.hidden_size);
+    e->have_vis = st == LISA_OK;
     if (st == LISA_OK) {
         lisa_sched_params sp = {e->p.max_batch, e->p.max_ctx, e->p.token_budget, e->p.policy, 0};
         st = lisa_sched_init(&e->sched, &sp);
@@ -289,7 +206,6 @@ lisa_status lisa_engine_init(lisa_engine **out, const lisa_engine_params *params
     if (st == LISA_OK) st = engine_scratch_init(e);
     free(tok_path);
     free(added);
-    free(clip_cfg);
     if (st != LISA_OK) {
         lisa_engine_free(e);
         return st;
@@ -323,14 +239,7 @@ void lisa_engine_free(lisa_engine *e) {
     free(e->clip_out);
     free(e->sam_chw);
     free(e->sam_emb);
-    free(e->sam_low);
-    free(e->sam_iou);
-    lisa_seg_head_free(&e->seg_head);
-    if (e->have_sam_state) lisa_sam_state_free(&e->sam_state);
-    if (e->have_sam) lisa_sam_model_free(&e->sam);
-    if (e->have_clip_state) lisa_clip_state_free(&e->clip_state);
-    if (e->have_proj) lisa_projector_free(&e->proj);
-    if (e->have_clip) lisa_clip_model_free(&e->clip);
+    if (e->have_vis) lisa_vision_free(&e->vis);
     if (e->have_llm_state) lisa_llama_state_free(&e->llm_state);
     if (e->have_llm) lisa_llama_model_free(&e->llm);
     lisa_tokenizer_free(e->tok);
@@ -450,19 +359,19 @@ lisa_status lisa_engine_submit(lisa_engine *e, const lisa_request *r, int64_t *h
     q->hash = lisa_image_hash(q->bytes, q->n_bytes);
     st = lisa_prompt_tokenize(e->tok, r->prompt, q->answer, &q->ids, &q->n_ids, &q->image_pos);
     if (st != LISA_OK) return engine_finish_failed(e, q, st, lisa_error_get());
-    q->L = (int)q->n_ids - 1 + e->n_patches;
+    q->L = (int)q->n_ids - 1 + e->vis.n_patches;
     if (q->L >= e->p.max_ctx) {
         char msg[200];
         snprintf(msg, sizeof msg, "prompt too long: %d tokens with the %d image tokens; the "
-                 "context holds %d", q->L, e->n_patches, e->p.max_ctx);
+                 "context holds %d", q->L, e->vis.n_patches, e->p.max_ctx);
         return engine_finish_failed(e, q, LISA_ERR_ARG, msg);
     }
     if (q->teacher_forced) {
         int n = 0;
         for (size_t j = q->image_pos + 1; j < q->n_ids; j++) n += q->ids[j] == e->seg_id;
-        if (n > LISA_ENGINE_MAX_SEG) {
+        if (n > LISA_VISION_MAX_SEG) {
             char msg[120];
-            snprintf(msg, sizeof msg, "more than %d [SEG] tokens in one answer", LISA_ENGINE_MAX_SEG);
+            snprintf(msg, sizeof msg, "more than %d [SEG] tokens in one answer", LISA_VISION_MAX_SEG);
             return engine_finish_failed(e, q, LISA_ERR_ARG, msg);
         }
         q->tf_rows = engine_alloc((size_t)n * sizeof *q->tf_rows);
@@ -471,7 +380,7 @@ lisa_status lisa_engine_submit(lisa_engine *e, const lisa_request *r, int64_t *h
             return engine_finish_failed(e, q, LISA_ERR_NOMEM, "engine: out of memory");
         /* expanded position of id j, minus one: the row whose output predicts it */
         for (size_t j = q->image_pos + 1; j < q->n_ids; j++)
-            if (q->ids[j] == e->seg_id) q->tf_rows[q->n_seg++] = (int)j - 1 + e->n_patches - 1;
+            if (q->ids[j] == e->seg_id) q->tf_rows[q->n_seg++] = (int)j - 1 + e->vis.n_patches - 1;
         q->cap_seg = q->n_seg;
     } else if (q->max_new < 1) {
         lisa_response res;
@@ -519,7 +428,7 @@ void lisa_engine_stats_get(const lisa_engine *e, lisa_engine_stats *out) {
 /* Prompt embeddings: embed(ids[:p]) ++ feats (N, C) ++ embed(ids[p+1:]). */
 static lisa_status engine_splice(lisa_engine *e, engine_req *q, const float *feats) {
     int64_t C = e->llm.cfg.hidden_size;
-    int N = e->n_patches;
+    int N = e->vis.n_patches;
     q->embd = malloc((size_t)q->L * (size_t)C * sizeof(float));
     if (!q->embd) return lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
     size_t p = q->image_pos;
@@ -551,9 +460,9 @@ static int same_image(const engine_req *a, const engine_req *b) {
 static lisa_status engine_admit(lisa_engine *e, lisa_sched_item **items, int n) {
     engine_req *adm[LISA_ENGINE_MAX_SLOTS];
     for (int i = 0; i < n; i++) adm[i] = items[i]->user;
-    int64_t C = e->llm.cfg.hidden_size, N = e->n_patches;
+    int64_t C = e->llm.cfg.hidden_size, N = e->vis.n_patches;
     size_t feat_n = (size_t)N * (size_t)C;
-    int S = e->clip_cfg.image_size, Bc = e->clip_state.max_batch;
+    int S = e->vis.clip_cfg.image_size, Bc = e->vis.clip_state.max_batch;
     size_t px = 3 * (size_t)S * (size_t)S;
     for (int i = 0; i < n; i++) {
         engine_req *q = adm[i];
@@ -568,7 +477,7 @@ static lisa_status engine_admit(lisa_engine *e, lisa_sched_item **items, int n) 
             adm[i] = NULL;
             continue;
         }
-        lisa_preprocess_sam_size(q->img.h, q->img.w, LISA_ENGINE_SAM_SIZE, &q->rh, &q->rw);
+        lisa_preprocess_sam_size(q->img.h, q->img.w, LISA_VISION_SAM_SIZE, &q->rh, &q->rw);
         lisa_image_entry *ce = lisa_image_cache_find(&e->cache, q->hash, q->bytes, q->n_bytes);
         if (ce && ce->clip) {
             LISA_TRY(engine_splice(e, q, ce->clip));
@@ -593,8 +502,8 @@ static lisa_status engine_admit(lisa_engine *e, lisa_sched_item **items, int n) 
             batch[nb++] = adm[i];
         }
         if (nb == 0) break;
-        LISA_TRY(lisa_clip_forward(&e->clip, &e->clip_state, e->clip_pix, nb, NULL));
-        LISA_TRY(lisa_clip_project(&e->proj, &e->clip_state, e->clip_out));
+        LISA_TRY(lisa_clip_forward(&e->vis.clip, &e->vis.clip_state, e->clip_pix, nb, NULL));
+        LISA_TRY(lisa_clip_project(&e->vis.proj, &e->vis.clip_state, e->clip_out));
         e->stats.clip_passes++;
         e->stats.clip_images += nb;
         for (int b = 0; b < nb; b++) {
@@ -739,31 +648,11 @@ static lisa_status engine_forward(lisa_engine *e, const lisa_sched_step *step) {
 /* --- SAM --- */
 
 /* SAM decoder for q's [SEG] prompts (n_seg, E) in r against the selected
- * embedding, max_batch at a time, postprocessed to masks of the original
- * size. */
+ * embedding, postprocessed to masks of the original size. */
 static lisa_status engine_sam_decode(lisa_engine *e, const engine_req *q, lisa_response *r) {
-    int B = e->sam_state.max_batch;
-    int64_t U = 4 * (int64_t)e->sam.cfg.grid, UU = U * U, pix = (int64_t)q->img.w * q->img.h;
-    for (int j0 = 0; j0 < q->n_seg; j0 += B) {
-        int m = q->n_seg - j0 < B ? q->n_seg - j0 : B;
-        LISA_TRY(lisa_sam_decode(&e->sam, &e->sam_state, r->seg_embeddings + (size_t)j0 * e->seg_dim,
-                                 m, 1, 0, e->sam_low, e->sam_iou));
-        e->stats.sam_decodes += m;
-        for (int j = 0; j < m; j++) {
-            lisa_seg_mask *mk = &r->masks[j0 + j];
-            mk->iou = e->sam_iou[j];
-            mk->mask = malloc((size_t)pix);
-            if (!mk->mask) return lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
-            LISA_TRY(lisa_sam_postprocess(&e->sam, &e->sam_state, e->sam_low + (size_t)j * UU, q->rh,
-                                          q->rw, q->img.h, q->img.w, NULL, mk->mask));
-            if (e->keep_lowres) {
-                mk->lowres = malloc((size_t)UU * sizeof(float));
-                if (!mk->lowres) return lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
-                memcpy(mk->lowres, e->sam_low + (size_t)j * UU, (size_t)UU * sizeof(float));
-            }
-        }
-    }
-    return LISA_OK;
+    e->stats.sam_decodes += q->n_seg;
+    return lisa_vision_masks(&e->vis, r->seg_embeddings, q->n_seg, q->rh, q->rw, q->img.h, q->img.w,
+                             e->keep_lowres, r->masks);
 }
 
 /* The response of a request whose generation ended: ids and text; for
@@ -787,11 +676,11 @@ static lisa_status engine_response_begin(lisa_engine *e, engine_req *q, lisa_res
         }
     }
     if (q->n_seg == 0) return LISA_OK;
-    r->seg_dim = e->seg_dim;
-    r->seg_embeddings = malloc((size_t)q->n_seg * (size_t)e->seg_dim * sizeof(float));
+    r->seg_dim = e->vis.seg_dim;
+    r->seg_embeddings = malloc((size_t)q->n_seg * (size_t)e->vis.seg_dim * sizeof(float));
     r->masks = calloc((size_t)q->n_seg, sizeof *r->masks);
     if (!r->seg_embeddings || !r->masks) return lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
-    return lisa_seg_head_forward(&e->seg_head, q->seg_hidden, q->n_seg, r->seg_embeddings);
+    return lisa_seg_head_forward(&e->vis.seg_head, q->seg_hidden, q->n_seg, r->seg_embeddings);
 }
 
 /* Frees the masks decoded before a failure. */
@@ -901,26 +790,26 @@ static lisa_status engine_sam(lisa_engine *e) {
         if (!ce || !ce->sam) continue;
         engine_sam_served(e, enc[j]);
         if (engine_sam_mark(enc[j], fin, nf, mark)) {
-            st = lisa_sam_set_embedding(&e->sam, &e->sam_state, ce->sam);
+            st = lisa_sam_set_embedding(&e->vis.sam, &e->vis.sam_state, ce->sam);
             if (st == LISA_OK) st = engine_sam_finish(e, fin, res, nf, mark, LISA_OK, NULL);
         }
         enc[j] = NULL;
     }
-    const int64_t S = LISA_ENGINE_SAM_SIZE;
+    const int64_t S = LISA_VISION_SAM_SIZE;
     const size_t px = 3 * (size_t)S * (size_t)S;
-    size_t emb_n = (size_t)e->sam.cfg.grid * (size_t)e->sam.cfg.grid * (size_t)e->sam.cfg.dim;
-    int Bi = e->sam_state.max_images;
+    size_t emb_n = (size_t)e->vis.sam.cfg.grid * (size_t)e->vis.sam.cfg.grid * (size_t)e->vis.sam.cfg.dim;
+    int Bi = e->vis.sam_state.max_images;
     for (int j = 0; j < ne && st == LISA_OK;) {
-        engine_req *batch[LISA_ENGINE_SAM_IMAGES];
+        engine_req *batch[LISA_VISION_SAM_IMAGES];
         int nb = 0;
         for (; j < ne && nb < Bi && st == LISA_OK; j++) {
             engine_req *q = enc[j];
             if (!q) continue;
             lisa_status ps = LISA_OK;
-            if ((int64_t)q->img.w * q->img.h > LISA_ENGINE_MAX_POSTPROCESS_PIXELS)
+            if ((int64_t)q->img.w * q->img.h > LISA_VISION_MAX_POSTPROCESS_PIXELS)
                 ps = lisa_error_set(LISA_ERR_ARG, "image %dx%d is larger than the %lld pixels "
                                     "masks are reserved for", q->img.w, q->img.h,
-                                    (long long)LISA_ENGINE_MAX_POSTPROCESS_PIXELS);
+                                    (long long)LISA_VISION_MAX_POSTPROCESS_PIXELS);
             lisa_preprocessed pp;
             memset(&pp, 0, sizeof pp);
             if (ps == LISA_OK) ps = lisa_preprocess_sam(&q->img, (int)S, (int)S, &pp);
@@ -939,14 +828,14 @@ static lisa_status engine_sam(lisa_engine *e) {
             lisa_preprocessed_free(&pp);
         }
         if (st != LISA_OK || nb == 0) continue;
-        st = lisa_sam_encode_batch(&e->sam, &e->sam_state, e->sam_chw, nb, e->sam_emb);
+        st = lisa_sam_encode_batch(&e->vis.sam, &e->vis.sam_state, e->sam_chw, nb, e->sam_emb);
         e->stats.sam_passes++;
         e->stats.sam_images += nb;
         for (int b = 0; b < nb && st == LISA_OK; b++) {
             engine_cache_sam(e, batch[b], e->sam_emb + (size_t)b * emb_n, emb_n);
             engine_sam_served(e, batch[b]);
             engine_sam_mark(batch[b], fin, nf, mark);
-            st = lisa_sam_select_embedding(&e->sam_state, b);
+            st = lisa_sam_select_embedding(&e->vis.sam_state, b);
             if (st == LISA_OK) st = engine_sam_finish(e, fin, res, nf, mark, LISA_OK, NULL);
         }
     }
