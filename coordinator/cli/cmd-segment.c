@@ -7,19 +7,16 @@
  * [x, y, w, h], SAM's IoU prediction; or the error of a failed request); and
  * OUT/results.jsonl, one result line per request, written as each request
  * finishes (so in the order they finish; memory stays flat over long
- * manifests). The encoding is result-write.h's, the line parser
- * manifest.h's; this file streams the manifest through the engine and
+ * manifests). The encoding is result-write.h's, the source and sink
+ * cli-jobs.h's; this file streams the manifest through the engine and
  * prints. A bad request (missing or corrupt image, empty or too
  * long prompt, malformed manifest line) fails alone with its reason; the
  * others finish. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include <cJSON.h>
-
+#include "cli-jobs.h"
 #include "cli-util.h"
 #include "commands.h"
 #include "engine.h"
@@ -61,116 +58,20 @@ static void segment_help(FILE *f) {
             "failure is in its result.json and on stderr), 2 usage error.\n");
 }
 
-static void progress_bar(int done, int total) {
-    int width = 30, fill = total ? done * width / total : width;
-    fprintf(stderr, "\r[");
-    for (int i = 0; i < width; i++) fputc(i < fill ? '#' : ' ', stderr);
-    fprintf(stderr, "] %d/%d", done, total);
-    if (done == total) fputc('\n', stderr);
-    fflush(stderr);
-}
-
-/* Where requests come from: the manifest, read a line at a time, or the
- * one --image/--prompt request. */
-typedef struct {
-    FILE *f;
-    char dir[4096];       /* the manifest's directory, "" or ending in '/' */
-    char *line;
-    size_t cap;
-    int lineno;
-    int single_left;      /* the single request not yet taken */
-    const char *image, *prompt, *answer;
-} seg_source;
-
-/* Next item: 1 with *it filled (st its parse status), 0 at the end. */
-static int source_next(seg_source *src, lisa_manifest_item *it, lisa_status *st) {
-    if (!src->f) {
-        if (!src->single_left) return 0;
-        src->single_left = 0;
-        memset(it, 0, sizeof *it);
-        it->custom_id = strdup("0");
-        it->image = strdup(src->image);
-        it->prompt = strdup(src->prompt);
-        it->answer = src->answer ? strdup(src->answer) : NULL;
-        *st = it->custom_id && it->image && it->prompt && (!src->answer || it->answer)
-                  ? LISA_OK
-                  : lisa_error_set(LISA_ERR_NOMEM, "out of memory");
-        return 1;
-    }
-    ssize_t len;
-    while ((len = getline(&src->line, &src->cap, src->f)) >= 0) {
-        src->lineno++;
-        while (len > 0 && (src->line[len - 1] == '\n' || src->line[len - 1] == '\r'))
-            src->line[--len] = 0;
-        if (len == 0) continue;
-        *st = lisa_manifest_line_parse(src->line, (size_t)len, src->lineno, src->dir, it);
-        return 1;
-    }
-    return 0;
-}
-
-/* Counts the manifest's non-empty lines, for the progress bar. */
-static int manifest_count(FILE *f) {
-    int n = 0, c, blank = 1;
-    while ((c = getc(f)) != EOF) {
-        if (c == '\n') {
-            n += !blank;
-            blank = 1;
-        } else if (c != '\r') {
-            blank = 0;
-        }
-    }
-    n += !blank;
-    rewind(f);
-    return n;
-}
-
 /* Requests in the engine: who they are, until their result is written. */
 typedef struct {
     int64_t handle;
     lisa_manifest_item item;
 } seg_inflight;
 
-typedef struct {
-    const char *out;
-    FILE *all;            /* OUT/results.jsonl or NULL */
-    int json, failures, done, total, tty;
-} seg_sink;
-
-/* Writes one result (files, results.jsonl line, stdout) as soon as it is known. */
-static void sink_write(seg_sink *k, const lisa_manifest_item *it, const lisa_response *r) {
-    const lisa_result_ident who = {it->custom_id, it->image, it->prompt};
-    int failed = r->status != LISA_OK;
-    if (failed) {
-        k->failures++;
-        fprintf(stderr, "%slisa segment: %s: %s\n", k->tty ? "\r" : "", it->custom_id, r->error);
-    }
-    if (k->out && lisa_result_write(k->out, &who, r, r->image.rgb ? &r->image : NULL) != LISA_OK) {
-        fprintf(stderr, "lisa segment: %s\n", lisa_error_get());
-        k->failures += !failed;
-    }
-    char *line = NULL;
-    if (lisa_result_format(&who, r, 0, &line) != LISA_OK)
-        fprintf(stderr, "lisa segment: %s\n", lisa_error_get());
-    if (k->all && line) {
-        fprintf(k->all, "%s\n", line);
-        fflush(k->all);
-    }
-    if (k->json && line) printf("%s\n", line);
-    else if (!k->json && !k->out && !failed) printf("%s\n", r->text ? r->text : "");
-    free(line);
-    k->done++;
-    if (k->tty && k->total > 1) progress_bar(k->done, k->total);
-}
-
 /* Writes every finished response the engine holds; frees their records. */
-static void sink_drain(seg_sink *k, lisa_engine *e, seg_inflight *fl, int *n_fl) {
+static void sink_drain(cli_job_sink *k, lisa_engine *e, seg_inflight *fl, int *n_fl) {
     lisa_response r;
     while (lisa_engine_take_finished(e, &r, 1) == 1) {
         int i = 0;
         while (i < *n_fl && fl[i].handle != r.handle) i++;
         if (i < *n_fl) {
-            sink_write(k, &fl[i].item, &r);
+            cli_job_sink_write(k, &fl[i].item, &r);
             lisa_manifest_item_free(&fl[i].item);
             fl[i] = fl[--*n_fl];
         }
@@ -217,30 +118,12 @@ int cmd_segment(int argc, char **argv) {
     p.limits.max_file_bytes = (size_t)max_bytes;
     p.limits.max_pixels = (uint64_t)max_pixels;
 
-    seg_source src;
-    memset(&src, 0, sizeof src);
+    cli_job_source src;
     int total = 1;
-    if (manifest) {
-        src.f = fopen(manifest, "rb");
-        if (!src.f) {
-            fprintf(stderr, "lisa segment: cannot open manifest %s: %s\n", manifest, strerror(errno));
-            return 1;
-        }
-        snprintf(src.dir, sizeof src.dir, "%s", manifest);
-        char *slash = strrchr(src.dir, '/');
-        if (slash) slash[1] = 0;
-        else src.dir[0] = 0;
-        total = manifest_count(src.f);
-    } else {
-        src.single_left = 1;
-        src.image = image;
-        src.prompt = prompt;
-        src.answer = answer;
-    }
-    seg_sink sink = {out, NULL, json, 0, 0, total, isatty(2)};
-    if (out && lisa_result_mkdir(out) != LISA_OK) {
-        fprintf(stderr, "lisa segment: %s\n", lisa_error_get());
-        if (src.f) fclose(src.f);
+    if (cli_job_source_open(&src, "segment", manifest, image, prompt, answer, &total)) return 1;
+    cli_job_sink sink;
+    if (cli_job_sink_open(&sink, "segment", out, json, total)) {
+        cli_job_source_close(&src);
         return 1;
     }
     p.keep_images = out != NULL;  /* for overlay.png */
@@ -248,14 +131,9 @@ int cmd_segment(int argc, char **argv) {
     lisa_status st = lisa_engine_init(&e, &p);
     if (st != LISA_OK) {
         fprintf(stderr, "lisa segment: %s: %s\n", lisa_status_str(st), lisa_error_get());
-        if (src.f) fclose(src.f);
+        cli_job_sink_close(&sink);
+        cli_job_source_close(&src);
         return 1;
-    }
-    if (out) {
-        char path[4200];
-        snprintf(path, sizeof path, "%s/results.jsonl", out);
-        sink.all = fopen(path, "wb");
-        if (!sink.all) fprintf(stderr, "lisa segment: cannot write %s: %s\n", path, strerror(errno));
     }
     /* Requests stream through the engine: the manifest is read only as far
      * as keeps the engine fed (window = 2 x --batch requests in it), each
@@ -274,7 +152,7 @@ int cmd_segment(int argc, char **argv) {
         while (more && n_fl < window) {
             lisa_manifest_item it;
             lisa_status ps;
-            more = source_next(&src, &it, &ps);
+            more = cli_job_source_next(&src, &it, &ps);
             if (!more) break;
             lisa_response bad;
             memset(&bad, 0, sizeof bad);
@@ -287,7 +165,7 @@ int cmd_segment(int argc, char **argv) {
             }
             bad.status = ps;
             snprintf(bad.error, sizeof bad.error, "%s", lisa_error_get());
-            sink_write(&sink, &it, &bad);
+            cli_job_sink_write(&sink, &it, &bad);
             lisa_manifest_item_free(&it);
         }
         sink_drain(&sink, e, fl, &n_fl);
@@ -299,9 +177,8 @@ int cmd_segment(int argc, char **argv) {
         }
     }
     sink_drain(&sink, e, fl, &n_fl);
-    if (sink.all) fclose(sink.all);
-    if (src.f) fclose(src.f);
-    free(src.line);
+    cli_job_sink_close(&sink);
+    cli_job_source_close(&src);
     free(fl);
     lisa_engine_free(e);
     return (sink.failures || st != LISA_OK) ? 1 : 0;
