@@ -662,3 +662,99 @@ lisa_status lisa_llama_forward(const lisa_llama_model *m, lisa_llama_state *s,
     if (next) LISA_TRY(op->copy_to_host(be, next, s->argmax.data, 0, (size_t)no * 4));
     return op->synchronize(be);
 }
+
+/* --- sizing without a model --- */
+
+static size_t llama_round(size_t bytes) {
+    return (bytes + LLAMA_ALIGN - 1) / LLAMA_ALIGN * LLAMA_ALIGN;
+}
+
+size_t lisa_llama_model_bytes(const lisa_llama_config *cfg, lisa_dtype dtype, int l0, int l1) {
+    int L = cfg->num_hidden_layers;
+    if (l1 < 0) l1 = L;
+    if (l0 < 0 || l0 >= l1 || l1 > L) return 0;
+    size_t es = lisa_dtype_size(dtype);
+    size_t C = (size_t)cfg->hidden_size, I = (size_t)cfg->intermediate_size,
+           V = (size_t)cfg->vocab_size;
+    size_t HD = (size_t)cfg->num_attention_heads * (size_t)cfg->head_dim;
+    size_t KVD = (size_t)cfg->num_key_value_heads * (size_t)cfg->head_dim;
+    int first = l0 == 0, last = l1 == L, has_lm_head = !cfg->tie_word_embeddings;
+    size_t layer = 2 * llama_round(C * es) + llama_round(HD * C * es) +
+                   2 * llama_round(KVD * C * es) + llama_round(C * HD * es) +
+                   2 * llama_round(I * C * es) + llama_round(C * I * es);
+    size_t total = (size_t)(l1 - l0) * layer;
+    if (first || (last && !has_lm_head)) total += llama_round(V * C * es);
+    if (last) total += llama_round(C * es) + (has_lm_head ? llama_round(V * C * es) : 0);
+    return total;
+}
+
+size_t lisa_llama_kv_bytes(const lisa_llama_config *cfg, lisa_dtype dtype, int l0, int l1,
+                           int max_seqs, int max_ctx) {
+    int L = cfg->num_hidden_layers;
+    if (l1 < 0) l1 = L;
+    if (l0 < 0 || l0 >= l1 || l1 > L || max_seqs < 1 || max_ctx < 1) return 0;
+    size_t rows = ((size_t)max_ctx + 15) / 16 * 16;
+    size_t kv = (size_t)max_seqs * rows * (size_t)cfg->num_key_value_heads *
+                (size_t)cfg->head_dim * lisa_dtype_size(dtype);
+    return (size_t)(l1 - l0) * 2 * kv;
+}
+
+size_t lisa_llama_state_bytes(const lisa_llama_config *cfg, lisa_dtype dtype, int l0, int l1,
+                              int max_seqs, int max_ctx, int max_tokens, int max_out) {
+    size_t kv = lisa_llama_kv_bytes(cfg, dtype, l0, l1, max_seqs, max_ctx);
+    if (!kv || max_tokens < 1 || max_out < 1) return 0;
+    if (l1 < 0) l1 = cfg->num_hidden_layers;
+    if (max_out > max_tokens) max_out = max_tokens;
+    int last = l1 == cfg->num_hidden_layers;
+    size_t es = lisa_dtype_size(dtype), i32 = 4, f32 = 4;
+    size_t C = (size_t)cfg->hidden_size, I = (size_t)cfg->intermediate_size,
+           V = (size_t)cfg->vocab_size, n = (size_t)max_tokens, no = (size_t)max_out;
+    size_t H = (size_t)cfg->num_attention_heads, KVH = (size_t)cfg->num_key_value_heads,
+           D = (size_t)cfg->head_dim;
+    size_t b = 0;
+    b += 2 * n * C * es;            /* x, xb */
+    b += n * (H + 2 * KVH) * D * es; /* qkv */
+    b += n * H * D * es;            /* att */
+    b += n * 2 * I * es;            /* gate_up */
+    b += 3 * n * i32;               /* ids, seq, pos */
+    b += no * i32;                  /* out_idx */
+    b += no * C * es;               /* hout */
+    if (last) b += no * V * es;     /* logits */
+    if (dtype != LISA_DTYPE_F32) {
+        b += n * C * f32;           /* io */
+        if (last) b += no * V * f32; /* logits32 */
+    }
+    b += no * i32;                  /* argmax */
+    return kv + b;
+}
+
+size_t lisa_llama_model_weight_bytes(const lisa_llama_model *m) {
+    size_t total = 0;
+    const lisa_tensor *t[3] = {&m->tok_embeddings, &m->norm, &m->output};
+    for (int i = 0; i < 3; i++) {
+        if (!t[i]->data || (i == 2 && t[2]->data == t[0]->data)) continue;
+        total += llama_round(lisa_tensor_nbytes(t[i]));
+    }
+    for (int l = 0; l < m->layer_end - m->layer_begin; l++) {
+        const lisa_llama_layer *L = &m->layers[l];
+        const lisa_tensor *w[9] = {&L->attn_norm, &L->wq,     &L->wk,   &L->wv,    &L->wo,
+                                   &L->ffn_norm,  &L->w_gate, &L->w_up, &L->w_down};
+        for (int i = 0; i < 9; i++)
+            if (w[i]->data) total += llama_round(lisa_tensor_nbytes(w[i]));
+    }
+    return total;
+}
+
+size_t lisa_llama_state_alloc_bytes(const lisa_llama_state *s) {
+    size_t total = 0;
+    for (int l = 0; l < s->k_cache_n; l++) {
+        if (s->k_cache[l].data) total += lisa_tensor_nbytes(&s->k_cache[l]);
+        if (s->v_cache[l].data) total += lisa_tensor_nbytes(&s->v_cache[l]);
+    }
+    const lisa_tensor *scratch[] = {&s->x,   &s->xb,  &s->qkv, &s->att,     &s->gate_up,
+                                    &s->ids, &s->seq, &s->pos, &s->out_idx, &s->hout,
+                                    &s->logits, &s->argmax, &s->io, &s->logits32};
+    for (size_t i = 0; i < sizeof scratch / sizeof scratch[0]; i++)
+        if (scratch[i]->data) total += lisa_tensor_nbytes(scratch[i]);
+    return total;
+}

@@ -177,4 +177,37 @@ int lisa_llama_warning_take(lisa_llama_state *s, char *buf, size_t size);
 lisa_status lisa_llama_embed(const lisa_llama_model *m, lisa_llama_state *s, const int32_t *tokens,
                              int n, float *out);
 
+/* --- sizing without a model (lisa cluster plan) --- */
+
+/* Weight bytes of layers [l0, l1) (l1 < 0: all) of a model of cfg's shape
+ * converted to dtype, as the loader lays them out in one backend buffer on
+ * a non-host backend: each tensor rounded up to the loader's 256-byte
+ * alignment; the embedding on the first range, the final norm and LM head
+ * on the last, and on a last range without its own LM head (tied
+ * embeddings, cfg->tie_word_embeddings) the embedding instead, once when
+ * the range is also the first. 0 for an invalid range. */
+size_t lisa_llama_model_bytes(const lisa_llama_config *cfg, lisa_dtype dtype, int l0, int l1);
+/* KV-cache bytes lisa_llama_state_init reserves for that range in dtype:
+ * per layer K and V of (max_seqs, max_ctx rounded up to 16, KVH, D). */
+size_t lisa_llama_kv_bytes(const lisa_llama_config *cfg, lisa_dtype dtype, int l0, int l1,
+                           int max_seqs, int max_ctx);
+/* Every byte lisa_llama_state_init allocates for that range and sizes:
+ * the KV cache above plus the scratch tensors (residual stream, q|k|v,
+ * attention, gate|up, index vectors, output rows, logits on the last range,
+ * the fp32 io and logits32 staging of non-F32 models). max_out is clamped
+ * to max_tokens as init does. It does not include the backend's own op
+ * scratch, which lisa_backend_reserve may grow but which LLaMA's shapes
+ * (K <= 1M elements, context <= 1M) never do: that is fixed per backend. */
+size_t lisa_llama_state_bytes(const lisa_llama_config *cfg, lisa_dtype dtype, int l0, int l1,
+                              int max_seqs, int max_ctx, int max_tokens, int max_out);
+/* What a loaded model's distinct weight tensors occupy, each rounded up to
+ * 256 bytes, in the dtypes they hold: on a non-host backend the size of its
+ * weight buffer (equal to lisa_llama_model_bytes in the compute dtype); on
+ * the CPU the mmap'd bytes in the file's dtype. */
+size_t lisa_llama_model_weight_bytes(const lisa_llama_model *m);
+/* The bytes of the tensors an initialised state holds (KV cache and
+ * scratch), from their shapes: equal to lisa_llama_state_bytes for the
+ * state's model and sizes. */
+size_t lisa_llama_state_alloc_bytes(const lisa_llama_state *s);
+
 #endif
