@@ -8,7 +8,17 @@
  * steps of one token per sequence over the filled KV cache; tokens/s =
  * B*steps / time. One untimed warm-up pass precedes the timed pass. It only
  * measures; comparisons with other engines are made by scripts/bench-llm.sh,
- * which runs the reference in the same command. */
+ * which runs the reference in the same command.
+ *
+ * `lisa bench llm --layer-costs FILE` instead writes the cost model of
+ * `lisa cluster plan` (cluster-plan.h) for this device and layer shape: a
+ * first-range model of up to 4 layers and a last range of one layer + LM
+ * head are timed on decode calls (batches x contexts), prefill chunks and a
+ * chunk deep in the context, and least squares (non-negative) fits per
+ * layer fixed + token*n + ctx*positions read + pair*(token, position)
+ * pairs, then the head's fixed + row*outputs from the last range's excess
+ * over its layer. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +51,10 @@ static void bench_help(FILE *f) {
             "  --no-graphs        cuda: decode op by op, no graphs (also LISA_GRAPHS=0)\n"
             "  --no-gemv          cuda: decode matmuls on cuBLASLt (also LISA_GEMV=0)\n"
             "  --json             one JSON line per batch size instead of a table\n"
+            "  --layer-costs FILE instead of the table: measure per-layer and LM-head\n"
+            "                     costs (decode at the --batches sizes, prefill chunks\n"
+            "                     up to --chunk) and write them as a cost file for\n"
+            "                     `lisa cluster plan --costs FILE`\n"
             "  -h, --help         show this help\n");
 }
 
@@ -94,9 +108,227 @@ static lisa_status bench_pass(const lisa_llama_model *m, lisa_llama_state *s, in
     return st;
 }
 
+/* ---- lisa bench llm --layer-costs ---- */
+
+/* One timed call shape: `items` sequences of `n` tokens each at pos0,
+ * n_out rows out (last range). */
+typedef struct {
+    int items, n, pos0;
+    double secs;             /* median per call, whole range */
+} cost_call;
+
+/* Median of `reps` timed runs of call c on range m (after one warm-up);
+ * x_in / x_out as lisa_llama_forward_tensors takes them. */
+static lisa_status cost_time(const lisa_llama_model *m, lisa_llama_state *s, cost_call *c,
+                             const lisa_tensor *x_in, lisa_tensor *x_out, int32_t *buf, int reps) {
+    int n = c->items * c->n, V = m->cfg.vocab_size;
+    int32_t *tok = buf, *seq = buf + n, *pos = buf + 2 * n, *rows = buf + 3 * n, *next = buf + 4 * n;
+    int no = 0;
+    for (int i = 0; i < c->items; i++)
+        for (int j = 0; j < c->n; j++) {
+            int k = i * c->n + j;
+            tok[k] = 3 + (int32_t)(((uint32_t)k * 2654435761u) % (uint32_t)(V - 3));
+            seq[k] = i;
+            pos[k] = c->pos0 + j;
+            if (j == c->n - 1) rows[no++] = k;
+        }
+    lisa_llama_batch b = {n, x_in ? NULL : tok, NULL, seq, pos, no, rows};
+    lisa_tensor xo = lisa_tensor_rows(x_out, 0, lisa_llama_model_is_last(m) ? no : n);
+    double t[16];
+    if (reps > 16) reps = 16;
+    for (int r = -1; r < reps; r++) {
+        double t0 = now_s();
+        int last = lisa_llama_model_is_last(m);
+        lisa_tensor xi = x_in ? lisa_tensor_rows(x_in, 0, n) : xo;
+        LISA_TRY(lisa_llama_forward_tensors(m, s, &b, x_in ? &xi : NULL, last ? NULL : &xo, NULL,
+                                            last ? next : NULL));
+        LISA_TRY(lisa_backend_synchronize(s->be));
+        if (r >= 0) t[r] = now_s() - t0;
+    }
+    for (int i = 1; i < reps; i++)
+        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
+            double x = t[j];
+            t[j] = t[j - 1];
+            t[j - 1] = x;
+        }
+    c->secs = t[reps / 2];
+    return LISA_OK;
+}
+
+/* The cost model's regressors of a call. */
+static void cost_features(const cost_call *c, double *f) {
+    f[0] = 1;
+    f[1] = (double)c->items * c->n;
+    f[2] = (double)c->items * (c->pos0 + c->n);
+    f[3] = (double)c->items * ((double)c->n * c->pos0 + 0.5 * (double)c->n * (c->n + 1));
+}
+
+/* Non-negative least squares by elimination of negative terms: solves the
+ * normal equations over the active columns, drops the most negative one,
+ * repeats. y[i] ~ sum_j x[j] f_i[j]; rows scaled by 1/y so every call
+ * counts relatively. */
+static void cost_fit(const double (*f)[4], const double *y, int n, int k, double *x) {
+    int active[4] = {1, 1, 1, 1};
+    for (int j = k; j < 4; j++) active[j] = 0;
+    for (int iter = 0; iter < 4; iter++) {
+        double A[4][5];
+        memset(A, 0, sizeof A);
+        for (int i = 0; i < n; i++) {
+            double w = y[i] > 0 ? 1 / (y[i] * y[i]) : 1;
+            for (int a = 0; a < 4; a++) {
+                for (int b = 0; b < 4; b++) A[a][b] += w * f[i][a] * f[i][b];
+                A[a][4] += w * f[i][a] * y[i];
+            }
+        }
+        for (int a = 0; a < 4; a++)
+            if (!active[a]) {
+                memset(A[a], 0, sizeof A[a]);
+                for (int b = 0; b < 4; b++) A[b][a] = 0;
+                A[a][a] = 1;
+            }
+        for (int a = 0; a < 4; a++) { /* Gauss-Jordan with partial pivoting */
+            int p = a;
+            for (int r = a + 1; r < 4; r++)
+                if (fabs(A[r][a]) > fabs(A[p][a])) p = r;
+            for (int c = 0; c < 5; c++) {
+                double t = A[a][c];
+                A[a][c] = A[p][c];
+                A[p][c] = t;
+            }
+            if (fabs(A[a][a]) < 1e-300) continue;
+            for (int r = 0; r < 4; r++) {
+                if (r == a) continue;
+                double q = A[r][a] / A[a][a];
+                for (int c = a; c < 5; c++) A[r][c] -= q * A[a][c];
+            }
+        }
+        int worst = -1;
+        for (int a = 0; a < 4; a++) {
+            x[a] = active[a] && fabs(A[a][a]) >= 1e-300 ? A[a][4] / A[a][a] : 0;
+            if (x[a] < 0 && (worst < 0 || x[a] < x[worst])) worst = a;
+        }
+        if (worst < 0) return;
+        active[worst] = 0;
+    }
+    for (int a = 0; a < 4; a++)
+        if (x[a] < 0) x[a] = 0;
+}
+
+static lisa_status bench_layer_costs(lisa_backend *be, const char *model_dir, const char *config,
+                                     lisa_dtype wdtype, lisa_dtype act, int chunk,
+                                     const int *batches, int nb, const char *path) {
+    lisa_llama_config cfg;
+    if (config) LISA_TRY(lisa_llama_config_load(&cfg, config));
+    else LISA_TRY(lisa_llama_config_load(&cfg, model_dir));
+    int L = cfg.num_hidden_layers;
+    if (L < 2)
+        return lisa_error_set(LISA_ERR_ARG, "--layer-costs needs a model of at least 2 layers "
+                              "(one range without the LM head, one with it)");
+    int k = L - 1 < 4 ? L - 1 : 4;
+    int ctx = cfg.max_position_embeddings < 1024 ? cfg.max_position_embeddings : 1024;
+    if (chunk > ctx / 2) chunk = ctx / 2;
+    int maxb = 1;
+    for (int i = 0; i < nb; i++)
+        if (batches[i] > maxb) maxb = batches[i];
+    if (maxb > chunk) maxb = chunk;
+    lisa_llama_model a, h;
+    int have_a = 0, have_h = 0, have_sa = 0, have_sh = 0;
+    lisa_llama_state sa, sh;
+    lisa_tensor xa, xh;
+    memset(&xa, 0, sizeof xa);
+    memset(&xh, 0, sizeof xh);
+    int32_t *buf = malloc((size_t)5 * (size_t)(chunk > maxb ? chunk : maxb) * 4);
+    lisa_status st = buf ? LISA_OK : lisa_error_set(LISA_ERR_NOMEM, "bench: out of memory");
+    if (st == LISA_OK)
+        st = config ? lisa_llama_model_init_random(&a, &cfg, be, wdtype, act, 0, k, 42)
+                    : lisa_llama_model_load(&a, model_dir, be, act, 0, k);
+    have_a = st == LISA_OK;
+    if (st == LISA_OK)
+        st = config ? lisa_llama_model_init_random(&h, &cfg, be, wdtype, act, L - 1, L, 43)
+                    : lisa_llama_model_load(&h, model_dir, be, act, L - 1, L);
+    have_h = st == LISA_OK;
+    if (st == LISA_OK) st = lisa_llama_state_init(&sa, &a, maxb, ctx, chunk, chunk);
+    have_sa = st == LISA_OK;
+    if (st == LISA_OK) st = lisa_llama_state_init(&sh, &h, maxb, ctx, chunk, chunk);
+    have_sh = st == LISA_OK;
+    int64_t shape[2] = {chunk, cfg.hidden_size};
+    if (st == LISA_OK) st = lisa_backend_tensor_alloc(be, &xa, act, 2, shape);
+    if (st == LISA_OK) st = lisa_backend_tensor_alloc(be, &xh, act, 2, shape);
+    /* calls: decode at 3 depths for each batch size, prefill chunks from
+     * the start, one chunk deep in the context */
+    cost_call calls[64];
+    int nc = 0;
+    int depths[3] = {0, ctx / 2, ctx - 2};
+    for (int i = 0; i < nb && nc < 40; i++)
+        for (int d = 0; d < 3; d++)
+            calls[nc++] = (cost_call){batches[i] < maxb ? batches[i] : maxb, 1, depths[d], 0};
+    int pre[4] = {chunk / 8, chunk / 4, chunk / 2, chunk};
+    for (int i = 0; i < 4; i++)
+        if (pre[i] >= 1) calls[nc++] = (cost_call){1, pre[i], 0, 0};
+    calls[nc++] = (cost_call){1, chunk / 2 > 0 ? chunk / 2 : 1, ctx / 2 - 1, 0};
+    double fa[64][4], ya[64], layer[4] = {0, 0, 0, 0}, head[2] = {0, 0};
+    for (int i = 0; i < nc && st == LISA_OK; i++) {
+        st = cost_time(&a, &sa, &calls[i], NULL, &xa, buf, 5);
+        cost_features(&calls[i], fa[i]);
+        ya[i] = calls[i].secs / k;
+    }
+    if (st == LISA_OK) cost_fit((const double (*)[4])fa, ya, nc, 4, layer);
+    /* the head: the last range's time over its one layer's prediction */
+    double fh[64][4], yh[64];
+    int nh = 0;
+    for (int i = 0; i < nc && st == LISA_OK; i++) {
+        cost_call c = calls[i];
+        st = cost_time(&h, &sh, &c, &xh, &xh, buf, 5);
+        double f[4], pred = 0;
+        cost_features(&c, f);
+        for (int j = 0; j < 4; j++) pred += layer[j] * f[j];
+        fh[nh][0] = 1;
+        fh[nh][1] = c.items; /* one output row per sequence */
+        fh[nh][2] = fh[nh][3] = 0;
+        yh[nh++] = c.secs - pred > 0 ? c.secs - pred : 0;
+    }
+    double hx[4] = {0, 0, 0, 0};
+    if (st == LISA_OK) cost_fit((const double (*)[4])fh, yh, nh, 2, hx);
+    head[0] = hx[0];
+    head[1] = hx[1];
+    FILE *f = NULL;
+    if (st == LISA_OK && !(f = fopen(path, "w")))
+        st = lisa_error_set(LISA_ERR_IO, "cannot write %s", path);
+    if (st == LISA_OK) {
+        fprintf(f, "{\n  \"_comment\": \"measured by lisa bench llm --layer-costs on %s, %s, %s "
+                   "(%s weights, %d-layer first range and a 1-layer last range, median of 5 per "
+                   "call, %d calls); the link and vision keys are not measured here: add "
+                   "link_latency_s and link_bytes_per_s for the network, and clip_image_s, "
+                   "sam_encoder_s and sam_decoder_s from lisa bench vision\",\n",
+                be->ops->name, lisa_dtype_name(act), config ? config : model_dir,
+                config ? "random" : "checkpoint", k, nc);
+        fprintf(f, "  \"device\": \"%s %s\",\n  \"source\": \"measured\",\n", be->ops->name,
+                lisa_dtype_name(act));
+        fprintf(f, "  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n", cfg.hidden_size,
+                cfg.intermediate_size);
+        fprintf(f, "  \"layer_fixed_s\": %.6g,\n  \"layer_token_s\": %.6g,\n"
+                   "  \"layer_ctx_s\": %.6g,\n  \"layer_pair_s\": %.6g,\n",
+                layer[0], layer[1], layer[2], layer[3]);
+        fprintf(f, "  \"head_fixed_s\": %.6g,\n  \"head_row_s\": %.6g\n}\n", head[0], head[1]);
+        if (fclose(f) != 0) st = lisa_error_set(LISA_ERR_IO, "cannot write %s", path);
+        else
+            printf("layer: %.4g s + %.4g s/token + %.4g s/position read + %.4g s/pair; "
+                   "head: %.4g s + %.4g s/row -> %s\n",
+                   layer[0], layer[1], layer[2], layer[3], head[0], head[1], path);
+    }
+    if (xa.data) lisa_backend_tensor_free(be, &xa);
+    if (xh.data) lisa_backend_tensor_free(be, &xh);
+    if (have_sh) lisa_llama_state_free(&sh);
+    if (have_sa) lisa_llama_state_free(&sa);
+    if (have_h) lisa_llama_model_free(&h);
+    if (have_a) lisa_llama_model_free(&a);
+    free(buf);
+    return st;
+}
+
 static int bench_llm(int argc, char **argv) {
     const char *model_dir = NULL, *config = NULL, *device = "cpu", *batches = "1,16";
-    const char *dtype_s = "bf16";
+    const char *dtype_s = "bf16", *layer_costs = NULL;
     long T = 128, steps = 16, chunk = 512, threads = 0;
     int json = 0, no_graphs = 0, no_gemv = 0;
     const cli_opt opts[] = {
@@ -106,6 +338,7 @@ static int bench_llm(int argc, char **argv) {
         {"--new-tokens", CLI_COUNT, &steps}, {"--chunk", CLI_COUNT, &chunk},
         {"--threads", CLI_COUNT, &threads},  {"--json", CLI_FLAG, &json},
         {"--no-graphs", CLI_FLAG, &no_graphs}, {"--no-gemv", CLI_FLAG, &no_gemv},
+        {"--layer-costs", CLI_STRING, &layer_costs},
     };
     int pr = cli_opts_parse("bench llm", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
                             bench_help);
@@ -144,6 +377,15 @@ static int bench_llm(int argc, char **argv) {
     if (no_graphs) bp.no_graphs = 1;
     if (no_gemv) bp.no_gemv = 1;
     lisa_status st = lisa_backend_init_params(&be, &bp);
+    if (layer_costs) {
+        if (st == LISA_OK)
+            st = bench_layer_costs(be, model_dir, config, kind == LISA_BACKEND_CPU ? dtype : act,
+                                   act, (int)chunk, bs, nb, layer_costs);
+        if (st != LISA_OK)
+            fprintf(stderr, "lisa bench llm: %s: %s\n", lisa_status_str(st), lisa_error_get());
+        lisa_backend_free(be);
+        return st == LISA_OK ? 0 : 1;
+    }
     int have_model = 0;
     if (st == LISA_OK && config) {
         st = lisa_llama_config_load(&cfg, config);
