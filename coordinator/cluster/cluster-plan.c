@@ -215,8 +215,9 @@ static void plan_memory(lisa_cluster_plan *plan, const lisa_cluster_plan_params 
             k->scratch_bytes = lisa_llama_state_bytes(m, p->dtype, k->l0, k->l1, c->slots,
                                                       c->max_ctx, c->token_budget, c->slots) -
                                k->kv_bytes;
-            k->pipe_bytes = 2 * (size_t)c->micro_batches * (size_t)c->token_budget *
-                            (size_t)m->hidden_size * es;
+            size_t one = (size_t)c->micro_batches * (size_t)c->token_budget *
+                         (size_t)m->hidden_size * es;
+            k->pipe_bytes = (s > 0 ? one : 0) + (s + 1 < c->stages ? one : 0);
             works = 1;
         }
         if (k->roles & LISA_CLUSTER_ROLE_VISION) {

@@ -87,7 +87,8 @@ typedef struct lisa_cluster_plan_rank {
     size_t weight_bytes;          /* stage: LLaMA range; vision: CLIP, projector, SAM, SEG head */
     size_t kv_bytes;              /* stage KV cache */
     size_t scratch_bytes;         /* stage state scratch; vision: estimated state */
-    size_t pipe_bytes;            /* stage: M in-flight (budget, C) activations in and out */
+    size_t pipe_bytes;            /* stage: M in-flight (budget, C) activations from the
+                                     previous stage and M to the next (where there is one) */
     size_t backend_bytes;         /* the backend's fixed op scratch */
     size_t total_bytes;
     double busy_s, utilisation;   /* simulated */
