@@ -11,4 +11,5 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential cmake pkg-config \
     libopenblas-dev libcjson-dev libjpeg-dev libpng-dev \
-    libprotobuf-c-dev protobuf-c-compiler
+    libprotobuf-c-dev protobuf-c-compiler \
+    openmpi-bin libopenmpi-dev iproute2

@@ -1,22 +1,204 @@
-/* cmd-cluster.c: `lisa cluster`: dispatches `lisa cluster plan` (sizing,
- * cmd-cluster-plan.c) and everything else to the MPI runtime's
- * cmd_cluster_run.
+/* cmd-cluster.c: `lisa cluster`: LISA over MPI ranks, launched by mpirun
+ * (coordinator/cluster/cluster.h), on the manifest and output files of
+ * `lisa segment` (cli-jobs.h); `lisa cluster plan` (cmd-cluster-plan.c)
+ * sizes a job without MPI.
  *
- * Interim: cmd_cluster_run is referenced weakly so this builds before the
- * runtime's command exists (then only `plan` works); its prototypes belong
- * in commands.h with the cluster row in main.c. */
+ * Every rank parses the same command line; only rank 0 opens the manifest
+ * and writes results. Deliberately not here: the runtime itself. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "cli-jobs.h"
+#include "cli-util.h"
+#include "cluster.h"
 #include "commands.h"
 
-int cmd_cluster(int argc, char **argv);
-int cmd_cluster_plan(int argc, char **argv);
-int cmd_cluster_run(int argc, char **argv) __attribute__((weak));
+static void cluster_help(FILE *f) {
+    fprintf(f,
+            "usage: mpirun -np N lisa cluster [--config FILE] --manifest JOBS.jsonl --out DIR [options]\n"
+            "       mpirun -np N lisa cluster [--config FILE] --image IMG --prompt TEXT [options]\n"
+            "       lisa cluster plan --help\n"
+            "\n"
+            "Runs LISA across MPI ranks: rank 0 coordinates, ranks 1..P hold the LLM's\n"
+            "layers as pipeline stages, rank P+1 (or rank 0 with --vision coordinator) the\n"
+            "vision parts. Results are those of `lisa segment` on the same requests.\n"
+            "Flags override the configuration file's keys (docs/cluster.md).\n"
+            "\n"
+            "options:\n"
+            "  --config FILE        JSON configuration (configs/cluster-*.json)\n"
+            "  --model DIR          converted LISA model directory (\"model\")\n"
+            "  --stages P           LLM pipeline stages (\"stages\", default 1)\n"
+            "  --layers SPEC        balanced | counts 20,20 | ranges 0-19,20-39 (\"layers\")\n"
+            "  --micro-batches M    micro-batches in flight (\"micro_batches\", default P)\n"
+            "  --token-budget N     tokens per micro-batch (\"token_budget\", default 512)\n"
+            "  --slots N            KV-cache sequences per stage (\"slots\", default 8)\n"
+            "  --context N          positions per sequence (\"context\", default 1024)\n"
+            "  --max-new-tokens N   generation limit (\"max_new_tokens\", default 512)\n"
+            "  --device DEV         cpu or cuda (\"device\"); GPUs per rank from \"gpus\" or\n"
+            "                       the local rank\n"
+            "  --dtype T            fp32, bf16 or fp16 (\"dtype\")\n"
+            "  --threads N          CPU threads per rank (\"threads\", default all cores)\n"
+            "  --vision WHERE       own (rank P+1) or coordinator (rank 0) (\"vision\")\n"
+            "  --startup-timeout S  seconds for every rank to load and report (default 300)\n"
+            "  --manifest FILE      JSONL requests, as lisa segment\n"
+            "  --out DIR            results as lisa segment: DIR/<custom_id>/, DIR/results.jsonl\n"
+            "  --image IMG --prompt TEXT [--answer TEXT]  one request\n"
+            "  --json               print each result as JSON on stdout\n"
+            "  --stats FILE         per-rank statistics as JSON\n"
+            "  --quiet-stats        no statistics table on stderr\n"
+            "  --max-image-bytes N, --max-image-pixels N  hostile-image limits\n"
+            "  -h, --help           show this help\n"
+            "\n"
+            "Exit status: 0 every request done; 1 a request failed or a rank died (every\n"
+            "request is still in the results, failed with the reason); 2 usage,\n"
+            "configuration or start-up error (naming the rank and host).\n");
+}
+
+typedef struct {
+    const char *manifest, *image, *prompt, *answer, *out;
+    int json, total;
+    cli_job_source src;
+    cli_job_sink sink;
+} cluster_cli;
+
+static int cluster_begin(void *user) {
+    cluster_cli *c = user;
+    if (cli_job_source_open(&c->src, "cluster", c->manifest, c->image, c->prompt, c->answer,
+                            &c->total))
+        return 1;
+    return cli_job_sink_open(&c->sink, "cluster", c->out, c->json, c->total);
+}
+
+static int cluster_next(void *user, lisa_request *rq, void **tag) {
+    cluster_cli *c = user;
+    for (;;) {
+        lisa_manifest_item *it = calloc(1, sizeof *it);
+        lisa_status ps = LISA_OK;
+        if (!it || !cli_job_source_next(&c->src, it, &ps)) {
+            free(it);
+            return 0;
+        }
+        if (ps == LISA_OK) {
+            *rq = (lisa_request){.id = it->custom_id, .image_path = it->image, .prompt = it->prompt,
+                                 .answer = it->answer, .max_new_tokens = it->max_new_tokens};
+            *tag = it;
+            return 1;
+        }
+        lisa_response bad;
+        memset(&bad, 0, sizeof bad);
+        bad.status = ps;
+        snprintf(bad.error, sizeof bad.error, "%s", lisa_error_get());
+        cli_job_sink_write(&c->sink, it, &bad);
+        lisa_manifest_item_free(it);
+        free(it);
+    }
+}
+
+static void cluster_done(void *user, void *tag, const lisa_response *r) {
+    cluster_cli *c = user;
+    lisa_manifest_item *it = tag;
+    cli_job_sink_write(&c->sink, it, r);
+    lisa_manifest_item_free(it);
+    free(it);
+}
+
+static int cluster_set_str(char *dst, size_t n, const char *val, const char *opt) {
+    if (!val) return 0;
+    if (strlen(val) >= n) {
+        fprintf(stderr, "lisa cluster: %s value too long\n", opt);
+        return -1;
+    }
+    memcpy(dst, val, strlen(val) + 1);
+    return 0;
+}
+
+int cmd_cluster_run(int argc, char **argv) {
+    const char *config = NULL, *model = NULL, *layers = NULL, *device = NULL, *dtype = NULL,
+               *vision = NULL, *stats = NULL;
+    long stages = -1, mbs = -1, budget = -1, slots = -1, ctx = -1, max_new = -1, threads = -1,
+         timeout = -1, max_bytes = 0, max_pixels = 0;
+    int quiet = 0;
+    cluster_cli cli;
+    memset(&cli, 0, sizeof cli);
+    const cli_opt opts[] = {
+        {"--config", CLI_STRING, &config},     {"--model", CLI_STRING, &model},
+        {"--stages", CLI_COUNT, &stages},      {"--layers", CLI_STRING, &layers},
+        {"--micro-batches", CLI_COUNT, &mbs},  {"--token-budget", CLI_COUNT, &budget},
+        {"--slots", CLI_COUNT, &slots},        {"--context", CLI_COUNT, &ctx},
+        {"--max-new-tokens", CLI_COUNT, &max_new}, {"--device", CLI_STRING, &device},
+        {"--dtype", CLI_STRING, &dtype},       {"--threads", CLI_COUNT, &threads},
+        {"--vision", CLI_STRING, &vision},     {"--startup-timeout", CLI_COUNT, &timeout},
+        {"--manifest", CLI_STRING, &cli.manifest}, {"--out", CLI_STRING, &cli.out},
+        {"--image", CLI_STRING, &cli.image},   {"--prompt", CLI_STRING, &cli.prompt},
+        {"--answer", CLI_STRING, &cli.answer}, {"--json", CLI_FLAG, &cli.json},
+        {"--stats", CLI_STRING, &stats},       {"--quiet-stats", CLI_FLAG, &quiet},
+        {"--max-image-bytes", CLI_COUNT, &max_bytes},
+        {"--max-image-pixels", CLI_COUNT, &max_pixels},
+    };
+    int pr = cli_opts_parse("cluster", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
+                            cluster_help);
+    if (pr) return pr > 0 ? 0 : 2;
+    if ((!cli.manifest && (!cli.image || !cli.prompt)) || (cli.manifest && (cli.image || cli.prompt))) {
+        fprintf(stderr, "lisa cluster: give --manifest or --image with --prompt (see --help)\n");
+        return 2;
+    }
+    if (cli.manifest && !cli.out) {
+        fprintf(stderr, "lisa cluster: --manifest needs --out DIR\n");
+        return 2;
+    }
+    lisa_cluster_config c;
+    lisa_cluster_config_defaults(&c);
+    if (config && lisa_cluster_config_load(&c, config) != LISA_OK) {
+        fprintf(stderr, "lisa cluster: %s\n", lisa_error_get());
+        return 2;
+    }
+    if (cluster_set_str(c.model_dir, sizeof c.model_dir, model, "--model") ||
+        cluster_set_str(c.layers, sizeof c.layers, layers, "--layers") ||
+        cluster_set_str(c.device, sizeof c.device, device, "--device") ||
+        cluster_set_str(c.dtype, sizeof c.dtype, dtype, "--dtype"))
+        return 2;
+    if (stages >= 0) c.stages = (int)stages;
+    if (mbs >= 0) c.micro_batches = (int)mbs;
+    if (budget >= 0) c.token_budget = (int)budget;
+    if (slots >= 0) c.slots = (int)slots;
+    if (ctx >= 0) c.max_ctx = (int)ctx;
+    if (max_new >= 0) c.max_new_tokens = (int)max_new;
+    if (threads >= 0) c.threads = (int)threads;
+    if (timeout >= 0) c.startup_timeout_s = (double)timeout;
+    if (vision) {
+        if (!strcmp(vision, "own")) c.vision = LISA_CLUSTER_VISION_OWN;
+        else if (!strcmp(vision, "coordinator")) c.vision = LISA_CLUSTER_VISION_COORDINATOR;
+        else {
+            fprintf(stderr, "lisa cluster: --vision expects own or coordinator, got '%s'\n", vision);
+            return 2;
+        }
+    }
+    if (!*c.model_dir) {
+        fprintf(stderr, "lisa cluster: no model: give --model or a --config with \"model\"\n");
+        return 2;
+    }
+    if (lisa_cluster_config_check(&c) != LISA_OK) {
+        fprintf(stderr, "lisa cluster: %s\n", lisa_error_get());
+        return 2;
+    }
+    lisa_cluster_options o;
+    memset(&o, 0, sizeof o);
+    o.keep_images = cli.out != NULL;
+    o.stats_path = stats;
+    o.print_stats = !quiet;
+    o.limits.max_file_bytes = (size_t)max_bytes;
+    o.limits.max_pixels = (uint64_t)max_pixels;
+    o.switches = cli_backend_params(LISA_BACKEND_CPU, 0, 0);
+    lisa_cluster_jobs jobs = {cluster_begin, cluster_next, cluster_done, &cli};
+    int code = lisa_cluster_main(&argc, &argv, &c, &jobs, &o);
+    if (cli.sink.cmd) cli_job_sink_close(&cli.sink);
+    cli_job_source_close(&cli.src);
+    if (code == 0 && cli.sink.failures) code = 1;
+    return code;
+}
 
 int cmd_cluster(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "plan")) return cmd_cluster_plan(argc - 1, argv + 1);
-    if (cmd_cluster_run) return cmd_cluster_run(argc, argv);
-    fprintf(stderr, "lisa cluster: this build has only `lisa cluster plan`\n");
-    return 2;
+    return cmd_cluster_run(argc, argv);
 }

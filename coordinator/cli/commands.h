@@ -18,5 +18,8 @@ int cmd_preprocess(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_segment(int argc, char **argv);
 int cmd_embed_image(int argc, char **argv);
+int cmd_cluster(int argc, char **argv);
+int cmd_cluster_run(int argc, char **argv);   /* `lisa cluster` under mpirun */
+int cmd_cluster_plan(int argc, char **argv);  /* `lisa cluster plan`, from cmd_cluster */
 
 #endif

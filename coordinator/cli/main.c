@@ -19,6 +19,7 @@ static const cli_command k_commands[] = {
     {"bench", cmd_bench, "benchmarks: bench llm (prefill/decode tokens/s), bench vision (ms/image)"},
     {"preprocess", cmd_preprocess, "write an image as the CLIP or SAM branch sees it"},
     {"eval", cmd_eval, "ReasonSeg gIoU/cIoU of predicted masks, as LISA computes them"},
+    {"cluster", cmd_cluster, "LISA across MPI ranks (run under mpirun); cluster plan: size a job"},
 };
 #define N_COMMANDS (sizeof k_commands / sizeof k_commands[0])
 
