@@ -4,6 +4,7 @@
 # Usage: sh netns-selftest.sh [MPICC [MPIRUN]]   (defaults: mpicc, mpirun)
 # Exit: 0 pass, 1 fail, 77 skip (only where namespaces cannot be made and
 # that is allowed: not root, or LISA_REQUIRE_NETNS=0; see netns-hosts.sh).
+# KEEP=1 leaves the temporary folder (mpirun logs, each rank's ss output).
 #
 # Brings up 3 hosts and compiles a small MPI program; then, once with pml
 # ob1 + btl tcp and once with pml ucx over UCX's TCP transport, runs it as
