@@ -18,8 +18,6 @@
 #include "commands.h"
 #include "config-file.h"
 
-int cmd_cluster_plan(int argc, char **argv);
-
 static void plan_help(FILE *f) {
     fprintf(f,
             "usage: lisa cluster plan CONFIG [options]\n"

@@ -17,6 +17,7 @@
 #include "config-file.h"
 #include "llama.h"
 #include "scheduler.h"
+#include "vision.h"
 
 /* Fixed per-process backend memory, as kernels/ allocates it at init: the
  * CUDA backend's cuBLASLt workspace (32 MiB) and attention scratch
@@ -124,27 +125,32 @@ size_t lisa_cluster_plan_sam_params(const lisa_vision_sam_shape *s) {
 }
 
 /* The vision rank's state, estimated from the buffer lists in clip.h and
- * sam.h for one image per pass and one mask per decode: CLIP's residual
- * stream, q/k/v, attention and MLP, the projector's output; SAM's encoder
- * scratch (sam.h's formula), the decoder's streams and upscaled masks, an
- * original-size output of 4 megapixels in fp32. */
+ * sam.h at the batch sizes vision.c reserves: CLIP for min(slots, 8)
+ * images (residual stream, q/k/v, attention, MLP, projector output), SAM's
+ * encoder for min(slots, LISA_VISION_SAM_IMAGES) images (sam.h's formula),
+ * its decoder for 4 prompts (streams, upscaled and low-res masks) and the
+ * fp32 original-size output of LISA_VISION_MAX_POSTPROCESS_PIXELS. */
 static size_t plan_vision_state_bytes(const lisa_cluster_plan_params *p, size_t es) {
+    size_t slots = (size_t)p->cfg.slots;
+    size_t Bc = slots < 8 ? slots : 8;
+    size_t Bi = slots < LISA_VISION_SAM_IMAGES ? slots : LISA_VISION_SAM_IMAGES, B = 4;
     const lisa_clip_config *c = &p->clip;
     size_t S = (size_t)c->image_size, P = (size_t)c->patch_size, N = (S / P) * (S / P);
     size_t T = N + 1, C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size,
            H = (size_t)p->llm.hidden_size;
-    size_t clip = (3 * S * S + N * 3 * P * P + 6 * T * C + T * I + N * C + 2 * N * H) * es +
-                  3 * S * S * 4 + N * (C > H ? C : H) * 4;
+    size_t clip = Bc * ((3 * S * S + N * 3 * P * P + 6 * T * C + T * I + N * C + 2 * N * H) * es +
+                        3 * S * S * 4 + N * (C > H ? C : H) * 4);
     const lisa_vision_sam_shape *s = &p->sam;
     size_t G = (size_t)s->grid, Ss = G * (size_t)s->patch, Ts = G * G, D = (size_t)s->embed_dim,
            Cs = (size_t)s->dim, pp = 3 * (size_t)s->patch * (size_t)s->patch;
     size_t nw = (G + (size_t)s->window - 1) / (size_t)s->window;
     size_t Tw = nw * nw * (size_t)s->window * (size_t)s->window;
-    size_t enc = 3 * Ss * Ss + Ts * (pp > 9 * Cs ? pp : 9 * Cs) + 2 * Ts * D + 9 * Tw * D +
-                 4 * Ts * D + 2 * Ts * Cs;
+    size_t enc = Bi * (3 * Ss * Ss + Ts * (pp > 9 * Cs ? pp : 9 * Cs) + 2 * Ts * D + 9 * Tw * D +
+                       4 * Ts * D + 2 * Ts * Cs);
     size_t U = 4 * G, M = (size_t)s->num_mask_tokens;
-    size_t dec = 7 * Ts * Cs + (2 * G) * (2 * G) * Cs / 4 + U * U * Cs / 8 + M * U * U + Ss * Ss;
-    return clip + (enc + dec) * es + ((size_t)4 << 20) * 4 + Ts * Cs * 4;
+    size_t dec = B * (7 * Ts * Cs + (2 * G) * (2 * G) * Cs / 4 + U * U * Cs / 8 + M * U * U) +
+                 Ss * Ss;
+    return clip + (enc + dec) * es + (size_t)LISA_VISION_MAX_POSTPROCESS_PIXELS * 4 + Ts * Cs * 4;
 }
 
 /* ---- memory ------------------------------------------------------------- */
@@ -212,12 +218,14 @@ static void plan_memory(lisa_cluster_plan *plan, const lisa_cluster_plan_params 
             k->l1 = plan->bounds[s + 1];
             k->weight_bytes = lisa_llama_model_bytes(m, p->weight_dtype, k->l0, k->l1);
             k->kv_bytes = lisa_llama_kv_bytes(m, p->dtype, k->l0, k->l1, c->slots, c->max_ctx);
+            /* as role-stage.c sizes its state: every row of a micro-batch may
+             * be an output row */
             k->scratch_bytes = lisa_llama_state_bytes(m, p->dtype, k->l0, k->l1, c->slots,
-                                                      c->max_ctx, c->token_budget, c->slots) -
+                                                      c->max_ctx, c->token_budget,
+                                                      c->token_budget) -
                                k->kv_bytes;
-            size_t one = (size_t)c->micro_batches * (size_t)c->token_budget *
-                         (size_t)m->hidden_size * es;
-            k->pipe_bytes = (s > 0 ? one : 0) + (s + 1 < c->stages ? one : 0);
+            /* role-stage.c's x_in and x_out, (budget, C) each */
+            k->pipe_bytes = 2 * (size_t)c->token_budget * (size_t)m->hidden_size * es;
             works = 1;
         }
         if (k->roles & LISA_CLUSTER_ROLE_VISION) {
@@ -251,7 +259,7 @@ static void plan_memory(lisa_cluster_plan *plan, const lisa_cluster_plan_params 
 
 /* ---- simulation --------------------------------------------------------- */
 
-typedef enum { EV_CLIP, EV_STAGE, EV_SAM } plan_ev_kind;
+typedef enum { EV_CLIP, EV_STAGE, EV_SAM_ENCODER, EV_SAM_DECODER } plan_ev_kind;
 
 typedef struct {
     double t;
@@ -325,6 +333,7 @@ typedef struct {
     plan_mb *mbs;            /* (M) */
     int in_flight;
     int *generated;          /* (N) */
+    int *encoded, *answered; /* (N): SAM embedding ready; answer complete */
     double *t_start, *t_done;  /* (N) */
     int next_req, n_done;
     int rank_res[LISA_CLUSTER_MAX_RANKS];
@@ -397,7 +406,8 @@ static lisa_status plan_admit(plan_sim *s, double now) {
 }
 
 /* A micro-batch came back from the last stage: tokens are counted,
- * finished requests go to SAM, the rest may be planned again. */
+ * finished requests go to the mask decoder (once their image is encoded),
+ * the rest may be planned again. */
 static lisa_status plan_return(plan_sim *s, double now, plan_mb *mb) {
     int G = s->p->new_tokens;
     for (int i = 0; i < mb->n_items; i++) {
@@ -406,8 +416,10 @@ static lisa_status plan_return(plan_sim *s, double now, plan_mb *mb) {
         if (it->kind == LISA_SCHED_DECODE || it->last_chunk) s->generated[r]++;
         if (s->generated[r] >= G) {
             LISA_TRY(lisa_sched_finish(s->sched, it->id));
-            LISA_TRY(plan_run(s, now, lisa_cluster_vision_rank(&s->p->cfg),
-                              s->k->sam_encoder_s + s->k->sam_decoder_s, EV_SAM, r, 0));
+            s->answered[r] = 1;
+            if (s->encoded[r])
+                LISA_TRY(plan_run(s, now, lisa_cluster_vision_rank(&s->p->cfg),
+                                  s->k->sam_decoder_s, EV_SAM_DECODER, r, 0));
         } else {
             LISA_TRY(lisa_sched_release(s->sched, it->id));
         }
@@ -430,8 +442,16 @@ static lisa_status plan_events(plan_sim *s) {
         plan_event e = plan_heap_pop(&s->heap);
         s->plan->makespan_s = e.t;
         if (e.kind == EV_CLIP) {
+            /* the prompt can start; SAM encodes the image meanwhile */
             LISA_TRY(lisa_sched_add(s->sched, e.arg, NULL, s->p->prompt_tokens));
+            LISA_TRY(plan_run(s, e.t, lisa_cluster_vision_rank(c), s->k->sam_encoder_s,
+                              EV_SAM_ENCODER, e.arg, 0));
             LISA_TRY(plan_fill(s, e.t));
+        } else if (e.kind == EV_SAM_ENCODER) {
+            s->encoded[e.arg] = 1;
+            if (s->answered[e.arg])
+                LISA_TRY(plan_run(s, e.t, lisa_cluster_vision_rank(c), s->k->sam_decoder_s,
+                                  EV_SAM_DECODER, e.arg, 0));
         } else if (e.kind == EV_STAGE && e.stage + 1 < c->stages) {
             LISA_TRY(plan_run(s, e.t, lisa_cluster_stage_rank(c, e.stage + 1),
                               plan_stage_cost(s, &s->mbs[e.arg], e.stage + 1), EV_STAGE, e.arg,
@@ -498,9 +518,11 @@ static lisa_status plan_simulate(lisa_cluster_plan *plan, const lisa_cluster_pla
     if (st != LISA_OK) return st;
     s.mbs = calloc((size_t)M, sizeof *s.mbs);
     s.generated = calloc((size_t)N, sizeof *s.generated);
+    s.encoded = calloc((size_t)N, sizeof *s.encoded);
+    s.answered = calloc((size_t)N, sizeof *s.answered);
     s.t_start = calloc((size_t)N, sizeof *s.t_start);
     s.t_done = calloc((size_t)N, sizeof *s.t_done);
-    int ok = s.mbs && s.generated && s.t_start && s.t_done;
+    int ok = s.mbs && s.generated && s.encoded && s.answered && s.t_start && s.t_done;
     for (int i = 0; ok && i < M; i++)
         ok = (s.mbs[i].items = calloc((size_t)c->slots, sizeof *s.mbs[i].items)) != NULL;
     st = ok ? plan_events(&s) : lisa_error_set(LISA_ERR_NOMEM, "plan: out of memory");
@@ -508,6 +530,8 @@ static lisa_status plan_simulate(lisa_cluster_plan *plan, const lisa_cluster_pla
     for (int i = 0; s.mbs && i < M; i++) free(s.mbs[i].items);
     free(s.mbs);
     free(s.generated);
+    free(s.encoded);
+    free(s.answered);
     free(s.t_start);
     free(s.t_done);
     free(s.heap.a);

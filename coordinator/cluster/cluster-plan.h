@@ -13,7 +13,8 @@
  * Throughput comes from a discrete-event simulation that drives the real
  * scheduler (scheduler.h, hold_in_flight, up to M micro-batches in flight)
  * over a synthetic workload: N requests of T prompt tokens and G generated
- * tokens, one image each (CLIP before the prompt, SAM encoder and one mask
+ * tokens, one image each (CLIP before the prompt, then the SAM encoder
+ * while the LLM works, as the vision rank does it eagerly, and one mask
  * decode after the answer), at most `window` requests inside the job at a
  * time. Every piece of work runs on its rank's device, first come first
  * served; ranks that share a GPU share its time. Work durations come from a
@@ -86,9 +87,9 @@ typedef struct lisa_cluster_plan_rank {
     int l0, l1;                   /* stage layers [l0, l1) */
     size_t weight_bytes;          /* stage: LLaMA range; vision: CLIP, projector, SAM, SEG head */
     size_t kv_bytes;              /* stage KV cache */
-    size_t scratch_bytes;         /* stage state scratch; vision: estimated state */
-    size_t pipe_bytes;            /* stage: M in-flight (budget, C) activations from the
-                                     previous stage and M to the next (where there is one) */
+    size_t scratch_bytes;         /* stage: the state's scratch for (slots, context,
+                                     budget, budget); vision: estimated state */
+    size_t pipe_bytes;            /* stage: the (budget, C) activations in and out */
     size_t backend_bytes;         /* the backend's fixed op scratch */
     size_t total_bytes;
     double busy_s, utilisation;   /* simulated */

@@ -63,7 +63,8 @@ for n in 1 2 4; do
     has "$TMP/13b-$n.json" '"device":"cuda","dtype":"bf16"' "13B on $n GPUs"
 done
 has "$TMP/13b-1.json" '"bounds":[0,40]' "13B 1 GPU"
-has "$TMP/13b-2.json" '"bounds":[0,12,40]' "13B 2 GPUs"
+has "$TMP/13b-2.json" '"bounds":[0,40]' "13B 2 GPUs"
+has "$TMP/13b-2.json" '"rank":2,"role":"vision","stage":-1,"gpu":1' "13B 2 GPUs"
 has "$TMP/13b-4.json" '"bounds":[0,14,28,40]' "13B 4 GPUs"
 # 40 layers x 317204480 + 2 x 163855360 + 5120 parameters in bf16
 has "$TMP/13b-1.json" '"layers":[0,40],"weight_bytes":26031790080' "13B 1 GPU"

@@ -119,7 +119,8 @@ static void test_tiny_stages(lisa_backend *be, lisa_dtype dt, const char *dev) {
                 CHECK(buffer_extent(&m) == held, "%s P %d stage %d: weight buffer %zu bytes, "
                       "counted %zu", dev, P, s, buffer_extent(&m), held);
             lisa_llama_state ss;
-            ls = lisa_llama_state_init(&ss, &m, c.slots, c.max_ctx, c.token_budget, c.slots);
+            ls = lisa_llama_state_init(&ss, &m, c.slots, c.max_ctx, c.token_budget,
+                                       c.token_budget);
             CHECK(ls == LISA_OK, "%s state: %s", dev, lisa_error_get());
             if (ls == LISA_OK) {
                 size_t got = lisa_llama_state_alloc_bytes(&ss);
