@@ -425,13 +425,14 @@ static void cluster_stats_print(const cluster_ctx *x, Lisa__Cluster__Stats **all
         double mean = s->micro_batches ? (double)s->tokens / (double)s->micro_batches : 0;
         double tps = s->stage >= 0 && wall > 0 ? (double)s->tokens / wall : 0;
         if (json) {
-            fprintf(f, "%s{\"rank\": %d, \"role\": \"%s\", \"stage\": %d, \"layers\": \"%s\", "
+            const char *host = r == 0 ? x->host : x->peers[r].host;
+            fprintf(f, "%s{\"rank\": %d, \"host\": \"%s\", \"role\": \"%s\", \"stage\": %d, \"layers\": \"%s\", "
                     "\"busy_s\": %.6f, \"active_s\": %.6f, \"utilization\": %.4f, \"bubble\": %.4f, "
                     "\"micro_batches\": %lld, \"tokens\": %lld, \"mb_tokens_mean\": %.2f, "
                     "\"mb_tokens_min\": %d, \"mb_tokens_max\": %d, \"tokens_per_s\": %.2f, "
                     "\"bytes_sent\": %lld, \"messages_sent\": %lld, \"wait_s\": %.6f, "
                     "\"clip_images\": %lld, \"sam_images\": %lld, \"masks\": %lld}",
-                    r ? ", " : "", s->rank, role, s->stage + 1, layers, s->busy_s, s->active_s, util,
+                    r ? ", " : "", s->rank, host, role, s->stage + 1, layers, s->busy_s, s->active_s, util,
                     bubble, (long long)s->micro_batches, (long long)s->tokens, mean, s->min_tokens,
                     s->max_tokens, tps, (long long)s->bytes_sent, (long long)s->messages_sent,
                     s->wait_s, (long long)s->clip_images, (long long)s->sam_images,

@@ -22,34 +22,13 @@ fails=0
 fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/mpi-env.sh"
+. "$HERE/jobs.sh"
 
 # the tiny LISA with 4 LLM layers (copies of its 2), so 3 stages have work
 "$DEEPEN" "$FIX/lisa-tiny/model" "$TMP/model" 4 || { echo "FAIL: deepen-model" >&2; exit 1; }
 MODEL=$TMP/model
 
-printf 'not an image' >"$TMP/corrupt.jpg"
-head -c 2000 "$IMG/coffee.jpg" >"$TMP/truncated.jpg"
-long=$(awk 'BEGIN { for (i = 0; i < 600; i++) printf "word%d ", i }')
-{
-    i=0
-    for img in chelsea.png astronaut.jpg tall.png coffee.jpg chelsea.png exif6.jpg astronaut.jpg; do
-        for p in "Segment the cat." "Where is the person?" "What is it?" "Please segment the thing on the left."; do
-            i=$((i + 1))
-            case $((i % 4)) in
-            0) echo "{\"custom_id\": \"r$i\", \"image\": \"$IMG/$img\", \"prompt\": \"$p\", \"answer\": \"[SEG] and [SEG].\"}" ;;
-            1) echo "{\"custom_id\": \"r$i\", \"image\": \"$IMG/$img\", \"prompt\": \"$p\", \"answer\": \"Sure, it is [SEG].\"}" ;;
-            2) echo "{\"custom_id\": \"r$i\", \"image\": \"$IMG/$img\", \"prompt\": \"$p\", \"max_new_tokens\": 3}" ;;
-            *) echo "{\"custom_id\": \"r$i\", \"image\": \"$IMG/$img\", \"prompt\": \"$p\"}" ;;
-            esac
-        done
-    done
-    echo "{\"custom_id\": \"missing\", \"image\": \"$TMP/nope.jpg\", \"prompt\": \"x\"}"
-    echo "{\"custom_id\": \"corrupt\", \"image\": \"corrupt.jpg\", \"prompt\": \"x\"}"
-    echo "{\"custom_id\": \"truncated\", \"image\": \"truncated.jpg\", \"prompt\": \"x\"}"
-    echo "{\"custom_id\": \"empty\", \"image\": \"$IMG/tall.png\", \"prompt\": \"\"}"
-    echo "{\"custom_id\": \"long\", \"image\": \"$IMG/tall.png\", \"prompt\": \"$long\"}"
-    echo "this line is not json"
-} >"$TMP/jobs.jsonl"
+cluster_manifest "$TMP" "$IMG" >"$TMP/jobs.jsonl"
 n_jobs=$(wc -l <"$TMP/jobs.jsonl")
 [ "$n_jobs" -ge 32 ] || fail "manifest has $n_jobs requests, want at least 32"
 
@@ -99,8 +78,7 @@ for s in 1 2 3; do
     grep -q "\"role\": \"stage $s\"" "$TMP/p3-112-m2.json" || fail "stats: no stage $s"
 done
 grep -q '"layers": "2-3"' "$TMP/p3-112-m2.json" || fail "stats: stage 3 of 1,1,2 holds layers 2-3"
-grep -q '"micro_batches": 0,' "$TMP/p3-112-m2.json" && grep -q '"role": "stage [123]", "stage": [123], "layers": "[0-9-]*", "busy_s": [0-9.]*, "active_s": [0-9.]*, "utilization": [0-9.]*, "bubble": [0-9.]*, "micro_batches": 0,' "$TMP/p3-112-m2.json" &&
-    fail "stats: a stage ran no micro-batch"
+grep -Eq '"stage": [1-9][^}]*"micro_batches": 0,' "$TMP/p3-112-m2.json" && fail "stats: a stage ran no micro-batch"
 grep -q 'stage 2 ' "$TMP/p2-13-m2.log" || fail "no statistics table on stderr"
 
 # continuous batching across the pipeline: a long prompt first (many
