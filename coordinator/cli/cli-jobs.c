@@ -112,11 +112,12 @@ static void progress_bar(int done, int total) {
 void cli_job_sink_write(cli_job_sink *k, const lisa_manifest_item *it, const lisa_response *r) {
     const lisa_result_ident who = {it->custom_id, it->image, it->prompt};
     int failed = r->status != LISA_OK;
-    if (failed) {
-        k->failures++;
+    if (failed) k->failures++;
+    if (failed && !k->quiet_failures) {
         fprintf(stderr, "%slisa %s: %s: %s\n", k->tty ? "\r" : "", k->cmd, it->custom_id, r->error);
     }
-    if (k->out && lisa_result_write(k->out, &who, r, r->image.rgb ? &r->image : NULL) != LISA_OK) {
+    if (k->out && !(failed && k->quiet_failures) &&
+        lisa_result_write(k->out, &who, r, r->image.rgb ? &r->image : NULL) != LISA_OK) {
         fprintf(stderr, "lisa %s: %s\n", k->cmd, lisa_error_get());
         k->failures += !failed;
     }
@@ -125,7 +126,7 @@ void cli_job_sink_write(cli_job_sink *k, const lisa_manifest_item *it, const lis
         fprintf(stderr, "lisa %s: %s\n", k->cmd, lisa_error_get());
     if (k->all && line) {
         fprintf(k->all, "%s\n", line);
-        fflush(k->all);
+        if (!k->quiet_failures) fflush(k->all);
     }
     if (k->json && line) printf("%s\n", line);
     else if (!k->json && !k->out && !failed) printf("%s\n", r->text ? r->text : "");

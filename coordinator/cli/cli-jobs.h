@@ -39,6 +39,10 @@ typedef struct cli_job_sink {
     const char *out;      /* OUT directory or NULL */
     FILE *all;            /* OUT/results.jsonl or NULL */
     int json, failures, done, total, tty;
+    /* ending on a rank failure, with a second or less before mpirun kills
+     * the process: failed requests go to results.jsonl only (no line each
+     * on stderr, no directory, no flush per line) */
+    int quiet_failures;
 } cli_job_sink;
 
 /* Creates OUT and opens OUT/results.jsonl (out may be NULL: stdout only).

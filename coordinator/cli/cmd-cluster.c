@@ -103,6 +103,12 @@ static void cluster_done(void *user, void *tag, const lisa_response *r) {
     free(it);
 }
 
+static void cluster_failing(void *user, const char *why) {
+    cluster_cli *c = user;
+    c->sink.quiet_failures = 1;
+    fprintf(stderr, "lisa cluster: every unfinished request fails: %s\n", why);
+}
+
 static int cluster_set_str(char *dst, size_t n, const char *val, const char *opt) {
     if (!val) return 0;
     if (strlen(val) >= n) {
@@ -190,7 +196,7 @@ int cmd_cluster_run(int argc, char **argv) {
     o.limits.max_file_bytes = (size_t)max_bytes;
     o.limits.max_pixels = (uint64_t)max_pixels;
     o.switches = cli_backend_params(LISA_BACKEND_CPU, 0, 0);
-    lisa_cluster_jobs jobs = {cluster_begin, cluster_next, cluster_done, &cli};
+    lisa_cluster_jobs jobs = {cluster_begin, cluster_next, cluster_done, cluster_failing, &cli};
     int code = lisa_cluster_main(&argc, &argv, &c, &jobs, &o);
     if (cli.sink.cmd) cli_job_sink_close(&cli.sink);
     cli_job_source_close(&cli.src);

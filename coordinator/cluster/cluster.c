@@ -162,8 +162,11 @@ static lisa_status cluster_load(cluster_ctx *x, const lisa_cluster_jobs *jobs) {
             return lisa_error_set(LISA_ERR_ARG, "no GPU for this rank in the configuration's "
                                   "\"gpus\" map");
         lisa_status st = lisa_backend_init_params(&x->be, &bp);
-        if (st != LISA_OK && x->gpu >= 0)
-            return lisa_error_set(st, "GPU %d: %s", x->gpu, lisa_error_get());
+        if (st != LISA_OK && x->gpu >= 0) {
+            char why[400];
+            snprintf(why, sizeof why, "%s", lisa_error_get());
+            return lisa_error_set(st, "GPU %d: %s", x->gpu, why);
+        }
         LISA_TRY(st);
     }
     if (x->roles & LISA_CLUSTER_ROLE_STAGE) LISA_TRY(stage_init(x));

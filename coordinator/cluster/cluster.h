@@ -36,6 +36,10 @@ typedef struct lisa_cluster_jobs {
     int (*next)(void *user, lisa_request *rq, void **tag);
     /* A request finished, done or failed: r is valid during the call. */
     void (*done)(void *user, void *tag, const lisa_response *r);
+    /* Optional: the job is ending on a rank failure (why); every request
+     * left follows through done() at once, so report them briefly: mpirun
+     * kills the coordinator a second after the others. */
+    void (*failing)(void *user, const char *why);
     void *user;
 } lisa_cluster_jobs;
 

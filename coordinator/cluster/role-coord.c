@@ -194,6 +194,7 @@ static void coord_finish_failed(cluster_ctx *x, creq *q, lisa_status why, const 
 void coord_fail_all(cluster_ctx *x, const char *msg) {
     coord_role *c = x->coord;
     if (!c) return;
+    if (c->jobs->failing) c->jobs->failing(c->jobs->user, msg);
     while (c->n_live) coord_finish_failed(x, c->live[c->n_live - 1], LISA_ERR_BACKEND, msg);
     /* the requests the source still has are accounted for too */
     lisa_request rq;
