@@ -14,6 +14,9 @@
 #              fp32 must reproduce expected.json's tokens exactly (prompt ids
 #              too); bf16 and fp16 must run, match the first token, and the
 #              number of matching leading tokens is reported
+#   4b cluster `lisa cluster` (mpirun, 4 ranks: 2 LLM stages and vision
+#              sharing the GPU) vs `lisa segment` on the device: statuses and
+#              ids equal (masks too on cpu), per-rank busy time and bubble
 #   5 bench    d2d copy bandwidth (torch), then per shape (7B, 13B, bf16,
 #              random weights) `lisa bench llm` and tests/reference/
 #              bench_llm_torch.py (PyTorch eager) as separate processes, one
@@ -372,6 +375,55 @@ EOF
     fi
 else
     record e2e SKIPPED "no build"
+fi
+
+# ---- 4b cluster -------------------------------------------------------------
+# `lisa cluster` with two LLM stages and the vision rank sharing the device
+# (4 ranks under mpirun, "gpus" [-1, 0, 0, 0] on cuda) on the tiny LISA with
+# 4 layers, fp32, against `lisa segment` on the same device and manifest:
+# the same statuses and generated ids (masks too on the CPU, where kernels
+# are batch-invariant; on CUDA mask pixels are counted, not required equal),
+# and the per-rank busy times from --stats.
+CLOG=$OUT_DIR/cluster.log
+if [ ! -x "$LISA" ] || [ ! -x "$ROOT/$BUILD/bin/deepen-model" ]; then
+    record cluster SKIPPED "no build"
+elif ! command -v mpirun >/dev/null 2>&1; then
+    record cluster SKIPPED "mpirun not installed (scripts/install-deps.sh)"
+else
+    CT=$OUT_DIR/cluster
+    rm -rf "$CT"
+    mkdir -p "$CT"
+    HERE=$ROOT/tests/cluster
+    . "$ROOT/tests/cluster/mpi-env.sh"
+    . "$ROOT/tests/cluster/jobs.sh"
+    "$ROOT/$BUILD/bin/deepen-model" "$ROOT/tests/fixtures/lisa-tiny/model" "$CT/model" 4 >>"$CLOG" 2>&1
+    cluster_manifest "$CT" "$ROOT/tests/fixtures/images" >"$CT/jobs.jsonl"
+    case $DEVICE in cpu) CDEV=cpu ;; *) CDEV=cuda ;; esac
+    tmo 120 "$CLOG" "$LISA" segment --model "$CT/model" --manifest "$CT/jobs.jsonl" --out "$CT/ref" \
+        --device "$DEVICE" --dtype fp32 --batch 4 --token-budget 24 --threads 1
+    printf '{"model": "model", "stages": 2, "slots": 4, "token_budget": 24, "context": 512, "device": "%s", "dtype": "fp32", "threads": 1%s}\n' \
+        "$CDEV" "$([ "$CDEV" = cuda ] && echo ', "gpus": [-1, 0, 0, 0]')" >"$CT/cluster.json"
+    tmo 180 "$CLOG" mpirun $MPI_ARGS -np 4 "$LISA" cluster --config "$CT/cluster.json" \
+        --manifest "$CT/jobs.jsonl" --out "$CT/out" --stats "$CT/stats.json"
+    rc=$?
+    if [ ! -s "$CT/out/results.jsonl" ]; then
+        record cluster FAIL "$(why $rc): no results, see cluster.log"
+    else
+        ids() { sed 's/"masks".*//' "$1" | sort; }
+        n=$(wc -l <"$CT/jobs.jsonl")
+        got=$(wc -l <"$CT/out/results.jsonl")
+        same_ids=FAIL
+        [ "$(ids "$CT/ref/results.jsonl")" = "$(ids "$CT/out/results.jsonl")" ] && same_ids=PASS
+        same_all=no
+        [ "$(sort "$CT/ref/results.jsonl")" = "$(sort "$CT/out/results.jsonl")" ] && same_all=yes
+        per=$(tr '{' '\n' <"$CT/stats.json" | sed -n 's/.*"role": "\([^"]*\)".*"busy_s": \([0-9.]*\).*"bubble": \([0-9.]*\).*/\1 busy \2 s bubble \3;/p' | tr '\n' ' ')
+        detail="$got/$n results, ids and statuses equal to lisa segment: $same_ids, masks byte-equal: $same_all; $per"
+        if [ "$same_ids" = PASS ] && [ "$got" -eq "$n" ] && { [ "$CDEV" = cuda ] || [ "$same_all" = yes ]; }; then
+            record cluster PASS "$detail"
+        else
+            record cluster FAIL "$detail"
+        fi
+    fi
 fi
 
 # ---- 5 bench ----------------------------------------------------------------
