@@ -95,7 +95,7 @@ static const char *plan_bytes(size_t b, char *buf, size_t size) {
 static const char *plan_role_name(const lisa_cluster_plan_rank *r, char *buf, size_t size) {
     buf[0] = 0;
     if (r->roles & LISA_CLUSTER_ROLE_COORDINATOR) snprintf(buf, size, "coordinator");
-    if (r->roles & LISA_CLUSTER_ROLE_STAGE) snprintf(buf, size, "stage %d", r->stage);
+    if (r->roles & LISA_CLUSTER_ROLE_STAGE) snprintf(buf, size, "stage %d", r->stage + 1);
     if (r->roles & LISA_CLUSTER_ROLE_VISION) {
         size_t n = strlen(buf);
         snprintf(buf + n, size - n, "%svision", n ? "+" : "");
@@ -202,7 +202,7 @@ static void plan_print_json(const lisa_cluster_plan *pl, const lisa_cluster_plan
         printf("%s{\"rank\":%d,\"role\":\"%s\",\"stage\":%d,\"gpu\":%d,\"layers\":[%d,%d],"
                "\"weight_bytes\":%zu,\"kv_bytes\":%zu,\"scratch_bytes\":%zu,\"pipe_bytes\":%zu,"
                "\"backend_bytes\":%zu,\"total_bytes\":%zu",
-               r ? "," : "", r, plan_role_name(k, role, sizeof role), k->stage, k->gpu, k->l0,
+               r ? "," : "", r, plan_role_name(k, role, sizeof role), k->stage >= 0 ? k->stage + 1 : -1, k->gpu, k->l0,
                k->l1, k->weight_bytes, k->kv_bytes, k->scratch_bytes, k->pipe_bytes,
                k->backend_bytes, k->total_bytes);
         if (pl->simulated) printf(",\"busy_s\":%.6g,\"utilisation\":%.4f", k->busy_s, k->utilisation);

@@ -252,7 +252,7 @@ static lisa_status split_parse(const char *spec, int P, int L, int *bounds) {
         long sum = 0;
         for (int s = 0; s < P; s++) {
             if (a[s] == 0)
-                return lisa_error_set(LISA_ERR_ARG, "layers \"%s\": stage %d has no layers", spec, s);
+                return lisa_error_set(LISA_ERR_ARG, "layers \"%s\": stage %d has no layers", spec, s + 1);
             sum += a[s];
         }
         if (sum != L)
@@ -267,10 +267,10 @@ static lisa_status split_parse(const char *spec, int P, int L, int *bounds) {
         if (b[s] < a[s])
             return lisa_error_set(LISA_ERR_ARG, "layers \"%s\": range %ld-%ld of stage %d is "
                                   "backwards (ranges are inclusive: a one-layer stage is "
-                                  "\"%ld-%ld\")", spec, a[s], b[s], s, a[s], a[s]);
+                                  "\"%ld-%ld\")", spec, a[s], b[s], s + 1, a[s], a[s]);
         if (b[s] >= L)
             return lisa_error_set(LISA_ERR_ARG, "layers \"%s\": layer %ld of stage %d is past the "
-                                  "model's %d layers (0-%d)", spec, b[s], s, L, L - 1);
+                                  "model's %d layers (0-%d)", spec, b[s], s + 1, L, L - 1);
     }
     for (int s = 0; s < P; s++)
         for (int t = s + 1; t < P; t++) {
@@ -278,9 +278,9 @@ static lisa_status split_parse(const char *spec, int P, int L, int *bounds) {
             if (lo <= hi) {
                 if (lo == hi)
                     return lisa_error_set(LISA_ERR_ARG, "layers \"%s\": layer %ld is in stages "
-                                          "%d and %d", spec, lo, s, t);
+                                          "%d and %d", spec, lo, s + 1, t + 1);
                 return lisa_error_set(LISA_ERR_ARG, "layers \"%s\": layers %ld-%ld are in "
-                                      "stages %d and %d", spec, lo, hi, s, t);
+                                      "stages %d and %d", spec, lo, hi, s + 1, t + 1);
             }
         }
     /* No overlap: the first uncovered layer, if any, starts a gap. */
@@ -304,7 +304,7 @@ static lisa_status split_parse(const char *spec, int P, int L, int *bounds) {
         if (a[s + 1] != b[s] + 1)
             return lisa_error_set(LISA_ERR_ARG, "layers \"%s\": stage %d (%ld-%ld) does not "
                                   "follow stage %d (%ld-%ld): stages hold consecutive layers in "
-                                  "order", spec, s + 1, a[s + 1], b[s + 1], s, a[s], b[s]);
+                                  "order", spec, s + 2, a[s + 1], b[s + 1], s + 1, a[s], b[s]);
     for (int s = 0; s < P; s++) bounds[s] = (int)a[s];
     bounds[P] = L;
     return LISA_OK;

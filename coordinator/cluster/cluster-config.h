@@ -83,7 +83,7 @@ lisa_status lisa_cluster_config_check(lisa_cluster_config *c);
 
 /* The layer split for a model of cfg's shape: bounds (P + 1) with stage s
  * holding [bounds[s], bounds[s+1]). Errors are LISA_ERR_ARG quoting the
- * "layers" value and naming what is wrong (stages numbered from 0): a
+ * "layers" value and naming what is wrong (stages numbered from 1): a
  * syntax error, a range list out of order or past the last layer, a range list
  * with a gap or an overlap ("layers 10-11 are in no stage", "layer 12 is in
  * stages 1 and 2"), a count list whose sum is not the layer count, a count

@@ -435,7 +435,7 @@ static void cluster_stats_print(const cluster_ctx *x, Lisa__Cluster__Stats **all
                     "\"mb_tokens_min\": %d, \"mb_tokens_max\": %d, \"tokens_per_s\": %.2f, "
                     "\"bytes_sent\": %lld, \"messages_sent\": %lld, \"wait_s\": %.6f, "
                     "\"clip_images\": %lld, \"sam_images\": %lld, \"masks\": %lld}",
-                    r ? ", " : "", s->rank, host, role, s->stage + 1, layers, s->busy_s, s->active_s, util,
+                    r ? ", " : "", s->rank, host, role, s->stage >= 0 ? s->stage + 1 : -1, layers, s->busy_s, s->active_s, util,
                     bubble, (long long)s->micro_batches, (long long)s->tokens, mean, s->min_tokens,
                     s->max_tokens, tps, (long long)s->bytes_sent, (long long)s->messages_sent,
                     s->wait_s, (long long)s->clip_images, (long long)s->sam_images,

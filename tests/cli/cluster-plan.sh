@@ -23,13 +23,13 @@ has "$TMP/out" "--costs FILE" "help"
 
 # tiny model, 2 CPU stages: embedding (32003 x 16 bf16 = 1024096 -> 1024256)
 # + one layer (2 norms 256 each, q/k/v/o 512 each, gate/up/down 2048 each:
-# 8704) on stage 0; the layer + final norm (256) + LM head (1024256) on 1.
+# 8704) on stage 1; the layer + final norm (256) + LM head (1024256) on 2.
 cd "$ROOT" || exit 1
 "$LISA" cluster plan configs/cluster-tiny.json --clip tiny --sam tiny --json >"$TMP/tiny.json" \
     2>"$TMP/err" || fail "tiny plan failed: $(cat "$TMP/err")"
 has "$TMP/tiny.json" '"bounds":[0,1,2]' "tiny"
-has "$TMP/tiny.json" '"rank":1,"role":"stage 0","stage":0,"gpu":-1,"layers":[0,1],"weight_bytes":1032960' "tiny"
-has "$TMP/tiny.json" '"rank":2,"role":"stage 1","stage":1,"gpu":-1,"layers":[1,2],"weight_bytes":1033216' "tiny"
+has "$TMP/tiny.json" '"rank":1,"role":"stage 1","stage":1,"gpu":-1,"layers":[0,1],"weight_bytes":1032960' "tiny"
+has "$TMP/tiny.json" '"rank":2,"role":"stage 2","stage":2,"gpu":-1,"layers":[1,2],"weight_bytes":1033216' "tiny"
 has "$TMP/tiny.json" '"role":"vision"' "tiny"
 has "$TMP/tiny.json" '"weight_dtype":"BF16"' "tiny"
 grep -q '"requests_per_s"' "$TMP/tiny.json" && fail "tiny without costs was simulated"

@@ -242,8 +242,8 @@ static void test_split_forms(void) {
     expect_split_error(2, "0-9,11-39", &m, "layer 10 is in no stage");
     expect_split_error(2, "0-19,20-38", &m, "layer 39 is in no stage");
     expect_split_error(2, "1-19,20-39", &m, "layer 0 is in no stage");
-    expect_split_error(3, "0-12,12-30,31-39", &m, "layer 12 is in stages 0 and 1");
-    expect_split_error(3, "0-12,13-30,25-39", &m, "layers 25-30 are in stages 1 and 2");
+    expect_split_error(3, "0-12,12-30,31-39", &m, "layer 12 is in stages 1 and 2");
+    expect_split_error(3, "0-12,13-30,25-39", &m, "layers 25-30 are in stages 2 and 3");
     expect_split_error(2, "20-39,0-19", &m, "does not follow");
     expect_split_error(2, "0-19,20-40", &m, "past the model's 40 layers");
     expect_split_error(2, "0-19,39-20", &m, "backwards");
@@ -251,7 +251,7 @@ static void test_split_forms(void) {
     expect_split_error(2, "20,21", &m, "the counts sum to 41");
     expect_split_error(2, "10,10,20", &m, "3 counts for 2 stages");
     expect_split_error(3, "0-19,20-39", &m, "2 ranges for 3 stages");
-    expect_split_error(3, "20,0,20", &m, "stage 1 has no layers");
+    expect_split_error(3, "20,0,20", &m, "stage 2 has no layers");
     expect_split_error(2, "20,20-39", &m, "expected \"balanced\"");
     expect_split_error(2, "twenty,twenty", &m, "expected \"balanced\"");
     expect_split_error(2, "20,,20", &m, "expected \"balanced\"");
