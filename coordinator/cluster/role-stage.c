@@ -15,6 +15,7 @@
  *
  * Deliberately not here: scheduling (the coordinator's), stop rules,
  * sampling other than greedy. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,6 +59,7 @@ struct stage_role {
     int n_q, cap_q;
     stage_req *reqs;
     int n_reqs, cap_reqs;
+    int64_t fault_after;         /* tests: fail as a backend would after this many runs (-1: never) */
 };
 
 static stage_req *stage_req_find(stage_role *r, int64_t handle) {
@@ -98,6 +100,14 @@ lisa_status stage_init(cluster_ctx *x) {
     r->last = s == c->stages - 1;
     r->next_rank = r->last ? 0 : lisa_cluster_stage_rank(c, s + 1);
     r->vision_rank = lisa_cluster_vision_rank(c);
+    /* Fault injection for the failure tests (a GPU fault is hard to order
+     * up): LISA_CLUSTER_FAULT="RANK:N" makes rank RANK's stage fail after N
+     * micro-batches with LISA_ERR_BACKEND. */
+    r->fault_after = -1;
+    const char *fault = getenv("LISA_CLUSTER_FAULT");
+    int fr = -1;
+    long fn = -1;
+    if (fault && sscanf(fault, "%d:%ld", &fr, &fn) == 2 && fr == x->rank && fn >= 0) r->fault_after = fn;
     LISA_TRY(lisa_llama_model_load(&r->model, c->model_dir, x->be, x->dtype, x->bounds[s],
                                    x->bounds[s + 1]));
     r->have_model = 1;
@@ -354,6 +364,9 @@ static lisa_status stage_run(cluster_ctx *x, stage_role *r, stage_mb *mb) {
     int n = m->n_tokens, n_out = (int)m->n_rows;
     if (r->last && n_out > r->T)
         return lisa_error_set(LISA_ERR_FORMAT, "stage: %d output rows", n_out);
+    if (r->fault_after >= 0 && x->stats.micro_batches >= r->fault_after)
+        return lisa_error_set(LISA_ERR_BACKEND, "injected fault after %lld micro-batches "
+                              "(LISA_CLUSTER_FAULT)", (long long)r->fault_after);
     LISA_TRY(stage_inputs(x, r, m));
     lisa_tensor in = lisa_tensor_view(r->x_in.data, r->model.dtype, 2, (int64_t[]){n, r->C});
     if (!r->first) LISA_TRY(stage_take_input(x, r, mb, &in));

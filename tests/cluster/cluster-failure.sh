@@ -73,6 +73,20 @@ else
     echo "kill: $nok done, $nfail failed naming rank 2"
 fi
 
+# --- a backend failure on stage 1 (injected: LISA_CLUSTER_FAULT=1:N, as a
+# GPU fault would be): every request accounted for, the rank named ---
+timeout 120 mpirun $MPI_ARGS -x LISA_CLUSTER_FAULT=1:60 -np 4 "$LISA" cluster --model "$MODEL" \
+    --threads 1 --slots 2 --token-budget 16 --stages 2 --manifest "$TMP/jobs.jsonl" \
+    --out "$TMP/fault" >"$TMP/fault.log" 2>&1
+rc=$?
+[ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "fault: exit $rc"
+lines=$(wc -l <"$TMP/fault/results.jsonl")
+[ "$lines" -eq $n ] || fail "fault: results.jsonl has $lines of $n requests"
+nfail=$(grep -c 'rank 1 (stage 1, layers 0-1, host .*): injected fault' "$TMP/fault/results.jsonl")
+nok=$(grep -c '"status":"ok"' "$TMP/fault/results.jsonl")
+[ "$nfail" -ge 1 ] && [ $((nfail + nok)) -eq $n ] || fail "fault: $nok ok + $nfail failed naming rank 1 of $n"
+echo "fault on rank 1: exit $rc, $nok done, $nfail failed naming rank 1"
+
 # --- start-up errors: exit 2, the rank and host named, within the timeout ---
 # start NAME NP PATTERN ARGS...
 start() {
