@@ -274,37 +274,20 @@ static lisa_status coord_submit(cluster_ctx *x, const lisa_request *rq, void *ta
         coord_finish_failed(x, q, LISA_ERR_ARG, "no image given");
         return LISA_OK;
     }
-    st = lisa_prompt_tokenize(c->tok, rq->prompt, q->answer, &q->ids, &q->n_ids, &q->image_pos);
+    lisa_prompt_rows rows;
+    st = lisa_prompt_rows_make(&rows, c->tok, rq->prompt, q->answer, c->n_patches, x->max_ctx,
+                               c->seg_id, LISA_VISION_MAX_SEG);
     if (st != LISA_OK) {
         coord_finish_failed(x, q, st, lisa_error_get());
         return LISA_OK;
     }
-    q->L = (int)q->n_ids - 1 + c->n_patches;
-    if (q->L >= x->max_ctx) {
-        char msg[200];
-        snprintf(msg, sizeof msg, "prompt too long: %d tokens with the %d image tokens; the "
-                 "context holds %d", q->L, c->n_patches, x->max_ctx);
-        coord_finish_failed(x, q, LISA_ERR_ARG, msg);
-        return LISA_OK;
-    }
-    if (q->teacher_forced) {
-        int n = 0;
-        for (size_t j = q->image_pos + 1; j < q->n_ids; j++) n += q->ids[j] == c->seg_id;
-        if (n > LISA_VISION_MAX_SEG) {
-            char msg[120];
-            snprintf(msg, sizeof msg, "more than %d [SEG] tokens in one answer", LISA_VISION_MAX_SEG);
-            coord_finish_failed(x, q, LISA_ERR_ARG, msg);
-            return LISA_OK;
-        }
-        q->tf_rows = malloc((size_t)(n ? n : 1) * sizeof *q->tf_rows);
-        if (!q->tf_rows) {
-            coord_finish_failed(x, q, LISA_ERR_NOMEM, "coordinator: out of memory");
-            return LISA_OK;
-        }
-        /* expanded position of id j, minus one: the row whose output predicts it */
-        for (size_t j = q->image_pos + 1; j < q->n_ids; j++)
-            if (q->ids[j] == c->seg_id) q->tf_rows[q->n_seg++] = (int)j - 1 + c->n_patches - 1;
-    } else if (q->max_new < 1) {
+    q->ids = rows.ids;
+    q->n_ids = rows.n_ids;
+    q->image_pos = rows.image_pos;
+    q->L = rows.L;
+    q->tf_rows = rows.tf_rows;
+    q->n_seg = rows.n_seg;
+    if (!q->teacher_forced && q->max_new < 1) {
         lisa_response r;
         memset(&r, 0, sizeof r);
         r.stop = LISA_STOP_LENGTH;

@@ -357,31 +357,19 @@ lisa_status lisa_engine_submit(lisa_engine *e, const lisa_request *r, int64_t *h
         return engine_finish_failed(e, q, LISA_ERR_ARG, "no image given");
     }
     q->hash = lisa_image_hash(q->bytes, q->n_bytes);
-    st = lisa_prompt_tokenize(e->tok, r->prompt, q->answer, &q->ids, &q->n_ids, &q->image_pos);
+    lisa_prompt_rows rows;
+    st = lisa_prompt_rows_make(&rows, e->tok, r->prompt, q->answer, e->vis.n_patches, e->p.max_ctx,
+                               e->seg_id, LISA_VISION_MAX_SEG);
     if (st != LISA_OK) return engine_finish_failed(e, q, st, lisa_error_get());
-    q->L = (int)q->n_ids - 1 + e->vis.n_patches;
-    if (q->L >= e->p.max_ctx) {
-        char msg[200];
-        snprintf(msg, sizeof msg, "prompt too long: %d tokens with the %d image tokens; the "
-                 "context holds %d", q->L, e->vis.n_patches, e->p.max_ctx);
-        return engine_finish_failed(e, q, LISA_ERR_ARG, msg);
-    }
+    q->ids = rows.ids;
+    q->n_ids = rows.n_ids;
+    q->image_pos = rows.image_pos;
+    q->L = rows.L;
+    q->tf_rows = rows.tf_rows;
     if (q->teacher_forced) {
-        int n = 0;
-        for (size_t j = q->image_pos + 1; j < q->n_ids; j++) n += q->ids[j] == e->seg_id;
-        if (n > LISA_VISION_MAX_SEG) {
-            char msg[120];
-            snprintf(msg, sizeof msg, "more than %d [SEG] tokens in one answer", LISA_VISION_MAX_SEG);
-            return engine_finish_failed(e, q, LISA_ERR_ARG, msg);
-        }
-        q->tf_rows = engine_alloc((size_t)n * sizeof *q->tf_rows);
-        q->seg_hidden = engine_alloc((size_t)n * (size_t)e->llm.cfg.hidden_size * sizeof(float));
-        if (!q->tf_rows || !q->seg_hidden)
-            return engine_finish_failed(e, q, LISA_ERR_NOMEM, "engine: out of memory");
-        /* expanded position of id j, minus one: the row whose output predicts it */
-        for (size_t j = q->image_pos + 1; j < q->n_ids; j++)
-            if (q->ids[j] == e->seg_id) q->tf_rows[q->n_seg++] = (int)j - 1 + e->vis.n_patches - 1;
-        q->cap_seg = q->n_seg;
+        q->n_seg = q->cap_seg = rows.n_seg;
+        q->seg_hidden = engine_alloc((size_t)q->n_seg * (size_t)e->llm.cfg.hidden_size * sizeof(float));
+        if (!q->seg_hidden) return engine_finish_failed(e, q, LISA_ERR_NOMEM, "engine: out of memory");
     } else if (q->max_new < 1) {
         lisa_response res;
         memset(&res, 0, sizeof res);

@@ -63,3 +63,39 @@ lisa_status lisa_prompt_tokenize(const lisa_tokenizer *tok, const char *user, co
     free(text);
     return st;
 }
+
+void lisa_prompt_rows_free(lisa_prompt_rows *r) {
+    free(r->ids);
+    free(r->tf_rows);
+    memset(r, 0, sizeof *r);
+}
+
+lisa_status lisa_prompt_rows_make(lisa_prompt_rows *r, const lisa_tokenizer *tok, const char *prompt,
+                                  const char *answer, int n_patches, int max_ctx, int32_t seg_id,
+                                  int max_seg) {
+    memset(r, 0, sizeof *r);
+    LISA_TRY(lisa_prompt_tokenize(tok, prompt, answer, &r->ids, &r->n_ids, &r->image_pos));
+    r->L = (int)r->n_ids - 1 + n_patches;
+    if (r->L >= max_ctx) {
+        int L = r->L;
+        lisa_prompt_rows_free(r);
+        return lisa_error_set(LISA_ERR_ARG, "prompt too long: %d tokens with the %d image tokens; "
+                              "the context holds %d", L, n_patches, max_ctx);
+    }
+    if (!answer) return LISA_OK;
+    int n = 0;
+    for (size_t j = r->image_pos + 1; j < r->n_ids; j++) n += r->ids[j] == seg_id;
+    if (n > max_seg) {
+        lisa_prompt_rows_free(r);
+        return lisa_error_set(LISA_ERR_ARG, "more than %d [SEG] tokens in one answer", max_seg);
+    }
+    r->tf_rows = malloc((size_t)(n ? n : 1) * sizeof *r->tf_rows);
+    if (!r->tf_rows) {
+        lisa_prompt_rows_free(r);
+        return lisa_error_set(LISA_ERR_NOMEM, "out of memory");
+    }
+    /* expanded position of id j, minus one: the row whose output predicts it */
+    for (size_t j = r->image_pos + 1; j < r->n_ids; j++)
+        if (r->ids[j] == seg_id) r->tf_rows[r->n_seg++] = (int)j - 1 + n_patches - 1;
+    return LISA_OK;
+}

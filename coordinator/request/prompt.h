@@ -34,4 +34,27 @@ char *lisa_prompt_text(const char *user, const char *answer);
 lisa_status lisa_prompt_tokenize(const lisa_tokenizer *tok, const char *user, const char *answer,
                                  int32_t **ids, size_t *n_ids, size_t *image_pos);
 
+/* A request's rows for the LLM: its tokenized prompt, the row count with
+ * the image placeholder expanded to the N image features, and for a
+ * teacher-forced answer the rows whose outputs predict each [SEG] (where
+ * LISA's evaluate() takes the [SEG] hidden states). The one-process engine
+ * and the cluster's coordinator both admit requests through it, so a
+ * request is refused the same way by both. */
+typedef struct lisa_prompt_rows {
+    int32_t *ids;          /* (n_ids) prompt ids with the placeholder */
+    size_t n_ids, image_pos;
+    int L;                 /* rows: n_ids - 1 + N */
+    int *tf_rows;          /* teacher-forced: (n_seg) row predicting [SEG] j */
+    int n_seg;
+} lisa_prompt_rows;
+
+/* Fills r for prompt and answer (NULL: generation). Refusals, with the
+ * reason as the error message: an empty prompt (LISA_ERR_ARG), L not below
+ * max_ctx ("prompt too long: ..."), more than max_seg [SEG]s in the answer.
+ * On failure r holds nothing. */
+lisa_status lisa_prompt_rows_make(lisa_prompt_rows *r, const lisa_tokenizer *tok, const char *prompt,
+                                  const char *answer, int n_patches, int max_ctx, int32_t seg_id,
+                                  int max_seg);
+void lisa_prompt_rows_free(lisa_prompt_rows *r);
+
 #endif
