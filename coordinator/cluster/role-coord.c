@@ -386,9 +386,7 @@ static lisa_status coord_accept(cluster_ctx *x, creq *q, int32_t tok) {
     q->tokens[q->n_tokens++] = tok;
     c->generated++;
     if (tok == c->seg_id) q->n_seg++;
-    if (c->eos >= 0 && tok == c->eos) q->stop = LISA_STOP_EOS;
-    else if (q->n_tokens >= q->max_new) q->stop = LISA_STOP_LENGTH;
-    else if (q->len >= x->max_ctx) q->stop = LISA_STOP_CONTEXT;
+    q->stop = lisa_stop_after(tok, c->eos, q->n_tokens, q->max_new, q->len, x->max_ctx);
     return LISA_OK;
 }
 

@@ -548,10 +548,8 @@ static lisa_status engine_accept(lisa_engine *e, engine_req *q, int32_t tok, con
         memcpy(q->seg_hidden + (size_t)q->n_seg++ * (size_t)C, h, (size_t)C * sizeof(float));
         q->wants_sam = 1;
     }
-    int eos = e->llm.cfg.eos_token_id;
-    if (eos >= 0 && tok == eos && !e->p.ignore_eos) q->stop = LISA_STOP_EOS;
-    else if (q->n_tokens >= q->max_new) q->stop = LISA_STOP_LENGTH;
-    else if (q->len >= e->p.max_ctx) q->stop = LISA_STOP_CONTEXT;
+    q->stop = lisa_stop_after(tok, e->p.ignore_eos ? -1 : e->llm.cfg.eos_token_id, q->n_tokens,
+                              q->max_new, q->len, e->p.max_ctx);
     q->llm_done = q->stop != LISA_STOP_NONE;
     return LISA_OK;
 }

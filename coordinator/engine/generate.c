@@ -40,13 +40,19 @@ static lisa_status gen_push(lisa_gen_result *r, gen_seq *q, int32_t tok, const f
     return LISA_OK;
 }
 
+lisa_stop_reason lisa_stop_after(int32_t tok, int eos_id, int n_tokens, int max_new, int len,
+                                 int max_ctx) {
+    if (eos_id >= 0 && tok == eos_id) return LISA_STOP_EOS;
+    if (n_tokens >= max_new) return LISA_STOP_LENGTH;
+    if (len >= max_ctx) return LISA_STOP_CONTEXT;
+    return LISA_STOP_NONE;
+}
+
 /* Records token `tok` chosen for sequence q; returns 1 when q stops. */
 static int gen_accept(const lisa_gen_request *req, lisa_gen_result *r, gen_seq *q, int32_t tok,
                       const float *h, int C, int eos_id, int max_ctx, lisa_status *st) {
     *st = gen_push(r, q, tok, req->want_hidden ? h : NULL, C);
-    if (eos_id >= 0 && tok == eos_id) r->stop = LISA_STOP_EOS;
-    else if (r->n_tokens >= req->max_new_tokens) r->stop = LISA_STOP_LENGTH;
-    else if (q->len >= max_ctx) r->stop = LISA_STOP_CONTEXT;
+    r->stop = lisa_stop_after(tok, eos_id, r->n_tokens, req->max_new_tokens, q->len, max_ctx);
     return r->stop != LISA_STOP_NONE;
 }
 

@@ -26,6 +26,12 @@ typedef enum {
     LISA_STOP_ERROR     /* failed: see status and error */
 } lisa_stop_reason;
 
+/* Greedy generation's stop rule, after token tok made n_tokens generated
+ * tokens and len positions: EOS (eos_id < 0: never), then max_new, then
+ * the context. One rule for generate, the engine and the cluster. */
+lisa_stop_reason lisa_stop_after(int32_t tok, int eos_id, int n_tokens, int max_new, int len,
+                                 int max_ctx);
+
 typedef struct lisa_gen_request {
     const int32_t *prompt;  /* (n_prompt) token ids, or NULL when embd is given */
     const float *embd;      /* (n_prompt, C) input embeddings (LISA: text embeddings
