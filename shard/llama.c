@@ -449,6 +449,26 @@ lisa_status lisa_llama_embed(const lisa_llama_model *m, lisa_llama_state *s, con
     return be->ops->synchronize(be);
 }
 
+lisa_status lisa_llama_embed_splice(const lisa_llama_model *m, lisa_llama_state *s,
+                                    const int32_t *ids, size_t n_ids, size_t pos,
+                                    const float *extra, size_t n_extra, float *out) {
+    size_t C = (size_t)m->cfg.hidden_size, T = (size_t)s->max_tokens;
+    if (pos >= n_ids)
+        return lisa_error_set(LISA_ERR_ARG, "llama: placeholder at %zu of %zu ids", pos, n_ids);
+    for (size_t i = 0; i < n_ids;) {
+        if (i == pos) {
+            memcpy(out + pos * C, extra, n_extra * C * sizeof(float));
+            i++;
+            continue;
+        }
+        size_t end = i < pos ? pos : n_ids, cnt = end - i < T ? end - i : T;
+        size_t row = i < pos ? i : i - 1 + n_extra;
+        LISA_TRY(lisa_llama_embed(m, s, ids + i, (int)cnt, out + row * C));
+        i += cnt;
+    }
+    return LISA_OK;
+}
+
 /* The ops of one forward call between its input uploads and its output
  * downloads: the embedding gather (token input), every layer, and on the
  * last range the output rows' final norm, lm_head and argmax. Only ops, so

@@ -176,6 +176,13 @@ int lisa_llama_warning_take(lisa_llama_state *s, char *buf, size_t size);
 /* Embedding rows for tokens (n) into out (n, C), host memory; first range only. */
 lisa_status lisa_llama_embed(const lisa_llama_model *m, lisa_llama_state *s, const int32_t *tokens,
                              int n, float *out);
+/* Input rows of a prompt with extra rows spliced in at a placeholder (LLaVA's
+ * image features): out (n_ids - 1 + n_extra, C) = embed(ids[:pos]) ++ extra
+ * (n_extra, C) ++ embed(ids[pos+1:]), host memory; ids[pos] is not embedded.
+ * Embeds max_tokens ids at a time. First range only. */
+lisa_status lisa_llama_embed_splice(const lisa_llama_model *m, lisa_llama_state *s,
+                                    const int32_t *ids, size_t n_ids, size_t pos,
+                                    const float *extra, size_t n_extra, float *out);
 
 /* --- sizing without a model (lisa cluster plan) --- */
 

@@ -217,19 +217,8 @@ static lisa_status stage_splice(stage_role *r, stage_req *q, const Lisa__Cluster
     free(q->embd);
     q->embd = malloc((size_t)q->L * C * sizeof(float));
     if (!q->embd) return lisa_error_set(LISA_ERR_NOMEM, "stage 1: out of memory");
-    for (size_t i = 0; i < n_ids;) {
-        if (i == p) {
-            memcpy(q->embd + p * C, q->feats, N * C * sizeof(float));
-            i++;
-            continue;
-        }
-        size_t end = i < p ? p : n_ids;
-        size_t cnt = end - i < (size_t)r->T ? end - i : (size_t)r->T;
-        size_t row = i < p ? i : i - 1 + N;
-        LISA_TRY(lisa_llama_embed(&r->model, &r->state, it->prompt_ids + i, (int)cnt,
-                                  q->embd + row * C));
-        i += cnt;
-    }
+    LISA_TRY(lisa_llama_embed_splice(&r->model, &r->state, it->prompt_ids, n_ids, p, q->feats, N,
+                                     q->embd));
     free(q->feats);
     q->feats = NULL;
     return LISA_OK;

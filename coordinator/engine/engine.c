@@ -415,25 +415,11 @@ void lisa_engine_stats_get(const lisa_engine *e, lisa_engine_stats *out) {
 
 /* Prompt embeddings: embed(ids[:p]) ++ feats (N, C) ++ embed(ids[p+1:]). */
 static lisa_status engine_splice(lisa_engine *e, engine_req *q, const float *feats) {
-    int64_t C = e->llm.cfg.hidden_size;
-    int N = e->vis.n_patches;
-    q->embd = malloc((size_t)q->L * (size_t)C * sizeof(float));
+    size_t C = (size_t)e->llm.cfg.hidden_size;
+    q->embd = malloc((size_t)q->L * C * sizeof(float));
     if (!q->embd) return lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
-    size_t p = q->image_pos;
-    for (size_t i = 0; i < q->n_ids;) {
-        if (i == p) {
-            memcpy(q->embd + (size_t)p * C, feats, (size_t)N * (size_t)C * sizeof(float));
-            i++;
-            continue;
-        }
-        size_t end = i < p ? p : q->n_ids;
-        size_t cnt = end - i < (size_t)e->llm_state.max_tokens ? end - i : (size_t)e->llm_state.max_tokens;
-        size_t row = i < p ? i : i - 1 + (size_t)N;
-        LISA_TRY(lisa_llama_embed(&e->llm, &e->llm_state, q->ids + i, (int)cnt,
-                                  q->embd + row * (size_t)C));
-        i += cnt;
-    }
-    return LISA_OK;
+    return lisa_llama_embed_splice(&e->llm, &e->llm_state, q->ids, q->n_ids, q->image_pos, feats,
+                                   (size_t)e->vis.n_patches, q->embd);
 }
 
 static int same_image(const engine_req *a, const engine_req *b) {
