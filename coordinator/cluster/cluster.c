@@ -257,8 +257,6 @@ static int cluster_handshake(cluster_ctx *x, const Lisa__Cluster__Hello *mine) {
 
 /* --- the event loop --- */
 
-#define CLUSTER_UNPACK(type, fn) type *m = fn(NULL, n, buf)
-
 /* Receives and dispatches one polled message. */
 static lisa_status cluster_dispatch(cluster_ctx *x, int src, int tag, size_t n) {
     uint8_t *buf = malloc(n ? n : 1);
@@ -380,7 +378,7 @@ static void cluster_stats_msg(const cluster_ctx *x, Lisa__Cluster__Stats *s) {
 }
 
 /* Rank 0: asks every rank to stop and collects their statistics. */
-static void cluster_shutdown(cluster_ctx *x, Lisa__Cluster__Stats **all, double wall) {
+static void cluster_shutdown(cluster_ctx *x, Lisa__Cluster__Stats **all) {
     Lisa__Cluster__Shutdown sd = LISA__CLUSTER__SHUTDOWN__INIT;
     for (int r = 1; r < x->world; r++) cluster_send_msg(x, r, LISA_TAG_SHUTDOWN, &sd.base);
     int have = 1;
@@ -404,7 +402,6 @@ static void cluster_shutdown(cluster_ctx *x, Lisa__Cluster__Stats **all, double 
         }
         free(buf);
     }
-    (void)wall;
 }
 
 static void cluster_stats_print(const cluster_ctx *x, Lisa__Cluster__Stats **all, double wall,
@@ -598,7 +595,7 @@ int lisa_cluster_main(int *argc, char ***argv, const lisa_cluster_config *cfg,
         cluster_stats_msg(x, &mine);
         if (all) {
             all[0] = &mine;
-            cluster_shutdown(x, all, wall);
+            cluster_shutdown(x, all);
             int done = 0, failed = 0;
             coord_counts(x, &done, &failed, &gen_tokens);
             if (opt->print_stats) cluster_stats_print(x, all, wall, gen_tokens, stderr, 0);

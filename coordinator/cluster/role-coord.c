@@ -77,7 +77,6 @@ struct coord_role {
     int64_t next_handle, next_mb;
     int source_done, n_done, n_failed;
     int64_t generated;           /* tokens */
-    int32_t *row_tokens;         /* (T) scratch */
 };
 
 static char *coord_path(const char *dir, const char *name) {
@@ -145,7 +144,6 @@ void coord_free(cluster_ctx *x) {
     free(c->live);
     for (int i = 0; i < c->n_mbs; i++) coord_mb_clear(&c->mbs[i]);
     free(c->mbs);
-    free(c->row_tokens);
     lisa_sched_free(c->sched);
     lisa_tokenizer_free(c->tok);
     free(c);
