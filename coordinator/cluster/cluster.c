@@ -445,11 +445,13 @@ static void cluster_stats_print(const cluster_ctx *x, Lisa__Cluster__Stats **all
         }
     }
     if (json)
-        fprintf(f, "], \"generated_tokens\": %lld, \"generated_tokens_per_s\": %.2f}\n",
-                (long long)gen_tokens, wall > 0 ? (double)gen_tokens / wall : 0);
+        fprintf(f, "], \"generated_tokens\": %lld, \"generated_tokens_per_s\": %.2f, "
+                "\"mpi_cuda_aware\": %s}\n", (long long)gen_tokens,
+                wall > 0 ? (double)gen_tokens / wall : 0, x->tr.cuda_aware ? "true" : "false");
     else
-        fprintf(f, "wall %.2f s; util = busy / wall; bubble = idle share of a stage's active span\n",
-                wall);
+        fprintf(f, "wall %.2f s; util = busy / wall; bubble = idle share of a stage's active span; "
+                "MPI %s\n", wall, x->tr.cuda_aware ? "CUDA-aware: device buffers passed to MPI"
+                                                 : "not CUDA-aware: activations staged through host memory");
 }
 
 int lisa_cluster_main(int *argc, char ***argv, const lisa_cluster_config *cfg,

@@ -59,18 +59,27 @@ run() {
         { fail "$name: results.jsonl differs from lisa segment"; diff "$TMP/ref.sorted" "$TMP/$name.sorted" | cut -c1-240 | head -6 >&2; }
     diff -r -x results.jsonl "$TMP/ref" "$out" >/dev/null ||
         fail "$name: result files differ: $(diff -r -q -x results.jsonl "$TMP/ref" "$out" | head -3)"
+    mpi_leaks_ours "$TMP/$name.log" >&2 || fail "$name: leaks in our code"
     echo "$name: $np ranks, $secs s, $(grep -c '"status":"ok"' "$TMP/$name.sorted") ok of $n_jobs"
 }
 
-run p1-m1 3 --stages 1 --micro-batches 1
-run p1-m2 3 --stages 1 --micro-batches 2
-run p2-balanced-m1 4 --stages 2 --micro-batches 1
-run p2-13-m2 4 --stages 2 --layers 1,3 --micro-batches 2
-run p2-ranges-m3 4 --stages 2 --layers 0-2,3-3 --micro-batches 3
-run p3-balanced-m1 5 --stages 3 --micro-batches 1
-run p3-112-m2 5 --stages 3 --layers 1,1,2 --micro-batches 2
-run p3-211-m3 5 --stages 3 --layers 2,1,1 --micro-batches 3
-run p3-balanced-m4 5 --stages 3 --micro-batches 4
+# LISA_CLUSTER_QUICK (the sanitizer build, where every run is 3x slower):
+# one configuration per P; the Release build runs them all
+if [ -n "${LISA_CLUSTER_QUICK:-}" ]; then
+    run p1-m2 3 --stages 1 --micro-batches 2
+    run p2-13-m2 4 --stages 2 --layers 1,3 --micro-batches 2
+    run p3-112-m2 5 --stages 3 --layers 1,1,2 --micro-batches 2
+else
+    run p1-m1 3 --stages 1 --micro-batches 1
+    run p1-m2 3 --stages 1 --micro-batches 2
+    run p2-balanced-m1 4 --stages 2 --micro-batches 1
+    run p2-13-m2 4 --stages 2 --layers 1,3 --micro-batches 2
+    run p2-ranges-m3 4 --stages 2 --layers 0-2,3-3 --micro-batches 3
+    run p3-balanced-m1 5 --stages 3 --micro-batches 1
+    run p3-112-m2 5 --stages 3 --layers 1,1,2 --micro-batches 2
+    run p3-211-m3 5 --stages 3 --layers 2,1,1 --micro-batches 3
+    run p3-balanced-m4 5 --stages 3 --micro-batches 4
+fi
 run p2-vision-on-0 3 --stages 2 --micro-batches 2 --vision coordinator
 
 # the statistics name each stage with its layers and micro-batches

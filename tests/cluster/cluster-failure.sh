@@ -102,7 +102,7 @@ start() {
 start ranks 3 "the configuration needs 4 ranks" --stages 2
 start gap 4 "layer" --stages 2 --layers 0-0,2-3
 start stages 7 "stages" --stages 5
-start gpu 3 "rank 1 (stage 1, layers 0-3, host" --stages 1 --device cuda --dtype fp32
+start gpu 3 "rank [12] (.*host .*GPU [01]: " --stages 1 --device cuda --dtype fp32
 cp -r "$MODEL" "$TMP/broken"
 head -c 100000 "$MODEL/model.safetensors" >"$TMP/broken/model.safetensors"
 start truncated 3 "rank [12] (.*host .*safetensors" --stages 1 --model "$TMP/broken"

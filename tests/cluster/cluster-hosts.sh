@@ -50,6 +50,7 @@ for tr in ob1 ucx; do
         grep -q "{\"rank\": $r, \"host\": \"h$h ($NETNS_NET.$((h + 1)))\"" "$TMP/stats-$tr.json" ||
             fail "$tr: rank $r not on host h$h: $(cat "$TMP/stats-$tr.json" | cut -c1-300)"
     done
+    mpi_leaks_ours "$TMP/$tr.log" >&2 || fail "$tr: leaks in our code"
     echo "$tr: $(grep -c '"status":"ok"' "$TMP/$tr.sorted") ok of $(wc -l <"$TMP/jobs.jsonl") across 3 hosts"
 done
 [ $fails -eq 0 ] && echo "cluster-hosts: all passed"
