@@ -10,12 +10,15 @@
  *  - batch invariance: a row's result must not depend on which other rows
  *    share its call (continuous batching and pipeline micro-batches mix
  *    requests differently from one run to the next, and the cluster must
- *    give bit for bit what one process gives). OpenBLAS's sgemm sums a row
- *    in the same order for every M that is a multiple of
- *    LISA_CPU_ROW_BLOCK, but not in the M-remainder kernels, and a separate
- *    few-row dot-product path would differ again; so every call runs M
- *    rounded down to the block through sgemm and the remaining rows padded
- *    with zeros to one block. Decode pays a block of rows for one.
+ *    give bit for bit what one process gives). OpenBLAS's sgemm (0.3.21,
+ *    measured on AVX-512 and checked by test-engine and the cluster
+ *    tests) sums a row in the same order for every even M, but not when M
+ *    is odd (its one-row remainder kernel), and a separate few-row
+ *    dot-product path would differ again; so every call runs M rounded
+ *    down to LISA_CPU_ROW_BLOCK rows through sgemm and the last row padded
+ *    with a zero row. The price is decode at batch 1: sgemm packs the
+ *    weight tile for two rows where the old dot-product path streamed it
+ *    once (about half the tokens/s on the small bench preset).
  * cblas_sbgemm was rejected: it would round the fp32 activations to bf16
  * and lose the exactness the reference comparisons need.
  *
@@ -32,7 +35,7 @@
 
 #include "cpu-internal.h"
 
-#define LISA_CPU_ROW_BLOCK 16
+#define LISA_CPU_ROW_BLOCK 2
 #define LISA_CPU_TILE_BYTES ((size_t)4 << 20)
 /* The default reservation: per thread one weight tile (which also holds
  * attention scores for 1M positions and attention_full blocks up to Lk =
