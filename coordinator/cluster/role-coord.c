@@ -79,13 +79,6 @@ struct coord_role {
     int64_t generated;           /* tokens */
 };
 
-static char *coord_path(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *s = malloc(n);
-    if (s) snprintf(s, n, "%s/%s", dir, name);
-    return s;
-}
-
 lisa_status coord_init(cluster_ctx *x, const lisa_cluster_jobs *jobs) {
     coord_role *c = calloc(1, sizeof *c);
     if (!c) return lisa_error_set(LISA_ERR_NOMEM, "coordinator: out of memory");
@@ -99,23 +92,10 @@ lisa_status coord_init(cluster_ctx *x, const lisa_cluster_jobs *jobs) {
     c->stage1_rank = lisa_cluster_stage_rank(cfg, 0);
     c->mbs = calloc((size_t)c->M, sizeof *c->mbs);
     if (!c->mbs) return lisa_error_set(LISA_ERR_NOMEM, "coordinator: out of memory");
-    char *tok = coord_path(cfg->model_dir, "tokenizer.model");
-    char *added = coord_path(cfg->model_dir, "added_tokens.json");
-    char *conf = coord_path(cfg->model_dir, "config.json");
-    lisa_status st = tok && added && conf ? LISA_OK
-                                          : lisa_error_set(LISA_ERR_NOMEM, "coordinator: out of memory");
-    if (st == LISA_OK) st = lisa_tokenizer_load(&c->tok, tok, added);
-    if (st == LISA_OK) {
-        c->seg_id = lisa_tokenizer_piece_id(c->tok, "[SEG]");
-        if (c->seg_id < 0) st = lisa_error_set(LISA_ERR_MISSING, "%s has no [SEG] token", added);
-    }
+    LISA_TRY(lisa_prompt_tokenizer_load(cfg->model_dir, &c->tok, &c->seg_id));
     lisa_clip_config cc;
-    if (st == LISA_OK) st = lisa_clip_config_load(&cc, conf);
-    if (st == LISA_OK) c->n_patches = lisa_clip_num_patches(&cc);
-    free(tok);
-    free(added);
-    free(conf);
-    LISA_TRY(st);
+    LISA_TRY(lisa_clip_config_load(&cc, cfg->model_dir));
+    c->n_patches = lisa_clip_num_patches(&cc);
     lisa_sched_params sp = {cfg->slots, x->max_ctx, cfg->token_budget, LISA_SCHED_CONTINUOUS, 1};
     return lisa_sched_init(&c->sched, &sp);
 }

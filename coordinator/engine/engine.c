@@ -85,13 +85,6 @@ struct lisa_engine {
     float *sam_chw, *sam_emb;           /* (Bi, 3, S, S), (Bi, G*G*C) */
 };
 
-static char *engine_path(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *s = malloc(n);
-    if (s) snprintf(s, n, "%s/%s", dir, name);
-    return s;
-}
-
 static void *engine_alloc(size_t n) { return malloc(n ? n : 1); }
 
 /* Fails r with st and a message (copied). */
@@ -174,20 +167,12 @@ lisa_status lisa_engine_init(lisa_engine **out, const lisa_engine_params *params
     if (e->p.max_new_tokens <= 0) e->p.max_new_tokens = 512;
     if (e->p.max_ctx <= 0) e->p.max_ctx = 1024;
     const char *dir = e->p.model_dir;
-    char *tok_path = engine_path(dir, "tokenizer.model"), *added = engine_path(dir, "added_tokens.json");
-    lisa_status st = (tok_path && added) ? LISA_OK
-                                          : lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
     lisa_backend_params bp = e->p.switches;
     bp.kind = e->p.backend;
     bp.device = e->p.device;
     bp.threads = e->p.threads;
-    if (st == LISA_OK) st = lisa_backend_init_params(&e->be, &bp);
-    if (st == LISA_OK) st = lisa_tokenizer_load(&e->tok, tok_path, added);
-    if (st == LISA_OK) {
-        e->seg_id = lisa_tokenizer_piece_id(e->tok, "[SEG]");
-        if (e->seg_id < 0)
-            st = lisa_error_set(LISA_ERR_MISSING, "%s has no [SEG] token", added);
-    }
+    lisa_status st = lisa_backend_init_params(&e->be, &bp);
+    if (st == LISA_OK) st = lisa_prompt_tokenizer_load(dir, &e->tok, &e->seg_id);
     if (st == LISA_OK) st = lisa_llama_model_load(&e->llm, dir, e->be, e->p.dtype, 0, -1);
     e->have_llm = st == LISA_OK;
     if (st == LISA_OK && e->p.max_ctx > e->llm.cfg.max_position_embeddings)
@@ -204,8 +189,6 @@ lisa_status lisa_engine_init(lisa_engine **out, const lisa_engine_params *params
         st = lisa_sched_init(&e->sched, &sp);
     }
     if (st == LISA_OK) st = engine_scratch_init(e);
-    free(tok_path);
-    free(added);
     if (st != LISA_OK) {
         lisa_engine_free(e);
         return st;

@@ -39,13 +39,8 @@ lisa_status lisa_vision_load(lisa_vision *v, const char *dir, lisa_backend *be, 
     int select_layer = -2;
     lisa_projector_kind kind = LISA_PROJECTOR_LINEAR;
     lisa_sam_options sam_opts = {LISA_VISION_SAM_PREFIX, 0, 0};
-    size_t n = strlen(dir) + sizeof "/config.json";
-    char *cfg_path = malloc(n);
-    if (!cfg_path) return lisa_error_set(LISA_ERR_NOMEM, "vision: out of memory");
-    snprintf(cfg_path, n, "%s/config.json", dir);
     lisa_status st = vision_read_config(dir, &select_layer, &kind, &sam_opts);
-    if (st == LISA_OK) st = lisa_clip_config_load(&v->clip_cfg, cfg_path);
-    free(cfg_path);
+    if (st == LISA_OK) st = lisa_clip_config_load(&v->clip_cfg, dir);
     if (st == LISA_OK)
         st = lisa_clip_model_load(&v->clip, &v->clip_cfg, dir, LISA_VISION_CLIP_PREFIX, select_layer,
                                   be, dtype);

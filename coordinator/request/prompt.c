@@ -99,3 +99,25 @@ lisa_status lisa_prompt_rows_make(lisa_prompt_rows *r, const lisa_tokenizer *tok
         if (r->ids[j] == seg_id) r->tf_rows[r->n_seg++] = (int)j - 1 + n_patches - 1;
     return LISA_OK;
 }
+
+lisa_status lisa_prompt_tokenizer_load(const char *dir, lisa_tokenizer **tok, int32_t *seg_id) {
+    size_t n = strlen(dir) + sizeof "/added_tokens.json";
+    char *model = malloc(n), *added = malloc(n);
+    lisa_status st = model && added ? LISA_OK : lisa_error_set(LISA_ERR_NOMEM, "out of memory");
+    if (st == LISA_OK) {
+        snprintf(model, n, "%s/tokenizer.model", dir);
+        snprintf(added, n, "%s/added_tokens.json", dir);
+        st = lisa_tokenizer_load(tok, model, added);
+    }
+    if (st == LISA_OK) {
+        *seg_id = lisa_tokenizer_piece_id(*tok, "[SEG]");
+        if (*seg_id < 0) {
+            lisa_tokenizer_free(*tok);
+            *tok = NULL;
+            st = lisa_error_set(LISA_ERR_MISSING, "%s has no [SEG] token", added);
+        }
+    }
+    free(model);
+    free(added);
+    return st;
+}

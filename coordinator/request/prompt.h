@@ -34,6 +34,11 @@ char *lisa_prompt_text(const char *user, const char *answer);
 lisa_status lisa_prompt_tokenize(const lisa_tokenizer *tok, const char *user, const char *answer,
                                  int32_t **ids, size_t *n_ids, size_t *image_pos);
 
+/* LISA's tokenizer from a converted model directory: DIR/tokenizer.model
+ * with DIR/added_tokens.json, and the id of its [SEG] token (a tokenizer
+ * without one is LISA_ERR_MISSING naming the file). */
+lisa_status lisa_prompt_tokenizer_load(const char *dir, lisa_tokenizer **tok, int32_t *seg_id);
+
 /* A request's rows for the LLM: its tokenized prompt, the row count with
  * the image placeholder expanded to the N image features, and for a
  * teacher-forced answer the rows whose outputs predict each [SEG] (where
