@@ -307,30 +307,6 @@ lisa_status coord_on_vision_ready(cluster_ctx *x, const Lisa__Cluster__VisionRea
     return LISA_OK;
 }
 
-/* The response of a request whose generation ended: stop, ids and text
- * (engine_response_begin's rules). */
-static lisa_status coord_response_begin(coord_role *c, creq *q, lisa_response *r) {
-    memset(r, 0, sizeof *r);
-    r->stop = q->stop;
-    if (q->teacher_forced) {
-        r->text = strdup(q->answer);
-        if (!r->text) return lisa_error_set(LISA_ERR_NOMEM, "coordinator: out of memory");
-        return LISA_OK;
-    }
-    r->ids = q->tokens;
-    r->n_ids = q->n_tokens;
-    q->tokens = NULL;
-    int n_text = r->n_ids - (r->stop == LISA_STOP_EOS ? 1 : 0);
-    lisa_status ds = lisa_tokenizer_decode_hf(c->tok, r->ids, (size_t)(n_text > 0 ? n_text : 0),
-                                              &r->text);
-    if (ds != LISA_OK) {
-        r->status = ds;
-        r->stop = LISA_STOP_ERROR;
-        snprintf(r->error, sizeof r->error, "%s", lisa_error_get());
-    }
-    return LISA_OK;
-}
-
 /* q's generation ended: masks from the vision rank when it has [SEG]s,
  * else its response now. */
 static lisa_status coord_llm_done(cluster_ctx *x, creq *q) {
@@ -346,7 +322,8 @@ static lisa_status coord_llm_done(cluster_ctx *x, creq *q) {
         return LISA_OK;
     }
     lisa_response r;
-    LISA_TRY(coord_response_begin(c, q, &r));
+    LISA_TRY(lisa_response_begin(&r, c->tok, q->teacher_forced ? q->answer : NULL, &q->tokens,
+                                 q->n_tokens, q->stop));
     coord_finish(x, q, &r);
     return LISA_OK;
 }
@@ -404,7 +381,8 @@ lisa_status coord_on_masks(cluster_ctx *x, const Lisa__Cluster__Masks *m) {
         return lisa_error_set(LISA_ERR_FORMAT, "coordinator: masks for unknown request %lld",
                               (long long)m->handle);
     lisa_response r;
-    LISA_TRY(coord_response_begin(c, q, &r));
+    LISA_TRY(lisa_response_begin(&r, c->tok, q->teacher_forced ? q->answer : NULL, &q->tokens,
+                                 q->n_tokens, q->stop));
     size_t pix = (size_t)q->w * (size_t)q->h;
     if (r.status == LISA_OK && m->status != LISA_OK) {
         r.status = (lisa_status)m->status;

@@ -612,25 +612,27 @@ static lisa_status engine_sam_decode(lisa_engine *e, const engine_req *q, lisa_r
 
 /* The response of a request whose generation ended: ids and text; for
  * [SEG]s, text_hidden_fcs and (n_seg) empty masks the SAM step fills. */
-static lisa_status engine_response_begin(lisa_engine *e, engine_req *q, lisa_response *r) {
+lisa_status lisa_response_begin(lisa_response *r, const lisa_tokenizer *tok, const char *answer,
+                                int32_t **ids, int n, lisa_stop_reason stop) {
     memset(r, 0, sizeof *r);
-    r->stop = q->stop;
-    if (q->teacher_forced) {
-        r->text = strdup(q->answer);
-        if (!r->text) return lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
-    } else {
-        r->ids = q->tokens;
-        r->n_ids = q->n_tokens;
-        q->tokens = NULL;
-        int n_text = r->n_ids - (r->stop == LISA_STOP_EOS ? 1 : 0);
-        lisa_status ds = lisa_tokenizer_decode_hf(e->tok, r->ids, (size_t)(n_text > 0 ? n_text : 0),
-                                                  &r->text);
-        if (ds != LISA_OK) {
-            response_fail(r, ds, lisa_error_get());
-            return LISA_OK;
-        }
+    r->stop = stop;
+    if (answer) {
+        r->text = strdup(answer);
+        return r->text ? LISA_OK : lisa_error_set(LISA_ERR_NOMEM, "out of memory");
     }
-    if (q->n_seg == 0) return LISA_OK;
+    r->ids = *ids;
+    r->n_ids = n;
+    *ids = NULL;
+    int n_text = n - (stop == LISA_STOP_EOS ? 1 : 0);
+    lisa_status ds = lisa_tokenizer_decode_hf(tok, r->ids, (size_t)(n_text > 0 ? n_text : 0), &r->text);
+    if (ds != LISA_OK) response_fail(r, ds, lisa_error_get());
+    return LISA_OK;
+}
+
+static lisa_status engine_response_begin(lisa_engine *e, engine_req *q, lisa_response *r) {
+    LISA_TRY(lisa_response_begin(r, e->tok, q->teacher_forced ? q->answer : NULL, &q->tokens,
+                                 q->n_tokens, q->stop));
+    if (r->status != LISA_OK || q->n_seg == 0) return LISA_OK;
     r->seg_dim = e->vis.seg_dim;
     r->seg_embeddings = malloc((size_t)q->n_seg * (size_t)e->vis.seg_dim * sizeof(float));
     r->masks = calloc((size_t)q->n_seg, sizeof *r->masks);

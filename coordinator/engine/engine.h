@@ -37,6 +37,7 @@
 #include "generate.h"
 #include "image.h"
 #include "scheduler.h"
+#include "tokenizer.h"
 
 typedef struct lisa_engine lisa_engine;
 
@@ -158,5 +159,15 @@ lisa_status lisa_engine_run(lisa_engine *e, const lisa_request *reqs, int n,
                             void *user);
 
 void lisa_response_free(lisa_response *r);
+
+/* Starts the response of a request whose generation ended with `stop`
+ * (r is cleared first): a teacher-forced answer's text is the answer
+ * itself; otherwise r takes over the generated ids (*ids, n; *ids is then
+ * NULL) and its text is their decoding without a final EOS, as
+ * transformers' decode spells it. A decoding failure fails r with its
+ * reason and is not an error; LISA_ERR_NOMEM is. The engine and the cluster
+ * coordinator both answer through it. */
+lisa_status lisa_response_begin(lisa_response *r, const lisa_tokenizer *tok, const char *answer,
+                                int32_t **ids, int n, lisa_stop_reason stop);
 
 #endif
