@@ -132,14 +132,7 @@ static lisa_status vision_features(cluster_ctx *x, vision_role *r, vis_req *q) {
         x->stats.clip_images++;
         x->stats.busy_s += cluster_now() - t0;
         feats = r->clip_out;
-        float *copy = malloc(feat_n * sizeof(float));
-        if (!ce && copy) ce = lisa_image_cache_insert(&r->cache, q->hash, q->bytes, q->n_bytes);
-        if (copy && ce) {
-            memcpy(copy, feats, feat_n * sizeof(float));
-            lisa_image_cache_set_clip(&r->cache, ce, copy, feat_n);
-        } else {
-            free(copy);
-        }
+        lisa_image_cache_store_clip(&r->cache, q->hash, q->bytes, q->n_bytes, feats, feat_n);
     }
     Lisa__Cluster__Features f = LISA__CLUSTER__FEATURES__INIT;
     f.handle = q->handle;
@@ -192,7 +185,7 @@ lisa_status vision_on_prepare(cluster_ctx *x, const Lisa__Cluster__VisionPrepare
 static void vision_mark_encoded(vision_role *r, const vis_req *q) {
     for (int i = 0; i < r->n_reqs; i++) {
         vis_req *o = r->reqs[i];
-        if (o->hash == q->hash && o->n_bytes == q->n_bytes && !memcmp(o->bytes, q->bytes, q->n_bytes))
+        if (lisa_image_bytes_same(o->hash, o->bytes, o->n_bytes, q->hash, q->bytes, q->n_bytes))
             o->encoded = 1;
     }
 }
@@ -216,8 +209,8 @@ static lisa_status vision_encode(cluster_ctx *x, vision_role *r, vis_req *first,
         if ((int64_t)q->img.w * q->img.h > LISA_VISION_MAX_POSTPROCESS_PIXELS) continue;
         int dup = 0;
         for (int b = 0; b < nb && !dup; b++)
-            dup = batch[b]->hash == q->hash && batch[b]->n_bytes == q->n_bytes &&
-                  !memcmp(batch[b]->bytes, q->bytes, q->n_bytes);
+            dup = lisa_image_bytes_same(batch[b]->hash, batch[b]->bytes, batch[b]->n_bytes, q->hash,
+                                        q->bytes, q->n_bytes);
         if (dup) continue;
         lisa_preprocessed pp;
         memset(&pp, 0, sizeof pp);
@@ -234,19 +227,8 @@ static lisa_status vision_encode(cluster_ctx *x, vision_role *r, vis_req *first,
     x->stats.sam_images += nb;
     x->stats.busy_s += cluster_now() - t0;
     for (int b = 0; b < nb; b++) {
-        float *copy = malloc(r->emb_n * sizeof(float));
-        lisa_image_entry *ce = copy ? lisa_image_cache_find(&r->cache, batch[b]->hash,
-                                                            batch[b]->bytes, batch[b]->n_bytes)
-                                    : NULL;
-        if (copy && !ce)
-            ce = lisa_image_cache_insert(&r->cache, batch[b]->hash, batch[b]->bytes,
-                                         batch[b]->n_bytes);
-        if (copy && ce) {
-            memcpy(copy, r->sam_emb + (size_t)b * r->emb_n, r->emb_n * sizeof(float));
-            lisa_image_cache_set_sam(&r->cache, ce, copy, r->emb_n);
-        } else {
-            free(copy);
-        }
+        lisa_image_cache_store_sam(&r->cache, batch[b]->hash, batch[b]->bytes, batch[b]->n_bytes,
+                                   r->sam_emb + (size_t)b * r->emb_n, r->emb_n);
         vision_mark_encoded(r, batch[b]);
     }
     *n_done = nb;

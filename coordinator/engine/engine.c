@@ -406,7 +406,7 @@ static lisa_status engine_splice(lisa_engine *e, engine_req *q, const float *fea
 }
 
 static int same_image(const engine_req *a, const engine_req *b) {
-    return a->hash == b->hash && a->n_bytes == b->n_bytes && !memcmp(a->bytes, b->bytes, a->n_bytes);
+    return lisa_image_bytes_same(a->hash, a->bytes, a->n_bytes, b->hash, b->bytes, b->n_bytes);
 }
 
 /* Decodes the images of the requests admitted this step and splices their
@@ -473,19 +473,8 @@ static lisa_status engine_admit(lisa_engine *e, lisa_sched_item **items, int n) 
                     }
                 }
             LISA_TRY(engine_splice(e, batch[b], feats));
-            float *copy = malloc(feat_n * sizeof(float));
-            lisa_image_entry *ce = copy ? lisa_image_cache_find(&e->cache, batch[b]->hash,
-                                                                batch[b]->bytes, batch[b]->n_bytes)
-                                        : NULL;
-            if (copy && !ce)
-                ce = lisa_image_cache_insert(&e->cache, batch[b]->hash, batch[b]->bytes,
-                                             batch[b]->n_bytes);
-            if (copy && ce) {
-                memcpy(copy, feats, feat_n * sizeof(float));
-                lisa_image_cache_set_clip(&e->cache, ce, copy, feat_n);
-            } else {
-                free(copy);
-            }
+            lisa_image_cache_store_clip(&e->cache, batch[b]->hash, batch[b]->bytes,
+                                        batch[b]->n_bytes, feats, feat_n);
             for (int j = 0; j < n; j++)
                 if (adm[j] == batch[b]) adm[j] = NULL;
         }
@@ -695,20 +684,6 @@ static lisa_status engine_sam_finish(lisa_engine *e, engine_req **fin, lisa_resp
     return LISA_OK;
 }
 
-/* Stores an image embedding (emb_n floats) in the cache entry of q's image. */
-static void engine_cache_sam(lisa_engine *e, const engine_req *q, const float *emb, size_t emb_n) {
-    float *copy = malloc(emb_n * sizeof(float));
-    if (!copy) return;
-    lisa_image_entry *ce = lisa_image_cache_find(&e->cache, q->hash, q->bytes, q->n_bytes);
-    if (!ce) ce = lisa_image_cache_insert(&e->cache, q->hash, q->bytes, q->n_bytes);
-    if (!ce) {
-        free(copy);
-        return;
-    }
-    memcpy(copy, emb, emb_n * sizeof(float));
-    lisa_image_cache_set_sam(&e->cache, ce, copy, emb_n);
-}
-
 /* SAM for this step: the image encoder for every image that a request asked
  * for with a [SEG] and the cache lacks (batched, up to max_images per pass),
  * then the mask decoder for the requests whose generation ended. */
@@ -789,7 +764,8 @@ static lisa_status engine_sam(lisa_engine *e) {
         e->stats.sam_passes++;
         e->stats.sam_images += nb;
         for (int b = 0; b < nb && st == LISA_OK; b++) {
-            engine_cache_sam(e, batch[b], e->sam_emb + (size_t)b * emb_n, emb_n);
+            lisa_image_cache_store_sam(&e->cache, batch[b]->hash, batch[b]->bytes, batch[b]->n_bytes,
+                                       e->sam_emb + (size_t)b * emb_n, emb_n);
             engine_sam_served(e, batch[b]);
             engine_sam_mark(batch[b], fin, nf, mark);
             st = lisa_sam_select_embedding(&e->vis.sam_state, b);

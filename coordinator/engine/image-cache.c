@@ -71,7 +71,7 @@ void lisa_image_cache_free(lisa_image_cache *c) {
 lisa_image_entry *lisa_image_cache_find(lisa_image_cache *c, uint64_t hash, const uint8_t *bytes,
                                         size_t n) {
     for (lisa_image_entry *e = c->head; e; e = e->next)
-        if (e->hash == hash && e->n_bytes == n && !memcmp(e->bytes, bytes, n)) {
+        if (lisa_image_bytes_same(e->hash, e->bytes, e->n_bytes, hash, bytes, n)) {
             cache_unlink(c, e);
             cache_push_front(c, e);
             c->hits++;
@@ -117,4 +117,34 @@ void lisa_image_cache_set_clip(lisa_image_cache *c, lisa_image_entry *e, float *
 
 void lisa_image_cache_set_sam(lisa_image_cache *c, lisa_image_entry *e, float *embedding, size_t n) {
     cache_set(c, e, &e->sam, &e->sam_bytes, embedding, n);
+}
+
+int lisa_image_bytes_same(uint64_t ha, const uint8_t *a, size_t na, uint64_t hb, const uint8_t *b,
+                          size_t nb) {
+    return ha == hb && na == nb && !memcmp(a, b, na);
+}
+
+static void cache_store(lisa_image_cache *c, uint64_t hash, const uint8_t *bytes, size_t n_bytes,
+                        const float *v, size_t n, int sam) {
+    float *copy = malloc(n * sizeof(float));
+    if (!copy) return;
+    lisa_image_entry *e = lisa_image_cache_find(c, hash, bytes, n_bytes);
+    if (!e) e = lisa_image_cache_insert(c, hash, bytes, n_bytes);
+    if (!e) {
+        free(copy);
+        return;
+    }
+    memcpy(copy, v, n * sizeof(float));
+    if (sam) lisa_image_cache_set_sam(c, e, copy, n);
+    else lisa_image_cache_set_clip(c, e, copy, n);
+}
+
+void lisa_image_cache_store_clip(lisa_image_cache *c, uint64_t hash, const uint8_t *bytes,
+                                 size_t n_bytes, const float *v, size_t n) {
+    cache_store(c, hash, bytes, n_bytes, v, n, 0);
+}
+
+void lisa_image_cache_store_sam(lisa_image_cache *c, uint64_t hash, const uint8_t *bytes,
+                                size_t n_bytes, const float *v, size_t n) {
+    cache_store(c, hash, bytes, n_bytes, v, n, 1);
 }

@@ -64,4 +64,16 @@ lisa_image_entry *lisa_image_cache_insert(lisa_image_cache *c, uint64_t hash, co
 void lisa_image_cache_set_clip(lisa_image_cache *c, lisa_image_entry *e, float *feats, size_t n);
 void lisa_image_cache_set_sam(lisa_image_cache *c, lisa_image_entry *e, float *embedding, size_t n);
 
+/* Stores a copy of v (n floats) as the CLIP features / SAM embedding of the
+ * image with these bytes: its entry (found, counting a hit or a miss) or a
+ * new one. Out of memory nothing is stored: the cache only forgets. */
+void lisa_image_cache_store_clip(lisa_image_cache *c, uint64_t hash, const uint8_t *bytes,
+                                 size_t n_bytes, const float *v, size_t n);
+void lisa_image_cache_store_sam(lisa_image_cache *c, uint64_t hash, const uint8_t *bytes,
+                                size_t n_bytes, const float *v, size_t n);
+
+/* Whether two encoded images are the same bytes (their hashes first). */
+int lisa_image_bytes_same(uint64_t ha, const uint8_t *a, size_t na, uint64_t hb, const uint8_t *b,
+                          size_t nb);
+
 #endif
