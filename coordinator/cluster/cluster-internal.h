@@ -33,7 +33,7 @@ typedef struct vision_role vision_role;
 /* What the coordinator learnt of each rank at the handshake. */
 typedef struct cluster_peer {
     int hello;              /* its Hello arrived */
-    int roles, stage, pid, gpu;
+    int pid;
     char host[300];
 } cluster_peer;
 
@@ -63,6 +63,7 @@ typedef struct cluster_ctx {
     stage_role *stg;
     vision_role *vis;
     int stop;                       /* non-coordinator: Shutdown received */
+    int error_reported;             /* a RankError went to rank 0 */
     cluster_stats stats;
 } cluster_ctx;
 

@@ -104,11 +104,9 @@ lisa_status cluster_send_data(cluster_ctx *x, int dest, const void *buf, size_t 
     return lisa_transport_send_copy(&x->tr, dest, LISA_TAG_DATA, buf, n);
 }
 
-static int g_error_reported;
-
 void cluster_report_error(cluster_ctx *x, lisa_status st, const char *msg) {
-    if (g_error_reported) return;
-    g_error_reported = 1;
+    if (x->error_reported) return;
+    x->error_reported = 1;
     Lisa__Cluster__RankError e = LISA__CLUSTER__RANK_ERROR__INIT;
     e.rank = x->rank;
     e.status = (int32_t)st;
@@ -189,13 +187,12 @@ static int cluster_handshake(cluster_ctx *x, const Lisa__Cluster__Hello *mine) {
         fprintf(stderr, "lisa cluster: %s: %s\n", who, mine->error);
         bad = 1;
     }
-    long sleep_us = 1000;
     while (have < x->world && !bad) {
         int src, tag;
         size_t n;
         if (!lisa_transport_poll(&x->tr, &src, &tag, &n)) {
             if (cluster_now() - t0 > limit || g_terminated) break;
-            usleep((useconds_t)sleep_us);
+            usleep(1000);
             continue;
         }
         uint8_t *buf = malloc(n ? n : 1);
@@ -216,7 +213,6 @@ static int cluster_handshake(cluster_ctx *x, const Lisa__Cluster__Hello *mine) {
         if (!p->hello) have++;
         p->hello = 1;
         p->pid = h->pid;
-        p->gpu = h->gpu;
         snprintf(p->host, sizeof p->host, "%s", h->host);
         cluster_rank_describe(x, src, who, sizeof who);
         if (strcmp(h->version, mine->version)) {

@@ -423,6 +423,20 @@ lisa_status coord_on_masks(cluster_ctx *x, const Lisa__Cluster__Masks *m) {
     return LISA_OK;
 }
 
+/* Output row `row` of a micro-batch: the coordinator's record of it in
+ * mb->rows and its OutRow for the last stage, both at index *no. */
+static void coord_add_row(coord_mb *mb, Lisa__Cluster__OutRow *rows, Lisa__Cluster__OutRow **ptrs,
+                          int *no, creq *q, int sampled, int pos, int row, int seg_index) {
+    mb->rows[*no] = (coord_row){q, sampled, pos};
+    Lisa__Cluster__OutRow *o = &rows[*no];
+    lisa__cluster__out_row__init(o);
+    o->row = row;
+    o->handle = q->handle;
+    o->seg_index = seg_index;
+    o->sampled = sampled;
+    ptrs[(*no)++] = o;
+}
+
 /* The next plan as a micro-batch to stage 1 (engine_forward's rows). */
 static lisa_status coord_send_plan(cluster_ctx *x, const lisa_sched_step *step) {
     coord_role *c = x->coord;
@@ -457,11 +471,7 @@ static lisa_status coord_send_plan(cluster_ctx *x, const lisa_sched_step *step) 
         mb->items[k] = q;
         if (pi->decode) {
             pi->token = q->tokens[q->n_tokens - 1];
-            mb->rows[no] = (coord_row){q, 1, it->pos0};
-            rows[no].row = n;
-            rows[no].seg_index = q->n_seg;
-            rows[no].sampled = 1;
-            no++;
+            coord_add_row(mb, rows, row_ptrs, &no, q, 1, it->pos0, n, q->n_seg);
         } else {
             if (it->first) {
                 pi->n_prompt_ids = q->n_ids;
@@ -470,31 +480,16 @@ static lisa_status coord_send_plan(cluster_ctx *x, const lisa_sched_step *step) 
             }
             if (q->teacher_forced) {
                 for (int j = 0; j < q->n_seg; j++)
-                    if (q->tf_rows[j] >= it->pos0 && q->tf_rows[j] < it->pos0 + it->n) {
-                        mb->rows[no] = (coord_row){q, 0, q->tf_rows[j]};
-                        rows[no].row = n + q->tf_rows[j] - it->pos0;
-                        rows[no].seg_index = j;
-                        no++;
-                    }
+                    if (q->tf_rows[j] >= it->pos0 && q->tf_rows[j] < it->pos0 + it->n)
+                        coord_add_row(mb, rows, row_ptrs, &no, q, 0, q->tf_rows[j],
+                                      n + q->tf_rows[j] - it->pos0, j);
                 mb->tf_last[k] = it->last_chunk;
             } else if (it->last_chunk) {
-                mb->rows[no] = (coord_row){q, 1, it->pos0 + it->n - 1};
-                rows[no].row = n + it->n - 1;
-                rows[no].seg_index = q->n_seg;
-                rows[no].sampled = 1;
-                no++;
+                coord_add_row(mb, rows, row_ptrs, &no, q, 1, it->pos0 + it->n - 1, n + it->n - 1,
+                              q->n_seg);
             }
         }
         n += it->n;
-    }
-    for (int i = 0; i < no && st == LISA_OK; i++) {
-        Lisa__Cluster__OutRow tmp = LISA__CLUSTER__OUT_ROW__INIT;
-        tmp.row = rows[i].row;
-        tmp.seg_index = rows[i].seg_index;
-        tmp.sampled = rows[i].sampled;
-        tmp.handle = mb->rows[i].q->handle;
-        rows[i] = tmp;
-        row_ptrs[i] = &rows[i];
     }
     mb->n_items = ni;
     mb->n_rows = no;
