@@ -195,9 +195,8 @@ static int cluster_handshake(cluster_ctx *x, const Lisa__Cluster__Hello *mine) {
             usleep(1000);
             continue;
         }
-        uint8_t *buf = malloc(n ? n : 1);
-        if (!buf || lisa_transport_recv(&x->tr, src, tag, buf, n) != LISA_OK) {
-            free(buf);
+        uint8_t *buf;
+        if (lisa_transport_recv_alloc(&x->tr, src, tag, n, &buf) != LISA_OK) {
             fprintf(stderr, "lisa cluster: handshake: %s\n", lisa_error_get());
             return 2;
         }
@@ -255,13 +254,9 @@ static int cluster_handshake(cluster_ctx *x, const Lisa__Cluster__Hello *mine) {
 
 /* Receives and dispatches one polled message. */
 static lisa_status cluster_dispatch(cluster_ctx *x, int src, int tag, size_t n) {
-    uint8_t *buf = malloc(n ? n : 1);
-    if (!buf) return lisa_error_set(LISA_ERR_NOMEM, "cluster: out of memory receiving");
-    lisa_status st = lisa_transport_recv(&x->tr, src, tag, buf, n);
-    if (st != LISA_OK) {
-        free(buf);
-        return st;
-    }
+    uint8_t *buf;
+    lisa_status st = lisa_transport_recv_alloc(&x->tr, src, tag, n, &buf);
+    if (st != LISA_OK) return st;
     ProtobufCMessage *msg = NULL;
     const ProtobufCMessageDescriptor *d = NULL;
     int need = 0;
@@ -387,11 +382,8 @@ static void cluster_shutdown(cluster_ctx *x, Lisa__Cluster__Stats **all) {
             usleep(1000);
             continue;
         }
-        uint8_t *buf = malloc(n ? n : 1);
-        if (!buf || lisa_transport_recv(&x->tr, src, tag, buf, n) != LISA_OK) {
-            free(buf);
-            break;
-        }
+        uint8_t *buf;
+        if (lisa_transport_recv_alloc(&x->tr, src, tag, n, &buf) != LISA_OK) break;
         if (tag == LISA_TAG_STATS && !all[src]) {
             all[src] = lisa__cluster__stats__unpack(NULL, n, buf);
             have += all[src] != NULL;

@@ -121,3 +121,16 @@ lisa_status lisa_transport_recv(lisa_transport *t, int src, int tag, void *buf, 
                               "expected %zu", lisa_cluster_tag_name(tag), src, count, n);
     return LISA_OK;
 }
+
+lisa_status lisa_transport_recv_alloc(lisa_transport *t, int src, int tag, size_t n, uint8_t **buf) {
+    *buf = malloc(n ? n : 1);
+    if (!*buf)
+        return lisa_error_set(LISA_ERR_NOMEM, "cluster: out of memory receiving a %zu-byte %s "
+                              "message", n, lisa_cluster_tag_name(tag));
+    lisa_status st = lisa_transport_recv(t, src, tag, *buf, n);
+    if (st != LISA_OK) {
+        free(*buf);
+        *buf = NULL;
+    }
+    return st;
+}

@@ -87,5 +87,8 @@ int lisa_transport_poll(lisa_transport *t, int *src, int *tag, size_t *n);
  * data buffer announced by a header just received); blocks until it is
  * there. A size other than n is LISA_ERR_FORMAT naming the tag. */
 lisa_status lisa_transport_recv(lisa_transport *t, int src, int tag, void *buf, size_t n);
+/* lisa_transport_recv into a malloc'd buffer (*buf, the caller's to free;
+ * NULL on failure). */
+lisa_status lisa_transport_recv_alloc(lisa_transport *t, int src, int tag, size_t n, uint8_t **buf);
 
 #endif
