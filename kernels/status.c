@@ -27,6 +27,8 @@ const char *lisa_status_str(lisa_status st) {
     case LISA_ERR_UNSUPPORTED: return "unsupported";
     case LISA_ERR_BACKEND: return "backend error";
     case LISA_ERR_CANCELLED: return "cancelled";
+    case LISA_ERR_UNAVAILABLE: return "unavailable";
+    case LISA_ERR_NOTFOUND: return "not found";
     }
     return "unknown status";
 }

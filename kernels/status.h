@@ -25,7 +25,9 @@ typedef enum {
     LISA_ERR_ARG,         /* caller passed an invalid argument (too long prompt, bad id) */
     LISA_ERR_UNSUPPORTED, /* valid input this build cannot handle */
     LISA_ERR_BACKEND,     /* the compute backend reported a failure */
-    LISA_ERR_CANCELLED    /* the caller cancelled the request */
+    LISA_ERR_CANCELLED,   /* the caller cancelled the request */
+    LISA_ERR_UNAVAILABLE, /* a server (Redis) cannot be reached or refused us */
+    LISA_ERR_NOTFOUND     /* no such job, batch or result (or it expired) */
 } lisa_status;
 
 /* Records the reason for the status about to be returned. printf-style.

@@ -12,4 +12,5 @@ $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential cmake pkg-config \
     libopenblas-dev libcjson-dev libjpeg-dev libpng-dev \
     libprotobuf-c-dev protobuf-c-compiler \
-    openmpi-bin libopenmpi-dev iproute2
+    openmpi-bin libopenmpi-dev iproute2 \
+    redis-server libhiredis-dev util-linux
