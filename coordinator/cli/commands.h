@@ -21,5 +21,11 @@ int cmd_embed_image(int argc, char **argv);
 int cmd_cluster(int argc, char **argv);
 int cmd_cluster_run(int argc, char **argv);   /* `lisa cluster` under mpirun */
 int cmd_cluster_plan(int argc, char **argv);  /* `lisa cluster plan`, from cmd_cluster */
+int cmd_status(int argc, char **argv);        /* `lisa status`: queue jobs and batches (squeue) */
+int cmd_wait(int argc, char **argv);          /* `lisa wait`: block until jobs are final */
+int cmd_watch(int argc, char **argv);         /* `lisa watch`: follow jobs with a progress bar */
+int cmd_cancel(int argc, char **argv);        /* `lisa cancel`: scancel for queue jobs */
+int cmd_queue(int argc, char **argv);         /* `lisa queue`: depth per priority (rq info) */
+int cmd_workers(int argc, char **argv);       /* `lisa workers`: heartbeats (sinfo) */
 
 #endif

@@ -20,6 +20,12 @@ static const cli_command k_commands[] = {
     {"preprocess", cmd_preprocess, "write an image as the CLIP or SAM branch sees it"},
     {"eval", cmd_eval, "ReasonSeg gIoU/cIoU of predicted masks, as LISA computes them"},
     {"cluster", cmd_cluster, "LISA across MPI ranks (run under mpirun); cluster plan: size a job"},
+    {"status", cmd_status, "queue jobs and batches: state, time, attempts, progress (squeue)"},
+    {"wait", cmd_wait, "block until queue jobs or batches are final; exit status says how"},
+    {"watch", cmd_watch, "follow queue jobs or batches: a progress bar, or one line per event"},
+    {"cancel", cmd_cancel, "cancel queue jobs or whole batches (scancel)"},
+    {"queue", cmd_queue, "the queue's depth per priority, running, retry, dead, throughput"},
+    {"workers", cmd_workers, "the queue's workers by heartbeat (sinfo)"},
 };
 #define N_COMMANDS (sizeof k_commands / sizeof k_commands[0])
 
