@@ -642,8 +642,10 @@ int cmd_bench(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "llm")) return bench_llm(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "vision")) return bench_vision(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "engine")) return cmd_bench_engine(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "queue")) return cmd_bench_queue(argc - 1, argv + 1);
     FILE *f = (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) ? stdout : stderr;
-    fprintf(f, "usage: lisa bench llm|vision|engine [options]   (see `lisa bench llm --help`,\n"
-               "       `lisa bench vision --help`, `lisa bench engine --help`)\n");
+    fprintf(f, "usage: lisa bench llm|vision|engine|queue [options]   (see `lisa bench llm --help`,\n"
+               "       `lisa bench vision --help`, `lisa bench engine --help`,\n"
+               "       `lisa bench queue --help`)\n");
     return f == stdout ? 0 : 2;
 }

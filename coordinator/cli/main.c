@@ -26,6 +26,7 @@ static const cli_command k_commands[] = {
     {"cancel", cmd_cancel, "cancel queue jobs or whole batches (scancel)"},
     {"queue", cmd_queue, "the queue's depth per priority, running, retry, dead, throughput"},
     {"workers", cmd_workers, "the queue's workers by heartbeat (sinfo)"},
+    {"worker", cmd_worker, "serve the Redis job queue with one engine until stopped"},
 };
 #define N_COMMANDS (sizeof k_commands / sizeof k_commands[0])
 

@@ -77,4 +77,16 @@ int lisa_qfeed_in_flight(const lisa_qfeed *f);
 /* Counters for the worker's exit line. */
 void lisa_qfeed_counts(const lisa_qfeed *f, int64_t *done, int64_t *failed, int64_t *stale);
 
+/* Hands out at most n more jobs (0: no limit); reads never start more than
+ * that, so a worker run with a job limit leaves the rest queued. next()
+ * returns -1 once they are handed out. */
+void lisa_qfeed_set_limit(lisa_qfeed *f, int64_t n);
+/* 1 when no job waits in the queue: none queued at any priority and none
+ * in a retry backoff; 0 otherwise or when Redis cannot be asked now. */
+int lisa_qfeed_queue_empty(lisa_qfeed *f);
+/* The worker name in use (the default "<host>:<pid>" when none was given)
+ * and where Redis is ("127.0.0.1:6379"), for start-up lines. */
+const char *lisa_qfeed_worker_name(const lisa_qfeed *f);
+const char *lisa_qfeed_where(const lisa_qfeed *f);
+
 #endif
