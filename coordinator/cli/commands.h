@@ -27,6 +27,8 @@ int cmd_watch(int argc, char **argv);         /* `lisa watch`: follow jobs with 
 int cmd_cancel(int argc, char **argv);        /* `lisa cancel`: scancel for queue jobs */
 int cmd_queue(int argc, char **argv);         /* `lisa queue`: depth per priority (rq info) */
 int cmd_workers(int argc, char **argv);       /* `lisa workers`: heartbeats (sinfo) */
+int cmd_submit(int argc, char **argv);        /* `lisa submit`: queue jobs (sbatch) */
+int cmd_result(int argc, char **argv);        /* `lisa result`: write queue jobs' results */
 int cmd_worker(int argc, char **argv);        /* `lisa worker`: serve the Redis queue */
 int cmd_bench_queue(int argc, char **argv);   /* `lisa bench queue`, from cmd_bench */
 

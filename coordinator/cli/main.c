@@ -20,6 +20,8 @@ static const cli_command k_commands[] = {
     {"preprocess", cmd_preprocess, "write an image as the CLIP or SAM branch sees it"},
     {"eval", cmd_eval, "ReasonSeg gIoU/cIoU of predicted masks, as LISA computes them"},
     {"cluster", cmd_cluster, "LISA across MPI ranks (run under mpirun); cluster plan: size a job"},
+    {"submit", cmd_submit, "queue segmentation jobs: one image or a manifest, as a batch (sbatch)"},
+    {"result", cmd_result, "write queue jobs' results as lisa segment does (OUT/<id>/, results.jsonl)"},
     {"status", cmd_status, "queue jobs and batches: state, time, attempts, progress (squeue)"},
     {"wait", cmd_wait, "block until queue jobs or batches are final; exit status says how"},
     {"watch", cmd_watch, "follow queue jobs or batches: a progress bar, or one line per event"},
