@@ -82,11 +82,15 @@ int lisa_redis_ok(const lisa_redis *r);
 lisa_status lisa_redis_reconnect(lisa_redis *r, double max_s, volatile int *stop);
 /* "127.0.0.1:6379" or the socket path, for messages. */
 const char *lisa_redis_where(const lisa_redis *r);
+/* The I/O timeout in seconds (a BLOCK must stay under it). */
+double lisa_redis_io_timeout(const lisa_redis *r);
 
 /* A reply as a status: LISA_OK for anything but NULL or an error reply;
  * for an error reply LISA_ERR_ARG with "what: <server's message>" (NOPERM
  * and WRONGPASS as LISA_ERR_UNAVAILABLE, since retrying will not help and
- * the caller should say who it is). */
+ * the caller should say who it is; so are NOAUTH and LOADING, and an inner
+ * command of a function refused by ACL, reported as "what: NOPERM inside
+ * the function: ERR The user executing the script can't ..."). */
 lisa_status lisa_redis_check(lisa_redis *r, const redisReply *reply, const char *what);
 
 #endif
