@@ -98,9 +98,14 @@ const char *lisa_queue_functions_source(void) { return lisa_queue_lua_source; }
 
 /* ---- small helpers ------------------------------------------------------ */
 
+/* src[0..len) into dst (n bytes), cut short at a UTF-8 character boundary
+ * when it does not fit. */
 static void copy_str(char *dst, size_t n, const char *src, size_t len) {
     if (!n) return;
-    if (len >= n) len = n - 1;
+    if (len >= n) {
+        len = n - 1;
+        while (len && ((unsigned char)src[len] & 0xC0) == 0x80) len--;
+    }
     memcpy(dst, src, len);
     dst[len] = 0;
 }
@@ -273,13 +278,9 @@ lisa_status lisa_queue_check_durability(lisa_queue *q, char *warn, size_t n) {
             const char *v = reply_str(rep->element[1]);
             if (strcmp(v, want[i])) {
                 if (i == 0)
-                    snprintf(line, sizeof line,
-                             "appendonly is %s: a restart of Redis loses queued and running jobs "
-                             "(see configs/redis/lisa-redis.conf)", v);
+                    snprintf(line, sizeof line, "appendonly is %s", v);
                 else
-                    snprintf(line, sizeof line,
-                             "maxmemory-policy is %s, not noeviction: Redis may evict jobs when "
-                             "memory is full (see configs/redis/lisa-redis.conf)", v);
+                    snprintf(line, sizeof line, "maxmemory-policy is %s, not noeviction", v);
                 warn_add(warn, n, line);
             }
         }
@@ -371,7 +372,8 @@ lisa_status lisa_queue_submit(lisa_queue *q, const char *bid, int first_index,
             first_err = LISA_ERR_UNAVAILABLE;
             snprintf(err_msg, sizeof err_msg, "%s", lisa_error_get());
         }
-        if (!lisa_redis_ok(q->r)) break;
+        /* a refused chunk (unknown batch, no permission) ends the submit */
+        if (first_err != LISA_OK || !lisa_redis_ok(q->r)) break;
     }
     if (first_err != LISA_OK) return lisa_error_set(first_err, "%s", err_msg);
     return LISA_OK;

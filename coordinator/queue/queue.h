@@ -18,7 +18,8 @@
  *   P:res:<id>       STRING packed JobResult, with the result TTL
  *   P:batch:<b>      HASH name user created_ms total queued running retry
  *                    done failed cancelled cancelling first_start_ms
- *                    last_finish_ms
+ *                    last_finish_ms expire_at_ms (the batch and its :ids
+ *                    and :cid expire then, once all its jobs are final)
  *   P:batch:<b>:ids  LIST job ids in submit order
  *   P:batch:<b>:cid  HASH custom_id -> job id (submit is idempotent on it)
  *   P:batches        ZSET batch -> created_ms
@@ -117,7 +118,7 @@ lisa_status lisa_queue_check_durability(lisa_queue *q, char *warn, size_t n);
 typedef struct lisa_queue_submit_opts {
     const char *name;          /* job or batch name (may be NULL) */
     const char *user;          /* submitting user (NULL: $USER) */
-    lisa_job_priority priority;
+    lisa_job_priority priority; /* LISA_PRIO_HI is 0: zeroed opts are high priority */
     int max_attempts;          /* starts before a job is dead-lettered (0: 3) */
     int64_t result_ttl_ms;     /* how long results and records live (0: 7 days;
                                   failed jobs keep theirs 30 days) */

@@ -511,14 +511,19 @@ end
 
 redis.register_function{function_name = 'lisa_version', callback = function() return 1 end,
                         flags = {'no-writes'}}
-redis.register_function('lisa_batch_new', batch_new)
-redis.register_function('lisa_submit', submit)
-redis.register_function('lisa_start', start)
-redis.register_function('lisa_touch', touch)
-redis.register_function('lisa_finish', finish)
-redis.register_function('lisa_fail', fail_job)
-redis.register_function('lisa_cancel', cancel)
-redis.register_function('lisa_promote', promote)
-redis.register_function('lisa_reclaim', reclaim)
-redis.register_function('lisa_heartbeat', heartbeat)
-redis.register_function('lisa_worker_gone', worker_gone)
+-- The functions name no keys (the prefix gives them), which a Redis
+-- Cluster cannot route: no-cluster says so.
+local function register(name, fn)
+  redis.register_function{function_name = name, callback = fn, flags = {'no-cluster'}}
+end
+register('lisa_batch_new', batch_new)
+register('lisa_submit', submit)
+register('lisa_start', start)
+register('lisa_touch', touch)
+register('lisa_finish', finish)
+register('lisa_fail', fail_job)
+register('lisa_cancel', cancel)
+register('lisa_promote', promote)
+register('lisa_reclaim', reclaim)
+register('lisa_heartbeat', heartbeat)
+register('lisa_worker_gone', worker_gone)

@@ -18,7 +18,7 @@
  *    reconnects; a server with appendonly no is warned about;
  *  - ACL users from lisa_queue_acl_rules: what a submitter and a worker
  *    may and may not do; a wrong password is WRONGPASS;
- *  - URL parsing, connection refused.
+ *  - URL parsing, connection refused, a server still loading its data.
  * It needs redis-server on PATH and fails (never skips) without it. */
 #include <dirent.h>
 #include <errno.h>
@@ -210,6 +210,8 @@ static void submit_n(lisa_queue *q, const lisa_queue_submit_opts *o, const char 
     lisa_queue_submit_item items[16];
     char reqs[16][32], cids[16][32];
     LISA_ASSERT(n <= 16);
+    bid[0] = 0;
+    for (int i = 0; i < n; i++) ids[i][0] = 0;
     CHECK(lisa_queue_batch_new(q, o, bid, 48) == LISA_OK, "batch_new: %s", lisa_error_get());
     for (int i = 0; i < n; i++) {
         snprintf(reqs[i], sizeof reqs[i], "req-%s%d", cid_base, i);
@@ -321,6 +323,56 @@ static void test_refused(void) {
     p.password_file = "/nonexistent/pw";
     CHECK(lisa_redis_connect(&r, &p) == LISA_ERR_ARG && strstr(lisa_error_get(), "/nonexistent/pw"),
           "missing password file: %s", lisa_error_get());
+}
+
+/* A fake server that answers -LOADING on its first two connections and
+ * PONG on the third: a connect without retries fails saying so, one with
+ * retries backs off and gets in. */
+static void test_loading(void) {
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t alen = sizeof a;
+    if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof a) || listen(ls, 4) ||
+        getsockname(ls, (struct sockaddr *)&a, &alen)) {
+        CHECK(0, "fake server socket");
+        if (ls >= 0) close(ls);
+        return;
+    }
+    pid_t child = fork();
+    if (child == 0) {
+        for (int conn = 0; conn < 3; conn++) {
+            int c = accept(ls, NULL, NULL);
+            if (c < 0) _exit(1);
+            char buf[512];
+            ssize_t got;
+            while ((got = read(c, buf, sizeof buf)) > 0) {
+                const char *ans = conn < 2 ? "-LOADING Redis is loading the dataset in memory\r\n" : "+PONG\r\n";
+                if (write(c, ans, strlen(ans)) < 0 || conn < 2) break;
+            }
+            close(c);
+        }
+        _exit(0);
+    }
+    close(ls);
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", ntohs(a.sin_port));
+    lisa_redis_params p = {0};
+    p.url = url;
+    lisa_redis *r = NULL;
+    CHECK(lisa_redis_connect(&r, &p) == LISA_ERR_UNAVAILABLE && strstr(lisa_error_get(), "still loading") &&
+              strstr(lisa_error_get(), "LOADING Redis is loading"), "loading, no retries: %s", lisa_error_get());
+    p.retry_max_s = 5;
+    CHECK(lisa_redis_connect(&r, &p) == LISA_OK && r, "loading, then up: %s", lisa_error_get());
+    if (r) {
+        const char *ping[] = {"PING"};
+        CHECK(!strcmp(cmd_text(r, 1, ping), "PONG"), "ping the fake server");
+        lisa_redis_free(r);
+    }
+    int wst = 0;
+    waitpid(child, &wst, 0);
+    CHECK(WIFEXITED(wst) && WEXITSTATUS(wst) == 0, "fake server served 3 connections");
 }
 
 /* Submit, priorities, start, touch, finish, events, counters. */
@@ -807,9 +859,9 @@ static void test_depths(lisa_redis *r) {
     lisa_queue_free(q);
 }
 
-/* A blocking read wakes for a job submitted meanwhile by another client?
- * Not testable in one thread; a blocking read of an empty queue returns 0
- * after its BLOCK, and one with work ready returns at once. */
+/* Blocking reads: an empty queue returns 0 after the BLOCK; lost groups
+ * (data loss) are recreated; a job submitted by another process while a
+ * worker blocks wakes it. */
 static void test_block(lisa_redis *r) {
     lisa_queue *q = queue_for(r, "h");
     lisa_queue_job j[2] = {0};
@@ -827,6 +879,29 @@ static void test_block(lisa_redis *r) {
     char bid[48], ids[16][64];
     submit_n(q, &o, "b", 1, bid, ids);
     CHECK(lisa_queue_read(q, "w1", 2, 150, j, &st) == 1, "read after NOGROUP: %s", lisa_error_get());
+    lisa_queue_job_clear(&j[0]);
+    /* a job submitted by another client while a worker blocks wakes it */
+    pid_t child = fork();
+    if (child == 0) {
+        sleep_ms(200);
+        struct timeval tv = {2, 0};
+        redisContext *c = redisConnectWithTimeout("127.0.0.1", g_main.port, tv);
+        redisReply *x = c && !c->err ? redisCommand(c, "FCALL lisa_submit 0 h %s 5 late n u lo 3 0 i p r", bid)
+                                     : NULL;
+        int ok = x && x->type == REDIS_REPLY_ARRAY;
+        if (x) freeReplyObject(x);
+        if (c) redisFree(c);
+        _exit(ok ? 0 : 1); /* not exit: the parent's atexit would stop the server */
+    }
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    int got = lisa_queue_read(q, "w1", 2, 3000, j, &st);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
+    int wst = 0;
+    waitpid(child, &wst, 0);
+    CHECK(WIFEXITED(wst) && WEXITSTATUS(wst) == 0, "the other client submitted");
+    CHECK(got == 1 && !strcmp(j[0].id, "B1_5") && !strcmp(j[0].stream, "h:jobs:lo") && ms >= 150 && ms < 2500,
+          "woken by the submit after %.0f ms: %d %s", ms, got, j[0].id);
     lisa_queue_job_clear(&j[0]);
     lisa_queue_free(q);
 }
@@ -1094,6 +1169,7 @@ int main(int argc, char **argv) {
     test_names();
     test_urls();
     test_refused();
+    test_loading();
     g_main.appendonly = 1;
     int up = server_start(&g_main, "noeviction");
     CHECK(up, "cannot start redis-server (is it installed and on PATH?)");
