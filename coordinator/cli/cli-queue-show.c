@@ -178,7 +178,7 @@ void cli_queue_batch_rate(const lisa_queue_batch_info *b, int64_t now_ms, double
     double dt = (double)(end - b->first_start_ms) / 1000.0;
     if (dt < 0.001) dt = 0.001;
     *rate = (double)finished / dt;
-    *eta_s = (double)left / *rate;
+    *eta_s = ceil((double)left / *rate);
 }
 
 void cli_queue_rate_format(char *buf, size_t n, double rate, const char *unknown) {

@@ -56,7 +56,8 @@ void cli_queue_stamp_print(FILE *f, int64_t ms, int round);
 
 /* Finished jobs (done + failed) per second since the batch's first start
  * (up to its last finish once nothing is left), and the seconds left at
- * that rate; both -1 when unknown (nothing finished yet). */
+ * that rate (rounded up: 0 only when nothing is left); both -1 when
+ * unknown (nothing finished yet). */
 void cli_queue_batch_rate(const lisa_queue_batch_info *b, int64_t now_ms, double *rate,
                           double *eta_s);
 

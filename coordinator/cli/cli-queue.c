@@ -53,14 +53,15 @@ int cli_queue_connect(const char *cmd, const cli_queue_opts *o, lisa_redis **r, 
         int code = st == LISA_ERR_ARG ? CLI_EXIT_USAGE
                    : queue_error_is_perm(msg) ? CLI_EXIT_NOPERM
                                               : CLI_EXIT_UNAVAILABLE;
+        /* "cannot connect to HOST:PORT: why", "HOST:PORT: why" -> "why" */
+        const char *at = strstr(msg, where);
+        const char *why = at && !strncmp(at + strlen(where), ": ", 2) ? at + strlen(where) + 2 : msg;
         if (code == CLI_EXIT_UNAVAILABLE) {
-            /* "cannot connect to HOST:PORT: why" -> "why" */
-            const char *at = strstr(msg, where);
-            const char *why = at && !strncmp(at + strlen(where), ": ", 2) ? at + strlen(where) + 2
-                                                                          : msg;
             fprintf(stderr, "lisa %s: cannot reach Redis at %s: %s\n", cmd, where, why);
+        } else if (code == CLI_EXIT_NOPERM && at && why == msg) {
+            fprintf(stderr, "lisa %s: %s\n", cmd, msg); /* names where already */
         } else if (code == CLI_EXIT_NOPERM) {
-            fprintf(stderr, "lisa %s: Redis at %s refused us: %s\n", cmd, where, msg);
+            fprintf(stderr, "lisa %s: Redis at %s refused us: %s\n", cmd, where, why);
         } else {
             fprintf(stderr, "lisa %s: %s\n", cmd, msg);
         }

@@ -150,7 +150,7 @@ int cmd_cancel(int argc, char **argv) {
         }
     }
     if (st != LISA_OK) fprintf(stderr, "lisa cancel: %s\n", lisa_error_get());
-    if (!quiet)
+    if (!quiet && (st == LISA_OK || c.cancelled || c.requested || c.finished))
         printf("cancelled %lld, cancel-requested %lld (running), already finished %lld\n",
                c.cancelled, c.requested, c.finished);
     rc = st != LISA_OK ? cli_queue_exit_code(st)

@@ -45,7 +45,8 @@ static void status_help(FILE *f) {
             "                       \"jobs\", \"unknown\"} (one per round with -i)\n"
             "  -i, --iterate SECONDS  repeat every SECONDS (2, 2s, 1m) with a timestamp\n"
             "                       header, until interrupted\n"
-            "  --no-header          no table header\n"
+            "  --no-header          no table header (with --jobs or -t: no batch summary\n"
+            "                       lines either, only job rows)\n"
             CLI_QUEUE_HELP
             "  -h, --help           show this help\n"
             "\n"
@@ -309,7 +310,9 @@ static int status_round(lisa_redis *r, lisa_queue *q, char **ids, int n_ids, con
     if (a->json) {
         status_json_print(&f, now_ms);
     } else {
-        for (int i = 0; i < f.n_batches; i++) status_batch_print(&f.batches[i], now_ms);
+        /* with --jobs the summary lines head the rows: --no-header drops them */
+        for (int i = 0; !(a->jobs && a->no_header) && i < f.n_batches; i++)
+            status_batch_print(&f.batches[i], now_ms);
         if (f.table) status_table_print(&f, a, have_depths > 0 ? &depths : NULL, now_ms);
     }
     fflush(stdout);

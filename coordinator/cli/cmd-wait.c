@@ -200,11 +200,18 @@ typedef void (*follow_event_fn)(void *ctx, const lisa_queue_event *e);
 static int follow_run(follow *f, double deadline, int block_ms, follow_event_fn on_event,
                       void *ctx, void (*on_tick)(void *ctx)) {
     lisa_queue_event ev[FOLLOW_EVENTS];
-    while (!follow_done(f)) {
+    for (int draining = 0;;) {
+        if (!draining && follow_done(f)) {
+            /* the re-read can see the end before its events arrive: they
+             * still get their lines */
+            if (!on_event) break;
+            draining = 1;
+        }
         double now = follow_mono_s();
-        if (deadline >= 0 && now >= deadline) return CLI_EXIT_TIMEOUT;
-        int block = block_ms;
-        if (deadline >= 0 && (deadline - now) * 1000 < block) block = (int)((deadline - now) * 1000) + 1;
+        if (!draining && deadline >= 0 && now >= deadline) return CLI_EXIT_TIMEOUT;
+        int block = draining ? 0 : block_ms;
+        if (!draining && deadline >= 0 && (deadline - now) * 1000 < block)
+            block = (int)((deadline - now) * 1000) + 1;
         lisa_status st = LISA_OK;
         int k = lisa_queue_events_read(f->q, f->last, FOLLOW_EVENTS, block, ev, &st);
         if (k < 0 && st == LISA_ERR_UNAVAILABLE && !lisa_redis_ok(f->r)) {
@@ -224,6 +231,10 @@ static int follow_run(follow *f, double deadline, int block_ms, follow_event_fn 
             if (!follow_event_relevant(f, &ev[i])) continue;
             relevant = 1;
             if (on_event) on_event(ctx, &ev[i]);
+        }
+        if (draining) {
+            if (k < FOLLOW_EVENTS) break;
+            continue;
         }
         if (relevant || follow_mono_s() - f->refreshed_s >= FOLLOW_REFRESH_MS / 1000.0) {
             st = follow_refresh(f);
@@ -337,6 +348,7 @@ typedef struct watch_ui {
     int bar;                   /* drawing the bar on stderr */
     int utf8, color;
     double interval_s;         /* least time between redraws */
+    int width, cols;           /* bar cells, for a terminal this wide */
     double drawn_s;            /* when the bar was last drawn (0: never) */
 } watch_ui;
 
@@ -350,7 +362,8 @@ static void watch_bar_draw(watch_ui *u) {
     double rate, eta;
     cli_queue_batch_rate(s, now_ms, &rate, &eta);
     int64_t end_ms = n >= total && s->last_finish_ms > 0 ? s->last_finish_ms : now_ms;
-    char label[256], elapsed[32], left[32], rs[32], prefix[300], suffix[200], cancelled[48] = "";
+    char label[256], elapsed[32], left[32], rs[32], prefix[300], suffix[200], fail[48],
+        cancelled[48] = "";
     follow_label(u->f, label, sizeof label);
     cli_queue_clock_format(elapsed, sizeof elapsed,
                            s->first_start_ms > 0 ? (double)(end_ms - s->first_start_ms) / 1000.0
@@ -360,21 +373,27 @@ static void watch_bar_draw(watch_ui *u) {
     cli_queue_rate_format(rs, sizeof rs, rate, "?");
     if (s->cancelled) snprintf(cancelled, sizeof cancelled, " cancelled=%lld", (long long)s->cancelled);
     snprintf(prefix, sizeof prefix, "%s %3d%%", label, (int)(frac * 100));
-    snprintf(suffix, sizeof suffix, " %lld/%lld [%s<%s, %s jobs/s] ok=%lld fail=%lld%s", n, total,
-             elapsed, left, rs, (long long)s->done, (long long)s->failed, cancelled);
+    snprintf(suffix, sizeof suffix, " %lld/%lld [%s<%s, %s jobs/s] ok=%lld", n, total, elapsed,
+             left, rs, (long long)s->done);
+    snprintf(fail, sizeof fail, "fail=%lld", (long long)s->failed);
     struct winsize ws;
     int cols = ioctl(2, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 ? ws.ws_col : 80;
-    int width = cols - (int)strlen(prefix) - (int)strlen(suffix) - 3;
-    if (width > 50) width = 50;
-    if (width < 10) width = 10;
+    if (cols != u->cols) {
+        /* fixed while the terminal keeps its width, so the bar does not
+         * jump as counts grow; room kept for " cancelled=N" and the rate */
+        char most[48];
+        int reserve = snprintf(most, sizeof most, " cancelled=%lld", total) + 12;
+        int width = cols - (int)strlen(prefix) - (int)strlen(suffix) - (int)strlen(fail) - 4 -
+                    reserve;
+        u->width = width > 50 ? 50 : width < 10 ? 10 : width;
+        u->cols = cols;
+    }
+    int width = u->width;
     fprintf(stderr, "\r%s|", prefix);
     cli_queue_bar_print(stderr, frac, width, u->utf8);
-    char *fail = strstr(suffix, " fail=");
-    if (u->color && s->failed && fail) {
-        fprintf(stderr, "|%.*s \033[31m%s\033[0m\033[K", (int)(fail - suffix), suffix, fail + 1);
-    } else {
-        fprintf(stderr, "|%s\033[K", suffix);
-    }
+    int red = u->color && s->failed;
+    fprintf(stderr, "|%s %s%s%s%s\033[K", suffix, red ? "\033[31m" : "", fail, red ? "\033[0m" : "",
+            cancelled);
     fflush(stderr);
     u->drawn_s = follow_mono_s();
 }
@@ -485,7 +504,7 @@ int cmd_watch(int argc, char **argv) {
         sa.sa_handler = watch_sigint;
         sigaction(SIGINT, &sa, NULL);
         sigaction(SIGTERM, &sa, NULL);
-        watch_bar_draw(&u);
+        if (!follow_done(&f)) watch_bar_draw(&u);
     }
     /* the bar's clock ticks at least every second */
     int block = u.bar ? 1000 : FOLLOW_BLOCK_MS;
