@@ -1,6 +1,7 @@
 /* queue-acl.c: the ACL rule lists of the queue's roles (see queue-acl.h).
  * The command lists follow what queue.lua's functions and queue.c's reads
- * send; test-queue runs them against a real server. */
+ * send; test-queue runs them against a real server. Deliberately not
+ * here: talking to Redis (the rules are text for ACL SETUSER or a file). */
 #include "queue-acl.h"
 
 #include <stdio.h>

@@ -863,7 +863,7 @@ static lisa_status ids_copy(const redisReply *rep, size_t width, char **ids, int
     char *buf = calloc(rep->elements, width);
     if (!buf) return lisa_error_set(LISA_ERR_NOMEM, "out of memory");
     int k = 0;
-    for (size_t i = 0; i < rep->elements; i += 1) {
+    for (size_t i = 0; i < rep->elements; i++) {
         if (!reply_str(rep->element[i])) continue;
         copy_str(buf + (size_t)k * width, width, rep->element[i]->str, rep->element[i]->len);
         k++;

@@ -19,7 +19,9 @@
  *  - ACL users from lisa_queue_acl_rules: what a submitter and a worker
  *    may and may not do; a wrong password is WRONGPASS;
  *  - URL parsing, connection refused, a server still loading its data.
- * It needs redis-server on PATH and fails (never skips) without it. */
+ * It needs redis-server on PATH and fails (never skips) without it.
+ * Deliberately not here: the worker loop and the CLI (tests/queue/), the
+ * message codec. */
 #include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
