@@ -41,6 +41,9 @@
 #define SUBMIT_CHUNK_BYTES ((size_t)64 << 20)
 /* Validation errors printed before the rest are only counted. */
 #define SUBMIT_MAX_ERRORS 20
+/* How long a submitter that may not install the queue's functions waits
+ * for a starting worker to. */
+#define SUBMIT_SETUP_WAIT_S 10
 
 static void submit_help(FILE *f) {
     fprintf(f,
@@ -555,18 +558,27 @@ static int submit_batch_existing(submit_state *s, const char *bid) {
 }
 
 /* A new batch. On a Redis no worker has set up yet (no function library)
- * the library and groups are installed first, when this user may. */
+ * the library and groups are installed first, when this user may; when it
+ * may not (an ACL submitter), a worker that is starting is given
+ * SUBMIT_SETUP_WAIT_S to install them. */
 static lisa_status submit_batch_new(submit_state *s, const submit_cfg *c) {
     lisa_status st = lisa_queue_batch_new(s->q, &c->so, s->bid, sizeof s->bid);
     if (st == LISA_OK || !strstr(lisa_error_get(), "Function not found")) return st;
-    if (lisa_queue_setup(s->q) != LISA_OK) {
-        char why[400];
-        snprintf(why, sizeof why, "%s", lisa_error_get());
-        return lisa_error_set(LISA_ERR_UNAVAILABLE,
-                              "the queue's functions are not installed in this Redis, and "
-                              "installing them failed (%s): start a lisa worker first", why);
+    if (lisa_queue_setup(s->q) == LISA_OK) return lisa_queue_batch_new(s->q, &c->so, s->bid, sizeof s->bid);
+    char why[400];
+    snprintf(why, sizeof why, "%s", lisa_error_get());
+    fprintf(stderr, "lisa submit: the queue's functions are not installed and this user may not "
+                    "install them; waiting up to %d s for a worker to\n",
+            SUBMIT_SETUP_WAIT_S);
+    for (double t0 = submit_now(); submit_now() - t0 < SUBMIT_SETUP_WAIT_S;) {
+        struct timespec pause = {0, 250 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+        st = lisa_queue_batch_new(s->q, &c->so, s->bid, sizeof s->bid);
+        if (st == LISA_OK || !strstr(lisa_error_get(), "Function not found")) return st;
     }
-    return lisa_queue_batch_new(s->q, &c->so, s->bid, sizeof s->bid);
+    return lisa_error_set(LISA_ERR_UNAVAILABLE,
+                          "the queue's functions are not installed in this Redis, and installing "
+                          "them failed (%s): start a lisa worker first", why);
 }
 
 static void submit_print(const submit_state *s, const submit_cfg *c, int n_jobs, long long bytes,
