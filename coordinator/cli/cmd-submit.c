@@ -34,6 +34,7 @@
 #include "job-codec.h"
 #include "manifest.h"
 #include "queue.h"
+#include "redis-conn.h"
 
 /* Jobs per lisa_queue_submit call, and the packed bytes one chunk may hold
  * (inline images are read one chunk at a time). */
@@ -296,6 +297,9 @@ typedef struct {
     char ids[SUBMIT_CHUNK_JOBS][64];
     int n;
     size_t bytes;
+    /* the jobs the batch does not have yet, as handed to lisa_queue_submit */
+    lisa_queue_submit_item todo[SUBMIT_CHUNK_JOBS];
+    char todo_ids[SUBMIT_CHUNK_JOBS][64];
 } submit_chunk;
 
 static void submit_chunk_clear(submit_chunk *k) {
@@ -311,26 +315,68 @@ typedef struct {
     lisa_redis *r;
     lisa_queue *q;
     char bid[48];
-    int first_index;           /* the batch index of the run's first job */
-    int queued, dups;          /* jobs handed to Redis so far, of them duplicates */
+    int first_index;           /* the batch index of the run's first new job */
+    int offered;               /* indexes handed to lisa_queue_submit so far */
+    int queued, dups;          /* jobs handled so far, of them already in the batch */
     char job[64];              /* the first job's id (single image) */
 } submit_state;
 
-/* Queues the chunk (retrying once after reconnecting when the connection
- * broke: resubmitting is idempotent). */
+/* --batch: which of the chunk's custom_ids the batch has already (HMGET of
+ * P:batch:<b>:cid, queue.h); known[i] set and k->ids[i] their job id. So
+ * the new jobs of a resubmit get the next indexes, without gaps. */
+static lisa_status submit_known(submit_state *s, submit_chunk *k, int *known) {
+    char key[256];
+    snprintf(key, sizeof key, "%s:batch:%s:cid", lisa_queue_prefix(s->q), s->bid);
+    const char *argv[SUBMIT_CHUNK_JOBS + 2] = {"HMGET", key};
+    for (int i = 0; i < k->n; i++) argv[i + 2] = k->item[i].custom_id;
+    redisReply *rep = lisa_redis_cmd(s->r, k->n + 2, argv, NULL);
+    lisa_status st = lisa_redis_check(s->r, rep, "HMGET of the batch's custom_ids");
+    if (st != LISA_OK) {
+        if (rep) freeReplyObject(rep);
+        return st;
+    }
+    for (int i = 0; i < k->n; i++) {
+        const redisReply *e = rep->type == REDIS_REPLY_ARRAY && (size_t)i < rep->elements
+                                  ? rep->element[i] : NULL;
+        known[i] = e && e->type == REDIS_REPLY_STRING;
+        if (known[i]) snprintf(k->ids[i], sizeof k->ids[i], "%.*s", (int)e->len, e->str);
+    }
+    freeReplyObject(rep);
+    return LISA_OK;
+}
+
+/* Queues the chunk's new jobs (retrying once after reconnecting when the
+ * connection broke: resubmitting is idempotent). */
 static lisa_status submit_flush(submit_state *s, submit_chunk *k, const submit_cfg *c) {
     if (!k->n) return LISA_OK;
-    int n_dup = 0;
-    lisa_status st = lisa_queue_submit(s->q, s->bid, s->first_index + s->queued, k->item, k->n,
-                                       &c->so, k->ids, &n_dup);
-    if (st == LISA_ERR_UNAVAILABLE && !lisa_redis_ok(s->r) &&
-        lisa_redis_reconnect(s->r, 10.0, NULL) == LISA_OK)
-        st = lisa_queue_submit(s->q, s->bid, s->first_index + s->queued, k->item, k->n, &c->so,
-                               k->ids, &n_dup);
-    if (st != LISA_OK) return st;
+    int known[SUBMIT_CHUNK_JOBS] = {0}, map[SUBMIT_CHUNK_JOBS], n_new = 0, n_dup = 0;
+    if (c->batch) {
+        lisa_status st = submit_known(s, k, known);
+        if (st == LISA_ERR_UNAVAILABLE && !lisa_redis_ok(s->r) &&
+            lisa_redis_reconnect(s->r, 10.0, NULL) == LISA_OK)
+            st = submit_known(s, k, known);
+        LISA_TRY(st);
+    }
+    for (int i = 0; i < k->n; i++)
+        if (!known[i]) {
+            map[n_new] = i;
+            k->todo[n_new++] = k->item[i];
+        }
+    if (n_new) {
+        int first = s->first_index + s->offered;
+        lisa_status st = lisa_queue_submit(s->q, s->bid, first, k->todo, n_new, &c->so,
+                                           k->todo_ids, &n_dup);
+        if (st == LISA_ERR_UNAVAILABLE && !lisa_redis_ok(s->r) &&
+            lisa_redis_reconnect(s->r, 10.0, NULL) == LISA_OK)
+            st = lisa_queue_submit(s->q, s->bid, first, k->todo, n_new, &c->so, k->todo_ids,
+                                   &n_dup);
+        LISA_TRY(st);
+        for (int j = 0; j < n_new; j++) memcpy(k->ids[map[j]], k->todo_ids[j], sizeof k->ids[0]);
+        s->offered += n_new;
+    }
     if (!s->queued) snprintf(s->job, sizeof s->job, "%s", k->ids[0]);
     s->queued += k->n;
-    s->dups += n_dup;
+    s->dups += n_dup + (k->n - n_new);
     submit_chunk_clear(k);
     return LISA_OK;
 }
