@@ -281,6 +281,7 @@ int cmd_result(int argc, char **argv) {
         if (st != LISA_OK) {
             if (st == LISA_ERR_NOTFOUND) fprintf(stderr, "lisa result: no batch %s (unknown, or expired)\n", id);
             else fprintf(stderr, "lisa result: %s\n", lisa_error_get());
+            free(ids);
             cli_queue_close(r, q);
             return cli_queue_exit_code(st);
         }
