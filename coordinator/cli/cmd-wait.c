@@ -451,7 +451,8 @@ static void watch_help(FILE *f) {
             "failed job's error is printed above the bar). The bar is drawn in Unicode\n"
             "eighths when LC_ALL, LC_CTYPE or LANG names UTF-8, else in '#'. fail= is red\n"
             "unless NO_COLOR is set. Not on a terminal, or with --no-progress: one line\n"
-            "per event on stdout, and the summary of `lisa wait` on stderr at the end:\n"
+            "per event on stdout, from the oldest event the queue still keeps (about the\n"
+            "last 100000), and the summary of `lisa wait` on stderr at the end:\n"
             "  2026-12-03T10:00:01Z B12_3 R worker=host:123 attempt=1\n"
             "  2026-12-03T10:00:04Z B12_3 CD\n"
             "  2026-12-03T10:00:05Z B12_4 F error=image too large\n"
@@ -506,6 +507,9 @@ int cmd_watch(int argc, char **argv) {
         sigaction(SIGTERM, &sa, NULL);
         if (!follow_done(&f)) watch_bar_draw(&u);
     }
+    /* event lines start from the oldest event the stream still holds, so a
+     * log of the batch is complete even when it ran before watch started */
+    if (!rc && !u.bar) snprintf(f.last, sizeof f.last, "0-0");
     /* the bar's clock ticks at least every second */
     int block = u.bar ? 1000 : FOLLOW_BLOCK_MS;
     if (!rc) rc = follow_run(&f, -1, block, watch_event, &u, u.bar ? watch_tick : NULL);
