@@ -220,7 +220,10 @@ void cli_queue_clip(char *buf, size_t n, const char *s, size_t max) {
     size_t k = 0, len = strlen(s);
     for (; s[k] && k + 1 < n && k < max; k++) buf[k] = (unsigned char)s[k] < 0x20 ? ' ' : s[k];
     buf[k] = 0;
-    if (len > k && k > 3) memcpy(buf + k - 3, "...", 4);
+    if (len <= k || k <= 3) return;
+    k -= 3;
+    while (k > 0 && ((unsigned char)buf[k] & 0xc0) == 0x80) k--; /* not inside a UTF-8 character */
+    memcpy(buf + k, "...", 4);
 }
 
 void cli_queue_table_init(cli_queue_table *t, int cols, const char *const *head) {

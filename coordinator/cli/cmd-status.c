@@ -32,7 +32,8 @@ static void status_help(FILE *f) {
             "error, or a failed job's error). A batch id (B12) prints one line:\n"
             "  B12 300 total | CD 280 R 4 PD 16 RT 0 F 0 CA 0 CG 0 | 21.3 jobs/s | ETA 00:00:05\n"
             "(the rate counts done and failed jobs since the batch's first start; \"ETA -\"\n"
-            "until one finished). Without ids: the %d most recent batches.\n"
+            "until one finished). Without ids: the %d most recent batches (with --jobs\n"
+            "or -t: their jobs instead, `lisa status -t R` is what runs now).\n"
             "\n"
             "States: PD queued, R running, RT waiting to retry, CD done, F failed,\n"
             "CA cancelled, CG cancel requested (running).\n"
@@ -310,8 +311,10 @@ static int status_round(lisa_redis *r, lisa_queue *q, char **ids, int n_ids, con
     if (a->json) {
         status_json_print(&f, now_ms);
     } else {
-        /* with --jobs the summary lines head the rows: --no-header drops them */
-        for (int i = 0; !(a->jobs && a->no_header) && i < f.n_batches; i++)
+        /* with --jobs the summary lines head the rows: --no-header drops
+         * them, and so does listing the recent batches' jobs (squeue -t R) */
+        int lines = !(a->jobs && (a->no_header || n_ids == 0));
+        for (int i = 0; lines && i < f.n_batches; i++)
             status_batch_print(&f.batches[i], now_ms);
         if (f.table) status_table_print(&f, a, have_depths > 0 ? &depths : NULL, now_ms);
     }
