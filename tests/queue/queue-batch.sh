@@ -64,7 +64,7 @@ grep -q "^$bid $N total | CD $N R 0 PD 0 RT 0 F 0 CA 0 CG 0 " "$TMP/status1.txt"
     { fail "status after:"; cat "$TMP/status1.txt" >&2; }
 # exactly once: every job started once, done once
 "$LISA" status "$bid" --jobs --no-header >"$TMP/jobs.txt" 2>&1
-[ "$(awk '$5 == "CD" && $6 == "1/3"' "$TMP/jobs.txt" | wc -l)" -eq $N ] ||
+[ "$(awk '$4 == "CD" && $6 == "1/3"' "$TMP/jobs.txt" | wc -l)" -eq $N ] ||
     { fail "not every job is CD with one attempt:"; grep -v ' CD .* 1/3 ' "$TMP/jobs.txt" | head -5 >&2; }
 n_done=$(rcli XRANGE lisa:events - + | grep -c '^done$')
 [ "$n_done" -eq $N ] || fail "$n_done done events for $N jobs"
@@ -109,7 +109,7 @@ rc=$?
 [ $rc -eq 0 ] || fail "watch (no tty): exit $rc"
 grep -Eq "^[0-9T:-]+Z ${bid2}_[0-9]+ CD" "$TMP/watch.txt" || { fail "watch printed no CD events:"; head -3 "$TMP/watch.txt" >&2; }
 "$LISA" status "$bid2" --jobs --no-header >"$TMP/jobs2.txt" 2>&1
-[ "$(awk '$5 == "CD" && $6 == "1/3"' "$TMP/jobs2.txt" | wc -l)" -eq $N ] ||
+[ "$(awk '$4 == "CD" && $6 == "1/3"' "$TMP/jobs2.txt" | wc -l)" -eq $N ] ||
     { fail "after w1's drain, not every job CD once:"; grep -v ' CD .* 1/3 ' "$TMP/jobs2.txt" | head -5 >&2; }
 
 kill -TERM $W2

@@ -101,7 +101,7 @@ b3=$("$LISA" submit --manifest "$TMP/jobs.jsonl" --parsable --name restart)
 worker_start wD $ENG --lease 5s
 WD=$WORKER_PID
 wait_for 60 sh -c "'$LISA' status $b3 | grep -Eq '\| CD ([5-9]|[1-9][0-9])'" || fail "restart: no progress before the restart"
-redis_restart "$TMP/redis" || fail "restart: redis-server did not come back"
+redis_restart || fail "restart: redis-server did not come back"
 [ "$(rcli FCALL lisa_version 0)" = 1 ] || fail "restart: the functions are gone after the restart"
 check_batch "$b3" restart
 grep -q "reconnected" "$TMP/wB.log" || fail "restart: wB did not log a reconnection"
@@ -120,6 +120,7 @@ while ! batch_final "$b4" && [ $i -lt 20 ]; do
     LISA_FAULT_CRASH_PROMPT="poison pill" "$LISA" worker --model "$FIX/lisa-tiny/model" \
         $ENG --lease 1s --name "wP$i" >>"$TMP/wP.log" 2>&1 &
     WP=$!
+    ALL_PIDS="$ALL_PIDS $WP"
     wait_for 30 sh -c "! kill -0 $WP 2>/dev/null || '$LISA' wait $b4 --timeout 1 >/dev/null 2>&1"
     kill -TERM $WP 2>/dev/null
     wait $WP 2>/dev/null

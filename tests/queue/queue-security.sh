@@ -69,7 +69,7 @@ head -c 300000 /dev/urandom >"$TMP/big.bin"
 cat "$FIX/images/tall.png" "$TMP/big.bin" >"$TMP/big.png"
 p_big=$("$LISA" submit --redis "$SUB" "$TMP/big.png" --prompt "x" --parsable)
 # not a protobuf message at all, written by an admin straight through the function
-bad=$(rcli FCALL lisa_batch_new 0 lisa "" "" 2>&1)
+bad=$(rcli FCALL lisa_batch_new 0 lisa "" "")
 rcli FCALL lisa_submit 0 lisa "$bad" 0 garbage "" tester normal 3 600000 "x.png" "x" \
     "$(printf '\377\377\377\377garbage')" >/dev/null
 for j in "$b" "$p_ok" "$p_abs" "$p_dot" "$p_lnk" "$p_big" "$bad"; do
@@ -101,6 +101,7 @@ sub HSET "lisa:worker:wk" state forged | grep -q NOPERM || fail "submitter may w
 "$LISA" worker --model "$FIX/lisa-tiny/model" --redis "$SUB" --threads 1 --name intruder \
     >"$TMP/intruder.log" 2>&1 &
 IP=$!
+ALL_PIDS="$ALL_PIDS $IP"
 wait_for 30 sh -c "! kill -0 $IP 2>/dev/null"
 wait $IP
 rc=$?

@@ -4,7 +4,7 @@
 #                              snapshots) on a random free port; sets
 #                              REDIS_PORT, REDIS_PID, REDIS_URL and exports
 #                              LISA_REDIS; extra ARGS go to redis-server
-#   redis_restart DIR          kill -9, then the same server from its AOF
+#   redis_restart              kill -9, then the same server from its AOF
 #   rcli ARGS...               redis-cli on that server
 #   worker_start NAME ARGS...  `lisa worker` in the background on the tiny
 #                              model, log in $TMP/NAME.log; sets WORKER_PID
@@ -18,8 +18,8 @@ redis_start() {
     while [ $_rs_try -lt 20 ]; do
         _rs_try=$((_rs_try + 1))
         REDIS_PORT=$(awk -v s="$$$_rs_try" 'BEGIN { srand(s); print 20000 + int(rand() * 40000) }')
-        REDIS_ARGS="--port $REDIS_PORT --bind 127.0.0.1 --dir $_rs_dir --appendonly yes --save '' $*"
-        eval redis-server $REDIS_ARGS >"$_rs_dir/redis.log" 2>&1 &
+        REDIS_DIR=$_rs_dir REDIS_EXTRA="$*"
+        redis_spawn
         REDIS_PID=$!
         if wait_for 5 redis_up; then
             REDIS_URL=redis://127.0.0.1:$REDIS_PORT
@@ -32,6 +32,12 @@ redis_start() {
     echo "FAIL: cannot start redis-server (see $_rs_dir/redis.log)" >&2
     return 1
 }
+# redis-server itself in the background (so $! is its pid), as configured
+# by redis_start; extra arguments must not contain spaces
+redis_spawn() {
+    redis-server --port $REDIS_PORT --bind 127.0.0.1 --dir "$REDIS_DIR" --appendonly yes \
+        --save "" $REDIS_EXTRA >>"$REDIS_DIR/redis.log" 2>&1 &
+}
 redis_up() {
     kill -0 $REDIS_PID 2>/dev/null || return 1
     [ "$(redis-cli -p $REDIS_PORT --no-auth-warning ${REDIS_AUTH:-} ping 2>/dev/null)" = PONG ]
@@ -39,7 +45,8 @@ redis_up() {
 redis_restart() {
     kill -9 $REDIS_PID 2>/dev/null
     wait $REDIS_PID 2>/dev/null
-    eval redis-server $REDIS_ARGS >>"$1/redis.log" 2>&1 &
+    sleep 1
+    redis_spawn
     REDIS_PID=$!
     wait_for 10 redis_up
 }
@@ -54,16 +61,19 @@ wait_for() {
     done
     return 1
 }
-WORKER_PID=
+WORKER_PID= ALL_PIDS=
 worker_start() {
     _ws_name=$1
     shift
     "$LISA" worker --model "$FIX/lisa-tiny/model" --threads 1 --name "$_ws_name" "$@" \
         >>"$TMP/$_ws_name.log" 2>&1 &
     WORKER_PID=$!
+    ALL_PIDS="$ALL_PIDS $WORKER_PID"
 }
+# kills every worker worker_start started (and those the test added to
+# ALL_PIDS) and the server
 redis_cleanup() {
-    for _rc_p in $(jobs -p); do kill -9 "$_rc_p" 2>/dev/null; done
+    for _rc_p in $ALL_PIDS; do kill -9 "$_rc_p" 2>/dev/null; done
     [ -n "$REDIS_PID" ] && kill -9 "$REDIS_PID" 2>/dev/null
     wait 2>/dev/null
 }
