@@ -83,10 +83,16 @@ lisa_status lisa_mask_rle_decode(const char *counts, int w, int h, uint8_t *mask
     while (p < len) {
         long long x = 0;
         int k = 0, more = 1;
+        /* at most 7 characters (35 bits) per count: more than any mask
+         * holds, and x and the delta sums below stay far from overflow */
         while (more) {
-            if (p >= len || k > 60) {
+            if (p >= len) {
                 free(cnt);
                 return lisa_error_set(LISA_ERR_FORMAT, "rle: truncated counts string");
+            }
+            if (k >= 7) {
+                free(cnt);
+                return lisa_error_set(LISA_ERR_FORMAT, "rle: a count longer than 7 characters");
             }
             int c = (unsigned char)counts[p] - 48;
             if (c < 0 || c > 63) {

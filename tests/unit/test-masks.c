@@ -54,6 +54,10 @@ int main(int argc, char **argv) {
     CHECK(lisa_mask_rle_decode("`", 3, 4, tiny) == LISA_ERR_FORMAT, "truncated group");
     CHECK(lisa_mask_rle_decode(" ", 3, 4, tiny) == LISA_ERR_FORMAT, "bad character");
     CHECK(lisa_mask_rle_decode("j0", 3, 4, tiny) == LISA_ERR_FORMAT, "run beyond the mask");
+    /* 13 continuation characters: the shift would pass 63 bits (UBSan) */
+    CHECK(lisa_mask_rle_decode("ooooooooooooO", 3, 4, tiny) == LISA_ERR_FORMAT &&
+              strstr(lisa_error_get(), "longer than 7"),
+          "over-long count: %s", lisa_error_get());
 
     const cJSON *o = cJSON_GetObjectItem(root, "overlay");
     int w = cJSON_GetObjectItem(o, "w")->valueint, h = cJSON_GetObjectItem(o, "h")->valueint;
