@@ -431,12 +431,12 @@ static void watch_event(void *ctx, const lisa_queue_event *e) {
     fflush(stdout);
 }
 
-static void watch_sigint(int sig) {
-    (void)sig;
+/* Ends the bar's line before dying of SIGINT (130) or SIGTERM (143). */
+static void watch_on_signal(int sig) {
     static const char nl[] = "\n";
     ssize_t w = write(2, nl, 1);
     (void)w;
-    _exit(130);
+    _exit(128 + sig);
 }
 
 static void watch_help(FILE *f) {
@@ -502,7 +502,7 @@ int cmd_watch(int argc, char **argv) {
     if (!rc && u.bar) {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
-        sa.sa_handler = watch_sigint;
+        sa.sa_handler = watch_on_signal;
         sigaction(SIGINT, &sa, NULL);
         sigaction(SIGTERM, &sa, NULL);
         if (!follow_done(&f)) watch_bar_draw(&u);
