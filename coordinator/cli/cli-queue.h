@@ -20,6 +20,7 @@ enum {
     CLI_EXIT_CANCELLED = 4,    /* a job was cancelled (and none failed) */
     CLI_EXIT_TIMEOUT = 5,      /* wait --timeout elapsed */
     CLI_EXIT_UNAVAILABLE = 69, /* Redis cannot be reached (EX_UNAVAILABLE) */
+    CLI_EXIT_UNFINISHED = 75,  /* result: some jobs are not finished yet (EX_TEMPFAIL) */
     CLI_EXIT_NOPERM = 77       /* wrong password, or the ACL user may not do this (EX_NOPERM) */
 };
 

@@ -29,7 +29,6 @@
 #include "result-write.h"
 
 /* Some jobs are not finished yet: try again later (EX_TEMPFAIL). */
-#define RESULT_EXIT_UNFINISHED 75
 
 static void result_help(FILE *f) {
     fprintf(f,
@@ -213,7 +212,7 @@ static FILE *result_open(const char *out, const char *name) {
 static int result_exit(const result_ctx *x) {
     if (x->count[RES_FAILED] || x->write_failures) return CLI_EXIT_FAILED;
     if (x->count[RES_MISSING]) return CLI_EXIT_NOTFOUND;
-    if (x->count[RES_UNFINISHED]) return RESULT_EXIT_UNFINISHED;
+    if (x->count[RES_UNFINISHED]) return CLI_EXIT_UNFINISHED;
     if (x->count[RES_CANCELLED]) return CLI_EXIT_CANCELLED;
     return CLI_EXIT_OK;
 }

@@ -10,6 +10,7 @@
 #include "queue.h"
 
 #include <inttypes.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -291,10 +292,14 @@ lisa_status lisa_queue_check_durability(lisa_queue *q, char *warn, size_t n) {
 
 /* ---- submitting --------------------------------------------------------- */
 
+/* The submitting user: the option, else $USER, else the account's name
+ * (root in a container sets no $USER). */
 static const char *opts_user(const lisa_queue_submit_opts *o) {
     if (o && o->user && *o->user) return o->user;
     const char *u = getenv("USER");
-    return u ? u : "";
+    if (u && *u) return u;
+    const struct passwd *pw = getpwuid(getuid());
+    return pw && pw->pw_name ? pw->pw_name : "";
 }
 
 lisa_status lisa_queue_batch_new(lisa_queue *q, const lisa_queue_submit_opts *o, char *bid,
