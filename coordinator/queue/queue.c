@@ -1167,13 +1167,15 @@ lisa_status lisa_queue_depths_get(lisa_queue *q, lisa_queue_depths *out) {
         }
         out->pending[p] = reply_int(flat_field(grp, "pending"), 0);
         const redisReply *lag = flat_field(grp, "lag");
-        /* lag is nil when deletions keep Redis from computing it; then the
-         * entries not pending are the waiting ones (finished entries are
-         * deleted) */
-        if (lag && lag->type == REDIS_REPLY_INTEGER)
+        /* The entries not pending are the waiting ones (finished and
+         * cancelled entries are deleted). Redis 7.0's lag is nil when
+         * deletions keep it from computing it, and can count deleted
+         * entries (lag 2 on an empty stream after two XDELs of undelivered
+         * entries), so it only ever lowers that bound. */
+        int64_t bound = xlen > out->pending[p] ? xlen - out->pending[p] : 0;
+        out->waiting[p] = bound;
+        if (lag && lag->type == REDIS_REPLY_INTEGER && lag->integer < bound)
             out->waiting[p] = lag->integer;
-        else
-            out->waiting[p] = xlen > out->pending[p] ? xlen - out->pending[p] : 0;
         out->running += out->pending[p];
     }
     int64_t now_ms = 0;
