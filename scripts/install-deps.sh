@@ -13,4 +13,4 @@ $SUDO apt-get install -y -qq --no-install-recommends \
     libopenblas-dev libcjson-dev libjpeg-dev libpng-dev \
     libprotobuf-c-dev protobuf-c-compiler \
     openmpi-bin libopenmpi-dev iproute2 \
-    redis-server libhiredis-dev util-linux
+    redis-server redis-tools libhiredis-dev bsdutils
