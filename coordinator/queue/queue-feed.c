@@ -9,6 +9,10 @@
  * Every job started and not yet stored is in one list, so touch, heartbeat
  * and the stop logic see them all.
  *
+ * A job started before without a result (attempt 2 and later: its worker
+ * died, hung or lost it, or it failed retryably) runs alone, so a poison
+ * job takes no other job with it again (feed_suspect).
+ *
  * Redis going away: a call that finds the connection broken marks it so;
  * from then on every caller asks feed_connected, which tries one reconnect
  * when its backoff (100 ms doubling to 5 s) is due and otherwise says no at
@@ -100,6 +104,8 @@ struct lisa_qfeed {
     int64_t reclaim_at, touch_at, heartbeat_at, promote_at, empty_read_at;
     int64_t stop_seen_at;          /* 0 until *stop was seen */
     int64_t error_log_at;          /* rate limit for repeated read errors */
+    int hb_busy;                   /* the state the last heartbeat said (1 busy) */
+    int64_t hb_sent_at;
     int64_t hold_ms;               /* test switches (see the top) */
     const char *crash_prompt;
 };
@@ -157,13 +163,26 @@ static int feed_held(const qf_job *j, int64_t now) {
     return j->state == QJ_STORE && j->hold_until > now;
 }
 
-/* Jobs that hold a slot: handed out and not done, or held. */
-static int feed_busy(const lisa_qfeed *f) {
+/* Jobs that hold a slot: handed out and not done, or held; *suspects
+ * (may be NULL) counts those among them started before (see feed_suspect). */
+static int feed_busy(const lisa_qfeed *f, int *suspects) {
     int64_t now = feed_now_ms();
-    int n = 0;
-    for (const qf_job *j = f->jobs; j; j = j->next) n += j->state == QJ_RUNNING || feed_held(j, now);
+    int n = 0, ns = 0;
+    for (const qf_job *j = f->jobs; j; j = j->next)
+        if (j->state == QJ_RUNNING || feed_held(j, now)) {
+            n++;
+            ns += j->job.token > 1;
+        }
+    if (suspects) *suspects = ns;
     return n;
 }
+
+/* A job started before without a result (its worker died, hung or lost
+ * it, or it failed retryably) may be what killed that worker: it runs
+ * alone, so a poison job takes no other job down with it again, and the
+ * jobs it took down the first time finish on their next attempt instead of
+ * following it to the dead letters. */
+static int feed_suspect(const qf_job *j) { return j->job.token > 1; }
 
 /* ---- the connection ---------------------------------------------------- */
 
@@ -197,7 +216,8 @@ static int feed_connected(lisa_qfeed *f) {
     if (f->broken || !lisa_redis_ok(f->r)) {
         f->broken = 1;
         f->attempt++;
-        feed_log("reconnecting to %s (attempt %d)", lisa_redis_where(f->r), f->attempt);
+        if (f->attempt <= 5 || f->attempt % 10 == 0)
+            feed_log("reconnecting to %s (attempt %d)", lisa_redis_where(f->r), f->attempt);
         if (lisa_redis_reconnect(f->r, 0, NULL) != LISA_OK) {
             f->retry_at = feed_now_ms() + feed_reconnect_delay(f->attempt);
             return 0;
@@ -371,10 +391,6 @@ static void feed_accept(lisa_qfeed *f, lisa_queue_job *in) {
     j->job.req_len = 0;
     j->next = f->jobs;
     f->jobs = j;
-    if (st == LISA_OK && f->crash_prompt && j->req.prompt && !strcmp(j->req.prompt, f->crash_prompt)) {
-        feed_log("test switch: job %s has the crash prompt; killing this worker", j->job.id);
-        kill(getpid(), SIGKILL);
-    }
     if (st == LISA_OK) {
         j->state = QJ_READY;
         return;
@@ -458,6 +474,18 @@ int lisa_qfeed_next(lisa_qfeed *f, int block_ms, lisa_request *rq, void **tag) {
             feed_retire_ready(f, j);
             continue;
         }
+        int suspects = 0, busy = feed_busy(f, &suspects);
+        int64_t now = feed_now_ms();
+        int64_t wait = deadline - now;
+        if ((j && busy > 0 && feed_suspect(j)) || suspects > 0) {
+            /* a suspect runs alone: wait for the others, or for it */
+            feed_sleep_ms(wait < 20 ? wait : 20);
+            return 0;
+        }
+        if (j && f->crash_prompt && j->req.prompt && !strcmp(j->req.prompt, f->crash_prompt)) {
+            feed_log("test switch: job %s has the crash prompt; killing this worker", j->job.id);
+            kill(getpid(), SIGKILL);
+        }
         if (j) {
             j->state = QJ_RUNNING;
             j->t_out_ms = feed_now_ms();
@@ -478,10 +506,8 @@ int lisa_qfeed_next(lisa_qfeed *f, int block_ms, lisa_request *rq, void **tag) {
             return 1;
         }
         if (feed_stopping(f) || (f->limit > 0 && f->handed >= f->limit)) return -1;
-        int room = f->batch - feed_busy(f);
+        int room = f->batch - busy;
         if (f->limit > 0 && room > f->limit - f->handed) room = (int)(f->limit - f->handed);
-        int64_t now = feed_now_ms();
-        int64_t wait = deadline - now;
         if (room <= 0) {
             /* every slot is taken (held results): wait a little, not spin */
             feed_sleep_ms(wait < 20 ? wait : 20);
@@ -569,6 +595,8 @@ static void feed_heartbeat(lisa_qfeed *f) {
     w.rate = feed_rate(f);
     w.started_ms = f->started_wall_ms;
     w.last_seen_ms = feed_wall_ms();
+    f->hb_busy = w.running > 0;
+    f->hb_sent_at = now;
     if (lisa_queue_heartbeat(f->q, &w, f->heartbeat_ms) != LISA_OK && !feed_lost(f))
         feed_error_reply(f, "cannot send the heartbeat");
 }
@@ -629,6 +657,9 @@ int lisa_qfeed_tick(lisa_qfeed *f, void **cancel, int max) {
             feed_touch(f);
             if (!f->broken) f->touch_at = now + f->lease_ms / 3;
         }
+        /* idle <-> busy is told at once (at most 4 times a second) */
+        if ((feed_busy(f, NULL) > 0) != f->hb_busy && now >= f->hb_sent_at + 250)
+            f->heartbeat_at = now;
         if (now >= f->heartbeat_at && !f->broken) {
             feed_heartbeat(f);
             if (!f->broken) f->heartbeat_at = now + f->heartbeat_ms;
