@@ -1,16 +1,26 @@
 /* cmd-cluster.c: `lisa cluster`: LISA over MPI ranks, launched by mpirun
  * (coordinator/cluster/cluster.h), on the manifest and output files of
- * `lisa segment` (cli-jobs.h); `lisa cluster plan` (cmd-cluster-plan.c)
- * sizes a job without MPI.
+ * `lisa segment` (cli-jobs.h), or, with --redis, serving the Redis job
+ * queue as one worker (queue-feed.h, the code `lisa worker` uses); `lisa
+ * cluster plan` (cmd-cluster-plan.c) sizes a job without MPI.
  *
  * Every rank parses the same command line; only rank 0 opens the manifest
- * and writes results. Deliberately not here: the runtime itself. */
+ * and writes results, or connects to Redis. In queue mode the job ends
+ * with --max-jobs, --exit-when-empty or SIGUSR1 (mpirun forwards it:
+ * drain, like a worker's SIGTERM); SIGTERM keeps the cluster's meaning (a
+ * rank died or mpirun stops the job): every job in the cluster fails
+ * retryable, so another worker runs it. Deliberately not here: the runtime
+ * itself. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cli-jobs.h"
 #include "cli-util.h"
+#include "cli-worker.h"
 #include "cluster.h"
 #include "commands.h"
 
@@ -18,6 +28,7 @@ static void cluster_help(FILE *f) {
     fprintf(f,
             "usage: mpirun -np N lisa cluster [--config FILE] --manifest JOBS.jsonl --out DIR [options]\n"
             "       mpirun -np N lisa cluster [--config FILE] --image IMG --prompt TEXT [options]\n"
+            "       mpirun -np N lisa cluster [--config FILE] --redis URL [options]\n"
             "       lisa cluster plan --help\n"
             "\n"
             "Runs LISA across MPI ranks: rank 0 coordinates, ranks 1..P hold the LLM's\n"
@@ -50,9 +61,19 @@ static void cluster_help(FILE *f) {
             "  --max-image-bytes N, --max-image-pixels N  hostile-image limits\n"
             "  -h, --help           show this help\n"
             "\n"
-            "Exit status: 0 every request done; 1 a request failed or a rank died (every\n"
-            "request is still in the results, failed with the reason); 2 usage,\n"
-            "configuration or start-up error (naming the rank and host).\n");
+            "Queue mode (instead of --manifest or --image): the cluster serves the Redis\n"
+            "job queue as one worker, as `lisa worker` does; SIGUSR1 to mpirun drains\n"
+            "it (no new jobs, the ones in flight finish and are stored).\n"
+            "  --redis URL          serve the queue at URL (see `lisa worker --help`)\n");
+    fputs("  --redis-password-file FILE, --prefix P  as `lisa worker`\n"
+          CLI_WORKER_HELP, f);
+    fprintf(f,
+            "\n"
+            "Exit status: 0 every request done (queue mode: stopped cleanly); 1 a\n"
+            "request failed or a rank died (every request is still in the results,\n"
+            "failed with the reason; queue jobs go back to the queue); 2 usage,\n"
+            "configuration or start-up error (naming the rank and host; in queue mode\n"
+            "also Redis unreachable or refusing the credentials).\n");
 }
 
 typedef struct {
@@ -109,6 +130,107 @@ static void cluster_failing(void *user, const char *why) {
     fprintf(stderr, "lisa cluster: every unfinished request fails: %s\n", why);
 }
 
+/* ---- queue mode: the jobs come from Redis ---- */
+
+static volatile int g_cluster_drain;
+
+static void cluster_on_usr1(int sig) {
+    (void)sig;
+    g_cluster_drain = 1;
+}
+
+typedef struct {
+    cli_worker_opts wo;
+    lisa_qfeed_params fp;
+    lisa_qfeed *f;
+    char device[64];
+    int window, failing, code;   /* code: exit status of a failed begin */
+    int64_t last_job_ms;
+} cluster_queue;
+
+static int64_t cluster_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int cluster_q_begin(void *user) {
+    cluster_queue *q = user;
+    q->code = cli_worker_probe("cluster", &q->wo, &q->fp.redis, &g_cluster_drain);
+    if (q->code) return 1;
+    lisa_status st = lisa_qfeed_init(&q->f, &q->fp);
+    if (st != LISA_OK) {
+        fprintf(stderr, "lisa cluster: %s\n", lisa_error_get());
+        q->code = cli_worker_exit_code(st);
+        return 1;
+    }
+    if (q->wo.max_jobs > 0) lisa_qfeed_set_limit(q->f, q->wo.max_jobs);
+    q->last_job_ms = cluster_now_ms();
+    fprintf(stderr, "lisa cluster: %s on %s, window %d, queue %s at %s\n",
+            lisa_qfeed_worker_name(q->f), q->device, q->window,
+            q->fp.prefix ? q->fp.prefix : "lisa", lisa_qfeed_where(q->f));
+    fflush(stderr);
+    return 0;
+}
+
+/* 1 a job; -1 none now (the coordinator asks again); 0 no more: stopping,
+ * failing, the job limit, or --exit-when-empty with the queue empty. */
+static int cluster_q_next(void *user, lisa_request *rq, void **tag) {
+    cluster_queue *q = user;
+    if (!q->f) return 0;
+    int busy = lisa_qfeed_in_flight(q->f) > 0;
+    int k = lisa_qfeed_next(q->f, busy ? 0 : 200, rq, tag);
+    if (k == 1) {
+        q->last_job_ms = cluster_now_ms();
+        return 1;
+    }
+    if (k < 0 || q->failing) return 0;
+    if (q->wo.exit_when_empty && !busy && lisa_qfeed_in_flight(q->f) == 0 &&
+        cluster_now_ms() - q->last_job_ms >= 1000) {
+        if (lisa_qfeed_queue_empty(q->f)) return 0;
+        q->last_job_ms = cluster_now_ms();
+    }
+    return -1;
+}
+
+static void cluster_q_done(void *user, void *tag, const lisa_response *r) {
+    cluster_queue *q = user;
+    lisa_qfeed_done(q->f, tag, r);
+}
+
+/* A rank failed: the jobs in the cluster fail retryable (their responses
+ * come as backend failures); the ones started and not handed out yet come
+ * out of next() once more, then no more. */
+static void cluster_q_failing(void *user, const char *why) {
+    cluster_queue *q = user;
+    q->failing = 1;
+    g_cluster_drain = 1;
+    fprintf(stderr, "lisa cluster: every unfinished job goes back to the queue: %s\n", why);
+}
+
+static void cluster_q_tick(void *user) {
+    cluster_queue *q = user;
+    void *cancel[64];
+    if (q->f) lisa_qfeed_tick(q->f, cancel, 64);
+}
+
+/* After the cluster ended: stores what still waits, then leaves. */
+static void cluster_q_end(cluster_queue *q) {
+    if (!q->f) return;
+    g_cluster_drain = 1;
+    void *cancel[64];
+    while (lisa_qfeed_in_flight(q->f) > 0) {
+        lisa_qfeed_tick(q->f, cancel, 64);
+        if (lisa_qfeed_in_flight(q->f) > 0) usleep(20000);
+    }
+    int64_t done = 0, failed = 0, stale = 0;
+    lisa_qfeed_counts(q->f, &done, &failed, &stale);
+    fprintf(stderr, "lisa cluster: %s stopped: %lld done, %lld failed, %lld not counted\n",
+            lisa_qfeed_worker_name(q->f), (long long)done, (long long)failed, (long long)stale);
+    lisa_qfeed_free(q->f);
+    q->f = NULL;
+}
+
 static int cluster_set_str(char *dst, size_t n, const char *val, const char *opt) {
     if (!val) return 0;
     if (strlen(val) >= n) {
@@ -127,7 +249,11 @@ int cmd_cluster_run(int argc, char **argv) {
     int quiet = 0;
     cluster_cli cli;
     memset(&cli, 0, sizeof cli);
+    cluster_queue qu;
+    memset(&qu, 0, sizeof qu);
+    if (cli_worker_take_roots("cluster", &argc, argv, &qu.wo)) return 2;
     const cli_opt opts[] = {
+        CLI_WORKER_OPTS(&qu.wo),
         {"--config", CLI_STRING, &config},     {"--model", CLI_STRING, &model},
         {"--stages", CLI_COUNT, &stages},      {"--layers", CLI_STRING, &layers},
         {"--micro-batches", CLI_COUNT, &mbs},  {"--token-budget", CLI_COUNT, &budget},
@@ -145,10 +271,26 @@ int cmd_cluster_run(int argc, char **argv) {
     int pr = cli_opts_parse("cluster", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
                             cluster_help);
     if (pr) return pr > 0 ? 0 : 2;
-    if ((!cli.manifest && (!cli.image || !cli.prompt)) || (cli.manifest && (cli.image || cli.prompt))) {
-        fprintf(stderr, "lisa cluster: give --manifest or --image with --prompt (see --help)\n");
+    int queue = qu.wo.q.redis != NULL;
+    if (queue && (cli.manifest || cli.image || cli.prompt || cli.answer || cli.out || cli.json)) {
+        fprintf(stderr, "lisa cluster: --redis serves the queue: no --manifest, --image, --prompt, "
+                        "--answer, --out or --json with it\n");
         return 2;
     }
+    if (!queue && (qu.wo.n_roots || qu.wo.name || qu.wo.lease || qu.wo.heartbeat ||
+                   qu.wo.backoff || qu.wo.connect_timeout || qu.wo.max_message_bytes ||
+                   qu.wo.max_jobs || qu.wo.exit_when_empty || qu.wo.q.prefix ||
+                   qu.wo.q.password_file)) {
+        fprintf(stderr, "lisa cluster: the queue options need --redis URL (see --help)\n");
+        return 2;
+    }
+    if (!queue && ((!cli.manifest && (!cli.image || !cli.prompt)) ||
+                   (cli.manifest && (cli.image || cli.prompt)))) {
+        fprintf(stderr, "lisa cluster: give --manifest or --image with --prompt, or --redis URL "
+                        "(see --help)\n");
+        return 2;
+    }
+    if (queue && cli_worker_params("cluster", &qu.wo, &qu.fp, &g_cluster_drain)) return 2;
     if (cli.manifest && !cli.out) {
         fprintf(stderr, "lisa cluster: --manifest needs --out DIR\n");
         return 2;
@@ -196,7 +338,30 @@ int cmd_cluster_run(int argc, char **argv) {
     o.limits.max_file_bytes = (size_t)max_bytes;
     o.limits.max_pixels = (uint64_t)max_pixels;
     o.switches = cli_backend_params(LISA_BACKEND_CPU, 0, 0);
-    lisa_cluster_jobs jobs = {cluster_begin, cluster_next, cluster_done, cluster_failing, &cli};
+    if (queue) {
+        o.window = 2 * c.slots;
+        qu.window = o.window;
+        snprintf(qu.device, sizeof qu.device, "cluster %s, %d stage%s", *c.device ? c.device : "cpu",
+                 c.stages, c.stages == 1 ? "" : "s");
+        qu.fp.device = qu.device;
+        qu.fp.batch = qu.window;
+        qu.fp.limits.max_image_bytes = (size_t)max_bytes;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = cluster_on_usr1;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGUSR1, &sa, NULL);
+        lisa_cluster_jobs jobs = {.begin = cluster_q_begin, .next = cluster_q_next,
+                                  .done = cluster_q_done, .failing = cluster_q_failing,
+                                  .tick = cluster_q_tick, .user = &qu};
+        int code = lisa_cluster_main(&argc, &argv, &c, &jobs, &o);
+        cluster_q_end(&qu);
+        if (qu.code) return qu.code;
+        /* failed jobs are the queue's business, stored with their reasons */
+        return code == 1 ? 0 : code;
+    }
+    lisa_cluster_jobs jobs = {.begin = cluster_begin, .next = cluster_next, .done = cluster_done,
+                              .failing = cluster_failing, .user = &cli};
     int code = lisa_cluster_main(&argc, &argv, &c, &jobs, &o);
     if (cli.sink.cmd) cli_job_sink_close(&cli.sink);
     cli_job_source_close(&cli.src);

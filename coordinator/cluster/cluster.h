@@ -32,14 +32,25 @@ typedef struct lisa_cluster_jobs {
      * the job (after the callee printed why). */
     int (*begin)(void *user);
     /* The next request: 1 with *rq filled (its pointers valid until done()
-     * for it) and *tag the callee's token for it; 0 when there are no more. */
+     * for it) and *tag the callee's token for it; 0 when there are no more
+     * (the coordinator never asks again); -1 when none is ready now (a
+     * queue): the coordinator asks again on a later pass of its event loop,
+     * so next() should not wait long. */
     int (*next)(void *user, lisa_request *rq, void **tag);
     /* A request finished, done or failed: r is valid during the call. */
     void (*done)(void *user, void *tag, const lisa_response *r);
     /* Optional: the job is ending on a rank failure (why); every request
      * left follows through done() at once, so report them briefly: mpirun
-     * kills the coordinator a second after the others. */
+     * kills the coordinator a second after the others. next() is then
+     * asked until it returns something other than 1: it should return what
+     * it already holds, then 0. */
     void (*failing)(void *user, const char *why);
+    /* Optional: called on every pass of the coordinator's event loop (cheap
+     * when nothing is due): a queue renews its leases, sends heartbeats and
+     * stores results here. There is no way to stop a request once it is in
+     * the cluster: a queue job cancelled (or whose lease was lost) meanwhile
+     * runs to its end and the queue's fencing refuses its result. */
+    void (*tick)(void *user);
     void *user;
 } lisa_cluster_jobs;
 

@@ -8,6 +8,9 @@
  * rules, the response text and the teacher-forced [SEG] rows are engine.c's;
  * the masks come back from the vision rank.
  *
+ * A job source with none ready now (next() -1: the Redis queue) is asked
+ * again on a later pass; its tick() runs on every pass.
+ *
  * A bad request (unreadable or corrupt image, empty or too long prompt)
  * fails alone with engine.c's message; a rank failure fails every
  * unfinished request with the rank named (coord_fail_all).
@@ -524,11 +527,14 @@ int coord_work(cluster_ctx *x, lisa_status *st) {
     coord_role *c = x->coord;
     int did = 0;
     *st = LISA_OK;
+    if (c->jobs->tick) c->jobs->tick(c->jobs->user);
     while (!c->source_done && c->n_live < c->window && *st == LISA_OK) {
         lisa_request rq;
         void *tag = NULL;
         memset(&rq, 0, sizeof rq);
-        if (c->jobs->next(c->jobs->user, &rq, &tag) != 1) {
+        int k = c->jobs->next(c->jobs->user, &rq, &tag);
+        if (k == -1) break;  /* none ready now: ask again on a later pass */
+        if (k != 1) {
             c->source_done = 1;
             break;
         }
