@@ -7,7 +7,8 @@
  *       straight through the engine (lisa_engine_run, as lisa segment) and
  *       once through the queue on the same engine (submit them all, then
  *       lisa_worker_run with a feed until all are done, then fetch and
- *       decode every result), ms per job for both, the difference and its
+ *       decode every result), --rounds times alternating, ms per job for
+ *       both (the rounds' medians), the difference and its
  *       share of the end-to-end time (the goal is under 5%). The results
  *       must be identical (status, ids, masks): exit 1 otherwise.
  * One untimed request warms the engine (and its image cache) first, so
@@ -57,6 +58,8 @@ static void bench_queue_help(FILE *f) {
             "  --prompt TEXT        the instruction (default \"Please segment the object.\")\n"
             "  --answer TEXT        teacher-forced answer (default: generate)\n"
             "  --max-new-tokens N   generation limit (default 16)\n"
+            "  --rounds N           direct and queued runs, alternating; the times are the\n"
+            "                       medians (default 3, at most 16)\n"
             "  --batch N            KV-cache slots, and jobs in flight (default 8)\n"
             "  --token-budget N     tokens per engine step (default 512)\n"
             "  --device DEV         cpu (default), cuda or cuda:N\n"
@@ -66,6 +69,18 @@ static void bench_queue_help(FILE *f) {
             "\n"
             "Exit status: 0 measured and the results are identical; 1 they differ or a\n"
             "step failed; 2 usage error; 69 Redis unreachable; 77 credentials refused.\n");
+}
+
+#define BQ_ROUNDS_MAX 16
+
+static double bq_median(double *t, int n) {
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
+            double x = t[j];
+            t[j] = t[j - 1];
+            t[j - 1] = x;
+        }
+    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
 }
 
 static double bq_now(void) {
@@ -166,7 +181,7 @@ static int bq_same(const lisa_response *a, const lisa_response *b) {
 
 typedef struct {
     const char *model, *device, *dtype, *image, *prompt, *answer;
-    long threads, batch, budget, max_new, jobs, e2e;
+    long threads, batch, budget, max_new, jobs, e2e, rounds;
     cli_queue_opts qo;
 } bq_args;
 
@@ -260,7 +275,7 @@ static lisa_status bq_through_queue(lisa_redis *r, lisa_queue *q, lisa_engine *e
 
 int cmd_bench_queue(int argc, char **argv) {
     bq_args a = {.device = "cpu", .prompt = "Please segment the object.", .batch = 8,
-                 .max_new = 16, .jobs = 10000, .e2e = 64};
+                 .max_new = 16, .jobs = 10000, .e2e = 64, .rounds = 3};
     const cli_opt opts[] = {
         CLI_QUEUE_OPTS(&a.qo),
         {"--model", CLI_STRING, &a.model},        {"--device", CLI_STRING, &a.device},
@@ -269,14 +284,16 @@ int cmd_bench_queue(int argc, char **argv) {
         {"--max-new-tokens", CLI_COUNT, &a.max_new}, {"--jobs", CLI_COUNT, &a.jobs},
         {"--e2e-jobs", CLI_COUNT, &a.e2e},        {"--image", CLI_STRING, &a.image},
         {"--prompt", CLI_STRING, &a.prompt},      {"--answer", CLI_STRING, &a.answer},
+        {"--rounds", CLI_COUNT, &a.rounds},
     };
     int pr = cli_opts_parse("bench queue", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
                             bench_queue_help);
     if (pr) return pr > 0 ? 0 : CLI_EXIT_USAGE;
-    if (!a.model || a.batch < 1 || a.e2e < 1 || a.jobs < 1 || a.max_new < 1 ||
-        a.jobs > INT_MAX || a.e2e > INT_MAX) {
-        fprintf(stderr, "lisa bench queue: give --model; --jobs, --e2e-jobs, --batch and "
-                        "--max-new-tokens must be at least 1 (see --help)\n");
+    if (!a.model || a.batch < 1 || a.e2e < 1 || a.jobs < 1 || a.max_new < 1 || a.rounds < 1 ||
+        a.rounds > BQ_ROUNDS_MAX || a.jobs > INT_MAX || a.e2e > INT_MAX) {
+        fprintf(stderr, "lisa bench queue: give --model; --jobs, --e2e-jobs, --batch, "
+                        "--max-new-tokens and --rounds (at most %d) must be at least 1 (see "
+                        "--help)\n", BQ_ROUNDS_MAX);
         return CLI_EXIT_USAGE;
     }
     char prefix[256];
@@ -330,42 +347,52 @@ int cmd_bench_queue(int argc, char **argv) {
         reqs[i] = (lisa_request){.image_path = image, .prompt = a.prompt, .answer = a.answer};
     lisa_engine *e = NULL;
     if (st == LISA_OK) st = lisa_engine_init(&e, &p);
-    double t_direct = 0, t_queue = 0;
+    double t_direct = 0, t_queue = 0, td[BQ_ROUNDS_MAX], tq[BQ_ROUNDS_MAX];
     if (st == LISA_OK) {
         lisa_response warm;
         memset(&warm, 0, sizeof warm);
         st = lisa_engine_run(e, reqs, 1, &warm, NULL, NULL);
         lisa_response_free(&warm);
     }
-    if (st == LISA_OK) {
+    const char *roots[1] = {root};
+    char dev[32];
+    if (p.backend == LISA_BACKEND_CPU) snprintf(dev, sizeof dev, "cpu");
+    else snprintf(dev, sizeof dev, "cuda:%d", p.device);
+    lisa_qfeed_params fp;
+    memset(&fp, 0, sizeof fp);
+    fp.redis.url = lisa_redis_url_default(a.qo.redis);
+    fp.redis.password_file = a.qo.password_file ? a.qo.password_file
+                                                : getenv("LISA_REDIS_PASSWORD_FILE");
+    if (fp.redis.password_file && !*fp.redis.password_file) fp.redis.password_file = NULL;
+    fp.prefix = prefix;
+    fp.device = dev;
+    fp.batch = (int)a.batch;
+    fp.image_roots = roots;
+    fp.n_image_roots = 1;
+    /* rounds alternate direct and queued runs; each round's results are
+     * compared, the times are the rounds' medians */
+    int same = 0, rounds = (int)a.rounds;
+    for (int k = 0; st == LISA_OK && k < rounds; k++) {
+        for (int i = 0; i < m; i++) {
+            lisa_response_free(&direct[i]);
+            lisa_response_free(&queued[i]);
+        }
         double t0 = bq_now();
         st = lisa_engine_run(e, reqs, m, direct, NULL, NULL);
-        t_direct = bq_now() - t0;
+        td[k] = bq_now() - t0;
+        if (st == LISA_OK) st = bq_through_queue(r, q, e, &fp, image, &a, queued, &tq[k]);
+        same = 0;
+        for (int i = 0; st == LISA_OK && i < m; i++) same += bq_same(&direct[i], &queued[i]);
+        if (same != m) rounds = k + 1;
     }
     if (st == LISA_OK) {
-        const char *roots[1] = {root};
-        char dev[32];
-        if (p.backend == LISA_BACKEND_CPU) snprintf(dev, sizeof dev, "cpu");
-        else snprintf(dev, sizeof dev, "cuda:%d", p.device);
-        lisa_qfeed_params fp;
-        memset(&fp, 0, sizeof fp);
-        fp.redis.url = lisa_redis_url_default(a.qo.redis);
-        fp.redis.password_file = a.qo.password_file ? a.qo.password_file
-                                                    : getenv("LISA_REDIS_PASSWORD_FILE");
-        if (fp.redis.password_file && !*fp.redis.password_file) fp.redis.password_file = NULL;
-        fp.prefix = prefix;
-        fp.device = dev;
-        fp.batch = (int)a.batch;
-        fp.image_roots = roots;
-        fp.n_image_roots = 1;
-        st = bq_through_queue(r, q, e, &fp, image, &a, queued, &t_queue);
+        t_direct = bq_median(td, rounds);
+        t_queue = bq_median(tq, rounds);
     }
-    int same = 0;
-    for (int i = 0; st == LISA_OK && i < m; i++) same += bq_same(&direct[i], &queued[i]);
     if (st == LISA_OK) {
         double ms_d = 1e3 * t_direct / m, ms_q = 1e3 * t_queue / m, added = ms_q - ms_d;
-        printf("lisa bench queue: Redis %s, prefix %s, %s, batch %ld\n", lisa_redis_where(r),
-               prefix, a.device, a.batch);
+        printf("lisa bench queue: Redis %s, prefix %s, %s, batch %ld, median of %d round%s\n",
+               lisa_redis_where(r), prefix, a.device, a.batch, rounds, rounds == 1 ? "" : "s");
         printf("%-26s %7s %9s  %s\n", "measure", "jobs", "seconds", "result");
         printf("%-26s %7ld %9.3f  %.0f jobs/s\n", "submit (pipelined)", a.jobs, t_submit,
                (double)a.jobs / t_submit);
@@ -373,8 +400,8 @@ int cmd_bench_queue(int argc, char **argv) {
         printf("%-26s %7d %9.3f  %.2f ms/job\n", "engine through the queue", m, t_queue, ms_q);
         printf("%-26s %7s %9s  %.2f ms/job, %.1f%% of end to end (goal < 5%%)\n",
                "added by the queue", "", "", added, ms_q > 0 ? 100.0 * added / ms_q : 0.0);
-        printf("%-26s %7s %9s  %s: %d of %d (status, ids, masks)\n", "results identical", "", "",
-               same == m ? "yes" : "NO", same, m);
+        printf("%-26s %7s %9s  %s: %d of %d per round (status, ids, masks)\n",
+               "results identical", "", "", same == m ? "yes" : "NO", same, m);
         fflush(stdout);
         if (same != m)
             fprintf(stderr, "lisa bench queue: %d of %d results differ between the engine and "
