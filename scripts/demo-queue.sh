@@ -5,15 +5,13 @@
 # results fetched with `lisa result` into demo-queue-out/ (the same files
 # `lisa segment` writes). Everything it starts is stopped on exit.
 #
-# Builds first when build/bin/lisa is missing (run scripts/install-deps.sh
-# once on a fresh machine). The model is the tiny random-weight LISA of
+# Builds build/ first (incremental; run scripts/install-deps.sh once on a
+# fresh machine). The model is the tiny random-weight LISA of
 # scripts/demo.sh: it shows the path works, its masks mean nothing.
 set -eu
 cd "$(dirname "$0")/.."
-if [ ! -x build/bin/lisa ]; then
-    cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
-    cmake --build build -j "$(nproc 2>/dev/null || echo 2)"
-fi
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j "$(nproc 2>/dev/null || echo 2)" >/dev/null
 LISA=$PWD/build/bin/lisa
 MODEL=$PWD/tests/fixtures/lisa-tiny/model
 IMG=$PWD/tests/fixtures/images
