@@ -8,7 +8,7 @@
 # one works on (exit 5), watch under a pseudo-terminal (a progress bar) and
 # without one (a line per event), workers, submit --wait on one image, and
 # a SIGTERM that drains a worker's jobs instead of dropping them.
-# LISA_QUEUE_QUICK=1 (the sanitizer build) runs 40 jobs.
+# LISA_QUEUE_QUICK=1 (the sanitizer build) runs 20 jobs.
 # Usage: sh queue-batch.sh LISA_BIN FIXTURES_DIR
 set -u
 LISA=$1
@@ -20,7 +20,7 @@ trap 'redis_cleanup; rm -rf "$TMP"' EXIT
 fails=0
 fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
 N=308
-[ -n "${LISA_QUEUE_QUICK:-}" ] && N=40
+[ -n "${LISA_QUEUE_QUICK:-}" ] && N=20
 ENG="--threads 1 --batch 4 --token-budget 24"
 
 queue_manifest $N >"$TMP/jobs.jsonl"
