@@ -126,7 +126,8 @@ while ! batch_final "$b4" && [ $i -lt 20 ]; do
         $ENG --lease 1s --name "wP$i" >>"$TMP/wP.log" 2>&1 &
     WP=$!
     ALL_PIDS="$ALL_PIDS $WP"
-    wait_for 30 sh -c "! kill -0 $WP 2>/dev/null || '$LISA' wait $b4 --timeout 1 >/dev/null 2>&1"
+    # until this worker died, or the batch is final (wait: anything but 5)
+    wait_for 30 sh -c "! kill -0 $WP 2>/dev/null || { '$LISA' wait $b4 --timeout 1 >/dev/null 2>&1; [ \$? -ne 5 ]; }"
     kill -TERM $WP 2>/dev/null
     wait $WP 2>/dev/null
 done
