@@ -108,8 +108,9 @@ wait_for 60 sh -c "'$LISA' status $b3 | grep -Eq '\| CD ([5-9]|[1-9][0-9])'" || 
 redis_restart || fail "restart: redis-server did not come back"
 [ "$(rcli FCALL lisa_version 0)" = 1 ] || fail "restart: the functions are gone after the restart"
 check_batch "$b3" restart
-grep -q "reconnected" "$TMP/wB.log" || fail "restart: wB did not log a reconnection"
-grep -q "reconnected" "$TMP/wD.log" || fail "restart: wD did not log a reconnection"
+# an idle worker may still be in its reconnect backoff when the batch ends
+wait_for 20 grep -q "reconnected" "$TMP/wB.log" || fail "restart: wB did not log a reconnection"
+wait_for 20 grep -q "reconnected" "$TMP/wD.log" || fail "restart: wD did not log a reconnection"
 kill -TERM $WD
 wait $WD
 echo "restart: $(($(date +%s) - T0)) s: the batch finished across a Redis restart"
