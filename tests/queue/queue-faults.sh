@@ -104,13 +104,16 @@ echo "stop: $(($(date +%s) - T0)) s: $(echo $held | wc -w) late results from wC 
 b3=$("$LISA" submit --manifest "$TMP/jobs.jsonl" --parsable --name restart)
 worker_start wD $ENG --lease 5s
 WD=$WORKER_PID
+wait_for 60 grep -q "wD on " "$TMP/wD.log" || fail "restart: wD did not start"
 wait_for 60 sh -c "'$LISA' status $b3 | grep -Eq '\| CD ([5-9]|[1-9][0-9])'" || fail "restart: no progress before the restart"
 redis_restart || fail "restart: redis-server did not come back"
 [ "$(rcli FCALL lisa_version 0)" = 1 ] || fail "restart: the functions are gone after the restart"
 check_batch "$b3" restart
 # an idle worker may still be in its reconnect backoff when the batch ends
-wait_for 20 grep -q "reconnected" "$TMP/wB.log" || fail "restart: wB did not log a reconnection"
-wait_for 20 grep -q "reconnected" "$TMP/wD.log" || fail "restart: wD did not log a reconnection"
+for w in wB wD; do
+    wait_for 20 grep -q "reconnected" "$TMP/$w.log" ||
+        { fail "restart: $w did not log a reconnection"; tail -5 "$TMP/$w.log" >&2; }
+done
 kill -TERM $WD
 wait $WD
 echo "restart: $(($(date +%s) - T0)) s: the batch finished across a Redis restart"
