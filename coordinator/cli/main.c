@@ -16,7 +16,7 @@ static const cli_command k_commands[] = {
     {"generate", cmd_generate, "run a LLaMA checkpoint on a text prompt (greedy)"},
     {"embed-image", cmd_embed_image, "run SAM's image encoder; print the embedding's shape and checksum"},
     {"tokenize", cmd_tokenize, "encode stdin to token ids, or decode ids to text"},
-    {"bench", cmd_bench, "benchmarks: bench llm (prefill/decode tokens/s), bench vision (ms/image)"},
+    {"bench", cmd_bench, "benchmarks: bench llm (tokens/s), vision (ms/image), engine, queue"},
     {"preprocess", cmd_preprocess, "write an image as the CLIP or SAM branch sees it"},
     {"eval", cmd_eval, "ReasonSeg gIoU/cIoU of predicted masks, as LISA computes them"},
     {"cluster", cmd_cluster, "LISA across MPI ranks (run under mpirun); cluster plan: size a job"},
