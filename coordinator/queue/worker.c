@@ -26,15 +26,31 @@ typedef struct {
     void *tag;
 } worker_slot;
 
+static double worker_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Charges the seconds since *t0 to *acc and restarts the clock there. */
+static void worker_charge(double *acc, double *t0) {
+    double t = worker_now_s();
+    *acc += t - *t0;
+    *t0 = t;
+}
+
 static void worker_sleep_ms(int ms) {
     struct timespec ts = {0, (long)ms * 1000000L};
     nanosleep(&ts, NULL);
 }
 
 /* Hands every finished response to the feed. */
-static void worker_drain(lisa_engine *e, lisa_qfeed *f, worker_slot *slots, int *n) {
+static void worker_drain(lisa_engine *e, lisa_qfeed *f, worker_slot *slots, int *n,
+                         lisa_worker_stats *ws) {
     lisa_response r;
+    double t0 = worker_now_s();
     while (lisa_engine_take_finished(e, &r, 1) == 1) {
+        worker_charge(&ws->engine_s, &t0);
         for (int i = 0; i < *n; i++)
             if (slots[i].handle == r.handle) {
                 lisa_qfeed_done(f, slots[i].tag, &r);
@@ -42,7 +58,9 @@ static void worker_drain(lisa_engine *e, lisa_qfeed *f, worker_slot *slots, int 
                 break;
             }
         lisa_response_free(&r);
+        worker_charge(&ws->feed_s, &t0);
     }
+    worker_charge(&ws->engine_s, &t0);
 }
 
 /* A job the engine could not even record: failed back to the feed. */
@@ -60,19 +78,25 @@ lisa_status lisa_worker_run(lisa_engine *e, lisa_qfeed *f, const lisa_worker_opt
     worker_slot *slots = calloc((size_t)batch, sizeof *slots);
     if (!slots) return lisa_error_set(LISA_ERR_NOMEM, "worker: out of memory");
     if (o->max_jobs > 0) lisa_qfeed_set_limit(f, o->max_jobs);
+    lisa_worker_stats local, *ws = o->stats ? o->stats : &local;
+    memset(ws, 0, sizeof *ws);
     lisa_status failed = LISA_OK;
     int source_done = 0;                  /* no more jobs will be taken */
     int64_t last_job_ms = worker_now_ms();
+    double t0 = worker_now_s();
     for (;;) {
         void *cancel[WORKER_CANCELS];
         int nc = lisa_qfeed_tick(f, cancel, WORKER_CANCELS);
+        worker_charge(&ws->feed_s, &t0);
         for (int i = 0; i < nc; i++) lisa_engine_cancel(e, lisa_qfeed_tag_handle(cancel[i]));
+        worker_charge(&ws->engine_s, &t0);
         /* after stop, jobs already started still come out of next() */
         while (!source_done && n < batch) {
             int idle = lisa_engine_pending(e) == 0;
             lisa_request rq;
             void *tag = NULL;
             int k = lisa_qfeed_next(f, idle ? WORKER_IDLE_BLOCK_MS : 0, &rq, &tag);
+            worker_charge(&ws->feed_s, &t0);
             if (k < 0) {
                 source_done = 1;
                 break;
@@ -88,8 +112,10 @@ lisa_status lisa_worker_run(lisa_engine *e, lisa_qfeed *f, const lisa_worker_opt
             last_job_ms = worker_now_ms();
             int64_t h = -1;
             lisa_status st = lisa_engine_submit(e, &rq, &h);
+            worker_charge(&ws->engine_s, &t0);
             if (st != LISA_OK) {
                 worker_refuse(f, tag, st);
+                worker_charge(&ws->feed_s, &t0);
                 continue;
             }
             lisa_qfeed_tag_set_handle(tag, h);
@@ -98,6 +124,8 @@ lisa_status lisa_worker_run(lisa_engine *e, lisa_qfeed *f, const lisa_worker_opt
         }
         if (lisa_engine_pending(e)) {
             lisa_status st = lisa_engine_step(e);
+            ws->steps++;
+            worker_charge(&ws->engine_s, &t0);
             if (st != LISA_OK && failed == LISA_OK) {
                 /* the engine fails its live requests (retryable: backend)
                  * and would fail every later one at once: take no more */
@@ -105,10 +133,12 @@ lisa_status lisa_worker_run(lisa_engine *e, lisa_qfeed *f, const lisa_worker_opt
                 source_done = 1;
             }
         }
-        worker_drain(e, f, slots, &n);
+        worker_drain(e, f, slots, &n, ws);
+        t0 = worker_now_s();
         if (source_done && n == 0 && lisa_engine_pending(e) == 0) {
             if (lisa_qfeed_in_flight(f) == 0) break;
             worker_sleep_ms(20);   /* results wait for Redis: tick retries them */
+            worker_charge(&ws->feed_s, &t0);
         }
     }
     free(slots);

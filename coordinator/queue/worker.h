@@ -16,12 +16,22 @@
 #include "engine.h"
 #include "queue-feed.h"
 
+/* Where the loop's time went, for `lisa bench queue`: wall seconds inside
+ * the engine's calls and inside the feed's (its Redis round trips, decoding
+ * and checking jobs, and its waits for a job or for Redis). */
+typedef struct lisa_worker_stats {
+    double engine_s;         /* lisa_engine_submit, _step, _take_finished, _cancel */
+    double feed_s;           /* lisa_qfeed_tick, _next, _done, and the waits for Redis */
+    int64_t steps;           /* engine steps */
+} lisa_worker_stats;
+
 typedef struct lisa_worker_opts {
     int batch;               /* jobs in the engine at most (its max_batch) */
     int64_t max_jobs;        /* stop after taking this many jobs (0: no limit) */
     int exit_when_empty;     /* stop once no job came for 1 s, nothing is in
                                 flight and none waits (queued or in a retry
                                 backoff) */
+    lisa_worker_stats *stats; /* when not NULL: filled in (zeroed first) */
 } lisa_worker_opts;
 
 /* Runs until stopped (by the feed's stop flag, max_jobs or
