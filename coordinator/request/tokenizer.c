@@ -421,7 +421,7 @@ static lisa_status tok_init_specs(lisa_tokenizer *t, const Sentencepiece__ModelP
         int id = special[k];
         if (id < 0 || id >= t->n_pieces)
             return lisa_error_set(LISA_ERR_FORMAT,
-                                  "%s: trainer_spec.%s %d names no piece (the model has %d)", path,
+                                  "%s: trainer_spec.%s %d names no piece (the model has %d pieces)", path,
                                   special_name[k], id, t->n_pieces);
         if (t->type[id] != PIECE_CONTROL)
             return lisa_error_set(LISA_ERR_FORMAT,
