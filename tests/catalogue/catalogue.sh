@@ -409,6 +409,15 @@ forge job msg/nul.bin $V prompt=aQb image_file=$IMG/tiny.png
 at=$(grep -obUa aQb msg/nul.bin | head -1 | cut -d: -f1)
 printf '\000' | dd of=msg/nul.bin bs=1 seek=$((at + 1)) conv=notrunc 2>/dev/null
 job "request whose prompt holds a NUL byte" "NUL" msg/nul.bin
+# by-path manifests (the submitter sends absolute paths, the worker checks
+# them against its roots): a path outside, a symlink in the root leading out
+ln -s "$W/outside/secret.png" root/link.png
+for m in outside:../outside/secret.png link:../root/link.png; do
+    printf '{"custom_id": "%s", "image": "%s", "prompt": "x"}\n' "${m%%:*}" "${m#*:}" >"man/${m%%:*}.jsonl"
+    _b=$(lisa submit --redis "$REDIS_URL" --by-path --manifest "man/${m%%:*}.jsonl" --parsable 2>&1)
+    printf '%s\t%s\t%s\t%s\n' "$_b" "by-path manifest line ${m#*:}" "outside the image roots" \
+        "lisa submit --by-path --manifest man/${m%%:*}.jsonl" >>"$TMP/jobs"
+done
 "$LISA" worker --model $M --threads 1 --batch 2 --token-budget 24 --name catalogue \
     --image-root "$W/root" --max-message-bytes 100000 --exit-when-empty \
     >"$TMP/worker.log" 2>&1 &
@@ -428,8 +437,11 @@ while IFS="$TAB" read -r b input pat file; do
         awk '{ for (i = 8; i <= NF; i++) printf "%s%s", $i, i < NF ? " " : ""; }')
     [ $rc -eq 1 ] || fail "$input: lisa wait exit $rc, want 1 (failed)"
     printf '%s' "$reason" | grep -Eiq -- "$pat" || fail "$input: reason does not say /$pat/: $reason"
-    row message "$input" "redis-cli -x FCALL lisa_submit ... < $file; lisa wait $b; lisa status $b --jobs" \
-        "$rc" "$(printf '%s' "$reason" | stable)"
+    case $file in
+    lisa*) area=manifest cmd="$file; lisa wait $b; lisa status $b --jobs" ;;
+    *) area=message cmd="redis-cli -x FCALL lisa_submit ... < $file; lisa wait $b; lisa status $b --jobs" ;;
+    esac
+    row $area "$input" "$cmd" "$rc" "$(printf '%s' "$reason" | stable)"
 done <"$TMP/jobs"
 # results: a failed job's stored result replaced by bad bytes, then read
 rb=$(head -1 "$TMP/jobs" | cut -f1)
