@@ -10,6 +10,9 @@
  *                                        a/b/c=JSON sets, -a/b/c deletes
  *                                        ('/' separates keys: tensor names
  *                                        hold dots)
+ *   catalogue-forge st IN OUT EDIT...    a safetensors file whose JSON header
+ *                                        is edited so (as json), its length
+ *                                        re-measured, the data kept
  *   catalogue-forge job OUT FIELD...     a JobRequest protobuf message:
  *                                        version=N, custom_id=, prompt=,
  *                                        answer=, image_path=, image_label=,
@@ -142,13 +145,9 @@ static int cmd_spm(int argc, char **argv) {
     return 0;
 }
 
-static int cmd_json(int argc, char **argv) {
-    size_t len;
-    char *in = (char *)read_all(argv[2], &len);
-    cJSON *root = cJSON_ParseWithLength(in, len);
-    free(in);
-    if (!root) die("%s is not JSON", argv[2]);
-    for (int a = 4; a < argc; a++) {
+/* Applies argv[first..argc) edits (a/b=JSON sets, -a/b deletes) to root. */
+static void json_edit(cJSON *root, int argc, char **argv, int first) {
+    for (int a = first; a < argc; a++) {
         char *path = argv[a], *val = NULL;
         int del = path[0] == '-';
         if (del) path++;
@@ -173,9 +172,44 @@ static int cmd_json(int argc, char **argv) {
         else
             cJSON_AddItemToObject(obj, key, v);
     }
+}
+
+static int cmd_json(int argc, char **argv) {
+    size_t len;
+    char *in = (char *)read_all(argv[2], &len);
+    cJSON *root = cJSON_ParseWithLength(in, len);
+    free(in);
+    if (!root) die("%s is not JSON", argv[2]);
+    json_edit(root, argc, argv, 4);
     char *text = cJSON_Print(root);
     write_all(argv[3], text, strlen(text));
     free(text);
+    cJSON_Delete(root);
+    return 0;
+}
+
+/* A safetensors file with its JSON header edited and re-measured; the data
+ * section is kept byte for byte. */
+static int cmd_st(int argc, char **argv) {
+    size_t len;
+    uint8_t *in = read_all(argv[2], &len);
+    uint64_t hl = 0;
+    for (int k = 7; k >= 0 && len >= 8; k--) hl = hl << 8 | in[k];
+    if (len < 8 || hl > len - 8) die("%s is not a safetensors file", argv[2]);
+    cJSON *root = cJSON_ParseWithLength((const char *)in + 8, (size_t)hl);
+    if (!root) die("%s: header is not JSON", argv[2]);
+    json_edit(root, argc, argv, 4);
+    char *text = cJSON_PrintUnformatted(root);
+    size_t tl = strlen(text), dl = len - 8 - (size_t)hl;
+    uint8_t *out = malloc(8 + tl + dl);
+    if (!out) die("out of memory for %s", argv[3]);
+    for (int k = 0; k < 8; k++) out[k] = (uint8_t)((uint64_t)tl >> (8 * k));
+    memcpy(out + 8, text, tl);
+    memcpy(out + 8 + tl, in + 8 + hl, dl);
+    write_all(argv[3], out, 8 + tl + dl);
+    free(out);
+    free(text);
+    free(in);
     cJSON_Delete(root);
     return 0;
 }
@@ -287,9 +321,10 @@ int main(int argc, char **argv) {
     const char *c = argc > 1 ? argv[1] : "";
     if (!strcmp(c, "spm") && argc >= 4) return cmd_spm(argc, argv);
     if (!strcmp(c, "json") && argc >= 4) return cmd_json(argc, argv);
+    if (!strcmp(c, "st") && argc >= 4) return cmd_st(argc, argv);
     if (!strcmp(c, "job") && argc >= 3) return cmd_job(argc, argv);
     if (!strcmp(c, "sof") && argc >= 6) return cmd_sof(argc, argv);
     if (!strcmp(c, "ihdr") && argc >= 8) return cmd_ihdr(argc, argv);
-    fprintf(stderr, "usage: catalogue-forge spm|json|job|sof|ihdr ... (see the source)\n");
+    fprintf(stderr, "usage: catalogue-forge spm|json|st|job|sof|ihdr ... (see the source)\n");
     return 2;
 }

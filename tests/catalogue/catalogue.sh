@@ -226,6 +226,20 @@ mseg "safetensors tensors of dtype I32" "dtype|I32" m19
 mdir m20 && rm m20/model-00001-of-00003.safetensors
 sed 's/"shape":\[32003,16\]/"shape":[16,32003]/' $M/model-00001-of-00003.safetensors >m20/model-00001-of-00003.safetensors
 mseg "embed_tokens of shape [16, 32003]" "shape" m20
+# header edits through catalogue-forge st (re-measured, data kept)
+TN=model.text_hidden_fcs.0.0.bias
+sth() { # sth NAME INPUT PATTERN EDIT: shard 2 with its header edited
+    mdir "$1" && rm "$1/$SH" && forge st $M/$SH "$1/$SH" "$4"
+    mseg "$2" "$3" "$1"
+}
+sth s1 "tensor shape [2^32, 2^32] (size overflow)" "overflows" "$TN/shape=[4294967296,4294967296]"
+sth s2 "tensor shape [17], data for 16" "17|size|bytes" "$TN/shape=[17]"
+sth s3 "tensor data_offsets [64, 0]" "begin > end" "$TN/data_offsets=[64,0]"
+sth s4 "tensor data_offsets [-64, 0]" "data_offsets" "$TN/data_offsets=[-64,0]"
+sth s5 "tensor without data_offsets" "data_offsets" "-$TN/data_offsets"
+sth s6 "tensor dtype Q4" "dtype 'Q4'" "$TN/dtype=\"Q4\""
+sth s7 "tensor shape of 10 dims" "10 dims" "$TN/shape=[16,1,1,1,1,1,1,1,1,1]"
+sth s8 "tensor entry an array" "not an object" "$TN=[1,2]"
 mdir m21 && rm m21/tokenizer.model
 mseg "tokenizer.model missing" "tokenizer.model" m21
 mdir m22 && rm m22/tokenizer.model && head -c 1000 $M/tokenizer.model >m22/tokenizer.model
