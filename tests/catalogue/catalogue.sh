@@ -203,6 +203,12 @@ mdir m9 && rm m9/config.json && forge json $M/config.json m9/config.json 'vocab_
 mseg "config.json vocab_size 32004 (tensors have 32003)" "vocab|shape" m9
 mdir m10 && rm m10/config.json && forge json $M/config.json m10/config.json 'rms_norm_eps=-1'
 mseg "config.json rms_norm_eps -1" "rms_norm_eps" m10
+mdir m27 && rm m27/config.json && forge json $M/config.json m27/config.json 'eos_token_id=99999'
+mseg "config.json eos_token_id 99999 (no such token)" "eos_token_id" m27
+mdir m28 && rm m28/config.json && forge json $M/config.json m28/config.json 'sam_config/decoder_num_heads=0'
+mseg "config.json sam_config.decoder_num_heads 0" "decoder_num_heads" m28
+mdir m29 && rm m29/config.json && forge json $M/config.json m29/config.json 'mm_vision_select_feature="cls_patch"'
+mseg "config.json mm_vision_select_feature cls_patch" "mm_vision_select_feature" m29
 mdir m11 && rm m11/model.safetensors.index.json
 mseg "model.safetensors.index.json missing" "index.json" m11
 mdir m12 && rm m12/model.safetensors.index.json && echo '{"weight_map": ' >m12/model.safetensors.index.json
