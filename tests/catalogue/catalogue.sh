@@ -443,7 +443,10 @@ done
     >"$TMP/worker.log" 2>&1 &
 WP=$!
 ALL_PIDS="$ALL_PIDS $WP"
-wait_for 120 sh -c "! kill -0 $WP 2>/dev/null"
+if ! wait_for 120 sh -c "! kill -0 $WP 2>/dev/null"; then
+    fail "the worker did not finish the bad messages in 120 s"
+    kill -9 $WP 2>/dev/null
+fi
 wait $WP
 wrc=$?
 [ $wrc -eq 0 ] || { fail "the worker exited $wrc on the bad messages"; tail -5 "$TMP/worker.log" >&2; }
