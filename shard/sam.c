@@ -914,8 +914,22 @@ lisa_status lisa_sam_options_parse(lisa_sam_options *o, const char *json, size_t
     const cJSON *sc = cJSON_GetObjectItem(root, "sam_config");
     const cJSON *eh = cJSON_GetObjectItem(sc, "encoder_num_heads");
     const cJSON *dh = cJSON_GetObjectItem(sc, "decoder_num_heads");
-    if (cJSON_IsNumber(eh)) o->encoder_heads = eh->valueint;
-    if (cJSON_IsNumber(dh)) o->decoder_heads = dh->valueint;
+    /* 0 means "the default" inside lisa_sam_options, so a 0 (or a negative
+     * or fractional count) written here would silently become SAM ViT-H's
+     * heads: refuse it. */
+    const cJSON *given[2] = {eh, dh};
+    static const char *const name[2] = {"encoder_num_heads", "decoder_num_heads"};
+    for (int k = 0; k < 2; k++)
+        if (given[k] && !(cJSON_IsNumber(given[k]) && given[k]->valuedouble >= 1 &&
+                          given[k]->valuedouble <= 4096 &&
+                          given[k]->valuedouble == (double)given[k]->valueint)) {
+            cJSON_Delete(root);
+            return lisa_error_set(LISA_ERR_FORMAT,
+                                  "config.json: sam_config.%s must be a positive integer",
+                                  name[k]);
+        }
+    if (eh) o->encoder_heads = eh->valueint;
+    if (dh) o->decoder_heads = dh->valueint;
     cJSON_Delete(root);
     return LISA_OK;
 }

@@ -98,7 +98,8 @@ int cmd_segment(int argc, char **argv) {
                             segment_help);
     if (pr) return pr > 0 ? 0 : 2;
     if (max_new < 1 || batch < 1) {
-        fprintf(stderr, "lisa segment: --max-new-tokens and --batch must be at least 1\n");
+        fprintf(stderr, "lisa segment: %s must be at least 1, got %ld\n",
+                max_new < 1 ? "--max-new-tokens" : "--batch", (long)(max_new < 1 ? max_new : batch));
         return 2;
     }
     if (!model || (!manifest && (!image || !prompt)) || (manifest && (image || prompt))) {

@@ -124,7 +124,8 @@ static int tokenize_decode(const lisa_tokenizer *tok) {
         long v = strtol(p, &end, 10);
         if (end == p || errno || v < INT32_MIN || v > INT32_MAX ||
             (*end && !strchr(" \t\n\r\v\f", *end))) {
-            fprintf(stderr, "lisa tokenize: not a token id: '%.20s'\n", p);
+            int w = (int)strcspn(p, " \t\n\r\v\f"); /* the bad word, not the rest */
+            fprintf(stderr, "lisa tokenize: not a token id: '%.*s'\n", w < 20 ? w : 20, p);
             rc = 1;
             break;
         }

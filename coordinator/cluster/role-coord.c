@@ -96,6 +96,16 @@ lisa_status coord_init(cluster_ctx *x, const lisa_cluster_jobs *jobs) {
     c->mbs = calloc((size_t)c->M, sizeof *c->mbs);
     if (!c->mbs) return lisa_error_set(LISA_ERR_NOMEM, "coordinator: out of memory");
     LISA_TRY(lisa_prompt_tokenizer_load(cfg->model_dir, &c->tok, &c->seg_id));
+    if (lisa_tokenizer_n_vocab(c->tok) != x->llm_cfg.vocab_size)
+        return lisa_error_set(LISA_ERR_FORMAT,
+                              "%s: the tokenizer has %d tokens (tokenizer.model + "
+                              "added_tokens.json) but config.json vocab_size is %d",
+                              cfg->model_dir, lisa_tokenizer_n_vocab(c->tok),
+                              x->llm_cfg.vocab_size);
+    if (c->eos < 0 || c->eos >= x->llm_cfg.vocab_size)
+        return lisa_error_set(LISA_ERR_FORMAT,
+                              "%s: config.json eos_token_id %d is not a token id (vocab_size %d)",
+                              cfg->model_dir, c->eos, x->llm_cfg.vocab_size);
     lisa_clip_config cc;
     LISA_TRY(lisa_clip_config_load(&cc, cfg->model_dir));
     c->n_patches = lisa_clip_num_patches(&cc);

@@ -175,6 +175,20 @@ lisa_status lisa_engine_init(lisa_engine **out, const lisa_engine_params *params
     if (st == LISA_OK) st = lisa_prompt_tokenizer_load(dir, &e->tok, &e->seg_id);
     if (st == LISA_OK) st = lisa_llama_model_load(&e->llm, dir, e->be, e->p.dtype, 0, -1);
     e->have_llm = st == LISA_OK;
+    /* Every id the tokenizer makes must have an embedding row and every row
+     * a piece to print, so the two sizes must agree exactly. */
+    if (st == LISA_OK && lisa_tokenizer_n_vocab(e->tok) != e->llm.cfg.vocab_size)
+        st = lisa_error_set(LISA_ERR_FORMAT,
+                            "%s: the tokenizer has %d tokens (tokenizer.model + added_tokens.json) "
+                            "but config.json vocab_size is %d",
+                            dir, lisa_tokenizer_n_vocab(e->tok), e->llm.cfg.vocab_size);
+    /* Generation stops at eos_token_id: one that is no token would never
+     * come, and every answer would run to max_new_tokens. */
+    if (st == LISA_OK && (e->llm.cfg.eos_token_id < 0 ||
+                          e->llm.cfg.eos_token_id >= e->llm.cfg.vocab_size))
+        st = lisa_error_set(LISA_ERR_FORMAT,
+                            "%s: config.json eos_token_id %d is not a token id (vocab_size %d)",
+                            dir, e->llm.cfg.eos_token_id, e->llm.cfg.vocab_size);
     if (st == LISA_OK && e->p.max_ctx > e->llm.cfg.max_position_embeddings)
         e->p.max_ctx = e->llm.cfg.max_position_embeddings;
     if (st == LISA_OK)

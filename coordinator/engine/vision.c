@@ -23,6 +23,13 @@ static lisa_status vision_read_config(const char *dir, int *select_layer, lisa_p
     if (!root) {
         st = lisa_error_set(LISA_ERR_FORMAT, "%s/config.json: not valid JSON", dir);
     } else {
+        /* CLIP's patch rows are what LISA feeds the LLM; LLaVA's other
+         * choice (cls_patch) would need one more row per image. */
+        const cJSON *sf = cJSON_GetObjectItem(root, "mm_vision_select_feature");
+        if (sf && st == LISA_OK && !(cJSON_IsString(sf) && !strcmp(sf->valuestring, "patch")))
+            st = lisa_error_set(LISA_ERR_UNSUPPORTED,
+                                "%s/config.json: mm_vision_select_feature must be \"patch\" "
+                                "(as LISA's)", dir);
         const cJSON *sl = cJSON_GetObjectItem(root, "mm_vision_select_layer");
         *select_layer = cJSON_IsNumber(sl) ? sl->valueint : -2;
         const cJSON *pt = cJSON_GetObjectItem(root, "mm_projector_type");

@@ -7,6 +7,7 @@
  * between setjmp and a possible longjmp are volatile. */
 #include "image.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <setjmp.h>
 #include <stdio.h>
@@ -358,7 +359,7 @@ lisa_status lisa_image_read_file(const char *path, const lisa_image_limits *limi
     *out = NULL;
     *len = 0;
     FILE *f = fopen(path, "rb");
-    if (!f) return lisa_error_set(LISA_ERR_IO, "%s: cannot open", path);
+    if (!f) return lisa_error_set(LISA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
         fclose(f);

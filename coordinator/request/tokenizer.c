@@ -269,8 +269,11 @@ static int tok_parse_byte_piece(const char *s) {
     return v;
 }
 
-/* Copies the pieces of a parsed ModelProto into `t` and checks them the way
- * sentencepiece's ModelInterface::InitializePieces does. */
+/* Copies the pieces of a parsed ModelProto into `t` and checks them as
+ * sentencepiece's ModelInterface::InitializePieces does, and more strictly:
+ * every piece non-empty valid UTF-8 with a finite score and a known type, no
+ * text twice (in either map), byte pieces exactly <0xNN>, one unk piece that
+ * trainer_spec.unk_id names. Errors name the piece index. */
 static lisa_status tok_init_pieces(lisa_tokenizer *t, const Sentencepiece__ModelProto *mp,
                                    const char *path) {
     if (mp->n_pieces == 0)
@@ -290,7 +293,23 @@ static lisa_status tok_init_pieces(lisa_tokenizer *t, const Sentencepiece__Model
         if ((int)sp->type < PIECE_NORMAL || (int)sp->type > PIECE_BYTE)
             return lisa_error_set(LISA_ERR_FORMAT, "%s: piece %d has unknown type %d", path, i,
                                   (int)sp->type);
-        total += strlen(sp->piece) + 1;
+        /* Encoding matches pieces against normalized text, which is always
+         * valid UTF-8: a malformed piece could never match and would be
+         * printed as garbage, so it is a broken model, not a piece to skip. */
+        size_t len = strlen(sp->piece);
+        for (size_t k = 0; k < len;) {
+            size_t l = tok_utf8_valid_len((const unsigned char *)sp->piece + k, len - k, NULL);
+            if (!l)
+                return lisa_error_set(LISA_ERR_FORMAT,
+                                      "%s: piece %d is not valid UTF-8 (bad byte 0x%02X at offset "
+                                      "%zu)",
+                                      path, i, (unsigned char)sp->piece[k], k);
+            k += l;
+        }
+        if (!isfinite(sp->score))
+            return lisa_error_set(LISA_ERR_FORMAT, "%s: piece %d ('%s') has a non-finite score %g",
+                                  path, i, sp->piece, (double)sp->score);
+        total += len + 1;
     }
     t->n_pieces = n;
     t->piece = calloc((size_t)n, sizeof *t->piece);
@@ -320,30 +339,46 @@ static lisa_status tok_init_pieces(lisa_tokenizer *t, const Sentencepiece__Model
         t->byte_of[i] = -1;
         int is_normal = ty == PIECE_NORMAL || ty == PIECE_USER_DEFINED ||
                         ty == PIECE_UNUSED;
-        if (!tok_map_insert(t, is_normal ? &t->normal : &t->reserved, i))
-            return lisa_error_set(LISA_ERR_FORMAT, "%s: piece '%s' is defined twice", path,
-                                  sp->piece);
+        /* sentencepiece allows one text in both maps; piece_id() could then
+         * answer either, so any repeat is refused. */
+        int32_t dup = tok_map_find(t, &t->normal, t->piece[i], len);
+        if (dup < 0) dup = tok_map_find(t, &t->reserved, t->piece[i], len);
+        if (dup >= 0)
+            return lisa_error_set(LISA_ERR_FORMAT, "%s: piece %d ('%s') duplicates piece %d",
+                                  path, i, sp->piece, (int)dup);
+        tok_map_insert(t, is_normal ? &t->normal : &t->reserved, i);
         if (ty == PIECE_USER_DEFINED && len > t->max_user_len) t->max_user_len = len;
         if (ty == PIECE_UNUSED) t->has_unused = 1;
         if (ty == PIECE_UNKNOWN) {
             if (t->unk_id >= 0)
-                return lisa_error_set(LISA_ERR_FORMAT, "%s: unk is defined twice", path);
+                return lisa_error_set(LISA_ERR_FORMAT,
+                                      "%s: piece %d is a second unk (UNKNOWN) piece after piece %d",
+                                      path, i, t->unk_id);
             t->unk_id = i;
         }
         if (ty == PIECE_BYTE) {
             if (!t->byte_fallback)
                 return lisa_error_set(LISA_ERR_FORMAT,
-                                      "%s: byte piece %s found although byte_fallback is false",
-                                      path, sp->piece);
+                                      "%s: piece %d ('%s') is a byte piece although "
+                                      "trainer_spec.byte_fallback is false",
+                                      path, i, sp->piece);
             int b = tok_parse_byte_piece(sp->piece);
             if (b < 0)
-                return lisa_error_set(LISA_ERR_FORMAT, "%s: byte piece %s is invalid", path,
-                                      sp->piece);
+                return lisa_error_set(LISA_ERR_FORMAT,
+                                      "%s: piece %d ('%s') is a byte piece but not of the form "
+                                      "<0xNN>",
+                                      path, i, sp->piece);
             t->byte_id[b] = i;
             t->byte_of[i] = (int16_t)b;
         }
     }
-    if (t->unk_id < 0) return lisa_error_set(LISA_ERR_FORMAT, "%s: unk is not defined", path);
+    if (t->unk_id < 0)
+        return lisa_error_set(LISA_ERR_FORMAT, "%s: no piece has type UNKNOWN (the unk piece)",
+                              path);
+    if (ts->unk_id != t->unk_id)
+        return lisa_error_set(LISA_ERR_FORMAT,
+                              "%s: trainer_spec.unk_id %d is not the unk piece (piece %d)", path,
+                              ts->unk_id, t->unk_id);
     if (t->byte_fallback)
         for (int b = 0; b < 256; b++)
             if (t->byte_id[b] < 0)
@@ -378,10 +413,34 @@ static lisa_status tok_init_specs(lisa_tokenizer *t, const Sentencepiece__ModelP
     /* The special ids come from the trainer spec; -1 disables one. */
     t->bos_id = ts->bos_id;
     t->eos_id = ts->eos_id;
-    if (t->bos_id < -1 || t->bos_id >= t->n_pieces || t->eos_id < -1 || t->eos_id >= t->n_pieces)
-        return lisa_error_set(LISA_ERR_FORMAT, "%s: bos_id %d / eos_id %d out of range", path,
-                              t->bos_id, t->eos_id);
+    /* LISA's prompts start with BOS and generation stops at EOS, so both
+     * must be real control pieces (as the sentencepiece trainer makes them). */
+    const int special[2] = {t->bos_id, t->eos_id};
+    static const char *const special_name[2] = {"bos_id", "eos_id"};
+    for (int k = 0; k < 2; k++) {
+        int id = special[k];
+        if (id < 0 || id >= t->n_pieces)
+            return lisa_error_set(LISA_ERR_FORMAT,
+                                  "%s: trainer_spec.%s %d names no piece (the model has %d pieces)", path,
+                                  special_name[k], id, t->n_pieces);
+        if (t->type[id] != PIECE_CONTROL)
+            return lisa_error_set(LISA_ERR_FORMAT,
+                                  "%s: trainer_spec.%s %d is piece %d ('%s') of type %d, not a "
+                                  "CONTROL piece",
+                                  path, special_name[k], id, id, t->piece[id], (int)t->type[id]);
+    }
+    if (t->bos_id == t->eos_id)
+        return lisa_error_set(LISA_ERR_FORMAT, "%s: trainer_spec.bos_id and eos_id are both %d",
+                              path, t->bos_id);
     const char *surf = ts->unk_surface ? ts->unk_surface : " \xE2\x81\x87 ";
+    for (size_t k = 0, n = strlen(surf); k < n;) {
+        size_t l = tok_utf8_valid_len((const unsigned char *)surf + k, n - k, NULL);
+        if (!l)
+            return lisa_error_set(LISA_ERR_FORMAT,
+                                  "%s: trainer_spec.unk_surface is not valid UTF-8 (offset %zu)",
+                                  path, k);
+        k += l;
+    }
     t->unk_surface = strdup(surf);
     if (!t->unk_surface) return lisa_error_set(LISA_ERR_NOMEM, "out of memory loading %s", path);
     return LISA_OK;

@@ -22,7 +22,11 @@
 typedef struct lisa_tokenizer lisa_tokenizer;
 
 /* Loads a tokenizer. `added_tokens_path` may be NULL (pure SentencePiece).
- * A corrupt or truncated model file is LISA_ERR_FORMAT naming the file. */
+ * A corrupt or truncated model file is LISA_ERR_FORMAT naming the file, and so
+ * is one whose fields do not hold together (the message names the piece index
+ * or the trainer_spec field): pieces empty, not valid UTF-8, repeated, with a
+ * non-finite score or an unknown type; byte pieces not <0xNN>; no unk piece or
+ * one trainer_spec.unk_id does not name; bos_id/eos_id not CONTROL pieces. */
 lisa_status lisa_tokenizer_load(lisa_tokenizer **out, const char *model_path,
                                 const char *added_tokens_path);
 void lisa_tokenizer_free(lisa_tokenizer *tok);

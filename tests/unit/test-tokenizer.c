@@ -8,10 +8,15 @@
  * which is reported); encode with added tokens == hf_ids. Raw-byte cases
  * (NUL, malformed UTF-8) are compared the same way from hex. Also checks the
  * vocabulary queries and that corrupt, truncated, empty and missing model
- * files and malformed added_tokens.json fail cleanly with a message.
+ * files and malformed added_tokens.json fail cleanly with a message. Models
+ * with one broken field (bad UTF-8, empty or repeated pieces, NaN scores,
+ * unknown types, bad byte pieces, unk/bos/eos wrong, unsupported trainer or
+ * normalizer options) are made from the fixture by editing its protobuf with
+ * protobuf-c; each must be refused with a message naming the piece or field.
  *
  * It does not test BOS policy of the prompt builder or anything model-side. */
 #include <cJSON.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sentencepiece_model.pb-c.h"
 #include "testutil.h"
 #include "tokenizer.h"
 
@@ -344,6 +350,191 @@ static void test_bad_inputs(void) {
     free(model);
 }
 
+/* ------------------------------------------------------------------ */
+/* models with one field broken, made from the fixture with protobuf-c  */
+
+typedef Sentencepiece__ModelProto model_proto;
+
+/* Replaces the text of piece i (protobuf-c frees it with the model). */
+static void set_piece(model_proto *mp, int i, const char *text) {
+    free(mp->pieces[i]->piece);
+    mp->pieces[i]->piece = strdup(text);
+}
+
+static void set_type(model_proto *mp, int i, int type) {
+    mp->pieces[i]->type = (Sentencepiece__ModelProto__SentencePiece__Type)type;
+    mp->pieces[i]->has_type = 1;
+}
+
+static void set_score(model_proto *mp, int i, float score) {
+    mp->pieces[i]->score = score;
+    mp->pieces[i]->has_score = 1;
+}
+
+static void e_utf8(model_proto *mp) { set_piece(mp, 300, "ab\xff"); }
+static void e_overlong(model_proto *mp) { set_piece(mp, 301, "\xc0\xaf"); }
+static void e_surrogate(model_proto *mp) { set_piece(mp, 302, "\xed\xa0\x80"); }
+static void e_empty(model_proto *mp) { set_piece(mp, 310, ""); }
+static void e_dup(model_proto *mp) { set_piece(mp, 401, mp->pieces[400]->piece); }
+static void e_dup_reserved(model_proto *mp) { set_piece(mp, 500, "<s>"); }
+static void e_nan(model_proto *mp) { set_score(mp, 600, NAN); }
+static void e_inf(model_proto *mp) { set_score(mp, 601, -INFINITY); }
+static void e_type_hi(model_proto *mp) { set_type(mp, 700, 7); }
+static void e_type_zero(model_proto *mp) { set_type(mp, 701, 0); }
+static void e_byte_form(model_proto *mp) { set_piece(mp, 3, "<0x0>"); }
+static void e_byte_lower(model_proto *mp) { set_piece(mp, 13, "<0x0a>"); }
+static void e_byte_type(model_proto *mp) { set_type(mp, 800, 6); }
+static void e_byte_missing(model_proto *mp) { set_type(mp, 3, 1); }
+static void e_no_fallback(model_proto *mp) {
+    mp->trainer_spec->byte_fallback = 0;
+    mp->trainer_spec->has_byte_fallback = 1;
+}
+static void e_no_unk(model_proto *mp) { set_type(mp, 0, 3); }
+static void e_two_unk(model_proto *mp) { set_type(mp, 1000, 2); }
+static void e_unk_id(model_proto *mp) {
+    mp->trainer_spec->unk_id = 5;
+    mp->trainer_spec->has_unk_id = 1;
+}
+static void e_no_bos(model_proto *mp) {
+    mp->trainer_spec->bos_id = -1;
+    mp->trainer_spec->has_bos_id = 1;
+}
+static void e_eos_range(model_proto *mp) {
+    mp->trainer_spec->eos_id = 32000;
+    mp->trainer_spec->has_eos_id = 1;
+}
+static void e_bos_normal(model_proto *mp) {
+    mp->trainer_spec->bos_id = 278;
+    mp->trainer_spec->has_bos_id = 1;
+}
+static void e_bos_eos(model_proto *mp) {
+    mp->trainer_spec->eos_id = mp->trainer_spec->bos_id;
+    mp->trainer_spec->has_eos_id = 1;
+}
+static void e_unk_surface(model_proto *mp) {
+    free(mp->trainer_spec->unk_surface);
+    mp->trainer_spec->unk_surface = strdup("\xe2\x81");
+}
+static void e_unigram(model_proto *mp) {
+    mp->trainer_spec->model_type = SENTENCEPIECE__TRAINER_SPEC__MODEL_TYPE__UNIGRAM;
+    mp->trainer_spec->has_model_type = 1;
+}
+static void e_suffix(model_proto *mp) {
+    mp->trainer_spec->treat_whitespace_as_suffix = 1;
+    mp->trainer_spec->has_treat_whitespace_as_suffix = 1;
+}
+static void e_charsmap(model_proto *mp) {
+    static uint8_t rules[4] = {1, 2, 3, 4};
+    /* protobuf-c frees the bytes with the model: give it its own copy */
+    uint8_t *b = malloc(sizeof rules);
+    memcpy(b, rules, sizeof rules);
+    free(mp->normalizer_spec->precompiled_charsmap.data);
+    mp->normalizer_spec->precompiled_charsmap.data = b;
+    mp->normalizer_spec->precompiled_charsmap.len = sizeof rules;
+    mp->normalizer_spec->has_precompiled_charsmap = 1;
+}
+static void e_no_trainer(model_proto *mp) {
+    sentencepiece__trainer_spec__free_unpacked(mp->trainer_spec, NULL);
+    mp->trainer_spec = NULL;
+}
+static void e_no_pieces(model_proto *mp) {
+    for (size_t i = 0; i < mp->n_pieces; i++)
+        protobuf_c_message_free_unpacked(&mp->pieces[i]->base, NULL);
+    mp->n_pieces = 0;
+}
+
+/* One edit and two texts its error message must hold (what and where). */
+typedef struct {
+    const char *name;
+    void (*edit)(model_proto *);
+    const char *want1, *want2;
+} model_edit;
+
+static const model_edit k_edits[] = {
+    {"invalid UTF-8", e_utf8, "piece 300 ", "not valid UTF-8"},
+    {"overlong UTF-8", e_overlong, "piece 301 ", "not valid UTF-8"},
+    {"UTF-8 surrogate", e_surrogate, "piece 302 ", "not valid UTF-8"},
+    {"empty piece", e_empty, "piece 310 ", "is empty"},
+    {"repeated piece", e_dup, "piece 401 ", "duplicates piece 400"},
+    {"normal piece repeats a control piece", e_dup_reserved, "piece 500 ", "duplicates piece 1"},
+    {"NaN score", e_nan, "piece 600 ", "non-finite score"},
+    {"-inf score", e_inf, "piece 601 ", "non-finite score"},
+    {"type 7", e_type_hi, "piece 700 ", "unknown type 7"},
+    {"type 0", e_type_zero, "piece 701 ", "unknown type 0"},
+    {"byte piece <0x0>", e_byte_form, "piece 3 ", "not of the form <0xNN>"},
+    {"byte piece lower case", e_byte_lower, "piece 13 ", "not of the form <0xNN>"},
+    {"normal piece typed BYTE", e_byte_type, "piece 800 ", "not of the form <0xNN>"},
+    {"byte piece missing", e_byte_missing, "<0x00>", "missing"},
+    {"byte piece without byte_fallback", e_no_fallback, "piece 3 ", "byte_fallback is false"},
+    {"no unk piece", e_no_unk, "UNKNOWN", "unk"},
+    {"two unk pieces", e_two_unk, "piece 1000 ", "second unk"},
+    {"unk_id not the unk piece", e_unk_id, "trainer_spec.unk_id 5", "piece 0"},
+    {"no bos", e_no_bos, "trainer_spec.bos_id -1", "names no piece"},
+    {"eos out of range", e_eos_range, "trainer_spec.eos_id 32000", "names no piece"},
+    {"bos a normal piece", e_bos_normal, "trainer_spec.bos_id 278", "not a CONTROL piece"},
+    {"bos == eos", e_bos_eos, "bos_id and eos_id", "both 1"},
+    {"unk_surface invalid UTF-8", e_unk_surface, "unk_surface", "not valid UTF-8"},
+    {"unigram model", e_unigram, "model_type 1", "not BPE"},
+    {"whitespace as suffix", e_suffix, "treat_whitespace_as_suffix", "not supported"},
+    {"precompiled charsmap", e_charsmap, "precompiled_charsmap", "not supported"},
+    {"no trainer_spec", e_no_trainer, "trainer_spec", "lacks"},
+    {"no pieces", e_no_pieces, "no pieces", "SentencePiece"},
+};
+
+/* Unpacks the fixture, applies `edit` (NULL: none), packs it to dir/name. */
+static const char *write_edited(const char *dir, const char *name, const uint8_t *model,
+                                size_t len, void (*edit)(model_proto *)) {
+    model_proto *mp = sentencepiece__model_proto__unpack(NULL, len, model);
+    CHECK(mp != NULL, "fixture tokenizer.model does not unpack");
+    if (!mp) return NULL;
+    if (edit) edit(mp);
+    size_t n = sentencepiece__model_proto__get_packed_size(mp);
+    uint8_t *buf = malloc(n ? n : 1);
+    sentencepiece__model_proto__pack(mp, buf);
+    sentencepiece__model_proto__free_unpacked(mp, NULL);
+    const char *p = write_tmp(dir, name, buf, n);
+    free(buf);
+    return p;
+}
+
+static void test_bad_fields(void) {
+    char dir[] = "/tmp/lisa-tokf-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    size_t len;
+    char *model = test_read_file(fixture("tokenizer.model"), &len);
+    CHECK(model != NULL, "read tokenizer.model");
+    if (!model) return;
+    char path[8192];
+    /* The unedited round trip must load and encode as the fixture does: the
+     * refusals below are then down to the one edit each. */
+    const char *p = write_edited(dir, "edited.model", (const uint8_t *)model, len, NULL);
+    if (!p) {
+        free(model);
+        return;
+    }
+    snprintf(path, sizeof path, "%s", p);
+    lisa_tokenizer *t = NULL;
+    CHECK(lisa_tokenizer_load(&t, path, NULL) == LISA_OK, "repacked fixture: %s",
+          lisa_error_get());
+    if (t) CHECK(lisa_tokenizer_n_vocab(t) == 32000, "repacked fixture vocabulary");
+    lisa_tokenizer_free(t);
+    for (size_t k = 0; k < sizeof k_edits / sizeof *k_edits; k++) {
+        const model_edit *e = &k_edits[k];
+        write_edited(dir, "edited.model", (const uint8_t *)model, len, e->edit);
+        t = NULL;
+        lisa_error_set(LISA_OK, "%s", "");
+        lisa_status st = lisa_tokenizer_load(&t, path, NULL);
+        const char *msg = lisa_error_get();
+        CHECK(st != LISA_OK && t == NULL, "%s: load did not fail", e->name);
+        CHECK(strstr(msg, "edited.model") && strstr(msg, e->want1) && strstr(msg, e->want2),
+              "%s: message '%s' lacks '%s' / '%s'", e->name, msg, e->want1, e->want2);
+        lisa_tokenizer_free(t);
+    }
+    unlink(path);
+    rmdir(dir);
+    free(model);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: %s FIXTURES_DIR\n", argv[0]);
@@ -366,5 +557,6 @@ int main(int argc, char **argv) {
     lisa_tokenizer_free(sp);
     lisa_tokenizer_free(hf);
     test_bad_inputs();
+    test_bad_fields();
     return test_finish("test-tokenizer");
 }
