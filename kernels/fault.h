@@ -35,8 +35,8 @@ extern "C" {
 
 typedef enum {
     LISA_FAULT_ALLOC = 0, /* malloc, calloc, realloc, strdup, aligned_alloc */
-    LISA_FAULT_IO,        /* fopen, fread, fwrite, fgets, open, read, write, mmap
-                             (not on stdin, stdout, stderr) */
+    LISA_FAULT_IO,        /* fopen, fread, fwrite, fgets, getline, open, read, write,
+                             mmap of a file (not on stdin, stdout, stderr) */
     LISA_FAULT_BACKEND,   /* a backend's buffer_alloc and host_alloc */
     LISA_FAULT_REDIS,     /* a reply taken from Redis (it reads as a lost connection) */
     LISA_FAULT_KINDS

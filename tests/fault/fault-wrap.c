@@ -32,6 +32,8 @@ char *__real_strdup(const char *s);
 char *__real_strndup(const char *s, size_t n);
 void *__real_aligned_alloc(size_t a, size_t n);
 FILE *__real_fopen(const char *path, const char *mode);
+FILE *__real_fopen64(const char *path, const char *mode);
+ssize_t __real_getline(char **line, size_t *cap, FILE *f);
 size_t __real_fread(void *p, size_t sz, size_t n, FILE *f);
 size_t __real_fwrite(const void *p, size_t sz, size_t n, FILE *f);
 char *__real_fgets(char *s, int n, FILE *f);
@@ -47,6 +49,8 @@ char *__wrap_strdup(const char *s);
 char *__wrap_strndup(const char *s, size_t n);
 void *__wrap_aligned_alloc(size_t a, size_t n);
 FILE *__wrap_fopen(const char *path, const char *mode);
+FILE *__wrap_fopen64(const char *path, const char *mode);
+ssize_t __wrap_getline(char **line, size_t *cap, FILE *f);
 size_t __wrap_fread(void *p, size_t sz, size_t n, FILE *f);
 size_t __wrap_fwrite(const void *p, size_t sz, size_t n, FILE *f);
 char *__wrap_fgets(char *s, int n, FILE *f);
@@ -86,6 +90,18 @@ void *__wrap_aligned_alloc(size_t a, size_t n) {
 
 FILE *__wrap_fopen(const char *path, const char *mode) {
     return io_fails() ? NULL : __real_fopen(path, mode);
+}
+
+/* (sources that include libpng's or libjpeg's headers call fopen64) */
+FILE *__wrap_fopen64(const char *path, const char *mode) {
+    return io_fails() ? NULL : __real_fopen64(path, mode);
+}
+
+/* getline allocates its line; on a file it counts as a read */
+ssize_t __wrap_getline(char **line, size_t *cap, FILE *f) {
+    if (std_stream(f) || !io_fails()) return __real_getline(line, cap, f);
+    stream_error(f);
+    return -1;
 }
 
 size_t __wrap_fread(void *p, size_t sz, size_t n, FILE *f) {
