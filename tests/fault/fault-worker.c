@@ -270,7 +270,8 @@ int main(int argc, char **argv) {
     p.max_new_tokens = 8;
     lisa_redis_params rp = {.url = c.url, .retry_max_s = 5};
     CHECK(lisa_redis_connect(&c.r, &rp) == LISA_OK, "connect: %s", lisa_error_get());
-    CHECK(c.r && lisa_queue_open(&c.q, c.r, FAULT_PREFIX) == LISA_OK, "queue: %s", lisa_error_get());
+    CHECK(c.r && lisa_queue_open(&c.q, c.r, FAULT_PREFIX) == LISA_OK && lisa_queue_setup(c.q) == LISA_OK,
+          "queue: %s", lisa_error_get());
     CHECK(c.q && lisa_engine_init(&c.e, &p) == LISA_OK, "engine: %s", lisa_error_get());
     lisa_job_request jr;
     memset(&jr, 0, sizeof jr);

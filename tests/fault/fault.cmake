@@ -36,3 +36,7 @@ if(LISA_FAULT_INJECTION)
     SKIP_RETURN_CODE 77)
   set_tests_properties(fault-worker PROPERTIES RUN_SERIAL ON)
 endif()
+# Output disk full (RLIMIT_FSIZE): every build.
+add_test(NAME fault-disk COMMAND sh ${CMAKE_SOURCE_DIR}/tests/fault/fault-disk.sh
+  $<TARGET_FILE:lisa> ${LISA_FIXTURES})
+set_tests_properties(fault-disk PROPERTIES LABELS "fault;queue" RUN_SERIAL ON)
