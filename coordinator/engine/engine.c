@@ -447,7 +447,8 @@ static lisa_status engine_admit(lisa_engine *e, lisa_sched_item **items, int n) 
             if (q->label) snprintf(msg, sizeof msg, "%s: %s", q->label, lisa_error_get());
             else snprintf(msg, sizeof msg, "%s", lisa_error_get());
             items[i]->user = NULL;  /* the forward skips it */
-            LISA_TRY(engine_finish_failed(e, q, LISA_ERR_FORMAT, msg));
+            /* out of memory is not the image's fault: a worker retries it */
+            LISA_TRY(engine_finish_failed(e, q, st == LISA_ERR_NOMEM ? st : LISA_ERR_FORMAT, msg));
             adm[i] = NULL;
             continue;
         }
