@@ -14,17 +14,19 @@
  * read from its file at submit, teacher-forced "[SEG]" answer: tokenizer,
  * image decode, CLIP, the LLM, SAM encoder and decoder, postprocess). For
  * each N the request runs with the Nth event failing: it must fail with a
- * message, or give the reference answer; then, disarmed, the same request
+ * message (an allocation failure with LISA_ERR_NOMEM, which a worker
+ * retries), or give the reference answer; then, disarmed, the same request
  * must give exactly the reference (status, ids, text, masks, IoU): a fault
  * leaves nothing behind in the engine.
  * Every distinct error message is printed. Leaks: the sanitizer build's
  * leak check at exit covers every N (the engine and every response are
  * freed).
  *
- * Bounds (CI): LISA_FAULT_STRIDE=k runs every kth N (the first and the
- * last always run), LISA_FAULT_FROM=n starts at n (debugging a crash at
- * n). Default: every N. Needs a -DLISA_FAULT_INJECTION=ON build; without
- * one it exits 77 (skipped). */
+ * Bounds: LISA_FAULT_POINTS=k sweeps about k N per kind, evenly strided
+ * (the first and the last N always; tests/fault/fault.cmake sets it for
+ * CI unless -DLISA_FAULT_SWEEP=full); LISA_FAULT_FROM=n starts at n
+ * (debugging a crash at n). Default: every N. Needs a
+ * -DLISA_FAULT_INJECTION=ON build; without one it exits 77 (skipped). */
 #include <string.h>
 
 #include "engine.h"
@@ -58,14 +60,22 @@ static void params_set(lisa_engine_params *p, const char *model) {
     p->max_new_tokens = 8;
 }
 
-/* The N to run of 1..last (last unknown: -1) under the stride. */
-static int n_wanted(long n, long stride) { return stride <= 1 || n == 1 || n % stride == 0; }
+/* The stride that sweeps about points of events N (points 0: all). */
+static long sweep_stride(long events, long points) {
+    return points > 0 && events > points ? (events + points - 1) / points : 1;
+}
+
+/* Whether N runs: the first, the last, every stride-th, and any past the
+ * events counted (the run that must see no fault). */
+static int n_wanted(long n, long events, long stride) {
+    return stride <= 1 || n == 1 || n >= events || n % stride == 0;
+}
 
 typedef struct {
-    long swept, failed, absorbed;
+    long swept, failed, absorbed, stride;
 } sweep_stat;
 
-static void sweep_load(const char *model, lisa_fault_kind kind, long from, long stride,
+static void sweep_load(const char *model, lisa_fault_kind kind, long from, long points,
                        sweep_stat *ss) {
     lisa_engine_params p;
     params_set(&p, model);
@@ -75,9 +85,10 @@ static void sweep_load(const char *model, lisa_fault_kind kind, long from, long 
     long events = lisa_fault_count(kind);
     CHECK(st == LISA_OK, "unfaulted load: %s", lisa_error_get());
     lisa_engine_free(e);
+    long stride = ss->stride = sweep_stride(events, points);
     fprintf(stderr, "load: %ld %s events\n", events, lisa_fault_kind_name(kind));
     for (long n = from;; n++) {
-        if (n <= events && !n_wanted(n, stride) && n != events) continue;
+        if (!n_wanted(n, events, stride)) continue;
         e = NULL;
         lisa_fault_arm(kind, n);
         st = lisa_engine_init(&e, &p);
@@ -126,7 +137,7 @@ static int same_response(const lisa_response *a, const lisa_response *b) {
 }
 
 static void sweep_request(lisa_engine *e, const one_req *q, const lisa_response *ref,
-                          lisa_fault_kind kind, long from, long stride, sweep_stat *ss) {
+                          lisa_fault_kind kind, long from, long points, sweep_stat *ss) {
     const char *kn = lisa_fault_kind_name(kind);
     lisa_response r;
     lisa_fault_arm(kind, 0);
@@ -134,9 +145,10 @@ static void sweep_request(lisa_engine *e, const one_req *q, const lisa_response 
     long events = lisa_fault_count(kind);
     CHECK(st == LISA_OK && same_response(&r, ref), "unfaulted request differs: %s", r.error);
     lisa_response_free(&r);
+    long stride = ss->stride = sweep_stride(events, points);
     fprintf(stderr, "request: %ld %s events\n", events, kn);
     for (long n = from;; n++) {
-        if (n <= events && !n_wanted(n, stride) && n != events) continue;
+        if (!n_wanted(n, events, stride)) continue;
         lisa_fault_arm(kind, n);
         st = lisa_engine_run(e, &q->rq, 1, &r, NULL, NULL);
         int fired = lisa_fault_fired(kind);
@@ -156,6 +168,10 @@ static void sweep_request(lisa_engine *e, const one_req *q, const lisa_response 
             ss->failed++;
             CHECK(msg[0] != 0, "request with %s n %ld failing: status %d/%d without a message", kn,
                   n, st, r.status);
+            /* out of memory must read as such: a worker retries it */
+            CHECK(kind != LISA_FAULT_ALLOC || (st != LISA_OK ? st : r.status) == LISA_ERR_NOMEM,
+                  "request with alloc n %ld failing: status %d/%d, not out of memory ('%s')", n, st,
+                  r.status, msg);
             msg_note(msg);
         }
         lisa_response_free(&r);
@@ -200,7 +216,7 @@ int main(int argc, char **argv) {
                 return 2;
             }
     }
-    long stride = env_long("LISA_FAULT_STRIDE", 1), from = env_long("LISA_FAULT_FROM", 1);
+    long points = env_long("LISA_FAULT_POINTS", 0), from = env_long("LISA_FAULT_FROM", 1);
     if (from < 1) from = 1;
     char model[4200];
     snprintf(model, sizeof model, "%s/lisa-tiny/model", argv[1]);
@@ -226,14 +242,14 @@ int main(int argc, char **argv) {
               "reference request: %s / %s", lisa_error_get(), ref.error);
     }
     for (int k = 0; k < nk; k++) {
-        sweep_stat ss = {0, 0, 0};
+        sweep_stat ss = {0, 0, 0, 1};
         g_n_msgs = 0;
         if (load)
-            sweep_load(model, kinds[k], from, stride, &ss);
+            sweep_load(model, kinds[k], from, points, &ss);
         else
-            sweep_request(e, &q, &ref, kinds[k], from, stride, &ss);
+            sweep_request(e, &q, &ref, kinds[k], from, points, &ss);
         fprintf(stderr, "%s %s: %ld N swept (stride %ld), %ld failed cleanly, %ld absorbed, %d "
-                "distinct errors:\n", argv[2], lisa_fault_kind_name(kinds[k]), ss.swept, stride,
+                "distinct errors:\n", argv[2], lisa_fault_kind_name(kinds[k]), ss.swept, ss.stride,
                 ss.failed, ss.absorbed, g_n_msgs);
         for (int i = 0; i < g_n_msgs; i++) fprintf(stderr, "  %s\n", g_msgs[i]);
     }

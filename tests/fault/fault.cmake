@@ -6,6 +6,11 @@
 # file I/O calls wrapped in tests/fault/fault-wrap.c. Without it the
 # injection points cost one call each and never fire, and only the sweeps
 # that need no injection (output disk full) are added.
+#
+# LISA_FAULT_SWEEP: "ci" (default) bounds each sweep to about
+# LISA_FAULT_POINTS N per kind, evenly strided with the first and last N
+# always (CI's time budget); "full" sweeps every N (see docs/reliability.md
+# for the figures of a full run).
 option(LISA_FAULT_INJECTION "Compile fault injection points into this build (tests)" ${LISA_SANITIZE})
 if(LISA_FAULT_INJECTION)
   set_property(SOURCE ${CMAKE_SOURCE_DIR}/kernels/fault.c APPEND PROPERTY
@@ -32,9 +37,17 @@ if(LISA_FAULT_INJECTION)
   target_link_libraries(fault-worker PRIVATE lisa_coordinator)
   add_test(NAME fault-worker COMMAND sh ${CMAKE_SOURCE_DIR}/tests/fault/fault-worker.sh
     $<TARGET_FILE:fault-worker> ${LISA_FIXTURES})
-  set_tests_properties(fault-load fault-request fault-worker PROPERTIES LABELS fault
+  add_test(NAME fault-env COMMAND sh ${CMAKE_SOURCE_DIR}/tests/fault/fault-env.sh
+    $<TARGET_FILE:lisa> ${LISA_FIXTURES})
+  set_tests_properties(fault-load fault-request fault-worker fault-env PROPERTIES LABELS fault
     SKIP_RETURN_CODE 77)
   set_tests_properties(fault-worker PROPERTIES RUN_SERIAL ON)
+  set(LISA_FAULT_SWEEP ci CACHE STRING "Fault sweeps: ci (bounded) or full (every N)")
+  if(NOT LISA_FAULT_SWEEP STREQUAL "full")
+    set_tests_properties(fault-load PROPERTIES ENVIRONMENT "LISA_FAULT_POINTS=60")
+    set_tests_properties(fault-request PROPERTIES ENVIRONMENT "LISA_FAULT_POINTS=15")
+    set_tests_properties(fault-worker PROPERTIES ENVIRONMENT "LISA_FAULT_POINTS=6")
+  endif()
 endif()
 # Output disk full (RLIMIT_FSIZE): every build.
 add_test(NAME fault-disk COMMAND sh ${CMAKE_SOURCE_DIR}/tests/fault/fault-disk.sh
