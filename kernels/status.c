@@ -2,14 +2,19 @@
 #include "status.h"
 
 #include <stdarg.h>
+#include <string.h>
 
 static _Thread_local char g_error_msg[1024];
 
 lisa_status lisa_error_set(lisa_status st, const char *fmt, ...) {
+    /* formatted aside first: callers may pass lisa_error_get() itself as an
+     * argument ("what: %s"), and vsnprintf must not write over its input */
+    char msg[sizeof g_error_msg];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(g_error_msg, sizeof g_error_msg, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    memcpy(g_error_msg, msg, sizeof msg);
     return st;
 }
 

@@ -127,6 +127,12 @@ void cli_job_sink_write(cli_job_sink *k, const lisa_manifest_item *it, const lis
     if (k->all && line) {
         fprintf(k->all, "%s\n", line);
         if (!k->quiet_failures) fflush(k->all);
+        if (ferror(k->all)) { /* disk full: this result's line is lost, say so */
+            fprintf(stderr, "lisa %s: %s: cannot write %s/results.jsonl: %s\n", k->cmd,
+                    it->custom_id, k->out, strerror(errno));
+            k->failures += !failed;
+            clearerr(k->all);
+        }
     }
     if (k->json && line) printf("%s\n", line);
     else if (!k->json && !k->out && !failed) printf("%s\n", r->text ? r->text : "");
@@ -137,6 +143,10 @@ void cli_job_sink_write(cli_job_sink *k, const lisa_manifest_item *it, const lis
 }
 
 void cli_job_sink_close(cli_job_sink *k) {
-    if (k->all) fclose(k->all);
+    if (k->all && fclose(k->all) != 0) {
+        fprintf(stderr, "lisa %s: cannot write %s/results.jsonl: %s\n", k->cmd, k->out,
+                strerror(errno));
+        k->failures++;
+    }
     k->all = NULL;
 }

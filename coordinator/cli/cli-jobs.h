@@ -51,6 +51,8 @@ int cli_job_sink_open(cli_job_sink *k, const char *cmd, const char *out, int jso
 /* Writes one result (files, results.jsonl line, stdout) as soon as it is
  * known; r->image, when set, gives overlay.png. */
 void cli_job_sink_write(cli_job_sink *k, const lisa_manifest_item *it, const lisa_response *r);
+/* Closes results.jsonl; a failed close (the disk filled) is printed and
+ * counted in failures. */
 void cli_job_sink_close(cli_job_sink *k);
 
 #endif

@@ -13,6 +13,7 @@
  *
  * Deliberately not here: waiting for jobs (`lisa wait`), anything that
  * changes the queue. */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -205,7 +206,7 @@ static FILE *result_open(const char *out, const char *name) {
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", out, name);
     FILE *f = fopen(path, "wb");
-    if (!f) fprintf(stderr, "lisa result: cannot write %s\n", path);
+    if (!f) fprintf(stderr, "lisa result: cannot write %s: %s\n", path, strerror(errno));
     return f;
 }
 
@@ -306,8 +307,14 @@ int cmd_result(int argc, char **argv) {
             rc = cli_queue_exit_code(st);
         }
     }
-    if (x.all && fclose(x.all)) x.write_failures++;
-    if (x.errors && fclose(x.errors)) x.write_failures++;
+    if (x.all && fclose(x.all)) {
+        fprintf(stderr, "lisa result: cannot write %s/results.jsonl: %s\n", out, strerror(errno));
+        x.write_failures++;
+    }
+    if (x.errors && fclose(x.errors)) {
+        fprintf(stderr, "lisa result: cannot write %s/errors.jsonl: %s\n", out, strerror(errno));
+        x.write_failures++;
+    }
     if (!rc) {
         if (x.write_failures) fprintf(stderr, "lisa result: some outputs could not be written\n");
         result_summary(&x, id, n, json);

@@ -261,18 +261,26 @@ void lisa_response_free(lisa_response *r) {
 }
 
 
-/* Appends a response to the finished ring (the response is moved). */
+/* Grows the finished ring to hold need responses. */
+static lisa_status engine_done_reserve(lisa_engine *e, int need) {
+    if (need <= e->cap_done) return LISA_OK;
+    int cap = e->cap_done ? e->cap_done : 16;
+    while (cap < need) cap *= 2;
+    lisa_response *d = malloc((size_t)cap * sizeof *d);
+    if (!d) return lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
+    for (int i = 0; i < e->n_done; i++) d[i] = e->done[(e->done_head + i) % e->cap_done];
+    free(e->done);
+    e->done = d;
+    e->done_head = 0;
+    e->cap_done = cap;
+    return LISA_OK;
+}
+
+/* Appends a response to the finished ring (the response is moved). Submit
+ * reserved room for every live request, so this does not allocate: a
+ * finished request always has its response. */
 static lisa_status engine_push_done(lisa_engine *e, lisa_response *r) {
-    if (e->n_done == e->cap_done) {
-        int cap = e->cap_done ? e->cap_done * 2 : 16;
-        lisa_response *d = malloc((size_t)cap * sizeof *d);
-        if (!d) return lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
-        for (int i = 0; i < e->n_done; i++) d[i] = e->done[(e->done_head + i) % e->cap_done];
-        free(e->done);
-        e->done = d;
-        e->done_head = 0;
-        e->cap_done = cap;
-    }
+    LISA_TRY(engine_done_reserve(e, e->n_done + 1));
     e->done[(e->done_head + e->n_done) % e->cap_done] = *r;
     e->n_done++;
     return LISA_OK;
@@ -309,13 +317,21 @@ static lisa_status engine_finish_failed(lisa_engine *e, engine_req *q, lisa_stat
     return engine_finish(e, q, &r);
 }
 
-/* After a backend failure: every live request fails with its message. */
+/* After a failed step: every live request fails with its message. A
+ * backend failure ends the engine (later submissions fail at once); an
+ * allocation failure does not: what the step left half done belongs to
+ * the requests it fails (retryable in a worker), and the engine serves on.
+ * LISA_OK after an allocation failure, else st. */
 static lisa_status engine_fail_all(lisa_engine *e, lisa_status st) {
-    e->failed = st;
-    snprintf(e->failed_msg, sizeof e->failed_msg, "%s", lisa_error_get());
-    while (e->live_head) engine_finish_failed(e, e->live_head, st, e->failed_msg);
-    lisa_error_set(st, "%s", e->failed_msg);
-    return st;
+    char msg[sizeof e->failed_msg];
+    snprintf(msg, sizeof msg, "%s", lisa_error_get());
+    if (st != LISA_ERR_NOMEM) {
+        e->failed = st;
+        snprintf(e->failed_msg, sizeof e->failed_msg, "%s", msg);
+    }
+    while (e->live_head) engine_finish_failed(e, e->live_head, st, msg);
+    lisa_error_set(st, "%s", msg);
+    return st == LISA_ERR_NOMEM ? LISA_OK : st;
 }
 
 /* --- submit, cancel, take --- */
@@ -323,14 +339,15 @@ static lisa_status engine_fail_all(lisa_engine *e, lisa_status st) {
 static char *engine_strdup(const char *s) { return s ? strdup(s) : NULL; }
 
 lisa_status lisa_engine_submit(lisa_engine *e, const lisa_request *r, int64_t *handle) {
+    LISA_TRY(engine_done_reserve(e, e->n_live + e->n_done + 1));
     engine_req *q = calloc(1, sizeof *q);
     if (!q) return lisa_error_set(LISA_ERR_NOMEM, "engine: out of memory");
     q->handle = e->next_handle++;
     if (handle) *handle = q->handle;
     q->id = engine_strdup(r->id);
     q->label = engine_strdup(r->image_path);
-    q->answer = r->answer && *r->answer ? strdup(r->answer) : NULL;
-    q->teacher_forced = q->answer != NULL;
+    q->teacher_forced = r->answer && *r->answer;
+    q->answer = q->teacher_forced ? strdup(r->answer) : NULL;
     q->max_new = r->max_new_tokens > 0 ? r->max_new_tokens : e->p.max_new_tokens;
     q->prev = e->live_tail;
     if (e->live_tail) e->live_tail->next = q;
@@ -444,7 +461,8 @@ static lisa_status engine_admit(lisa_engine *e, lisa_sched_item **items, int n) 
             if (q->label) snprintf(msg, sizeof msg, "%s: %s", q->label, lisa_error_get());
             else snprintf(msg, sizeof msg, "%s", lisa_error_get());
             items[i]->user = NULL;  /* the forward skips it */
-            LISA_TRY(engine_finish_failed(e, q, LISA_ERR_FORMAT, msg));
+            /* out of memory is not the image's fault: a worker retries it */
+            LISA_TRY(engine_finish_failed(e, q, st == LISA_ERR_NOMEM ? st : LISA_ERR_FORMAT, msg));
             adm[i] = NULL;
             continue;
         }
@@ -713,9 +731,10 @@ static lisa_status engine_sam(lisa_engine *e) {
         engine_req *next = q->next;
         if (q->llm_done) {
             st = engine_response_begin(e, q, &res[k]);
-            if (st == LISA_OK && (res[k].status != LISA_OK || q->n_seg == 0))
+            if (st != LISA_OK) lisa_response_free(&res[k]); /* q fails with the step */
+            else if (res[k].status != LISA_OK || q->n_seg == 0)
                 st = engine_finish(e, q, &res[k]);
-            else if (st == LISA_OK)
+            else
                 fin[k++] = q;
         }
         q = next;

@@ -132,7 +132,9 @@ lisa_status lisa_engine_submit(lisa_engine *e, const lisa_request *r, int64_t *h
  * encoder for images that got a [SEG] and the mask decoder for requests
  * whose generation ended. Returns LISA_OK unless the backend failed; then
  * every live request is finished with the error and later submissions fail
- * at once. A step with nothing to run returns LISA_OK at once. */
+ * at once. An allocation failure inside a step finishes every live request
+ * with LISA_ERR_NOMEM and its message, and the engine serves on (LISA_OK).
+ * A step with nothing to run returns LISA_OK at once. */
 lisa_status lisa_engine_step(lisa_engine *e);
 
 /* Requests submitted and not yet finished (finished ones may still be

@@ -101,6 +101,7 @@ static lisa_status job_text_check(const char *what, const char *s, size_t max, l
 typedef struct {
     size_t used, budget;
     int over;
+    int nomem;   /* malloc itself failed: the message may be fine */
 } job_budget;
 
 static void *job_budget_alloc(void *data, size_t size) {
@@ -110,7 +111,9 @@ static void *job_budget_alloc(void *data, size_t size) {
         return NULL;
     }
     b->used += size;
-    return malloc(size ? size : 1);
+    void *p = malloc(size ? size : 1);
+    if (!p) b->nomem = 1;
+    return p;
 }
 
 static void job_budget_free(void *data, void *p) {
@@ -188,6 +191,7 @@ static lisa_status job_unpack(const ProtobufCMessageDescriptor *desc, const char
     job_budget *b = alloc->allocator_data;
     *out = protobuf_c_message_unpack(desc, alloc, len, buf ? buf : (const uint8_t *)"");
     if (*out) return LISA_OK;
+    if (b->nomem) return lisa_error_set(LISA_ERR_NOMEM, "%s: out of memory unpacking it", what);
     if (b->over)
         return lisa_error_set(LISA_ERR_FORMAT,
                               "%s: malformed protobuf (unpacking it needs more than %zu bytes)",

@@ -371,7 +371,8 @@ static void feed_meta(const lisa_qfeed *f, const qf_job *j, lisa_job_result_meta
 /* ---- taking jobs ------------------------------------------------------- */
 
 /* A job just started in Redis: decoded and checked, then ready; a bad one
- * is refused (failed, final, with the reason). Takes over *in. */
+ * is refused (failed, final, with the reason); one that could not be
+ * decoded for want of memory fails retryable. Takes over *in. */
 static void feed_accept(lisa_qfeed *f, lisa_queue_job *in) {
     qf_job *j = calloc(1, sizeof *j);
     if (!j) {
@@ -397,10 +398,11 @@ static void feed_accept(lisa_qfeed *f, lisa_queue_job *in) {
     }
     char why[256];
     snprintf(why, sizeof why, "%s", lisa_error_get());
-    feed_log("bad job %s refused: %s", j->job.id, why);
+    int nomem = st == LISA_ERR_NOMEM;  /* the job is not to blame */
+    feed_log(nomem ? "job %s not decoded, to be retried: %s" : "bad job %s refused: %s", j->job.id, why);
     lisa_job_result_meta meta;
     feed_meta(f, j, &meta);
-    feed_set_failure(f, j, st, why, 0, &meta);
+    feed_set_failure(f, j, st, why, nomem, &meta);
     j->state = QJ_STORE;
     if (feed_store(f, j)) {
         feed_unlink(f, j);

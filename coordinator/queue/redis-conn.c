@@ -8,6 +8,7 @@
  * Deliberately not here: what any command means (queue.c), retrying a
  * command after a reconnect (the caller knows whether that is safe). */
 #include "redis-conn.h"
+#include "fault.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -457,10 +458,21 @@ static redisReply *redis_lost(lisa_redis *r) {
     return NULL;
 }
 
+/* A reply as the caller gets it: an injected fault (fault.h) drops the
+ * reply of a command that ran, as a connection lost just after it would. */
+static redisReply *redis_reply(lisa_redis *r, redisReply *rep) {
+    if (rep && lisa_fault_hit(LISA_FAULT_REDIS)) {
+        freeReplyObject(rep);
+        r->broken = 1;
+        lisa_error_set(LISA_ERR_UNAVAILABLE, "lost connection to %s: injected fault", r->where);
+        return NULL;
+    }
+    return rep ? rep : redis_lost(r);
+}
+
 redisReply *lisa_redis_cmd(lisa_redis *r, int argc, const char **argv, const size_t *lens) {
     if (!lisa_redis_ok(r)) return redis_lost(r);
-    redisReply *rep = redisCommandArgv(r->c, argc, argv, lens);
-    return rep ? rep : redis_lost(r);
+    return redis_reply(r, redisCommandArgv(r->c, argc, argv, lens));
 }
 
 redisReply *lisa_redis_cmdf(lisa_redis *r, const char *fmt, ...) {
@@ -469,7 +481,7 @@ redisReply *lisa_redis_cmdf(lisa_redis *r, const char *fmt, ...) {
     va_start(ap, fmt);
     redisReply *rep = redisvCommand(r->c, fmt, ap);
     va_end(ap);
-    return rep ? rep : redis_lost(r);
+    return redis_reply(r, rep);
 }
 
 lisa_status lisa_redis_append(lisa_redis *r, int argc, const char **argv, const size_t *lens) {
@@ -487,8 +499,8 @@ lisa_status lisa_redis_append(lisa_redis *r, int argc, const char **argv, const 
 redisReply *lisa_redis_take(lisa_redis *r) {
     if (!r->c || r->broken) return redis_lost(r);
     void *rep = NULL;
-    if (redisGetReply(r->c, &rep) != REDIS_OK || !rep) return redis_lost(r);
-    return rep;
+    if (redisGetReply(r->c, &rep) != REDIS_OK) return redis_lost(r);
+    return redis_reply(r, rep);
 }
 
 lisa_status lisa_redis_check(lisa_redis *r, const redisReply *reply, const char *what) {

@@ -429,11 +429,14 @@ static lisa_status write_png(const uint8_t *pix, int w, int h, int channels, con
         fclose(f);
         return lisa_error_set(LISA_ERR_NOMEM, "%s: out of memory starting libpng", path);
     }
+    errno = 0;
     if (setjmp(png_jmpbuf(png))) {
+        int err = errno; /* a failed fwrite's (libpng says only "Write Error") */
         png_destroy_write_struct(&png, &info);
         fclose(f);
         remove(path);
-        return lisa_error_set(LISA_ERR_IO, "%s: PNG write failed: %s", path, msg);
+        return lisa_error_set(LISA_ERR_IO, "%s: PNG write failed: %s%s%s%s", path, msg,
+                              err ? " (" : "", err ? strerror(err) : "", err ? ")" : "");
     }
     png_init_io(png, f);
     png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8,

@@ -89,36 +89,69 @@ lisa_status lisa_result_format(const lisa_result_ident *who, const lisa_response
     return LISA_OK;
 }
 
+/* The first output that could not be written, for the error (a full disk
+ * fails every later file the same way). */
+static void result_bad(char *why, size_t n, const char *msg) {
+    if (!why[0]) snprintf(why, n, "%s", msg);
+}
+
+/* text and a newline into path; on failure the partial file is removed
+ * (a file that exists is whole) and why names it. 1 when it failed. */
+static int result_write_text(const char *path, const char *text, char *why, size_t n) {
+    FILE *f = fopen(path, "wb");
+    int ok = f && fprintf(f, "%s\n", text) >= 0;
+    int err = errno;
+    if (f && fclose(f) != 0 && ok) {
+        ok = 0;
+        err = errno;
+    }
+    if (ok) return 0;
+    if (f) remove(path);
+    char msg[4800];
+    snprintf(msg, sizeof msg, "cannot write %s: %s", path, strerror(err));
+    result_bad(why, n, msg);
+    return 1;
+}
+
 /* answer.txt, mask_K.png and overlay.png of a successful response; returns
- * the number of outputs that could not be written. */
-static int result_write_masks(const char *dir, const lisa_response *r, const lisa_image *img) {
+ * the number of outputs that could not be written, the first in why. */
+static int result_write_masks(const char *dir, const lisa_response *r, const lisa_image *img,
+                              char *why, size_t why_n) {
     char path[4600];
     int bad = 0;
     snprintf(path, sizeof path, "%s/answer.txt", dir);
-    FILE *f = fopen(path, "wb");
-    if (f) {
-        fprintf(f, "%s\n", r->text ? r->text : "");
-        if (fclose(f)) bad++;
-    } else bad++;
+    bad += result_write_text(path, r->text ? r->text : "", why, why_n);
     size_t npix = (size_t)r->w * (size_t)r->h;
     uint8_t *gray = malloc(npix), *uni = calloc(npix, 1); // (h, w) each
-    if (!gray || !uni) bad++;
+    if (!gray || !uni) {
+        bad++;
+        result_bad(why, why_n, "out of memory for the masks");
+    }
     for (int k = 0; gray && uni && k < r->n_masks; k++) {
         for (size_t i = 0; i < npix; i++) {
             gray[i] = r->masks[k].mask[i] ? 255 : 0;
             uni[i] |= r->masks[k].mask[i];
         }
         snprintf(path, sizeof path, "%s/mask_%d.png", dir, k);
-        if (lisa_image_write_gray_png(gray, r->w, r->h, path) != LISA_OK) bad++;
+        if (lisa_image_write_gray_png(gray, r->w, r->h, path) != LISA_OK) {
+            bad++;
+            result_bad(why, why_n, lisa_error_get());
+        }
     }
     if (uni && img && img->w == r->w && img->h == r->h) {
         lisa_image ov;
         if (lisa_image_init(&ov, img->w, img->h) == LISA_OK) {
             lisa_mask_overlay(img, uni, &ov);
             snprintf(path, sizeof path, "%s/overlay.png", dir);
-            if (lisa_image_write_png(&ov, path) != LISA_OK) bad++;
+            if (lisa_image_write_png(&ov, path) != LISA_OK) {
+                bad++;
+                result_bad(why, why_n, lisa_error_get());
+            }
             lisa_image_free(&ov);
-        } else bad++;
+        } else {
+            bad++;
+            result_bad(why, why_n, "out of memory for the overlay");
+        }
     }
     free(gray);
     free(uni);
@@ -131,15 +164,19 @@ lisa_status lisa_result_write(const char *out, const lisa_result_ident *who,
     lisa_result_dir_name(name, sizeof name, who->id ? who->id : "0");
     snprintf(dir, sizeof dir, "%s/%s", out, name);
     LISA_TRY(lisa_result_mkdir(dir));
-    int bad = r->status == LISA_OK ? result_write_masks(dir, r, img) : 0;
+    char why[4800] = "";
+    int bad = r->status == LISA_OK ? result_write_masks(dir, r, img, why, sizeof why) : 0;
     char *txt = NULL;
     snprintf(path, sizeof path, "%s/result.json", dir);
-    FILE *f = NULL;
-    if (lisa_result_format(who, r, 1, &txt) == LISA_OK && (f = fopen(path, "wb"))) {
-        fprintf(f, "%s\n", txt);
-        if (fclose(f)) bad++;
-    } else bad++;
+    if (lisa_result_format(who, r, 1, &txt) == LISA_OK)
+        bad += result_write_text(path, txt, why, sizeof why);
+    else {
+        bad++;
+        result_bad(why, sizeof why, lisa_error_get());
+    }
     free(txt);
-    if (bad) return lisa_error_set(LISA_ERR_IO, "could not write every output under %s", dir);
+    if (bad)
+        return lisa_error_set(LISA_ERR_IO, "%s: %d output%s not written, first: %s",
+                              who->id ? who->id : "?", bad, bad > 1 ? "s" : "", why);
     return LISA_OK;
 }

@@ -37,8 +37,9 @@ lisa_status lisa_result_format(const lisa_result_ident *who, const lisa_response
 /* Writes OUT/<dir name of who->id>/: for a successful response answer.txt,
  * mask_K.png and, when img is non-NULL and has the masks' size, overlay.png;
  * result.json always. img is the request's decoded image (not modified).
- * Keeps writing after a failed file; returns LISA_ERR_IO naming the
- * directory if any output could not be written. */
+ * Keeps writing after a failed file (which is removed, never left
+ * partial); returns LISA_ERR_IO "<id>: N outputs not written, first:
+ * cannot write <path>: <reason>" if any output could not be written. */
 lisa_status lisa_result_write(const char *out, const lisa_result_ident *who,
                               const lisa_response *r, const lisa_image *img);
 

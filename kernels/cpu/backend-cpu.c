@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "cpu-internal.h"
+#include "fault.h"
 
 #define LISA_CPU_ROW_BLOCK 2
 #define LISA_CPU_TILE_BYTES ((size_t)4 << 20)
@@ -49,7 +50,7 @@
 static lisa_status cpu_buffer_alloc(lisa_backend *be, size_t nbytes, void **out) {
     (void)be;
     size_t n = (nbytes + 63) & ~(size_t)63;
-    void *p = aligned_alloc(64, n ? n : 64);
+    void *p = lisa_fault_hit(LISA_FAULT_BACKEND) ? NULL : aligned_alloc(64, n ? n : 64);
     if (!p) return lisa_error_set(LISA_ERR_NOMEM, "cpu: cannot allocate %zu bytes", nbytes);
     memset(p, 0, n);
     *out = p;
@@ -85,7 +86,7 @@ static lisa_status cpu_copy_backend(lisa_backend *be, void *dst, size_t dst_offs
 static lisa_status cpu_host_alloc(lisa_backend *be, size_t nbytes, void **out) {
     (void)be;
     size_t n = (nbytes + 63) & ~(size_t)63;
-    void *p = aligned_alloc(64, n ? n : 64);
+    void *p = lisa_fault_hit(LISA_FAULT_BACKEND) ? NULL : aligned_alloc(64, n ? n : 64);
     if (!p) return lisa_error_set(LISA_ERR_NOMEM, "cpu: cannot allocate %zu bytes of host memory", nbytes);
     *out = p;
     return LISA_OK;

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cuda-common.cuh"
+#include "fault.h"
 
 #define CUDA_STAGING_BYTES ((size_t)32 << 20)
 #define CUDA_WORKSPACE_BYTES ((size_t)32 << 20)
@@ -22,7 +23,8 @@
  * what, and how much the device has free. */
 static lisa_status cuda_device_alloc(cuda_ctx *c, size_t nbytes, const char *what, void **out) {
     void *p = NULL;
-    cudaError_t e = cudaMalloc(&p, nbytes ? nbytes : 1);
+    cudaError_t e = lisa_fault_hit(LISA_FAULT_BACKEND) ? cudaErrorMemoryAllocation
+                                                       : cudaMalloc(&p, nbytes ? nbytes : 1);
     if (e != cudaSuccess) {
         size_t free_b = 0, total_b = 0;
         cudaGetLastError();
@@ -84,7 +86,9 @@ static lisa_status cuda_copy_backend(lisa_backend *be, void *dst, size_t dst_off
 static lisa_status cuda_host_alloc(lisa_backend *be, size_t nbytes, void **out) {
     cuda_ctx *c = cuda_ctx_of(be);
     void *p = NULL;
-    cudaError_t e = cudaHostAlloc(&p, nbytes ? nbytes : 1, cudaHostAllocPortable);
+    cudaError_t e = lisa_fault_hit(LISA_FAULT_BACKEND)
+                        ? cudaErrorMemoryAllocation
+                        : cudaHostAlloc(&p, nbytes ? nbytes : 1, cudaHostAllocPortable);
     if (e != cudaSuccess) {
         cudaGetLastError();
         return lisa_error_set(LISA_ERR_NOMEM, "cuda:%d: cannot allocate %zu bytes of pinned host "
