@@ -2,7 +2,7 @@
 # soak.sh: a long mixed workload through the Redis job queue while a chaos
 # loop breaks its parts, then an account of every job by custom id.
 #
-# Workload (--jobs N, default 10000, --ci 300), submitted at the start:
+# Workload (--jobs N, default 10000, --ci 200), submitted at the start:
 #   - the main batch: queue_manifest-style requests (7 images, four prompts,
 #     teacher-forced answers with one and two [SEG]s, generation, per-request
 #     max_new_tokens), with every 50th request bad on purpose (a truncated
@@ -26,7 +26,9 @@
 #   client-kill   CLIENT KILL TYPE normal (every client's connection), or one
 #                 client by id, alternately
 # The reference is `lisa segment` on the main manifest, once per run, with
-# the same engine settings.
+# the same engine settings, split over --ref-procs processes (default 2;
+# --ci 1): a request's result does not depend on what it is batched with
+# (the premise of comparing the queue's results with it at all).
 #
 # The account, by custom id, once every job is final:
 #   present     the job ended as expected: done with a stored result (good
@@ -45,12 +47,13 @@
 #
 # Usage: scripts/soak.sh [--ci] [--jobs N] [--workers N] [--kills N] [--stops N]
 #            [--redis-restarts N] [--client-kills N] [--lease SECONDS] [--no-cluster]
-#            [--seed N] [--lisa BIN] [--fixtures DIR] [--keep DIR] [--timeout SECONDS]
+#            [--seed N] [--ref-procs N] [--lisa BIN] [--fixtures DIR] [--keep DIR]
+#            [--timeout SECONDS]
 # Needs redis-server, redis-cli, mpirun (unless --no-cluster), awk.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
-JOBS=10000 WORKERS=3 KILLS=100 STOPS=20 RESTARTS=5 CKILLS=10 LEASE=3 CLUSTER=1 SEED=12
+JOBS=10000 WORKERS=3 KILLS=100 STOPS=20 RESTARTS=5 CKILLS=10 LEASE=3 CLUSTER=1 SEED=12 REFP=2
 LISA= FIX=$ROOT/tests/fixtures KEEP= TIMEOUT=
 usage() {
     sed -n '/^# Usage:/,/^# Needs/p' "$0" | sed 's/^# \{0,1\}//' >&2
@@ -59,14 +62,14 @@ usage() {
 num() { case $2 in ''|*[!0-9]*) echo "soak: $1 needs a number, not '$2'" >&2; exit 2 ;; esac; }
 while [ $# -gt 0 ]; do
     case $1 in
-    --ci) JOBS=300 KILLS=6 STOPS=2 RESTARTS=1 CKILLS=2 LEASE=2 ;;
-    --jobs|--workers|--kills|--stops|--redis-restarts|--client-kills|--lease|--seed|--timeout)
+    --ci) JOBS=200 KILLS=6 STOPS=2 RESTARTS=1 CKILLS=2 LEASE=2 REFP=1 ;;
+    --jobs|--workers|--kills|--stops|--redis-restarts|--client-kills|--lease|--seed|--timeout|--ref-procs)
         [ $# -ge 2 ] || usage
         num "$1" "$2"
         case $1 in
         --jobs) JOBS=$2 ;; --workers) WORKERS=$2 ;; --kills) KILLS=$2 ;; --stops) STOPS=$2 ;;
         --redis-restarts) RESTARTS=$2 ;; --client-kills) CKILLS=$2 ;; --lease) LEASE=$2 ;;
-        --seed) SEED=$2 ;; --timeout) TIMEOUT=$2 ;;
+        --seed) SEED=$2 ;; --timeout) TIMEOUT=$2 ;; --ref-procs) REFP=$2 ;;
         esac
         shift ;;
     --no-cluster) CLUSTER=0 ;;
@@ -81,6 +84,7 @@ done
 [ "$JOBS" -ge 10 ] || { echo "soak: --jobs must be at least 10" >&2; exit 2; }
 [ "$WORKERS" -ge 1 ] || { echo "soak: --workers must be at least 1" >&2; exit 2; }
 [ "$LEASE" -ge 1 ] || { echo "soak: --lease must be at least 1" >&2; exit 2; }
+[ "$REFP" -ge 1 ] || { echo "soak: --ref-procs must be at least 1" >&2; exit 2; }
 if [ -z "$LISA" ]; then
     for b in "$ROOT/build/bin/lisa" "$ROOT/build-dev/bin/lisa"; do
         [ -x "$b" ] && { LISA=$b; break; }
@@ -112,7 +116,7 @@ cleanup() {
     for f in "$TMP"/*.pid; do
         [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null
     done
-    for p in $SUPS ${REF_PID:-}; do kill -9 "$p" 2>/dev/null; done
+    for p in $SUPS ${REF_PIDS:-}; do kill -9 "$p" 2>/dev/null; done
     redis_cleanup
     [ -n "$KEEP" ] || [ $rc -ne 0 ] || rm -rf "$TMP"
 }
@@ -156,10 +160,16 @@ head -n $N_CANCEL "$TMP/main.jsonl" | sed 's/"custom_id": "m/"custom_id": "c/' >
 
 # the reference runs next to the queue's servers (the machine's cores are
 # shared either way); it is waited for before the account
-log "reference: lisa segment on the $N_MAIN requests of the main batch, in the background"
-"$LISA" segment --model "$MODEL" --manifest "$TMP/main.jsonl" --out "$TMP/ref" $ENG \
-    >/dev/null 2>"$TMP/ref.err" &
-REF_PID=$!
+log "reference: lisa segment on the $N_MAIN requests of the main batch, $REFP processes, in the background"
+REF_PIDS=
+i=0
+while [ $i -lt $REFP ]; do
+    awk -v k=$REFP -v i=$i 'NR % k == i' "$TMP/main.jsonl" >"$TMP/ref-in.$i.jsonl"
+    "$LISA" segment --model "$MODEL" --manifest "$TMP/ref-in.$i.jsonl" --out "$TMP/ref.$i" $ENG \
+        >/dev/null 2>"$TMP/ref.$i.err" &
+    REF_PIDS="$REF_PIDS $!"
+    i=$((i + 1))
+done
 T_REF=0
 mkdir "$TMP/redis"
 redis_start "$TMP/redis" || exit 2
@@ -340,9 +350,15 @@ done
 for p in $SUPS; do kill -9 "$p" 2>/dev/null; done
 for f in "$TMP"/*.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null; done
 
-wait $REF_PID
-[ $? -le 1 ] && [ -s "$TMP/ref/results.jsonl" ] || { echo "soak: lisa segment failed:" >&2; tail -3 "$TMP/ref.err" >&2; exit 2; }
-log "reference done"
+i=0
+for p in $REF_PIDS; do
+    wait $p
+    [ $? -le 1 ] && [ -s "$TMP/ref.$i/results.jsonl" ] ||
+        { echo "soak: lisa segment failed:" >&2; tail -3 "$TMP/ref.$i.err" >&2; exit 2; }
+    i=$((i + 1))
+done
+cat "$TMP"/ref.*/results.jsonl >"$TMP/ref.jsonl"
+log "reference done: $(wc -l <"$TMP/ref.jsonl") results"
 "$LISA" result "$B_MAIN" >"$TMP/main.res" 2>/dev/null
 "$LISA" result "$B_GONE" >"$TMP/gone.res" 2>/dev/null
 for b in $B_MAIN $B_GONE $B_CANCEL; do
@@ -359,7 +375,7 @@ n_events=$(rcli XLEN lisa:events 2>/dev/null)
 first_event=$(rcli --raw XRANGE lisa:events - + COUNT 1 2>/dev/null | sed -n 3p)
 
 # expected per custom id: the reference line (main), "failed" (gone), "cancelled"
-summary=$(awk -v ref="$TMP/ref/results.jsonl" -v res="$TMP/main.res" -v gres="$TMP/gone.res" \
+summary=$(awk -v ref="$TMP/ref.jsonl" -v res="$TMP/main.res" -v gres="$TMP/gone.res" \
     -v states="$TMP/states" -v ev="$TMP/done-events" -v bm=$B_MAIN -v bg=$B_GONE -v bc=$B_CANCEL \
     -v bad="$TMP/bad.txt" '
     function cid(line) { return match(line, /^\{"custom_id":"[^"]*"/) ? substr(line, 15, RLENGTH - 15) : "" }

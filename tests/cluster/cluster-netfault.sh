@@ -39,9 +39,9 @@ fails=0
 fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
 MODEL=$FIX/lisa-tiny/model
 ENG="--threads 1 --token-budget 24"
-N=32
+N=16
 CASES="cut stop"
-[ -n "${LISA_CLUSTER_QUICK:-}" ] && N=16 CASES=cut
+[ -n "${LISA_CLUSTER_QUICK:-}" ] && CASES=cut
 # queue_manifest and wait_for of the queue tests
 . "$HERE/../queue/redis-env.sh"
 queue_manifest $N >"$TMP/jobs.jsonl"
