@@ -52,6 +52,8 @@ static void cluster_help(FILE *f) {
             "  --threads N          CPU threads per rank (\"threads\", default all cores)\n"
             "  --vision WHERE       own (rank P+1) or coordinator (rank 0) (\"vision\")\n"
             "  --startup-timeout S  seconds for every rank to load and report (default 300)\n"
+            "  --stall-timeout S    end the job when no rank answered for S seconds with\n"
+            "                       requests in flight (\"stall_timeout_s\", default 120, 0 never)\n"
             "  --manifest FILE      JSONL requests, as lisa segment\n"
             "  --out DIR            results as lisa segment: DIR/<custom_id>/, DIR/results.jsonl\n"
             "  --image IMG --prompt TEXT [--answer TEXT]  one request\n"
@@ -245,7 +247,7 @@ int cmd_cluster_run(int argc, char **argv) {
     const char *config = NULL, *model = NULL, *layers = NULL, *device = NULL, *dtype = NULL,
                *vision = NULL, *stats = NULL;
     long stages = -1, mbs = -1, budget = -1, slots = -1, ctx = -1, max_new = -1, threads = -1,
-         timeout = -1, max_bytes = 0, max_pixels = 0;
+         timeout = -1, stall = -1, max_bytes = 0, max_pixels = 0;
     int quiet = 0;
     cluster_cli cli;
     memset(&cli, 0, sizeof cli);
@@ -261,6 +263,7 @@ int cmd_cluster_run(int argc, char **argv) {
         {"--max-new-tokens", CLI_COUNT, &max_new}, {"--device", CLI_STRING, &device},
         {"--dtype", CLI_STRING, &dtype},       {"--threads", CLI_COUNT, &threads},
         {"--vision", CLI_STRING, &vision},     {"--startup-timeout", CLI_COUNT, &timeout},
+        {"--stall-timeout", CLI_COUNT, &stall},
         {"--manifest", CLI_STRING, &cli.manifest}, {"--out", CLI_STRING, &cli.out},
         {"--image", CLI_STRING, &cli.image},   {"--prompt", CLI_STRING, &cli.prompt},
         {"--answer", CLI_STRING, &cli.answer}, {"--json", CLI_FLAG, &cli.json},
@@ -314,6 +317,7 @@ int cmd_cluster_run(int argc, char **argv) {
     if (max_new >= 0) c.max_new_tokens = (int)max_new;
     if (threads >= 0) c.threads = (int)threads;
     if (timeout >= 0) c.startup_timeout_s = (double)timeout;
+    if (stall >= 0) c.stall_timeout_s = (double)stall;
     if (vision) {
         if (!strcmp(vision, "own")) c.vision = LISA_CLUSTER_VISION_OWN;
         else if (!strcmp(vision, "coordinator")) c.vision = LISA_CLUSTER_VISION_COORDINATOR;

@@ -27,6 +27,7 @@ void lisa_cluster_config_defaults(lisa_cluster_config *c) {
     snprintf(c->device, sizeof c->device, "cpu");
     c->vision = LISA_CLUSTER_VISION_OWN;
     c->startup_timeout_s = 300;
+    c->stall_timeout_s = 120;
 }
 
 /* ---- loading ------------------------------------------------------------ */
@@ -117,6 +118,8 @@ static lisa_status config_key(const char *path, const cJSON *v, lisa_cluster_con
     if (!strcmp(k, "threads")) return config_int(path, v, 0, 4096, &c->threads);
     if (!strcmp(k, "startup_timeout_s"))
         return config_num(path, v, 0, 1, 1e6, &c->startup_timeout_s);
+    if (!strcmp(k, "stall_timeout_s"))
+        return config_num(path, v, 0, 0, 1e6, &c->stall_timeout_s);
     if (!strcmp(k, "device_memory_gb"))
         return config_num(path, v, 0, 0, 1e6, &c->device_memory_gb);
     if (!strcmp(k, "vision")) {
@@ -172,6 +175,9 @@ lisa_status lisa_cluster_config_check(lisa_cluster_config *c) {
     if (!(c->startup_timeout_s > 0))
         return lisa_error_set(LISA_ERR_ARG, "startup_timeout_s must be > 0, not %g",
                               c->startup_timeout_s);
+    if (!(c->stall_timeout_s >= 0))
+        return lisa_error_set(LISA_ERR_ARG, "stall_timeout_s must be >= 0, not %g",
+                              c->stall_timeout_s);
     if (!(c->device_memory_gb >= 0))
         return lisa_error_set(LISA_ERR_ARG, "device_memory_gb must be >= 0, not %g",
                               c->device_memory_gb);

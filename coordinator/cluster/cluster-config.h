@@ -58,11 +58,13 @@ typedef struct lisa_cluster_config {
     int threads;              /* "threads": CPU threads per rank (0: all cores) */
     lisa_cluster_vision_placement vision;  /* "vision": "own" | "coordinator" */
     double startup_timeout_s; /* "startup_timeout_s": handshake bound (default 300) */
+    double stall_timeout_s;   /* "stall_timeout_s": rank 0 ends the job when no rank answered
+                               * for this long with requests in flight (default 120; 0 never) */
     double device_memory_gb;  /* "device_memory_gb": per GPU, for the plan (0: unknown) */
 } lisa_cluster_config;
 
 /* Defaults: P 1, M = P, budget 512, 8 slots, context 1024, 512 new tokens,
- * cpu, vision on its own rank, 300 s startup timeout. */
+ * cpu, vision on its own rank, 300 s startup timeout, 120 s stall timeout. */
 void lisa_cluster_config_defaults(lisa_cluster_config *c);
 
 /* Reads a JSON configuration over c (keys as in the field comments; keys

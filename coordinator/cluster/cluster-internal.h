@@ -63,6 +63,7 @@ typedef struct cluster_ctx {
     stage_role *stg;
     vision_role *vis;
     int stop;                       /* non-coordinator: Shutdown received */
+    double heard_at;                /* rank 0: last message, or when requests went in flight */
     int error_reported;             /* a RankError went to rank 0 */
     cluster_stats stats;
 } cluster_ctx;
@@ -88,6 +89,8 @@ lisa_status coord_on_masks(cluster_ctx *x, const Lisa__Cluster__Masks *m);
 int coord_work(cluster_ctx *x, lisa_status *st);
 /* Every request finished and reported. */
 int coord_done(const cluster_ctx *x);
+/* Requests admitted and not finished (each waits on some rank). */
+int coord_in_flight(const cluster_ctx *x);
 /* Fails every unfinished request with msg and reports it (rank failure). */
 void coord_fail_all(cluster_ctx *x, const char *msg);
 /* Requests done and failed so far, tokens generated. */

@@ -14,6 +14,11 @@
  * mpirun, which sends SIGTERM to the others: the coordinator then names
  * the dead rank (those on its host that no longer exist; otherwise "a
  * rank"), fails every unfinished request with that, and exits non-zero.
+ * A rank that stops answering with its connections left open (a host cut
+ * off by a link down: no FIN, no RST, so neither MPI nor mpirun notices for
+ * many minutes) is noticed by the coordinator alone: no message for
+ * stall_timeout_s while requests are in flight fails them all, as a rank
+ * failure, and aborts the job.
  * The handshake is bounded by startup_timeout_s and names the ranks that
  * did not report.
  *
@@ -319,13 +324,17 @@ static int cluster_step(cluster_ctx *x, lisa_status *st) {
     *st = LISA_OK;
     while (*st == LISA_OK && lisa_transport_poll(&x->tr, &src, &tag, &n)) {
         *st = cluster_dispatch(x, src, tag, n);
+        x->heard_at = cluster_now();
         did = 1;
         if (x->stop) return did;
     }
     if (*st == LISA_OK && x->coord) did |= coord_work(x, st);
     if (*st == LISA_OK && x->stg) did |= stage_work(x, st);
     /* eager SAM only when no message waits: it may take a while */
-    if (*st == LISA_OK && x->vis && !did) did |= vision_work(x, st);
+    if (*st == LISA_OK && x->vis && !did && vision_work(x, st)) {
+        did = 1;
+        x->heard_at = cluster_now();  /* rank 0's own vision work is progress too */
+    }
     lisa_transport_progress(&x->tr);
     return did;
 }
@@ -539,7 +548,24 @@ int lisa_cluster_main(int *argc, char ***argv, const lisa_cluster_config *cfg,
     double t_start = cluster_now();
     long sleep_us = 50;
     int64_t gen_tokens = 0;
+    x->heard_at = cluster_now();
     while (!(x->rank == 0 ? coord_done(x) : x->stop)) {
+        if (x->rank == 0 && !coord_in_flight(x)) x->heard_at = cluster_now();
+        if (x->rank == 0 && cfg->stall_timeout_s > 0 &&
+            cluster_now() - x->heard_at > cfg->stall_timeout_s) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "no rank answered for %.0f s with %d requests in flight "
+                     "(stall_timeout_s): a host or its link lost?", cfg->stall_timeout_s,
+                     coord_in_flight(x));
+            fprintf(stderr, "lisa cluster: %s\n", msg);
+            coord_fail_all(x, msg);
+            fflush(NULL);
+            /* MPI_Abort waits on the daemons, one of which may be out of
+             * reach: the alarm bounds it */
+            alarm(10);
+            MPI_Abort(MPI_COMM_WORLD, 1);
+            _exit(1);
+        }
         if (x->rank == 0 && g_terminated) {
             char msg[1024];
             cluster_dead_ranks(x, msg, sizeof msg);

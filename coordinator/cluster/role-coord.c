@@ -212,6 +212,8 @@ int coord_done(const cluster_ctx *x) {
     return c->source_done && c->n_live == 0;
 }
 
+int coord_in_flight(const cluster_ctx *x) { return x->coord ? x->coord->n_live : 0; }
+
 void coord_counts(const cluster_ctx *x, int *done, int *failed, int64_t *generated) {
     *done = x->coord ? x->coord->n_done : 0;
     *failed = x->coord ? x->coord->n_failed : 0;

@@ -60,7 +60,7 @@
 #include "status.h"
 
 /* Bumped with queue.lua's library version (lisa_version()). */
-#define LISA_QUEUE_FUNCTIONS_VERSION 1
+#define LISA_QUEUE_FUNCTIONS_VERSION 2
 
 typedef enum lisa_job_state {
     LISA_JOB_UNKNOWN = 0,

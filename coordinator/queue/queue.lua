@@ -154,13 +154,20 @@ local function job_fenced(P, id, stream, entry, worker, token)
 end
 
 -- A refused finish or fail: the entry is acknowledged only when it is
--- still this worker's (it is deleted too when no job points at it any
--- more); nothing else changes.
+-- still this worker's and no running attempt needs it (it is deleted too
+-- when no job points at it any more); nothing else changes. A worker that
+-- reclaimed its own job (its lease ran out, e.g. while Redis was away)
+-- holds the entry for the new attempt: acknowledging it there would leave
+-- that attempt's lease unrenewable and the job running with no entry
+-- pending, never reclaimed.
 local function stale(P, id, stream, entry, worker)
   if pending_for(stream, entry, worker) then
-    redis.call('XACK', stream, GROUP, entry)
-    local h = redis.call('HMGET', job_key(P, id), 'stream', 'entry')
-    if h[1] ~= stream or h[2] ~= entry then entry_drop(P, stream, entry, false) end
+    local h = redis.call('HMGET', job_key(P, id), 'state', 'stream', 'entry')
+    local mine = h[2] == stream and h[3] == entry
+    if not (mine and (h[1] == 'running' or h[1] == 'cancel_requested')) then
+      redis.call('XACK', stream, GROUP, entry)
+      if not mine then entry_drop(P, stream, entry, false) end
+    end
   end
   return 'stale'
 end
@@ -509,7 +516,7 @@ local function worker_gone(_, args)
   return 1
 end
 
-redis.register_function{function_name = 'lisa_version', callback = function() return 1 end,
+redis.register_function{function_name = 'lisa_version', callback = function() return 2 end,
                         flags = {'no-writes'}}
 -- The functions name no keys (the prefix gives them), which a Redis
 -- Cluster cannot route: no-cluster says so.

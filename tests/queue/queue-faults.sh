@@ -107,7 +107,7 @@ WD=$WORKER_PID
 wait_for 60 grep -q "wD on " "$TMP/wD.log" || fail "restart: wD did not start"
 wait_for 60 sh -c "'$LISA' status $b3 | grep -Eq '\| CD ([5-9]|[1-9][0-9])'" || fail "restart: no progress before the restart"
 redis_restart || fail "restart: redis-server did not come back"
-[ "$(rcli FCALL lisa_version 0)" = 1 ] || fail "restart: the functions are gone after the restart"
+[ "$(rcli FCALL lisa_version 0)" = 2 ] || fail "restart: the functions are gone after the restart"
 check_batch "$b3" restart
 # an idle worker may still be in its reconnect backoff when the batch ends
 for w in wB wD; do

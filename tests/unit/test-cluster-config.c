@@ -47,6 +47,7 @@ static void test_defaults(void) {
     CHECK(c.n_gpu_map == 0 && c.threads == 0, "gpus %d threads %d", c.n_gpu_map, c.threads);
     CHECK(c.vision == LISA_CLUSTER_VISION_OWN, "vision %d", (int)c.vision);
     CHECK(c.startup_timeout_s == 300, "timeout %g", c.startup_timeout_s);
+    CHECK(c.stall_timeout_s == 120, "stall timeout %g", c.stall_timeout_s);
     CHECK(c.device_memory_gb == 0, "device memory %g", c.device_memory_gb);
     lisa_status st = lisa_cluster_config_check(&c);
     CHECK(st == LISA_OK, "defaults check: %s", lisa_error_get());

@@ -588,6 +588,45 @@ static void test_reclaim(lisa_redis *r) {
     lisa_queue_free(q);
 }
 
+/* A worker that reclaims its own job (its lease ran out while Redis was
+ * away, say) holds attempt 1's result and attempt 2: the refused finish of
+ * attempt 1 must leave the entry pending for attempt 2, which then renews
+ * its lease and stores its result. (scripts/soak.sh found this: the stale
+ * finish acknowledged the entry, attempt 2's touch said lost, and the job
+ * stayed running with no entry pending for anyone.) */
+static void test_reclaim_self(lisa_redis *r) {
+    lisa_queue *q = queue_for(r, "rs");
+    lisa_queue_submit_opts o = {.name = "reclaim-self", .priority = LISA_PRIO_NORMAL};
+    char bid[48], ids[16][64];
+    submit_n(q, &o, "x", 1, bid, ids);
+    lisa_queue_job j1 = {0}, j2 = {0};
+    lisa_status st;
+    CHECK(lisa_queue_read(q, "w1", 1, 0, &j1, &st) == 1 && j1.token == 1, "w1 starts");
+    sleep_ms(120);
+    CHECK(lisa_queue_reclaim(q, "w1", 50, 4, &j2, &st) == 1 && j2.token == 2, "w1 reclaims its own: %s",
+          lisa_error_get());
+    lisa_queue_outcome out = LISA_OUTCOME_DONE;
+    CHECK(lisa_queue_finish(q, "w1", &j1, (const uint8_t *)"old", 3, &out) == LISA_OK && out == LISA_OUTCOME_STALE,
+          "attempt 1's finish stale: %d", out);
+    CHECK(lisa_queue_fail(q, "w1", &j1, "boom", 1, 10, NULL, 0, &out) == LISA_OK && out == LISA_OUTCOME_STALE,
+          "attempt 1's fail stale: %d", out);
+    CHECK(delivery_count(r, "rs:jobs:normal", j2.entry) == 2, "entry still pending for attempt 2: %lld",
+          (long long)delivery_count(r, "rs:jobs:normal", j2.entry));
+    lisa_queue_touch_result tr = LISA_TOUCH_LOST;
+    CHECK(lisa_queue_touch(q, "w1", &j2, 1, &tr) == LISA_OK && tr == LISA_TOUCH_OK, "attempt 2 touch ok: %d", tr);
+    CHECK(lisa_queue_finish(q, "w1", &j2, (const uint8_t *)"new", 3, &out) == LISA_OK && out == LISA_OUTCOME_DONE,
+          "attempt 2 finish: %d", out);
+    uint8_t *res = NULL;
+    size_t len;
+    CHECK(lisa_queue_result_get(q, j2.id, &res, &len) == LISA_OK && len == 3 && !memcmp(res, "new", 3),
+          "attempt 2's result");
+    free(res);
+    check_batch_sum(q, bid, "reclaim-self");
+    lisa_queue_job_clear(&j1);
+    lisa_queue_job_clear(&j2);
+    lisa_queue_free(q);
+}
+
 /* Retry with backoff, a final failure, and dead letters. */
 static void test_fail(lisa_redis *r) {
     lisa_queue *q = queue_for(r, "c");
@@ -928,7 +967,7 @@ static void test_restart(lisa_redis *r) {
     CHECK(server_start(&g_main, "noeviction"), "restart redis-server");
     CHECK(lisa_redis_reconnect(r, 5, NULL) == LISA_OK, "reconnect: %s", lisa_error_get());
     const char *ver[] = {"FCALL", "lisa_version", "0"};
-    CHECK(!strcmp(cmd_text(r, 3, ver), "1"), "functions survive the restart: %s", cmd_text(r, 3, ver));
+    CHECK(!strcmp(cmd_text(r, 3, ver), "2"), "functions survive the restart: %s", cmd_text(r, 3, ver));
     CHECK(lisa_queue_job_get(q, "B1_0", &info) == LISA_OK && info.state == LISA_JOB_DONE, "done job kept");
     uint8_t *res = NULL;
     size_t len;
@@ -1181,6 +1220,7 @@ int main(int argc, char **argv) {
     if (r) {
         test_basic(r);
         test_reclaim(r);
+        test_reclaim_self(r);
         test_fail(r);
         test_dead(r);
         test_cancel(r);
