@@ -7,7 +7,7 @@
 #                CPU tests plus the CUDA ones (label cuda-emu) with every kernel
 #                run on the host, so memory errors in kernels fail tests too;
 #                no GPU or CUDA toolkit needed; then build-fuzz/ (clang,
-#                libFuzzer) runs each fuzz harness for 5 s (scripts/fuzz.sh)
+#                libFuzzer) runs each fuzz harness for 8 s (scripts/fuzz.sh)
 # Usage: scripts/test.sh [--no-asan]. --no-asan builds build-emu/ (Release,
 # emulator, label cuda-emu only) instead of build-asan/: minutes faster.
 # Assumes scripts/install-deps.sh ran.
@@ -32,6 +32,6 @@ else
         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         ctest --output-on-failure -j "$JOBS")
     # Every fuzz harness under libFuzzer for a few seconds (docs/reliability.md).
-    scripts/fuzz.sh --seconds 5
+    scripts/fuzz.sh --seconds 8
 fi
 echo "all tests passed"
