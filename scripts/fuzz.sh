@@ -27,6 +27,13 @@ while [ $# -gt 0 ]; do
     *) echo "usage: scripts/fuzz.sh [--seconds N] [--only NAME] [--keep DIR] [-- ARGS]" >&2; exit 2 ;;
     esac
 done
+# The harness list is fuzz.cmake's LISA_FUZZ_HARNESSES.
+HARNESSES=$(awk '/^set\(LISA_FUZZ_HARNESSES/ {on = 1} on {print} on && /\)/ {exit}' \
+    tests/fuzz/fuzz.cmake | tr -d '()\n' | sed 's/set *LISA_FUZZ_HARNESSES//; s/  */ /g')
+if [ -n "$ONLY" ]; then
+    case " $HARNESSES " in *" $ONLY "*) HARNESSES="$ONLY" ;;
+    *) echo "fuzz.sh: no harness '$ONLY' (have: $HARNESSES)" >&2; exit 2 ;; esac
+fi
 JOBS=$(nproc 2>/dev/null || echo 2)
 CC_FUZZ=${CC_FUZZ:-clang}
 FLAGS="-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined"
@@ -36,13 +43,6 @@ cmake -S . -B build-fuzz -DCMAKE_C_COMPILER="$CC_FUZZ" -DCMAKE_BUILD_TYPE=Debug 
     -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" >/dev/null
 cmake --build build-fuzz -j "$JOBS" --target fuzz-all >/dev/null
 
-# The harness list is fuzz.cmake's LISA_FUZZ_HARNESSES.
-HARNESSES=$(awk '/^set\(LISA_FUZZ_HARNESSES/ {on = 1} on {print} on && /\)/ {exit}' \
-    tests/fuzz/fuzz.cmake | tr -d '()\n' | sed 's/set *LISA_FUZZ_HARNESSES//; s/  */ /g')
-if [ -n "$ONLY" ]; then
-    case " $HARNESSES " in *" $ONLY "*) HARNESSES="$ONLY" ;;
-    *) echo "fuzz.sh: no harness '$ONLY' (have: $HARNESSES)" >&2; exit 2 ;; esac
-fi
 SCRATCH=${KEEP:-$(mktemp -d "${TMPDIR:-/tmp}/lisa-fuzz.XXXXXX")}
 mkdir -p "$SCRATCH"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:symbolize=1"
