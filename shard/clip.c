@@ -59,7 +59,8 @@ lisa_status lisa_clip_config_parse(lisa_clip_config *cfg, const char *json, size
         s = clip_cfg_int(o, keys[i], dst[i]);
     const cJSON *eps = cJSON_GetObjectItemCaseSensitive(o, "layer_norm_eps");
     if (s == LISA_OK && eps && !cJSON_IsNull(eps)) {
-        if (!cJSON_IsNumber(eps) || !(eps->valuedouble > 0) || !(eps->valuedouble <= FLT_MAX))
+        /* as a float: 1e-51 would be 0, 1e39 inf */
+        if (!cJSON_IsNumber(eps) || !(eps->valuedouble >= FLT_MIN) || !(eps->valuedouble <= FLT_MAX))
             s = lisa_error_set(LISA_ERR_FORMAT, "clip config.json: 'layer_norm_eps' must be a "
                                                 "positive number within float range");
         else
