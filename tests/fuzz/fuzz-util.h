@@ -25,8 +25,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define FUZZ_CHECK(cond, why)                                                              \
     do {                                                                                   \
         if (!(cond)) {                                                                     \
-            fprintf(stderr, "fuzz invariant failed at %s:%d: %s (%s)\n", __FILE__, __LINE__, \
-                    #cond, why);                                                           \
+            fprintf(stderr, "fuzz invariant failed at %s:%d: %s (%s; last error: %s)\n",   \
+                    __FILE__, __LINE__, #cond, why, lisa_error_get());                     \
             abort();                                                                       \
         }                                                                                  \
     } while (0)
@@ -59,7 +59,8 @@ void fuzz_safetensors_write(const char *path, const char *const *names, int n);
  * has a piece whose piece_id names a piece of the same text and decodes
  * (both decoders); bos/eos are -1 or in range; an id out of range is
  * LISA_ERR_ARG; fixed texts (ASCII, UTF-8, invalid UTF-8, whitespace runs,
- * byte and control pieces) encode to ids in range, BOS first when asked. */
+ * byte and control pieces) encode to ids in range, BOS first when asked
+ * (LISA_ERR_ARG when the model has none). */
 void fuzz_tokenizer_check(const lisa_tokenizer *t);
 
 /* A fresh directory under $TMPDIR (or /tmp), removed at exit with the
