@@ -6,7 +6,8 @@
 #                against the CPU emulator (tests/cuda-emu, LISA_CUDA=EMU): the
 #                CPU tests plus the CUDA ones (label cuda-emu) with every kernel
 #                run on the host, so memory errors in kernels fail tests too;
-#                no GPU or CUDA toolkit needed
+#                no GPU or CUDA toolkit needed; then build-fuzz/ (clang,
+#                libFuzzer) runs each fuzz harness for 8 s (scripts/fuzz.sh)
 # Usage: scripts/test.sh [--no-asan]. --no-asan builds build-emu/ (Release,
 # emulator, label cuda-emu only) instead of build-asan/: minutes faster.
 # Assumes scripts/install-deps.sh ran.
@@ -30,5 +31,7 @@ else
     (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         ctest --output-on-failure -j "$JOBS")
+    # Every fuzz harness under libFuzzer for a few seconds (docs/reliability.md).
+    scripts/fuzz.sh --seconds 8
 fi
 echo "all tests passed"

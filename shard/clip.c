@@ -11,6 +11,7 @@
 
 #include <cJSON.h>
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -58,9 +59,10 @@ lisa_status lisa_clip_config_parse(lisa_clip_config *cfg, const char *json, size
         s = clip_cfg_int(o, keys[i], dst[i]);
     const cJSON *eps = cJSON_GetObjectItemCaseSensitive(o, "layer_norm_eps");
     if (s == LISA_OK && eps && !cJSON_IsNull(eps)) {
-        if (!cJSON_IsNumber(eps) || !(eps->valuedouble > 0))
+        /* as a float: 1e-51 would be 0, 1e39 inf */
+        if (!cJSON_IsNumber(eps) || !(eps->valuedouble >= FLT_MIN) || !(eps->valuedouble <= FLT_MAX))
             s = lisa_error_set(LISA_ERR_FORMAT, "clip config.json: 'layer_norm_eps' must be a "
-                                                "positive number");
+                                                "positive number within float range");
         else
             cfg->layer_norm_eps = (float)eps->valuedouble;
     }

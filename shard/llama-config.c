@@ -19,6 +19,7 @@
 
 #include <cJSON.h>
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdbool.h>
@@ -75,6 +76,10 @@ static lisa_status cfg_float(const cJSON *root, const char *key, float *out) {
     if (!cJSON_IsNumber(it))
         return lisa_error_set(LISA_ERR_FORMAT, "config.json: '%s' must be a number, got %s", key,
                               cfg_type_name(it));
+    /* beyond FLT_MAX the float would be inf (e.g. a rope_theta of 1e39) */
+    if (!(fabs(it->valuedouble) <= FLT_MAX))
+        return lisa_error_set(LISA_ERR_FORMAT, "config.json: '%s' %g is out of float range", key,
+                              it->valuedouble);
     *out = (float)it->valuedouble;
     return LISA_OK;
 }

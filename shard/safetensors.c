@@ -43,6 +43,7 @@ typedef struct st_file {
     int fd;
     void *map;
     size_t size;
+    bool borrowed;           /* map is the caller's memory: never unmapped */
 } st_file;
 
 struct lisa_safetensors {
@@ -128,8 +129,8 @@ static bool st_json_uint(const cJSON *item, uint64_t *out) {
 
 /* ---- files ---- */
 
-/* Maps path read-only into a new entry of st->files. */
-static lisa_status st_file_map(lisa_safetensors *st, const char *path, int *index) {
+/* Appends an empty entry (nothing mapped) named path to st->files. */
+static lisa_status st_file_push(lisa_safetensors *st, const char *path, int *index) {
     st_file *grown = realloc(st->files, sizeof *grown * (size_t)(st->nfiles + 1));
     if (!grown) return lisa_error_set(LISA_ERR_NOMEM, "out of memory opening %s", path);
     st->files = grown;
@@ -139,7 +140,13 @@ static lisa_status st_file_map(lisa_safetensors *st, const char *path, int *inde
     f->map = MAP_FAILED;
     st->nfiles++;
     *index = st->nfiles - 1;
-    LISA_TRY(st_str_dup(&f->path, path));
+    return st_str_dup(&f->path, path);
+}
+
+/* Maps path read-only into a new entry of st->files. */
+static lisa_status st_file_map(lisa_safetensors *st, const char *path, int *index) {
+    LISA_TRY(st_file_push(st, path, index));
+    st_file *f = &st->files[*index];
 
     f->fd = open(path, O_RDONLY | O_CLOEXEC);
     if (f->fd < 0)
@@ -163,7 +170,7 @@ static lisa_status st_file_map(lisa_safetensors *st, const char *path, int *inde
 }
 
 static void st_file_unmap(st_file *f) {
-    if (f->map != MAP_FAILED) munmap(f->map, f->size);
+    if (f->map != MAP_FAILED && !f->borrowed) munmap(f->map, f->size);
     if (f->fd >= 0) close(f->fd);
     free(f->path);
 }
@@ -279,11 +286,14 @@ static lisa_status st_entry_parse(lisa_safetensors *st, int fi, const cJSON *ent
     return LISA_OK;
 }
 
-/* Maps one .safetensors file and appends all its tensors. *fi receives its
- * file index. */
-static lisa_status st_file_load(lisa_safetensors *st, const char *path, int *fi) {
-    LISA_TRY(st_file_map(st, path, fi));
-    const st_file *f = &st->files[*fi];
+/* Parses the header of the (mapped) file fi and appends all its tensors. */
+static lisa_status st_header_parse(lisa_safetensors *st, int fi) {
+    const st_file *f = &st->files[fi];
+    const char *path = f->path;
+    if (f->size < 8)
+        return lisa_error_set(LISA_ERR_FORMAT,
+                              "%s: file is %zu bytes, shorter than the 8-byte header length",
+                              path, f->size);
     const uint8_t *base = f->map;
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | base[i];
@@ -318,11 +328,18 @@ static lisa_status st_file_load(lisa_safetensors *st, const char *path, int *fi)
     const cJSON *entry;
     cJSON_ArrayForEach(entry, root) {
         if (entry->string && strcmp(entry->string, "__metadata__") == 0) continue;
-        s = st_entry_parse(st, *fi, entry, data, data_size);
+        s = st_entry_parse(st, fi, entry, data, data_size);
         if (s != LISA_OK) break;
     }
     cJSON_Delete(root);
     return s;
+}
+
+/* Maps one .safetensors file and appends all its tensors. *fi receives its
+ * file index. */
+static lisa_status st_file_load(lisa_safetensors *st, const char *path, int *fi) {
+    LISA_TRY(st_file_map(st, path, fi));
+    return st_header_parse(st, *fi);
 }
 
 /* ---- table ---- */
@@ -459,13 +476,11 @@ static lisa_status st_index_load_json(lisa_safetensors *st, const char *index_pa
     return LISA_OK;
 }
 
-/* Parses an index json and loads its shards. */
-static lisa_status st_index_load(lisa_safetensors *st, const char *index_path) {
-    char *text = NULL;
-    size_t len = 0;
-    LISA_TRY(st_file_slurp(index_path, &text, &len));
+/* Parses the text of an index json found at index_path and loads its
+ * shards. */
+static lisa_status st_index_parse(lisa_safetensors *st, const char *index_path, const char *text,
+                                  size_t len) {
     cJSON *root = cJSON_ParseWithLength(text, len);
-    free(text);
     if (!root) return lisa_error_set(LISA_ERR_FORMAT, "%s: not valid JSON", index_path);
     lisa_status s;
     if (!cJSON_IsObject(root))
@@ -473,6 +488,16 @@ static lisa_status st_index_load(lisa_safetensors *st, const char *index_path) {
     else
         s = st_index_load_json(st, index_path, root);
     cJSON_Delete(root);
+    return s;
+}
+
+/* Reads an index json and loads its shards. */
+static lisa_status st_index_load(lisa_safetensors *st, const char *index_path) {
+    char *text = NULL;
+    size_t len = 0;
+    LISA_TRY(st_file_slurp(index_path, &text, &len));
+    lisa_status s = st_index_parse(st, index_path, text, len);
+    free(text);
     return s;
 }
 
@@ -521,6 +546,50 @@ lisa_status lisa_safetensors_open(lisa_safetensors **out, const char *path) {
     }
     *out = st;
     return LISA_OK;
+}
+
+/* An empty checkpoint named path, for the open functions. */
+static lisa_status st_new(lisa_safetensors **out, const char *path) {
+    *out = calloc(1, sizeof **out);
+    if (!*out) return lisa_error_set(LISA_ERR_NOMEM, "out of memory opening %s", path);
+    return st_str_dup(&(*out)->path, path);
+}
+
+/* Finishes an open: *out gets st, or st is closed on failure. */
+static lisa_status st_open_done(lisa_safetensors **out, lisa_safetensors *st, lisa_status s) {
+    if (s != LISA_OK) {
+        lisa_safetensors_close(st);
+        return s;
+    }
+    *out = st;
+    return LISA_OK;
+}
+
+lisa_status lisa_safetensors_open_memory(lisa_safetensors **out, const char *name,
+                                         const void *data, size_t len) {
+    lisa_safetensors *st = NULL;
+    *out = NULL;
+    lisa_status s = st_new(&st, name);
+    int fi = -1;
+    if (s == LISA_OK) s = st_file_push(st, name, &fi);
+    if (s == LISA_OK) {
+        st_file *f = &st->files[fi];
+        f->map = (void *)data; /* read only, as the mapping is */
+        f->size = len;
+        f->borrowed = true;
+        s = st_header_parse(st, fi);
+    }
+    if (s == LISA_OK) s = st_table_finish(st);
+    return st_open_done(out, st, s);
+}
+
+lisa_status lisa_safetensors_open_index_text(lisa_safetensors **out, const char *index_path,
+                                             const char *text, size_t len) {
+    lisa_safetensors *st = NULL;
+    *out = NULL;
+    lisa_status s = st_new(&st, index_path);
+    if (s == LISA_OK) s = st_index_parse(st, index_path, text, len);
+    return st_open_done(out, st, s);
 }
 
 void lisa_safetensors_close(lisa_safetensors *st) {

@@ -32,6 +32,15 @@ typedef struct lisa_safetensors lisa_safetensors;
 /* Opens `path`: a .safetensors file, a model.safetensors.index.json, or a
  * directory holding either (the index is preferred when both exist). */
 lisa_status lisa_safetensors_open(lisa_safetensors **out, const char *path);
+/* lisa_safetensors_open of one .safetensors file already in memory:
+ * data[0..len) is not copied and must outlive *out; name stands for the
+ * file in messages. The same checks as a mapped file (tests, fuzzing). */
+lisa_status lisa_safetensors_open_memory(lisa_safetensors **out, const char *name,
+                                         const void *data, size_t len);
+/* lisa_safetensors_open of an index json given as text (len bytes) as if
+ * read from index_path: its shards are opened from index_path's directory. */
+lisa_status lisa_safetensors_open_index_text(lisa_safetensors **out, const char *index_path,
+                                             const char *text, size_t len);
 void lisa_safetensors_close(lisa_safetensors *st);
 
 size_t lisa_safetensors_count(const lisa_safetensors *st);

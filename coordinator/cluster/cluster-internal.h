@@ -72,6 +72,13 @@ double cluster_now(void);
 /* "rank 2 (stage 2, layers 2-3, host h (10.0.0.2))" for messages. */
 void cluster_rank_describe(const cluster_ctx *x, int rank, char *buf, size_t n);
 
+/* Rank 0's check of rank src's Hello against its own (mine): 0 when they
+ * agree, else 1 with the reason, naming the rank, in why[0..n). Every field
+ * of h is the other rank's word and is only compared, never used as an
+ * index. */
+int cluster_hello_check(const cluster_ctx *x, int src, const Lisa__Cluster__Hello *h,
+                        const Lisa__Cluster__Hello *mine, char *why, size_t n);
+
 /* Packs msg and sends it to dest on tag. */
 lisa_status cluster_send_msg(cluster_ctx *x, int dest, int tag, const ProtobufCMessage *msg);
 /* Sends a raw buffer (copied) on LISA_TAG_DATA after its header. */

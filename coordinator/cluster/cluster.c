@@ -66,6 +66,11 @@ static const char *role_name(int roles) {
 }
 
 void cluster_rank_describe(const cluster_ctx *x, int rank, char *buf, size_t n) {
+    /* rank may come from another rank's message (a RankError) */
+    if (rank < 0 || rank >= x->world || rank >= LISA_CLUSTER_MAX_RANKS) {
+        snprintf(buf, n, "rank %d (not in this cluster)", rank);
+        return;
+    }
     int stage = -1;
     int roles = lisa_cluster_rank_roles(x->cfg, rank, &stage);
     const char *host = rank == x->rank ? x->host : x->peers[rank].host;
@@ -178,6 +183,34 @@ static lisa_status cluster_load(cluster_ctx *x, const lisa_cluster_jobs *jobs) {
     return LISA_OK;
 }
 
+int cluster_hello_check(const cluster_ctx *x, int src, const Lisa__Cluster__Hello *h,
+                        const Lisa__Cluster__Hello *mine, char *why, size_t n) {
+    char who[400];
+    int stage = -1;
+    int roles = lisa_cluster_rank_roles(x->cfg, src, &stage);
+    cluster_rank_describe(x, src, who, sizeof who);
+    if (strcmp(h->version, mine->version))
+        snprintf(why, n, "%s runs %s, rank 0 runs %s", who, h->version, mine->version);
+    else if (h->world != mine->world || h->roles != roles)
+        snprintf(why, n, "%s has another configuration (it expects %d ranks, role %s)", who,
+                 h->world, role_name(h->roles));
+    else if (h->status != LISA_OK)
+        snprintf(why, n, "%s: %s", who, h->error);
+    else if (h->model_fp != mine->model_fp)
+        snprintf(why, n, "%s loaded another model (its config.json differs from rank 0's %s)",
+                 who, x->cfg->model_dir);
+    /* the stage the configuration gives src, never the one the message
+     * claims, indexes the bounds */
+    else if ((roles & LISA_CLUSTER_ROLE_STAGE) && h->stage != stage)
+        snprintf(why, n, "%s says it is stage %d", who, h->stage + 1);
+    else if ((roles & LISA_CLUSTER_ROLE_STAGE) &&
+             (h->layer_begin != x->bounds[stage] || h->layer_end != x->bounds[stage + 1]))
+        snprintf(why, n, "%s holds layers %d-%d", who, h->layer_begin, h->layer_end - 1);
+    else
+        return 0;
+    return 1;
+}
+
 /* Rank 0: every rank's Hello within the timeout, each agreeing with this
  * one. Returns 0, or 2 after printing what is wrong. */
 static int cluster_handshake(cluster_ctx *x, const Lisa__Cluster__Hello *mine) {
@@ -218,25 +251,9 @@ static int cluster_handshake(cluster_ctx *x, const Lisa__Cluster__Hello *mine) {
         p->hello = 1;
         p->pid = h->pid;
         snprintf(p->host, sizeof p->host, "%s", h->host);
-        cluster_rank_describe(x, src, who, sizeof who);
-        if (strcmp(h->version, mine->version)) {
-            fprintf(stderr, "lisa cluster: %s runs %s, rank 0 runs %s\n", who, h->version, mine->version);
-            bad = 1;
-        } else if (h->world != mine->world || h->roles != lisa_cluster_rank_roles(x->cfg, src, NULL)) {
-            fprintf(stderr, "lisa cluster: %s has another configuration (it expects %d ranks, role "
-                    "%s)\n", who, h->world, role_name(h->roles));
-            bad = 1;
-        } else if (h->status != LISA_OK) {
-            fprintf(stderr, "lisa cluster: %s: %s\n", who, h->error);
-            bad = 1;
-        } else if (h->model_fp != mine->model_fp) {
-            fprintf(stderr, "lisa cluster: %s loaded another model (its config.json differs from "
-                    "rank 0's %s)\n", who, x->cfg->model_dir);
-            bad = 1;
-        } else if ((h->roles & LISA_CLUSTER_ROLE_STAGE) &&
-                   (h->layer_begin != x->bounds[h->stage] || h->layer_end != x->bounds[h->stage + 1])) {
-            fprintf(stderr, "lisa cluster: %s holds layers %d-%d\n", who, h->layer_begin,
-                    h->layer_end - 1);
+        char why[1400];
+        if (cluster_hello_check(x, src, h, mine, why, sizeof why)) {
+            fprintf(stderr, "lisa cluster: %s\n", why);
             bad = 1;
         }
         lisa__cluster__hello__free_unpacked(h, NULL);

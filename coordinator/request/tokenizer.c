@@ -446,14 +446,12 @@ static lisa_status tok_init_specs(lisa_tokenizer *t, const Sentencepiece__ModelP
     return LISA_OK;
 }
 
-/* Parses added_tokens.json ({"piece": id, ...}) into `t`. Ids must lie at or
- * after the SentencePiece vocabulary and be distinct. */
-static lisa_status tok_load_added(lisa_tokenizer *t, const char *path) {
-    char *buf;
-    size_t len;
-    LISA_TRY(tok_read_file(path, &buf, &len));
+/* Parses added_tokens.json ({"piece": id, ...}, len bytes of buf, read
+ * from path) into `t`. Ids must lie at or after the SentencePiece
+ * vocabulary and be distinct. */
+static lisa_status tok_parse_added(lisa_tokenizer *t, const char *path, const char *buf,
+                                   size_t len) {
     cJSON *root = cJSON_ParseWithLength(buf, len);
-    free(buf);
     if (!root || !cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return lisa_error_set(LISA_ERR_FORMAT, "%s: not a JSON object of added tokens", path);
@@ -533,17 +531,15 @@ static lisa_status tok_init_specials(lisa_tokenizer *t) {
     return LISA_OK;
 }
 
-lisa_status lisa_tokenizer_load(lisa_tokenizer **out, const char *model_path,
-                                const char *added_tokens_path) {
-    if (!out || !model_path)
-        return lisa_error_set(LISA_ERR_ARG, "lisa_tokenizer_load: NULL argument");
+lisa_status lisa_tokenizer_load_memory(lisa_tokenizer **out, const char *model_path,
+                                       const uint8_t *model, size_t model_len,
+                                       const char *added_tokens_path, const char *added,
+                                       size_t added_len) {
+    if (!out || !model_path || (!model && model_len) || (added && !added_tokens_path))
+        return lisa_error_set(LISA_ERR_ARG, "lisa_tokenizer_load_memory: NULL argument");
     *out = NULL;
-    char *buf;
-    size_t len;
-    LISA_TRY(tok_read_file(model_path, &buf, &len));
-    Sentencepiece__ModelProto *mp =
-        sentencepiece__model_proto__unpack(NULL, len, (const uint8_t *)buf);
-    free(buf);
+    Sentencepiece__ModelProto *mp = sentencepiece__model_proto__unpack(
+        NULL, model_len, model ? model : (const uint8_t *)"");
     if (!mp)
         return lisa_error_set(LISA_ERR_FORMAT,
                               "%s: not a SentencePiece model (protobuf parse failed: corrupt or "
@@ -559,9 +555,9 @@ lisa_status lisa_tokenizer_load(lisa_tokenizer **out, const char *model_path,
     sentencepiece__model_proto__free_unpacked(mp, NULL);
     if (st == LISA_OK) {
         t->n_vocab = t->n_pieces;
-        if (added_tokens_path) {
+        if (added) {
             t->added_mode = 1;
-            st = tok_load_added(t, added_tokens_path);
+            st = tok_parse_added(t, added_tokens_path, added, added_len);
             if (st == LISA_OK) st = tok_init_specials(t);
         }
     }
@@ -571,6 +567,24 @@ lisa_status lisa_tokenizer_load(lisa_tokenizer **out, const char *model_path,
     }
     *out = t;
     return LISA_OK;
+}
+
+lisa_status lisa_tokenizer_load(lisa_tokenizer **out, const char *model_path,
+                                const char *added_tokens_path) {
+    if (!out || !model_path)
+        return lisa_error_set(LISA_ERR_ARG, "lisa_tokenizer_load: NULL argument");
+    *out = NULL;
+    char *buf = NULL, *added = NULL;
+    size_t len = 0, added_len = 0;
+    LISA_TRY(tok_read_file(model_path, &buf, &len));
+    lisa_status st = LISA_OK;
+    if (added_tokens_path) st = tok_read_file(added_tokens_path, &added, &added_len);
+    if (st == LISA_OK)
+        st = lisa_tokenizer_load_memory(out, model_path, (const uint8_t *)buf, len,
+                                        added_tokens_path, added, added_len);
+    free(buf);
+    free(added);
+    return st;
 }
 
 void lisa_tokenizer_free(lisa_tokenizer *t) {

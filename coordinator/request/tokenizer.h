@@ -29,6 +29,14 @@ typedef struct lisa_tokenizer lisa_tokenizer;
  * one trainer_spec.unk_id does not name; bos_id/eos_id not CONTROL pieces. */
 lisa_status lisa_tokenizer_load(lisa_tokenizer **out, const char *model_path,
                                 const char *added_tokens_path);
+/* lisa_tokenizer_load from memory: model[0..model_len) holds the
+ * tokenizer.model bytes and added[0..added_len) the added_tokens.json text
+ * (added NULL: pure SentencePiece); neither is retained. The paths only
+ * name the files in messages. */
+lisa_status lisa_tokenizer_load_memory(lisa_tokenizer **out, const char *model_path,
+                                       const uint8_t *model, size_t model_len,
+                                       const char *added_tokens_path, const char *added,
+                                       size_t added_len);
 void lisa_tokenizer_free(lisa_tokenizer *tok);
 
 /* Encodes `len` bytes of UTF-8 text. `add_bos` prepends the BOS id. `*ids`
