@@ -47,8 +47,11 @@ SCRATCH=${KEEP:-$(mktemp -d "${TMPDIR:-/tmp}/lisa-fuzz.XXXXXX")}
 mkdir -p "$SCRATCH"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:symbolize=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
-failed=""
-for h in $HARNESSES; do
+# run_one NAME: one harness for its time; on failure it says why and leaves
+# $SCRATCH/NAME/FAILED.
+run_one() {
+    h=$1
+    shift
     work="$SCRATCH/$h"
     mkdir -p "$work/corpus" "$work/crashes"
     dirs="$work/corpus tests/fuzz/corpus/$h"
@@ -70,8 +73,23 @@ for h in $HARNESSES; do
         echo "fuzz-$h: FAILED; log: $work/log" >&2
         grep -E 'ERROR:|runtime error|fuzz invariant|Test unit written|SUMMARY' "$work/log" | head -8 >&2
         for c in "$work"/crashes/*; do [ -e "$c" ] && echo "fuzz-$h: input: $c" >&2; done
-        failed="$failed $h"
+        : >"$work/FAILED"
     fi
+}
+# One harness per core at a time (each libFuzzer run is single-threaded).
+running=0
+for h in $HARNESSES; do
+    run_one "$h" "$@" &
+    running=$((running + 1))
+    if [ $running -ge "$JOBS" ]; then
+        wait
+        running=0
+    fi
+done
+wait
+failed=""
+for h in $HARNESSES; do
+    if [ -e "$SCRATCH/$h/FAILED" ]; then failed="$failed $h"; fi
 done
 if [ -n "$failed" ]; then
     echo "fuzz.sh: failed:$failed (inputs and logs under $SCRATCH)" >&2
