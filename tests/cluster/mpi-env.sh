@@ -6,6 +6,11 @@
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMP_WAIT_POLICY=passive OMP_NUM_THREADS=1
 export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_hwloc_base_binding_policy=none
+# mpirun's SIGTERM-to-SIGKILL grace after a rank died (default 1 s): the
+# coordinator writes every unfinished request as failed in it, which a
+# loaded 2-core machine under ASan did not always manage in 1 s (mpirun
+# waits the whole grace, so a failed job ends that much later).
+export OMPI_MCA_odls_base_sigkill_timeout=3
 export LSAN_OPTIONS="suppressions=$(cd "$(dirname "${HERE:-.}/x")" && pwd)/lsan-mpi.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 MPI_ARGS="--oversubscribe --bind-to none"
 # Under ASan (ctest's ASAN_OPTIONS set) the ranks must not abort at exit on
