@@ -14,7 +14,7 @@ int64_t lisa_tensor_nelem(const lisa_tensor *t) {
 }
 
 size_t lisa_tensor_nbytes(const lisa_tensor *t) {
-    return (size_t)lisa_tensor_nelem(t) * lisa_dtype_size(t->dtype);
+    return lisa_dtype_row_bytes(t->dtype, lisa_tensor_nelem(t));
 }
 
 lisa_tensor lisa_tensor_view(void *data, lisa_dtype dtype, int ndim, const int64_t *shape) {

@@ -1,4 +1,5 @@
-/* dtype.c: dtype sizes and f16/bf16 <-> f32 conversion (see dtype.h). */
+/* dtype.c: dtype sizes, f16/bf16 <-> f32 conversion and the reference
+ * Q8_0 / Q4_0 quantizers (see dtype.h). */
 #include "dtype.h"
 
 #include <math.h>
@@ -9,9 +10,19 @@ size_t lisa_dtype_size(lisa_dtype t) {
     case LISA_DTYPE_F16: return 2;
     case LISA_DTYPE_BF16: return 2;
     case LISA_DTYPE_I32: return 4;
+    case LISA_DTYPE_Q8_0: return sizeof(lisa_block_q8_0);
+    case LISA_DTYPE_Q4_0: return sizeof(lisa_block_q4_0);
     case LISA_DTYPE_COUNT: break;
     }
     return 0;
+}
+
+int lisa_dtype_is_quant(lisa_dtype t) { return t == LISA_DTYPE_Q8_0 || t == LISA_DTYPE_Q4_0; }
+
+int64_t lisa_dtype_block(lisa_dtype t) { return lisa_dtype_is_quant(t) ? LISA_QK : 1; }
+
+size_t lisa_dtype_row_bytes(lisa_dtype t, int64_t n) {
+    return (size_t)(n / lisa_dtype_block(t)) * lisa_dtype_size(t);
 }
 
 const char *lisa_dtype_name(lisa_dtype t) {
@@ -20,6 +31,8 @@ const char *lisa_dtype_name(lisa_dtype t) {
     case LISA_DTYPE_F16: return "F16";
     case LISA_DTYPE_BF16: return "BF16";
     case LISA_DTYPE_I32: return "I32";
+    case LISA_DTYPE_Q8_0: return "Q8_0";
+    case LISA_DTYPE_Q4_0: return "Q4_0";
     case LISA_DTYPE_COUNT: break;
     }
     return "?";
@@ -68,9 +81,59 @@ uint16_t lisa_f32_to_f16(float f) {
     return (uint16_t)(sign | (r >> 13));
 }
 
+void lisa_quantize_q8_0(lisa_block_q8_0 *dst, const float *x, size_t n) {
+    for (size_t b = 0; b < n / LISA_QK; b++, x += LISA_QK) {
+        float amax = 0.0f;
+        for (int j = 0; j < LISA_QK; j++) amax = fmaxf(amax, fabsf(x[j]));
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        dst[b].d = lisa_f32_to_f16(d);
+        for (int j = 0; j < LISA_QK; j++) dst[b].qs[j] = (int8_t)roundf(x[j] * id);
+    }
+}
+
+void lisa_quantize_q4_0(lisa_block_q4_0 *dst, const float *x, size_t n) {
+    for (size_t b = 0; b < n / LISA_QK; b++, x += LISA_QK) {
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < LISA_QK; j++) {
+            if (amax < fabsf(x[j])) {
+                amax = fabsf(x[j]);
+                max = x[j];
+            }
+        }
+        const float d = max / -8.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        dst[b].d = lisa_f32_to_f16(d);
+        for (int j = 0; j < LISA_QK / 2; j++) {
+            float x0 = x[j] * id + 8.5f, x1 = x[j + LISA_QK / 2] * id + 8.5f;
+            int q0 = (int)x0 < 15 ? (int)x0 : 15, q1 = (int)x1 < 15 ? (int)x1 : 15;
+            dst[b].qs[j] = (uint8_t)(q0 | (q1 << 4));
+        }
+    }
+}
+
+static void dequantize_q8_0(float *dst, const lisa_block_q8_0 *b, size_t n) {
+    for (size_t i = 0; i < n / LISA_QK; i++) {
+        float d = lisa_f16_to_f32(b[i].d);
+        for (int j = 0; j < LISA_QK; j++) dst[i * LISA_QK + j] = d * (float)b[i].qs[j];
+    }
+}
+
+static void dequantize_q4_0(float *dst, const lisa_block_q4_0 *b, size_t n) {
+    for (size_t i = 0; i < n / LISA_QK; i++) {
+        float d = lisa_f16_to_f32(b[i].d);
+        for (int j = 0; j < LISA_QK / 2; j++) {
+            dst[i * LISA_QK + j] = d * (float)((b[i].qs[j] & 15) - 8);
+            dst[i * LISA_QK + j + LISA_QK / 2] = d * (float)((b[i].qs[j] >> 4) - 8);
+        }
+    }
+}
+
 void lisa_dtype_to_f32(float *dst, const void *src, lisa_dtype t, size_t n) {
     const uint16_t *h = (const uint16_t *)src;
     switch (t) {
+    case LISA_DTYPE_Q8_0: dequantize_q8_0(dst, (const lisa_block_q8_0 *)src, n); break;
+    case LISA_DTYPE_Q4_0: dequantize_q4_0(dst, (const lisa_block_q4_0 *)src, n); break;
     case LISA_DTYPE_F32: memcpy(dst, src, n * 4); break;
     case LISA_DTYPE_BF16:
         for (size_t i = 0; i < n; i++) dst[i] = lisa_bf16_to_f32(h[i]);
@@ -85,6 +148,8 @@ void lisa_dtype_to_f32(float *dst, const void *src, lisa_dtype t, size_t n) {
 void lisa_dtype_from_f32(void *dst, lisa_dtype t, const float *src, size_t n) {
     uint16_t *h = (uint16_t *)dst;
     switch (t) {
+    case LISA_DTYPE_Q8_0: lisa_quantize_q8_0((lisa_block_q8_0 *)dst, src, n); break;
+    case LISA_DTYPE_Q4_0: lisa_quantize_q4_0((lisa_block_q4_0 *)dst, src, n); break;
     case LISA_DTYPE_F32: memcpy(dst, src, n * 4); break;
     case LISA_DTYPE_BF16:
         for (size_t i = 0; i < n; i++) h[i] = lisa_f32_to_bf16(src[i]);
@@ -98,14 +163,14 @@ void lisa_dtype_from_f32(void *dst, lisa_dtype t, const float *src, size_t n) {
 
 void lisa_dtype_convert(void *dst, lisa_dtype dt, const void *src, lisa_dtype st, size_t n) {
     if (dt == st) {
-        memcpy(dst, src, n * lisa_dtype_size(dt));
+        memcpy(dst, src, lisa_dtype_row_bytes(dt, (int64_t)n));
         return;
     }
+    /* chunks of 1024 elements: a multiple of every block */
     float buf[1024];
-    size_t ds = lisa_dtype_size(dt), ss = lisa_dtype_size(st);
     for (size_t i = 0; i < n; i += 1024) {
         size_t c = n - i < 1024 ? n - i : 1024;
-        lisa_dtype_to_f32(buf, (const char *)src + i * ss, st, c);
-        lisa_dtype_from_f32((char *)dst + i * ds, dt, buf, c);
+        lisa_dtype_to_f32(buf, (const char *)src + lisa_dtype_row_bytes(st, (int64_t)i), st, c);
+        lisa_dtype_from_f32((char *)dst + lisa_dtype_row_bytes(dt, (int64_t)i), dt, buf, c);
     }
 }

@@ -194,7 +194,7 @@ static lisa_status st_tensor_push(lisa_safetensors *st, lisa_st_tensor **out) {
 /* Validates one header entry of file fi and appends it to the table. The
  * data section starts at `data` and is `data_size` bytes long. */
 static lisa_status st_entry_parse(lisa_safetensors *st, int fi, const cJSON *entry,
-                                  const uint8_t *data, uint64_t data_size) {
+                                  const cJSON *meta, const uint8_t *data, uint64_t data_size) {
     const char *path = st->files[fi].path;
     const char *name = entry->string;
     if (!cJSON_IsObject(entry))
@@ -206,7 +206,26 @@ static lisa_status st_entry_parse(lisa_safetensors *st, int fi, const cJSON *ent
         return lisa_error_set(LISA_ERR_FORMAT, "tensor '%s' in %s: missing or non-string dtype",
                               name, path);
     lisa_dtype dtype = LISA_DTYPE_F32;
-    if (!st_dtype_parse(jdtype->valuestring, &dtype))
+    /* A block-quantized weight is stored as U8 (N, K/32, block bytes) and
+     * named in __metadata__ as "lisa.quant.<name>": "q8_0" | "q4_0"; it is
+     * handed out as Q8_0 / Q4_0 of shape (N, K). */
+    int quant = 0;
+    if (strcmp(jdtype->valuestring, "U8") == 0 && meta) {
+        char key[320];
+        snprintf(key, sizeof key, "lisa.quant.%s", name);
+        const cJSON *q = cJSON_GetObjectItemCaseSensitive(meta, key);
+        if (q) {
+            if (!cJSON_IsString(q) ||
+                (strcmp(q->valuestring, "q8_0") != 0 && strcmp(q->valuestring, "q4_0") != 0))
+                return lisa_error_set(LISA_ERR_FORMAT,
+                                      "tensor '%s' in %s: __metadata__ '%s' must be \"q8_0\" or "
+                                      "\"q4_0\"",
+                                      name, path, key);
+            dtype = strcmp(q->valuestring, "q8_0") == 0 ? LISA_DTYPE_Q8_0 : LISA_DTYPE_Q4_0;
+            quant = 1;
+        }
+    }
+    if (!quant && !st_dtype_parse(jdtype->valuestring, &dtype))
         return lisa_error_set(LISA_ERR_FORMAT, "tensor '%s' in %s: unsupported dtype '%s'",
                               name, path, jdtype->valuestring);
 
@@ -233,7 +252,22 @@ static lisa_status st_entry_parse(lisa_safetensors *st, int fi, const cJSON *ent
         if (v != 0 && nelem > UINT64_MAX / v) overflow = true;
         else nelem *= v;
     }
-    uint64_t esize = lisa_dtype_size(dtype);
+    if (quant) {
+        if (ndim != 3 || (uint64_t)shape[2] != lisa_dtype_size(dtype) ||
+            shape[1] > INT64_MAX / LISA_QK) {
+            char sbuf[128];
+            st_shape_format(sbuf, sizeof sbuf, ndim, shape);
+            return lisa_error_set(LISA_ERR_FORMAT,
+                                  "tensor '%s' in %s: a %s tensor is stored as U8 [rows, blocks, "
+                                  "%zu], found %s",
+                                  name, path, lisa_dtype_name(dtype), lisa_dtype_size(dtype), sbuf);
+        }
+        /* bytes = rows * blocks * block bytes = nelem of the U8 shape */
+        shape[1] *= LISA_QK;
+        shape[2] = 0;
+        ndim = 2;
+    }
+    uint64_t esize = quant ? 1 : lisa_dtype_size(dtype);
     if (overflow || nelem > UINT64_MAX / esize) {
         char sbuf[128];
         st_shape_format(sbuf, sizeof sbuf, ndim, shape);
@@ -326,9 +360,11 @@ static lisa_status st_header_parse(lisa_safetensors *st, int fi) {
     uint64_t data_size = (uint64_t)f->size - 8 - hlen;
     lisa_status s = LISA_OK;
     const cJSON *entry;
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(root, "__metadata__");
+    if (meta && !cJSON_IsObject(meta)) meta = NULL;
     cJSON_ArrayForEach(entry, root) {
         if (entry->string && strcmp(entry->string, "__metadata__") == 0) continue;
-        s = st_entry_parse(st, fi, entry, data, data_size);
+        s = st_entry_parse(st, fi, entry, meta, data, data_size);
         if (s != LISA_OK) break;
     }
     cJSON_Delete(root);

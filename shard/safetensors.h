@@ -7,7 +7,10 @@
  * so a truncated or hostile file yields LISA_ERR_FORMAT with a message naming
  * the file and the offending tensor, never an out-of-bounds read.
  *
- * Supported dtypes: F32, F16, BF16 (others are rejected by name).
+ * Supported dtypes: F32, F16, BF16, and Q8_0 / Q4_0 weights stored as U8
+ * [rows, K/32, block bytes] with "__metadata__": {"lisa.quant.<name>":
+ * "q8_0" | "q4_0"} (docs/model-format.md), handed out as shape [rows, K];
+ * others are rejected by name.
  * Deliberately not here: dtype conversion, device upload, model semantics. */
 #ifndef LISA_SAFETENSORS_H
 #define LISA_SAFETENSORS_H

@@ -222,8 +222,7 @@ static inline float dot_f32(const float *a, const float *b, int64_t n) {
 }
 
 static void widen_rows(float *dst, const lisa_tensor *w, int64_t r0, int64_t nrows, int64_t K) {
-    size_t es = lisa_dtype_size(w->dtype);
-    const char *src = (const char *)w->data + (size_t)r0 * (size_t)K * es;
+    const char *src = (const char *)w->data + (size_t)r0 * lisa_dtype_row_bytes(w->dtype, K);
     lisa_dtype_to_f32(dst, src, w->dtype, (size_t)(nrows * K));
 }
 

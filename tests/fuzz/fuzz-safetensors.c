@@ -42,7 +42,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             FUZZ_CHECK(t->shape[d] >= 0, "negative dimension");
             nelem *= (uint64_t)t->shape[d];
         }
-        FUZZ_CHECK(nelem * lisa_dtype_size(t->dtype) == t->nbytes, "byte count is not the shape's");
+        FUZZ_CHECK(lisa_dtype_row_bytes(t->dtype, (int64_t)nelem) == t->nbytes &&
+                       (!lisa_dtype_is_quant(t->dtype) || t->shape[t->ndim - 1] % LISA_QK == 0),
+                   "byte count is not the shape's");
         const uint8_t *p = t->data;
         FUZZ_CHECK(p >= begin && p <= end && t->nbytes <= (size_t)(end - p),
                    "tensor data outside the data section");
