@@ -61,9 +61,19 @@ typedef struct lisa_llama_model {
  * or mis-shaped tensor is an error naming it and both shapes. */
 lisa_status lisa_llama_model_load(lisa_llama_model *m, const char *dir, lisa_backend *be,
                                   lisa_dtype dtype, int layer_begin, int layer_end);
+/* lisa_llama_model_load with load-time quantization: `quant` Q8_0 or Q4_0
+ * quantizes the projections and the LM head (not the embedding table or
+ * norms) of a float checkpoint, byte for byte as `convert-lisa.py
+ * --quantize` does; F32 keeps the file's types. Block-quantized tensors in
+ * the file are used as they are, on every backend. */
+lisa_status lisa_llama_model_load_quant(lisa_llama_model *m, const char *dir, lisa_backend *be,
+                                        lisa_dtype dtype, lisa_dtype quant, int layer_begin,
+                                        int layer_end);
 /* Random weights for benchmarks: normal(0, 0.02)-like values, norms 1, stored
- * in `wdtype`, computing in `dtype` (on non-host backends wdtype must equal
- * dtype), for the given config and layer range. */
+ * in `wdtype`, computing in `dtype` (on non-host backends a float wdtype must
+ * equal dtype), for the given config and layer range. A block wdtype (Q8_0,
+ * Q4_0) is given to the projections and LM head only; the embedding table
+ * and norms are then BF16 on host backends and `dtype` elsewhere. */
 lisa_status lisa_llama_model_init_random(lisa_llama_model *m, const lisa_llama_config *cfg,
                                          lisa_backend *be, lisa_dtype wdtype, lisa_dtype dtype,
                                          int layer_begin, int layer_end, uint64_t seed);
