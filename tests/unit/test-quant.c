@@ -15,11 +15,15 @@
  *    tensor has the source's dtype, shape and bytes; the quantized names are
  *    exactly the LLM matmul weights with K % 32 == 0, and config.json's
  *    lisa_model_format.quantization counts them.
+ * 3. lisa_llama_model_load_quant of the float fixtures (load-time
+ *    quantization) gives the same weights, block for block, as
+ *    lisa_llama_model_load of the converted directories.
  * Deliberately not here: matmul kernels on quantized weights (test-ops,
  * test-backend-ops) and model accuracy. */
 #include <cJSON.h>
 
 #include "dtype.h"
+#include "llama.h"
 #include "safetensors.h"
 #include "testutil.h"
 
@@ -251,6 +255,61 @@ static void test_model_dir(const char *fixtures, const char *src_name, lisa_dtyp
     lisa_safetensors_close(b);
 }
 
+/* 3. Load-time quantization (lisa_llama_model_load_quant of the float
+ * fixture) gives the same blocks as loading the converted directory. */
+static int same_weight(const lisa_tensor *a, const lisa_tensor *b) {
+    if (a->dtype != b->dtype || a->ndim != b->ndim || a->shape[0] != b->shape[0] ||
+        a->shape[1] != b->shape[1] || !a->data || !b->data)
+        return 0;
+    size_t n = lisa_dtype_row_bytes(a->dtype, a->shape[0] * a->shape[1]);
+    return memcmp(a->data, b->data, n) == 0;
+}
+
+static void test_load_time(const char *fixtures, const char *src_name, lisa_dtype qt) {
+    const char *q = qt == LISA_DTYPE_Q8_0 ? "q8_0" : "q4_0";
+    char src[4096], dir[4096];
+    snprintf(src, sizeof src, "%s/%s", fixtures, src_name);
+    snprintf(dir, sizeof dir, "%s/quant/%s-%s", fixtures, src_name, q);
+    lisa_backend *be = NULL;
+    lisa_status s = lisa_backend_init(&be, LISA_BACKEND_CPU, 0, 1);
+    CHECK(s == LISA_OK, "cpu backend: %s", lisa_error_get());
+    if (s != LISA_OK) return;
+    lisa_llama_model a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    s = lisa_llama_model_load_quant(&a, src, be, LISA_DTYPE_F32, qt, 0, -1);
+    CHECK(s == LISA_OK, "load %s with --quantize %s: %s", src, q, lisa_error_get());
+    lisa_status s2 = lisa_llama_model_load(&b, dir, be, LISA_DTYPE_F32, 0, -1);
+    CHECK(s2 == LISA_OK, "load %s: %s", dir, lisa_error_get());
+    int nsame = 0, nquant = 0, nall = 0;
+    if (s == LISA_OK && s2 == LISA_OK) {
+        for (int l = 0; l < a.layer_end - a.layer_begin; l++) {
+            const lisa_llama_layer *x = &a.layers[l], *y = &b.layers[l];
+            const lisa_tensor *pa[7] = {&x->wq, &x->wk, &x->wv, &x->wo,
+                                        &x->w_gate, &x->w_up, &x->w_down};
+            const lisa_tensor *pb[7] = {&y->wq, &y->wk, &y->wv, &y->wo,
+                                        &y->w_gate, &y->w_up, &y->w_down};
+            static const char *const names[7] = {"q_proj", "k_proj", "v_proj", "o_proj",
+                                                 "gate_proj", "up_proj", "down_proj"};
+            for (int i = 0; i < 7; i++) {
+                int same = same_weight(pa[i], pb[i]);
+                CHECK(same, "%s layer %d %s: load-time %s (%s) differs from the converter's (%s)",
+                      src_name, l, names[i], q, lisa_dtype_name(pa[i]->dtype),
+                      lisa_dtype_name(pb[i]->dtype));
+                nsame += same;
+                nquant += pb[i]->dtype == qt;
+                nall++;
+            }
+        }
+        CHECK(same_weight(&a.output, &b.output), "%s: LM head differs", src_name);
+    }
+    if (s == LISA_OK) lisa_llama_model_free(&a);
+    if (s2 == LISA_OK) lisa_llama_model_free(&b);
+    lisa_backend_free(be);
+    fprintf(stderr, "test-quant: %s --quantize %s at load = %s-%s: %d of %d projections "
+            "identical (%d quantized)\n", src_name, q, src_name, q, nsame, nall, nquant);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: test-quant FIXTURES_DIR\n");
@@ -261,5 +320,9 @@ int main(int argc, char **argv) {
     test_model_dir(argv[1], "llama-gqa", LISA_DTYPE_Q4_0);
     test_model_dir(argv[1], "llama-tc", LISA_DTYPE_Q8_0);
     test_model_dir(argv[1], "llama-tc", LISA_DTYPE_Q4_0);
+    test_load_time(argv[1], "llama-gqa", LISA_DTYPE_Q8_0);
+    test_load_time(argv[1], "llama-gqa", LISA_DTYPE_Q4_0);
+    test_load_time(argv[1], "llama-tc", LISA_DTYPE_Q8_0);
+    test_load_time(argv[1], "llama-tc", LISA_DTYPE_Q4_0);
     return test_finish("test-quant");
 }
