@@ -37,8 +37,9 @@ or a plain HF LLaMA checkpoint -> an LLM-only model directory.
 --quantize q8_0 | q4_0: the LLM matmul weights (model.layers.N.self_attn.
            {q,k,v,o}_proj.weight, model.layers.N.mlp.{gate,up,down}_proj.
            weight, lm_head.weight) are quantized from their fp32 values with
-           the gguf package's reference quantizer (llama.cpp's Q8_0 / Q4_0
-           blocks, byte for byte what llama-quantize writes) and stored as
+           the gguf package's quantizer (llama.cpp's Python port of its
+           reference Q8_0 / Q4_0 rounding, bit-exact with ggml-quants.c;
+           test-quant checks it equals lisa_quantize_*) and stored as
            safetensors U8 [rows, K/32, 34 | 18] named in the shard's
            __metadata__ as "lisa.quant.<name>": "q8_0" | "q4_0". Everything
            else (embed_tokens, norms, projector, text_hidden_fcs, SAM, CLIP)
