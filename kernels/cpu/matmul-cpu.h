@@ -50,13 +50,26 @@ typedef struct cpu_mm_isa {
  * (NULL: the best), falling back to generic when the CPU lacks it. */
 const cpu_mm_isa *cpu_mm_isa_get(const char *want);
 
-/* Per-thread floats cpu_mm_run needs for an isa. */
-size_t cpu_mm_scratch_need(const cpu_mm_isa *isa);
+/* Calls of at most this many rows widen whole weight rows at once: a
+ * panel's rows lie back to back in memory, so the panel is then read as one
+ * sequential stream (what the hardware prefetchers follow best), and the
+ * panel, read by a few blocks only, may sit in L2. Larger calls, compute
+ * bound, use CPU_MM_KC-column chunks that stay in L1. The chunking changes
+ * no result (the lane sums run in the same order). */
+#define CPU_MM_WHOLE_ROWS_M 16
 
-/* out (M, N) = x (M, K) @ w (N, K)^T, rows of panels [p0, p1) only, with
- * scratch (cpu_mm_scratch_need floats) of the calling thread. */
+/* The columns widened per panel chunk for a call of M rows and K columns
+ * (CPU_MM_KC, or K for small M). */
+int64_t cpu_mm_chunk(int64_t M, int64_t K);
+
+/* Per-thread floats cpu_mm_run needs for an isa and chunk width kc. */
+size_t cpu_mm_scratch_need(const cpu_mm_isa *isa, int64_t kc);
+
+/* out (M, N) = x (M, K) @ w (N, K)^T, rows of panels [p0, p1) only, in
+ * chunks of kc columns (a multiple of LISA_QK unless kc >= K), with scratch
+ * (cpu_mm_scratch_need floats) of the calling thread. */
 void cpu_mm_run(const cpu_mm_isa *isa, float *out, const float *x, int64_t M, int64_t K,
-                const lisa_tensor *w, int64_t p0, int64_t p1, float *scratch);
+                const lisa_tensor *w, int64_t p0, int64_t p1, int64_t kc, float *scratch);
 
 /* matmul-avx512.c / matmul-avx2.c: NULL when the file was built without
  * its instruction set (non-x86 targets). */
