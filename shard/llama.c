@@ -23,6 +23,8 @@ int lisa_llama_model_is_last(const lisa_llama_model *m) {
  * 3 + 9 * nlayers entries. Every entry is a MATMUL weight for the loader:
  * used in place from the mmap in its file dtype on host backends (the CPU's
  * rmsnorm widens any dtype too), converted to the compute dtype elsewhere.
+ * The projections and the LM head are MATMUL_QUANT (load-time quantization
+ * applies to them); the embedding table and norms never are quantized.
  * Tied LM heads point `output` at the embedding (llama_finish). */
 static int llama_weight_table(lisa_llama_model *m, lisa_weight_spec *specs, int has_lm_head) {
     const lisa_llama_config *c = &m->cfg;
@@ -31,32 +33,36 @@ static int llama_weight_table(lisa_llama_model *m, lisa_weight_spec *specs, int 
     int64_t KVD = (int64_t)c->num_key_value_heads * c->head_dim;
     int n = 0;
     int cap = 3 + 9 * (m->layer_end - m->layer_begin);
-#define SPEC(dst_, nd_, s0_, s1_, ...)                                        \
+#define SPECK(kind_, dst_, nd_, s0_, s1_, ...)                                \
     do {                                                                      \
         int64_t shape_[2] = {(s0_), (s1_)};                                   \
-        n = lisa_weight_spec_add(specs, n, cap, (dst_), LISA_WEIGHT_MATMUL,   \
-                                 (nd_), shape_, __VA_ARGS__);                 \
+        n = lisa_weight_spec_add(specs, n, cap, (dst_), (kind_), (nd_), shape_, \
+                                 __VA_ARGS__);                                \
     } while (0)
+#define SPEC(...) SPECK(LISA_WEIGHT_MATMUL, __VA_ARGS__)
+#define SPECQ(...) SPECK(LISA_WEIGHT_MATMUL_QUANT, __VA_ARGS__)
     int need_embed = lisa_llama_model_is_first(m) ||
                      (lisa_llama_model_is_last(m) && !has_lm_head);
     if (need_embed) SPEC(&m->tok_embeddings, 2, V, C, "model.embed_tokens.weight");
     for (int l = m->layer_begin; l < m->layer_end; l++) {
         lisa_llama_layer *L = &m->layers[l - m->layer_begin];
         SPEC(&L->attn_norm, 1, C, 0, "model.layers.%d.input_layernorm.weight", l);
-        SPEC(&L->wq, 2, HD, C, "model.layers.%d.self_attn.q_proj.weight", l);
-        SPEC(&L->wk, 2, KVD, C, "model.layers.%d.self_attn.k_proj.weight", l);
-        SPEC(&L->wv, 2, KVD, C, "model.layers.%d.self_attn.v_proj.weight", l);
-        SPEC(&L->wo, 2, C, HD, "model.layers.%d.self_attn.o_proj.weight", l);
+        SPECQ(&L->wq, 2, HD, C, "model.layers.%d.self_attn.q_proj.weight", l);
+        SPECQ(&L->wk, 2, KVD, C, "model.layers.%d.self_attn.k_proj.weight", l);
+        SPECQ(&L->wv, 2, KVD, C, "model.layers.%d.self_attn.v_proj.weight", l);
+        SPECQ(&L->wo, 2, C, HD, "model.layers.%d.self_attn.o_proj.weight", l);
         SPEC(&L->ffn_norm, 1, C, 0, "model.layers.%d.post_attention_layernorm.weight", l);
-        SPEC(&L->w_gate, 2, I, C, "model.layers.%d.mlp.gate_proj.weight", l);
-        SPEC(&L->w_up, 2, I, C, "model.layers.%d.mlp.up_proj.weight", l);
-        SPEC(&L->w_down, 2, C, I, "model.layers.%d.mlp.down_proj.weight", l);
+        SPECQ(&L->w_gate, 2, I, C, "model.layers.%d.mlp.gate_proj.weight", l);
+        SPECQ(&L->w_up, 2, I, C, "model.layers.%d.mlp.up_proj.weight", l);
+        SPECQ(&L->w_down, 2, C, I, "model.layers.%d.mlp.down_proj.weight", l);
     }
     if (lisa_llama_model_is_last(m)) {
         SPEC(&m->norm, 1, C, 0, "model.norm.weight");
-        if (has_lm_head) SPEC(&m->output, 2, V, C, "lm_head.weight");
+        if (has_lm_head) SPECQ(&m->output, 2, V, C, "lm_head.weight");
     }
+#undef SPECQ
 #undef SPEC
+#undef SPECK
     return n;
 }
 
@@ -134,6 +140,12 @@ static lisa_status llama_dtype_check(const lisa_backend *be, lisa_dtype dtype) {
 
 lisa_status lisa_llama_model_load(lisa_llama_model *m, const char *dir, lisa_backend *be,
                                   lisa_dtype dtype, int layer_begin, int layer_end) {
+    return lisa_llama_model_load_quant(m, dir, be, dtype, LISA_DTYPE_F32, layer_begin, layer_end);
+}
+
+lisa_status lisa_llama_model_load_quant(lisa_llama_model *m, const char *dir, lisa_backend *be,
+                                        lisa_dtype dtype, lisa_dtype quant, int layer_begin,
+                                        int layer_end) {
     memset(m, 0, sizeof *m);
     LISA_TRY(llama_dtype_check(be, dtype));
     m->dtype = dtype;
@@ -156,7 +168,7 @@ lisa_status lisa_llama_model_load(lisa_llama_model *m, const char *dir, lisa_bac
         goto fail;
     }
     int n = llama_weight_table(m, specs, has_lm_head);
-    st = lisa_weights_load(&m->weights, be, m->st, "", specs, n, dtype);
+    st = lisa_weights_load_quant(&m->weights, be, m->st, "", specs, n, dtype, quant);
     free(specs);
     if (st != LISA_OK) goto fail;
     llama_finish(m, has_lm_head);
@@ -180,12 +192,33 @@ static float rng_normalish(uint64_t *s) {
     return (acc - 2.0f) * 1.7320508f; /* unit variance */
 }
 
+/* One pool of random values in dtype dt for init_random: `vals` (pool_elems
+ * values) and `ones` (pool_elems ones; float types only). */
+typedef struct {
+    lisa_dtype dt;
+    char *vals, *ones;
+} llama_pool;
+
+static lisa_status llama_pool_make(llama_pool *p, lisa_dtype dt, const float *vals,
+                                   const float *ones, size_t pool_elems) {
+    p->dt = dt;
+    size_t bytes = lisa_dtype_row_bytes(dt, (int64_t)pool_elems);
+    p->vals = malloc(bytes);
+    p->ones = lisa_dtype_is_quant(dt) ? NULL : malloc(bytes);
+    if (!p->vals || (!lisa_dtype_is_quant(dt) && !p->ones))
+        return lisa_error_set(LISA_ERR_NOMEM, "llama: staging allocation failed");
+    lisa_dtype_convert(p->vals, dt, vals, LISA_DTYPE_F32, pool_elems);
+    if (p->ones) lisa_dtype_convert(p->ones, dt, ones, LISA_DTYPE_F32, pool_elems);
+    return LISA_OK;
+}
+
 lisa_status lisa_llama_model_init_random(lisa_llama_model *m, const lisa_llama_config *cfg,
                                          lisa_backend *be, lisa_dtype wdtype, lisa_dtype dtype,
                                          int layer_begin, int layer_end, uint64_t seed) {
     memset(m, 0, sizeof *m);
     LISA_TRY(llama_dtype_check(be, dtype));
-    if (!be->ops->host_memory && wdtype != dtype)
+    int quant = lisa_dtype_is_quant(wdtype);
+    if (!be->ops->host_memory && !quant && wdtype != dtype)
         return lisa_error_set(LISA_ERR_ARG, "llama: on %s weights must be in the compute dtype",
                               be->ops->name);
     m->cfg = *cfg;
@@ -203,48 +236,58 @@ lisa_status lisa_llama_model_init_random(lisa_llama_model *m, const lisa_llama_c
         return lisa_error_set(LISA_ERR_NOMEM, "llama: cannot allocate weight table");
     }
     int n = llama_weight_table(m, specs, has_lm_head);
-    for (int i = 0; i < n; i++) dtypes[i] = wdtype;
+    lisa_dtype other = be->ops->host_memory ? LISA_DTYPE_BF16 : dtype;
+    /* a block wdtype goes to the MATMUL_QUANT entries whose rows are whole
+     * blocks (the others fall back to `other`, as at load) */
+    for (int i = 0; i < n; i++)
+        dtypes[i] = !quant || (specs[i].kind == LISA_WEIGHT_MATMUL_QUANT &&
+                               specs[i].shape[1] % LISA_QK == 0)
+                        ? wdtype
+                        : other;
     size_t total = llama_carve(specs, n, dtypes);
     m->weights.be = be;
     st = be->ops->buffer_alloc(be, total, &m->weights.buffer);
     if (st == LISA_OK) llama_rebase(specs, n, m->weights.buffer);
     /* One pool of random values, reused cyclically at a different offset per
      * tensor: filling 13B parameters one by one would take minutes, and a
-     * benchmark does not need independent weights. Norms are ones. */
+     * benchmark does not need independent weights. Norms are ones. The pool
+     * is made once per dtype in use; offsets count whole blocks. */
     uint64_t rs = seed ? seed : 0x9E3779B97F4A7C15ULL;
-    size_t pool_elems = (size_t)1 << 22, es = lisa_dtype_size(wdtype);
-    char *stage = st == LISA_OK ? malloc(2 * pool_elems * es) : NULL;
-    if (st == LISA_OK && !stage) st = lisa_error_set(LISA_ERR_NOMEM, "llama: staging allocation failed");
-    char *ones = stage ? stage + pool_elems * es : NULL;
-    for (size_t j = 0; stage && j < pool_elems; j++) {
-        float v = 0.02f * rng_normalish(&rs);
-        if (wdtype == LISA_DTYPE_F32) {
-            ((float *)stage)[j] = v;
-            ((float *)ones)[j] = 1.0f;
-        } else if (wdtype == LISA_DTYPE_BF16) {
-            ((uint16_t *)stage)[j] = lisa_f32_to_bf16(v);
-            ((uint16_t *)ones)[j] = lisa_f32_to_bf16(1.0f);
-        } else {
-            ((uint16_t *)stage)[j] = lisa_f32_to_f16(v);
-            ((uint16_t *)ones)[j] = lisa_f32_to_f16(1.0f);
-        }
+    size_t pool_elems = (size_t)1 << 22;
+    float *f32 = st == LISA_OK ? malloc(2 * pool_elems * sizeof *f32) : NULL;
+    if (st == LISA_OK && !f32) st = lisa_error_set(LISA_ERR_NOMEM, "llama: staging allocation failed");
+    for (size_t j = 0; f32 && j < pool_elems; j++) {
+        f32[j] = 0.02f * rng_normalish(&rs);
+        f32[pool_elems + j] = 1.0f;
     }
+    llama_pool pools[2];
+    memset(pools, 0, sizeof pools);
+    if (st == LISA_OK) st = llama_pool_make(&pools[0], wdtype, f32, f32 + pool_elems, pool_elems);
+    if (st == LISA_OK && quant)
+        st = llama_pool_make(&pools[1], other, f32, f32 + pool_elems, pool_elems);
+    free(f32);
     for (int i = 0; i < n && st == LISA_OK; i++) {
         lisa_tensor *t = specs[i].dst;
+        const llama_pool *p = t->dtype == pools[0].dt ? &pools[0] : &pools[1];
         int is_norm = t->ndim == 1;
-        size_t ne = (size_t)lisa_tensor_nelem(t);
-        size_t start = ((size_t)i * 7919u) % (pool_elems / 2);
-        for (size_t off = 0; off < ne && st == LISA_OK;) {
-            size_t src0 = is_norm ? 0 : (start + off) % pool_elems;
-            size_t cnt = pool_elems - src0;
-            if (cnt > ne - off) cnt = ne - off;
-            st = be->ops->copy_to_backend(be, t->data, off * es,
-                                          (is_norm ? ones : stage) + src0 * es, cnt * es);
+        int64_t blk = lisa_dtype_block(t->dtype);
+        size_t ub = lisa_dtype_size(t->dtype); /* bytes per unit (element or block) */
+        size_t units = (size_t)(lisa_tensor_nelem(t) / blk), pool_units = pool_elems / (size_t)blk;
+        size_t start = ((size_t)i * 7919u) % (pool_units / 2);
+        for (size_t off = 0; off < units && st == LISA_OK;) {
+            size_t src0 = is_norm ? 0 : (start + off) % pool_units;
+            size_t cnt = pool_units - src0;
+            if (cnt > units - off) cnt = units - off;
+            st = be->ops->copy_to_backend(be, t->data, off * ub,
+                                          (is_norm ? p->ones : p->vals) + src0 * ub, cnt * ub);
             off += cnt;
         }
     }
     if (st == LISA_OK) st = be->ops->synchronize(be);
-    free(stage);
+    for (int k = 0; k < 2; k++) {
+        free(pools[k].vals);
+        free(pools[k].ones);
+    }
     free(specs);
     free(dtypes);
     if (st != LISA_OK) {
@@ -690,6 +733,18 @@ static size_t llama_round(size_t bytes) {
 }
 
 size_t lisa_llama_model_bytes(const lisa_llama_config *cfg, lisa_dtype dtype, int l0, int l1) {
+    return lisa_llama_model_bytes_quant(cfg, dtype, LISA_DTYPE_F32, l0, l1);
+}
+
+/* Bytes of a (rows, K) weight: in the block type q when it quantizes (q a
+ * block type and K whole blocks), else in dtype; rounded as carved. */
+static size_t llama_matrix_bytes(size_t rows, size_t K, lisa_dtype dtype, lisa_dtype q) {
+    lisa_dtype t = lisa_dtype_is_quant(q) && K % LISA_QK == 0 ? q : dtype;
+    return llama_round(rows * lisa_dtype_row_bytes(t, (int64_t)K));
+}
+
+size_t lisa_llama_model_bytes_quant(const lisa_llama_config *cfg, lisa_dtype dtype,
+                                    lisa_dtype quant, int l0, int l1) {
     int L = cfg->num_hidden_layers;
     if (l1 < 0) l1 = L;
     if (l0 < 0 || l0 >= l1 || l1 > L) return 0;
@@ -699,12 +754,14 @@ size_t lisa_llama_model_bytes(const lisa_llama_config *cfg, lisa_dtype dtype, in
     size_t HD = (size_t)cfg->num_attention_heads * (size_t)cfg->head_dim;
     size_t KVD = (size_t)cfg->num_key_value_heads * (size_t)cfg->head_dim;
     int first = l0 == 0, last = l1 == L, has_lm_head = !cfg->tie_word_embeddings;
-    size_t layer = 2 * llama_round(C * es) + llama_round(HD * C * es) +
-                   2 * llama_round(KVD * C * es) + llama_round(C * HD * es) +
-                   2 * llama_round(I * C * es) + llama_round(C * I * es);
+    lisa_dtype q = quant;
+    size_t layer = 2 * llama_round(C * es) + llama_matrix_bytes(HD, C, dtype, q) +
+                   2 * llama_matrix_bytes(KVD, C, dtype, q) + llama_matrix_bytes(C, HD, dtype, q) +
+                   2 * llama_matrix_bytes(I, C, dtype, q) + llama_matrix_bytes(C, I, dtype, q);
     size_t total = (size_t)(l1 - l0) * layer;
     if (first || (last && !has_lm_head)) total += llama_round(V * C * es);
-    if (last) total += llama_round(C * es) + (has_lm_head ? llama_round(V * C * es) : 0);
+    if (last)
+        total += llama_round(C * es) + (has_lm_head ? llama_matrix_bytes(V, C, dtype, q) : 0);
     return total;
 }
 

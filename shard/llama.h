@@ -61,9 +61,19 @@ typedef struct lisa_llama_model {
  * or mis-shaped tensor is an error naming it and both shapes. */
 lisa_status lisa_llama_model_load(lisa_llama_model *m, const char *dir, lisa_backend *be,
                                   lisa_dtype dtype, int layer_begin, int layer_end);
+/* lisa_llama_model_load with load-time quantization: `quant` Q8_0 or Q4_0
+ * quantizes the projections and the LM head (not the embedding table or
+ * norms) of a float checkpoint, byte for byte as `convert-lisa.py
+ * --quantize` does; F32 keeps the file's types. Block-quantized tensors in
+ * the file are used as they are, on every backend. */
+lisa_status lisa_llama_model_load_quant(lisa_llama_model *m, const char *dir, lisa_backend *be,
+                                        lisa_dtype dtype, lisa_dtype quant, int layer_begin,
+                                        int layer_end);
 /* Random weights for benchmarks: normal(0, 0.02)-like values, norms 1, stored
- * in `wdtype`, computing in `dtype` (on non-host backends wdtype must equal
- * dtype), for the given config and layer range. */
+ * in `wdtype`, computing in `dtype` (on non-host backends a float wdtype must
+ * equal dtype), for the given config and layer range. A block wdtype (Q8_0,
+ * Q4_0) is given to the projections and LM head only; the embedding table
+ * and norms are then BF16 on host backends and `dtype` elsewhere. */
 lisa_status lisa_llama_model_init_random(lisa_llama_model *m, const lisa_llama_config *cfg,
                                          lisa_backend *be, lisa_dtype wdtype, lisa_dtype dtype,
                                          int layer_begin, int layer_end, uint64_t seed);
@@ -194,6 +204,12 @@ lisa_status lisa_llama_embed_splice(const lisa_llama_model *m, lisa_llama_state 
  * embeddings, cfg->tie_word_embeddings) the embedding instead, once when
  * the range is also the first. 0 for an invalid range. */
 size_t lisa_llama_model_bytes(const lisa_llama_config *cfg, lisa_dtype dtype, int l0, int l1);
+/* lisa_llama_model_bytes with the projections and LM head in the block
+ * type `quant` where their rows are whole blocks (load-time quantization or
+ * a converted --quantize checkpoint; random weights of that type on a
+ * non-host backend); embeddings and norms in dtype. quant F32: as above. */
+size_t lisa_llama_model_bytes_quant(const lisa_llama_config *cfg, lisa_dtype dtype,
+                                    lisa_dtype quant, int l0, int l1);
 /* KV-cache bytes lisa_llama_state_init reserves for that range in dtype:
  * per layer K and V of (max_seqs, max_ctx rounded up to 16, KVH, D). */
 size_t lisa_llama_kv_bytes(const lisa_llama_config *cfg, lisa_dtype dtype, int l0, int l1,

@@ -25,9 +25,67 @@ int lisa_weight_spec_add(lisa_weight_spec *specs, int n, int cap, lisa_tensor *d
     return n + 1;
 }
 
+/* The dtype entry i gets in memory and whether it is used in place from the
+ * file; LISA_ERR_ARG when its file dtype cannot become what is asked. */
+static lisa_status weights_placement(const lisa_backend *be, const lisa_weight_spec *sp,
+                                     const lisa_st_tensor *src, lisa_dtype dtype,
+                                     lisa_dtype quant, lisa_dtype *dt, int *in_place) {
+    int matmul = sp->kind != LISA_WEIGHT_PARAM;
+    int want_q = sp->kind == LISA_WEIGHT_MATMUL_QUANT && lisa_dtype_is_quant(quant);
+    if (lisa_dtype_is_quant(src->dtype)) {
+        if (!matmul)
+            return lisa_error_set(LISA_ERR_ARG, "tensor '%s' is %s but must be a float dtype",
+                                  src->name, lisa_dtype_name(src->dtype));
+        if (want_q && quant != src->dtype)
+            return lisa_error_set(LISA_ERR_ARG,
+                                  "tensor '%s' is already %s in the file; cannot quantize it to %s "
+                                  "(convert the float checkpoint instead)",
+                                  src->name, lisa_dtype_name(src->dtype), lisa_dtype_name(quant));
+        *dt = src->dtype;
+        *in_place = be->ops->host_memory;
+        return LISA_OK;
+    }
+    /* Rows whose length is not a whole number of blocks keep their float
+     * dtype, as llama-quantize falls back for such tensors. */
+    if (want_q && sp->ndim == 2 && sp->shape[1] % LISA_QK == 0) {
+        *dt = quant;
+        *in_place = 0;
+        return LISA_OK;
+    }
+    *in_place = be->ops->host_memory && matmul;
+    *dt = *in_place ? src->dtype : dtype;
+    return LISA_OK;
+}
+
+/* Quantizes n elements of src (a float dtype) into dst (backend memory) of
+ * block type q, through host staging when the backend's memory is not the
+ * host's. */
+static lisa_status weights_quantize(lisa_backend *be, void *dst, lisa_dtype q, const void *src,
+                                    lisa_dtype sdt, size_t n) {
+    if (be->ops->host_memory) {
+        lisa_dtype_convert(dst, q, src, sdt, n);
+        return LISA_OK;
+    }
+    size_t bytes = lisa_dtype_row_bytes(q, (int64_t)n);
+    void *stage = malloc(bytes ? bytes : 1);
+    if (!stage) return lisa_error_set(LISA_ERR_NOMEM, "weights: cannot stage %zu bytes", bytes);
+    lisa_dtype_convert(stage, q, src, sdt, n);
+    lisa_status s = be->ops->copy_to_backend(be, dst, 0, stage, bytes);
+    if (s == LISA_OK) s = be->ops->synchronize(be);
+    free(stage);
+    return s;
+}
+
 lisa_status lisa_weights_load(lisa_weights *w, lisa_backend *be, const lisa_safetensors *st,
                               const char *prefix, lisa_weight_spec *specs, int n,
                               lisa_dtype dtype) {
+    return lisa_weights_load_quant(w, be, st, prefix, specs, n, dtype, LISA_DTYPE_F32);
+}
+
+lisa_status lisa_weights_load_quant(lisa_weights *w, lisa_backend *be,
+                                    const lisa_safetensors *st, const char *prefix,
+                                    lisa_weight_spec *specs, int n, lisa_dtype dtype,
+                                    lisa_dtype quant) {
     memset(w, 0, sizeof *w);
     w->be = be;
     const lisa_st_tensor **src = calloc((size_t)(n ? n : 1), sizeof *src);
@@ -41,8 +99,10 @@ lisa_status lisa_weights_load(lisa_weights *w, lisa_backend *be, const lisa_safe
     /* size table: what gets a copy in backend memory, and in which dtype */
     size_t total = 0;
     for (int i = 0; i < n && s == LISA_OK; i++) {
-        int in_place = be->ops->host_memory && specs[i].kind == LISA_WEIGHT_MATMUL;
-        lisa_dtype dt = in_place ? src[i]->dtype : dtype;
+        int in_place = 0;
+        lisa_dtype dt = dtype;
+        s = weights_placement(be, &specs[i], src[i], dtype, quant, &dt, &in_place);
+        if (s != LISA_OK) break;
         *specs[i].dst = lisa_tensor_view(in_place ? (void *)src[i]->data : NULL, dt,
                                          specs[i].ndim, specs[i].shape);
         if (!in_place) {
@@ -53,12 +113,14 @@ lisa_status lisa_weights_load(lisa_weights *w, lisa_backend *be, const lisa_safe
     }
     if (s == LISA_OK && total) s = be->ops->buffer_alloc(be, total, &w->buffer);
     for (int i = 0; i < n && s == LISA_OK; i++) {
-        int in_place = be->ops->host_memory && specs[i].kind == LISA_WEIGHT_MATMUL;
-        if (in_place) continue;
         lisa_tensor *t = specs[i].dst;
+        if ((const void *)t->data == src[i]->data) continue; /* in place */
         t->data = (char *)w->buffer + ((uintptr_t)t->data - 1);
-        s = be->ops->upload_convert(be, t->data, t->dtype, src[i]->data, src[i]->dtype,
-                                    (size_t)lisa_tensor_nelem(t));
+        size_t ne = (size_t)lisa_tensor_nelem(t);
+        if (lisa_dtype_is_quant(t->dtype) && !lisa_dtype_is_quant(src[i]->dtype))
+            s = weights_quantize(be, t->data, t->dtype, src[i]->data, src[i]->dtype, ne);
+        else
+            s = be->ops->upload_convert(be, t->data, t->dtype, src[i]->data, src[i]->dtype, ne);
     }
     free(src);
     if (s != LISA_OK) lisa_weights_free(w);

@@ -4,8 +4,10 @@
  * Each entry names a checkpoint tensor, its expected shape and the model
  * field it fills. MATMUL entries (large weights consumed by matmul) keep
  * their file dtype on host backends and are used in place from the mmap;
- * everything else (PARAM: norms, biases, embeddings that are added to
- * activations) is converted to the compute dtype. Non-host backends get one
+ * block-quantized (Q8_0/Q4_0) ones keep it on every backend; everything
+ * else (PARAM: norms, biases, embeddings that are added to activations) is
+ * converted to the compute dtype. Load-time quantization (`quant`) puts
+ * MATMUL_QUANT entries into a block type in the owned buffer. Non-host backends get one
  * buffer carved by a size table, uploaded once through the backend's
  * staging. A missing or mis-shaped tensor is an error naming it.
  *
@@ -18,7 +20,11 @@
 
 typedef enum {
     LISA_WEIGHT_MATMUL = 0,
-    LISA_WEIGHT_PARAM
+    LISA_WEIGHT_PARAM,
+    /* A MATMUL weight that load-time quantization may turn into Q8_0/Q4_0
+     * (the LLM's projections and LM head; K % 32 == 0). A file tensor
+     * already in a block type is always kept in it, on every backend. */
+    LISA_WEIGHT_MATMUL_QUANT
 } lisa_weight_kind;
 
 typedef struct lisa_weight_spec {
@@ -38,6 +44,17 @@ typedef struct lisa_weights {
 lisa_status lisa_weights_load(lisa_weights *w, lisa_backend *be, const lisa_safetensors *st,
                               const char *prefix, lisa_weight_spec *specs, int n,
                               lisa_dtype dtype);
+/* lisa_weights_load, and with `quant` Q8_0 or Q4_0 the MATMUL_QUANT entries
+ * in a float dtype are quantized at load (lisa_quantize_*: the bytes the
+ * converter's --quantize writes) into the owned buffer, except those whose
+ * rows are not a multiple of 32 elements (they keep their dtype, as
+ * llama-quantize falls back for them); F32 (or any non-block type)
+ * quantizes nothing. A MATMUL_QUANT tensor already in the
+ * other block type is refused: re-quantizing would compound the error. */
+lisa_status lisa_weights_load_quant(lisa_weights *w, lisa_backend *be,
+                                    const lisa_safetensors *st, const char *prefix,
+                                    lisa_weight_spec *specs, int n, lisa_dtype dtype,
+                                    lisa_dtype quant);
 void lisa_weights_free(lisa_weights *w);
 
 /* Appends one entry to a table of capacity cap (asserts on overflow);

@@ -66,6 +66,17 @@ int cli_parse_dtype(const char *val, lisa_dtype *dtype) {
     return 0;
 }
 
+int cli_parse_quant(const char *val, lisa_dtype *q) {
+    if (!strcmp(val, "q8_0")) *q = LISA_DTYPE_Q8_0;
+    else if (!strcmp(val, "q4_0")) *q = LISA_DTYPE_Q4_0;
+    else if (!strcmp(val, "none")) *q = LISA_DTYPE_F32;
+    else {
+        fprintf(stderr, "lisa: --quantize expects q8_0, q4_0 or none, got '%s'\n", val);
+        return -1;
+    }
+    return 0;
+}
+
 void cli_json_string(FILE *f, const char *s) {
     fputc('"', f);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {

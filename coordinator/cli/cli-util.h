@@ -51,6 +51,9 @@ int cli_engine_params(lisa_engine_params *p, const char *model, const char *devi
                       const char *dtype_s, long threads);
 /* Parses fp32|f32, bf16, fp16|f16 into a dtype; prints an error otherwise. */
 int cli_parse_dtype(const char *val, lisa_dtype *dtype);
+/* --quantize T: "q8_0" or "q4_0" into *q (Q8_0, Q4_0); "none" gives F32 (no
+ * quantization). -1 with a message on stderr otherwise. */
+int cli_parse_quant(const char *val, lisa_dtype *q);
 /* Writes s as a JSON string literal (quoted, escaped). */
 void cli_json_string(FILE *f, const char *s);
 /* Writes ids as a JSON array. */

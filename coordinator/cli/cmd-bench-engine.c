@@ -40,6 +40,8 @@ static void bench_engine_help(FILE *f) {
             "  --token-budget N    tokens per step (default 512)\n"
             "  --device DEV        cpu (default), cuda or cuda:N\n"
             "  --dtype T           fp32, bf16 or fp16 (default: fp32 on cpu, bf16 on cuda)\n"
+            "  --quantize Q         q8_0 or q4_0: quantize the LLM's projections and LM\n"
+            "                       head at load (a converted --quantize model needs no flag)\n"
             "  --threads N         CPU threads (default: all cores)\n"
             "  --json              one JSON line per mode instead of the table\n"
             "  -h, --help          show this help\n");
@@ -112,7 +114,7 @@ static lisa_status bench_engine_run(const lisa_engine_params *base, lisa_sched_p
 }
 
 int cmd_bench_engine(int argc, char **argv) {
-    const char *model = NULL, *image = NULL, *device = "cpu", *dtype_s = NULL;
+    const char *model = NULL, *image = NULL, *device = "cpu", *dtype_s = NULL, *quant_s = NULL;
     long nreq = 32, new_tokens = 16, long_every = 4, long_factor = 10, batch = 8, budget = 0,
          threads = 0;
     int json = 0;
@@ -121,7 +123,7 @@ int cmd_bench_engine(int argc, char **argv) {
         {"--requests", CLI_COUNT, &nreq},         {"--new-tokens", CLI_COUNT, &new_tokens},
         {"--long-every", CLI_COUNT, &long_every}, {"--long-factor", CLI_COUNT, &long_factor},
         {"--batch", CLI_COUNT, &batch},           {"--token-budget", CLI_COUNT, &budget},
-        {"--device", CLI_STRING, &device},        {"--dtype", CLI_STRING, &dtype_s},
+        {"--device", CLI_STRING, &device},        {"--dtype", CLI_STRING, &dtype_s}, {"--quantize", CLI_STRING, &quant_s},
         {"--threads", CLI_COUNT, &threads},       {"--json", CLI_FLAG, &json},
     };
     int pr = cli_opts_parse("bench engine", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
@@ -135,6 +137,7 @@ int cmd_bench_engine(int argc, char **argv) {
     }
     lisa_engine_params p;
     if (cli_engine_params(&p, model, device, dtype_s, threads)) return 2;
+    if (quant_s && cli_parse_quant(quant_s, &p.quantize)) return 2;
     p.max_batch = (int)batch;
     p.token_budget = (int)budget;
     p.ignore_eos = 1;

@@ -42,6 +42,11 @@ static void bench_help(FILE *f) {
             "  --dtype T          fp32, bf16 (default) or fp16. On cuda: weights and\n"
             "                     activations. On cpu (fp32 compute): the dtype the\n"
             "                     random weights are stored in\n"
+            "  --quantize Q       q8_0 or q4_0: the projections and LM head in that\n"
+            "                     block type (random weights made in it; a --model\n"
+            "                     in a float dtype quantized at load), or none\n"
+            "                     (default). A model converted with --quantize needs\n"
+            "                     no flag\n"
             "  --prompt-len T     prompt tokens per sequence (default 128)\n"
             "  --batches LIST     comma-separated batch sizes (default 1,16)\n"
             "  --new-tokens N     decode steps (default 16)\n"
@@ -215,7 +220,7 @@ static void cost_fit(const double (*f)[4], const double *y, int n, int k, double
 }
 
 static lisa_status bench_layer_costs(lisa_backend *be, const char *model_dir, const char *config,
-                                     lisa_dtype wdtype, lisa_dtype act, int chunk,
+                                     lisa_dtype wdtype, lisa_dtype act, lisa_dtype quant, int chunk,
                                      const int *batches, int nb, const char *path) {
     lisa_llama_config cfg;
     if (config) LISA_TRY(lisa_llama_config_load(&cfg, config));
@@ -241,11 +246,11 @@ static lisa_status bench_layer_costs(lisa_backend *be, const char *model_dir, co
     lisa_status st = buf ? LISA_OK : lisa_error_set(LISA_ERR_NOMEM, "bench: out of memory");
     if (st == LISA_OK)
         st = config ? lisa_llama_model_init_random(&a, &cfg, be, wdtype, act, 0, k, 42)
-                    : lisa_llama_model_load(&a, model_dir, be, act, 0, k);
+                    : lisa_llama_model_load_quant(&a, model_dir, be, act, quant, 0, k);
     have_a = st == LISA_OK;
     if (st == LISA_OK)
         st = config ? lisa_llama_model_init_random(&h, &cfg, be, wdtype, act, L - 1, L, 43)
-                    : lisa_llama_model_load(&h, model_dir, be, act, L - 1, L);
+                    : lisa_llama_model_load_quant(&h, model_dir, be, act, quant, L - 1, L);
     have_h = st == LISA_OK;
     if (st == LISA_OK) st = lisa_llama_state_init(&sa, &a, maxb, ctx, chunk, chunk);
     have_sa = st == LISA_OK;
@@ -328,7 +333,7 @@ static lisa_status bench_layer_costs(lisa_backend *be, const char *model_dir, co
 
 static int bench_llm(int argc, char **argv) {
     const char *model_dir = NULL, *config = NULL, *device = "cpu", *batches = "1,16";
-    const char *dtype_s = "bf16", *layer_costs = NULL;
+    const char *dtype_s = "bf16", *layer_costs = NULL, *quant_s = "none";
     long T = 128, steps = 16, chunk = 512, threads = 0;
     int json = 0, no_graphs = 0, no_gemv = 0;
     const cli_opt opts[] = {
@@ -338,7 +343,7 @@ static int bench_llm(int argc, char **argv) {
         {"--new-tokens", CLI_COUNT, &steps}, {"--chunk", CLI_COUNT, &chunk},
         {"--threads", CLI_COUNT, &threads},  {"--json", CLI_FLAG, &json},
         {"--no-graphs", CLI_FLAG, &no_graphs}, {"--no-gemv", CLI_FLAG, &no_gemv},
-        {"--layer-costs", CLI_STRING, &layer_costs},
+        {"--layer-costs", CLI_STRING, &layer_costs}, {"--quantize", CLI_STRING, &quant_s},
     };
     int pr = cli_opts_parse("bench llm", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
                             bench_help);
@@ -351,8 +356,8 @@ static int bench_llm(int argc, char **argv) {
         fprintf(stderr, "lisa bench llm: give exactly one of --model and --config\n");
         return 2;
     }
-    lisa_dtype dtype;
-    if (cli_parse_dtype(dtype_s, &dtype)) return 2;
+    lisa_dtype dtype, quant;
+    if (cli_parse_dtype(dtype_s, &dtype) || cli_parse_quant(quant_s, &quant)) return 2;
     int bs[32], nb = 0, maxb = 0;
     for (const char *p = batches; *p && nb < 32;) {
         char *end;
@@ -369,6 +374,8 @@ static int bench_llm(int argc, char **argv) {
     int dev;
     if (cli_parse_device(device, &kind, &dev)) return 2;
     lisa_dtype act = kind == LISA_BACKEND_CPU ? LISA_DTYPE_F32 : dtype;
+    /* random weights: stored in the --quantize type when given */
+    lisa_dtype wdtype = lisa_dtype_is_quant(quant) ? quant : kind == LISA_BACKEND_CPU ? dtype : act;
 
     lisa_backend *be = NULL;
     lisa_llama_model m;
@@ -379,8 +386,8 @@ static int bench_llm(int argc, char **argv) {
     lisa_status st = lisa_backend_init_params(&be, &bp);
     if (layer_costs) {
         if (st == LISA_OK)
-            st = bench_layer_costs(be, model_dir, config, kind == LISA_BACKEND_CPU ? dtype : act,
-                                   act, (int)chunk, bs, nb, layer_costs);
+            st = bench_layer_costs(be, model_dir, config, wdtype, act, quant, (int)chunk, bs, nb,
+                                   layer_costs);
         if (st != LISA_OK)
             fprintf(stderr, "lisa bench llm: %s: %s\n", lisa_status_str(st), lisa_error_get());
         lisa_backend_free(be);
@@ -389,9 +396,9 @@ static int bench_llm(int argc, char **argv) {
     int have_model = 0;
     if (st == LISA_OK && config) {
         st = lisa_llama_config_load(&cfg, config);
-        if (st == LISA_OK) st = lisa_llama_model_init_random(&m, &cfg, be, kind == LISA_BACKEND_CPU ? dtype : act, act, 0, -1, 42);
+        if (st == LISA_OK) st = lisa_llama_model_init_random(&m, &cfg, be, wdtype, act, 0, -1, 42);
     } else if (st == LISA_OK) {
-        st = lisa_llama_model_load(&m, model_dir, be, act, 0, -1);
+        st = lisa_llama_model_load_quant(&m, model_dir, be, act, quant, 0, -1);
     }
     have_model = st == LISA_OK;
     lisa_llama_state s;
@@ -402,20 +409,33 @@ static int bench_llm(int argc, char **argv) {
     if (st == LISA_OK)
         st = lisa_llama_state_init(&s, &m, maxb, (int)(T + steps + 1), (int)chunk, maxb);
     have_state = st == LISA_OK;
+    /* bytes a decode step reads from the weights: every matmul weight once
+     * (the embedding table: one row per token, left out) */
+    double wbytes = 0;
+    for (int l = 0; have_model && l < m.layer_end - m.layer_begin; l++) {
+        const lisa_llama_layer *L = &m.layers[l];
+        const lisa_tensor *ws[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int j = 0; j < 7; j++) wbytes += (double)lisa_tensor_nbytes(ws[j]);
+    }
+    if (have_model && lisa_llama_model_is_last(&m)) wbytes += (double)lisa_tensor_nbytes(&m.output);
     if (st == LISA_OK && !json)
-        printf("engine   device  batch  prompt  prefill tok/s  decode tok/s\n");
+        printf("engine   device  batch  prompt  prefill tok/s  decode tok/s  weights GB/step  "
+               "GB/s\n");
     for (int i = 0; i < nb && st == LISA_OK; i++) {
         double tp, td;
         st = bench_pass(&m, &s, bs[i], (int)T, (int)(steps < 2 ? steps : 2), 1, &tp, &td);
         if (st == LISA_OK) st = bench_pass(&m, &s, bs[i], (int)T, (int)steps, 7, &tp, &td);
         if (st != LISA_OK) break;
         double pf = (double)bs[i] * (double)T / tp, dc = steps ? (double)bs[i] * (double)steps / td : 0;
+        double gbs = wbytes * dc / bs[i] / 1e9; /* weight bytes per step x steps/s */
         if (json)
             printf("{\"engine\":\"lisa\",\"device\":\"%s\",\"batch\":%d,\"prompt_len\":%ld,"
-                   "\"prefill_tok_s\":%.3f,\"decode_tok_s\":%.3f}\n",
-                   be->ops->name, bs[i], T, pf, dc);
+                   "\"prefill_tok_s\":%.3f,\"decode_tok_s\":%.3f,\"weight_bytes\":%.0f,"
+                   "\"decode_weight_gb_s\":%.3f}\n",
+                   be->ops->name, bs[i], T, pf, dc, wbytes, gbs);
         else
-            printf("lisa     %-6s  %5d  %6ld  %13.1f  %12.2f\n", be->ops->name, bs[i], T, pf, dc);
+            printf("lisa     %-6s  %5d  %6ld  %13.1f  %12.2f  %15.3f  %5.2f\n", be->ops->name, bs[i],
+                   T, pf, dc, wbytes / 1e9, gbs);
         fflush(stdout);
     }
     if (st != LISA_OK) fprintf(stderr, "lisa bench llm: %s: %s\n", lisa_status_str(st), lisa_error_get());
@@ -638,14 +658,58 @@ static int bench_vision(int argc, char **argv) {
     return st == LISA_OK ? 0 : 1;
 }
 
+/* ---- lisa bench memory ---- */
+
+static void memory_help(FILE *f) {
+    fprintf(f,
+            "usage: lisa bench memory [--threads N] [--mb MB] [--reps R] [--json]\n"
+            "\n"
+            "Measures host memory bandwidth STREAM-style: a read-only pass (what batch-1\n"
+            "decode does to the weights) and a copy (read + write counted), each the\n"
+            "best of --reps (default 5) over a --mb (default 1024) MB buffer on --threads\n"
+            "threads (default: all cores). Decode tok/s at batch 1 is bounded by read\n"
+            "GB/s over the weight bytes read per token (lisa bench llm prints both).\n");
+}
+
+static int bench_memory(int argc, char **argv) {
+    long threads = 0, mb = 1024, reps = 5;
+    int json = 0;
+    const cli_opt opts[] = {
+        {"--threads", CLI_COUNT, &threads}, {"--mb", CLI_COUNT, &mb},
+        {"--reps", CLI_COUNT, &reps},       {"--json", CLI_FLAG, &json},
+    };
+    int pr = cli_opts_parse("bench memory", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
+                            memory_help);
+    if (pr) return pr > 0 ? 0 : 2;
+    if (mb < 1) {
+        fprintf(stderr, "lisa bench memory: --mb must be at least 1\n");
+        return 2;
+    }
+    lisa_cpu_stream r;
+    lisa_status st = lisa_cpu_stream_measure((int)threads, (size_t)mb << 20, (int)reps, &r);
+    if (st != LISA_OK) {
+        fprintf(stderr, "lisa bench memory: %s: %s\n", lisa_status_str(st), lisa_error_get());
+        return 1;
+    }
+    if (json)
+        printf("{\"engine\":\"lisa\",\"bench\":\"memory\",\"threads\":%d,\"bytes\":%zu,"
+               "\"read_gb_s\":%.3f,\"copy_gb_s\":%.3f}\n",
+               r.threads, r.bytes, r.read_gb_s, r.copy_gb_s);
+    else
+        printf("memory  threads %d  buffer %zu MB  read %.2f GB/s  copy %.2f GB/s\n", r.threads,
+               r.bytes >> 20, r.read_gb_s, r.copy_gb_s);
+    return 0;
+}
+
 int cmd_bench(int argc, char **argv) {
+    if (argc >= 2 && !strcmp(argv[1], "memory")) return bench_memory(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "llm")) return bench_llm(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "vision")) return bench_vision(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "engine")) return cmd_bench_engine(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "queue")) return cmd_bench_queue(argc - 1, argv + 1);
     FILE *f = (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) ? stdout : stderr;
-    fprintf(f, "usage: lisa bench llm|vision|engine|queue [options]   (see `lisa bench llm --help`,\n"
-               "       `lisa bench vision --help`, `lisa bench engine --help`,\n"
-               "       `lisa bench queue --help`)\n");
+    fprintf(f, "usage: lisa bench llm|vision|engine|queue|memory [options]   (see\n"
+               "       `lisa bench llm --help`, `lisa bench vision --help`, `lisa bench\n"
+               "       engine --help`, `lisa bench queue --help`, `lisa bench memory --help`)\n");
     return f == stdout ? 0 : 2;
 }

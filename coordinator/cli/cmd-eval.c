@@ -142,6 +142,8 @@ static void eval_help(FILE *f) {
             "                        \"[SEG].\", the first [SEG]'s mask\n"
             "  --device DEV          with --model: cpu (default), cuda or cuda:N\n"
             "  --dtype T             with --model: fp32, bf16 or fp16\n"
+            "  --quantize Q         q8_0 or q4_0: quantize the LLM's projections and LM\n"
+            "                       head at load (a converted --quantize model needs no flag)\n"
             "  --threads N           with --model: CPU threads (default: all cores)\n"
             "  --limit N             only the first N images\n"
             "  --csv FILE            per-image rows: image,intersection,union,iou,prompt,error\n"
@@ -200,13 +202,13 @@ static lisa_status eval_one(const char *data, const char *stem, lisa_raster_vari
 
 int cmd_eval(int argc, char **argv) {
     const char *data = NULL, *preds = NULL, *model = NULL, *csv = NULL, *cv = "4.8";
-    const char *device = "cpu", *dtype_s = NULL;
+    const char *device = "cpu", *dtype_s = NULL, *quant_s = NULL;
     long limit = -1, threads = 0;
     const cli_opt opts[] = {
         {"--data", CLI_STRING, &data},    {"--predictions", CLI_STRING, &preds},
         {"--model", CLI_STRING, &model},  {"--csv", CLI_STRING, &csv},
         {"--opencv", CLI_STRING, &cv},    {"--device", CLI_STRING, &device},
-        {"--dtype", CLI_STRING, &dtype_s}, {"--threads", CLI_COUNT, &threads},
+        {"--dtype", CLI_STRING, &dtype_s}, {"--quantize", CLI_STRING, &quant_s}, {"--threads", CLI_COUNT, &threads},
         {"--limit", CLI_COUNT, &limit},
     };
     int pr = cli_opts_parse("eval", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), eval_help);
@@ -231,6 +233,7 @@ int cmd_eval(int argc, char **argv) {
     if (model) {
         lisa_engine_params p;
         if (cli_engine_params(&p, model, device, dtype_s, threads)) return 2;
+        if (quant_s && cli_parse_quant(quant_s, &p.quantize)) return 2;
         p.max_batch = 1;
         lisa_status ms = model_source_open(&src, &p);
         if (ms != LISA_OK) {

@@ -28,6 +28,8 @@ static void generate_help(FILE *f) {
             "                        at most max_position_embeddings)\n"
             "  --device DEV          cpu (default), cuda or cuda:N\n"
             "  --dtype T             fp32, bf16 or fp16: weights and activations\n"
+            "  --quantize Q          q8_0 or q4_0: quantize the projections and LM head\n"
+            "                        at load (a converted --quantize model needs no flag)\n"
             "                        (default: fp32 on cpu, bf16 on cuda; the cpu\n"
             "                        backend computes in fp32 only)\n"
             "  --threads N           CPU threads (default: all cores)\n"
@@ -54,12 +56,12 @@ static const char *stop_name(lisa_stop_reason r) {
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *model_dir = NULL, *prompt = NULL, *device = "cpu", *dtype_s = NULL;
+    const char *model_dir = NULL, *prompt = NULL, *device = "cpu", *dtype_s = NULL, *quant_s = NULL;
     long max_new = 128, ctx = 0, threads = 0;
     int no_bos = 0, json = 0, no_graphs = 0, no_gemv = 0;
     const cli_opt opts[] = {
         {"--model", CLI_STRING, &model_dir},   {"--prompt", CLI_STRING, &prompt},
-        {"--device", CLI_STRING, &device},     {"--dtype", CLI_STRING, &dtype_s},
+        {"--device", CLI_STRING, &device},     {"--dtype", CLI_STRING, &dtype_s}, {"--quantize", CLI_STRING, &quant_s},
         {"--max-new-tokens", CLI_COUNT, &max_new}, {"--ctx", CLI_COUNT, &ctx},
         {"--threads", CLI_COUNT, &threads},    {"--no-bos", CLI_FLAG, &no_bos},
         {"--json", CLI_FLAG, &json},           {"--no-graphs", CLI_FLAG, &no_graphs},
@@ -76,6 +78,8 @@ int cmd_generate(int argc, char **argv) {
     int dev;
     lisa_dtype dtype;
     if (cli_resolve_backend(device, dtype_s, &kind, &dev, &dtype)) return 2;
+    lisa_dtype quant = LISA_DTYPE_F32;
+    if (quant_s && cli_parse_quant(quant_s, &quant)) return 2;
 
     int rc = 1;
     lisa_backend *be = NULL;
@@ -99,7 +103,7 @@ int cmd_generate(int argc, char **argv) {
     if (no_gemv) bp.no_gemv = 1;
     lisa_status st = lisa_backend_init_params(&be, &bp);
     if (st == LISA_OK) st = lisa_tokenizer_load(&tok, tok_path, probe ? added_path : NULL);
-    if (st == LISA_OK) st = lisa_llama_model_load(&model, model_dir, be, dtype, 0, -1);
+    if (st == LISA_OK) st = lisa_llama_model_load_quant(&model, model_dir, be, dtype, quant, 0, -1);
     if (st == LISA_OK) model_ok = 1;
     if (st == LISA_OK) st = lisa_tokenizer_encode(tok, prompt, strlen(prompt), !no_bos, &ids, &n_ids);
     if (st == LISA_OK && n_ids == 0) st = lisa_error_set(LISA_ERR_ARG, "the prompt encodes to no tokens");

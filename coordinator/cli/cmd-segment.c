@@ -49,6 +49,8 @@ static void segment_help(FILE *f) {
             "                       tokens (default 512)\n"
             "  --device DEV         cpu (default), cuda or cuda:N\n"
             "  --dtype T            fp32, bf16 or fp16 (default: fp32 on cpu, bf16 on cuda)\n"
+            "  --quantize Q         q8_0 or q4_0: quantize the LLM's projections and LM\n"
+            "                       head at load (a converted --quantize model needs no flag)\n"
             "  --threads N          CPU threads (default: all cores)\n"
             "  --max-image-bytes N  refuse image files larger than N bytes (default 100 MB)\n"
             "  --max-image-pixels N refuse images of more than N pixels (default 100 million)\n"
@@ -81,14 +83,14 @@ static void sink_drain(cli_job_sink *k, lisa_engine *e, seg_inflight *fl, int *n
 
 int cmd_segment(int argc, char **argv) {
     const char *model = NULL, *image = NULL, *prompt = NULL, *answer = NULL, *manifest = NULL,
-               *out = NULL, *device = "cpu", *dtype_s = NULL;
+               *out = NULL, *device = "cpu", *dtype_s = NULL, *quant_s = NULL;
     long max_new = 512, batch = 8, threads = 0, max_bytes = 0, max_pixels = 0, budget = 0;
     int json = 0;
     const cli_opt opts[] = {
         {"--model", CLI_STRING, &model},         {"--image", CLI_STRING, &image},
         {"--prompt", CLI_STRING, &prompt},       {"--answer", CLI_STRING, &answer},
         {"--manifest", CLI_STRING, &manifest},   {"--out", CLI_STRING, &out},
-        {"--device", CLI_STRING, &device},       {"--dtype", CLI_STRING, &dtype_s},
+        {"--device", CLI_STRING, &device},       {"--dtype", CLI_STRING, &dtype_s}, {"--quantize", CLI_STRING, &quant_s},
         {"--max-new-tokens", CLI_COUNT, &max_new}, {"--batch", CLI_COUNT, &batch},
         {"--threads", CLI_COUNT, &threads},      {"--max-image-bytes", CLI_COUNT, &max_bytes},
         {"--max-image-pixels", CLI_COUNT, &max_pixels}, {"--json", CLI_FLAG, &json},
@@ -113,6 +115,7 @@ int cmd_segment(int argc, char **argv) {
     }
     lisa_engine_params p;
     if (cli_engine_params(&p, model, device, dtype_s, threads)) return 2;
+    if (quant_s && cli_parse_quant(quant_s, &p.quantize)) return 2;
     p.max_batch = (int)batch;
     p.max_new_tokens = (int)max_new;
     p.token_budget = (int)budget;

@@ -38,6 +38,8 @@ static void worker_help(FILE *f) {
             "  --model DIR          converted LISA model directory (docs/model-format.md)\n"
             "  --device DEV         cpu (default), cuda or cuda:N\n"
             "  --dtype T            fp32, bf16 or fp16 (default: fp32 on cpu, bf16 on cuda)\n"
+            "  --quantize Q         q8_0 or q4_0: quantize the LLM's projections and LM\n"
+            "                       head at load (a converted --quantize model needs no flag)\n"
             "  --threads N          CPU threads (default: all cores)\n"
             "  --batch N            jobs run together: KV-cache slots (default 8)\n"
             "  --token-budget N     tokens per engine step (default 512)\n"
@@ -74,12 +76,12 @@ int cmd_worker(int argc, char **argv) {
     cli_worker_opts wo;
     memset(&wo, 0, sizeof wo);
     if (cli_worker_take_roots("worker", &argc, argv, &wo)) return CLI_EXIT_USAGE;
-    const char *model = NULL, *device = "cpu", *dtype_s = NULL;
+    const char *model = NULL, *device = "cpu", *dtype_s = NULL, *quant_s = NULL;
     long threads = 0, batch = 8, budget = 0, max_new = 512, max_img = 0;
     const cli_opt opts[] = {
         CLI_WORKER_OPTS(&wo),
         {"--model", CLI_STRING, &model},          {"--device", CLI_STRING, &device},
-        {"--dtype", CLI_STRING, &dtype_s},        {"--threads", CLI_COUNT, &threads},
+        {"--dtype", CLI_STRING, &dtype_s}, {"--quantize", CLI_STRING, &quant_s},        {"--threads", CLI_COUNT, &threads},
         {"--batch", CLI_COUNT, &batch},           {"--token-budget", CLI_COUNT, &budget},
         {"--max-new-tokens", CLI_COUNT, &max_new}, {"--max-image-bytes", CLI_COUNT, &max_img},
     };
@@ -98,6 +100,7 @@ int cmd_worker(int argc, char **argv) {
     if (cli_worker_params("worker", &wo, &fp, &g_worker_stop)) return CLI_EXIT_USAGE;
     lisa_engine_params p;
     if (cli_engine_params(&p, model, device, dtype_s, threads)) return CLI_EXIT_USAGE;
+    if (quant_s && cli_parse_quant(quant_s, &p.quantize)) return CLI_EXIT_USAGE;
     p.max_batch = (int)batch;
     p.token_budget = (int)budget;
     p.max_new_tokens = (int)max_new;

@@ -173,7 +173,7 @@ lisa_status lisa_engine_init(lisa_engine **out, const lisa_engine_params *params
     bp.threads = e->p.threads;
     lisa_status st = lisa_backend_init_params(&e->be, &bp);
     if (st == LISA_OK) st = lisa_prompt_tokenizer_load(dir, &e->tok, &e->seg_id);
-    if (st == LISA_OK) st = lisa_llama_model_load(&e->llm, dir, e->be, e->p.dtype, 0, -1);
+    if (st == LISA_OK) st = lisa_llama_model_load_quant(&e->llm, dir, e->be, e->p.dtype, e->p.quantize, 0, -1);
     e->have_llm = st == LISA_OK;
     /* Every id the tokenizer makes must have an embedding row and every row
      * a piece to print, so the two sizes must agree exactly. */

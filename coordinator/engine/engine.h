@@ -50,6 +50,9 @@ typedef struct lisa_engine_params {
                                      no_graphs); its kind, device and threads are
                                      the three fields above */
     lisa_dtype dtype;             /* compute dtype (F32 on the CPU) */
+    lisa_dtype quantize;          /* Q8_0 / Q4_0: the LLM's projections and LM head
+                                     quantized at load (lisa_llama_model_load_quant);
+                                     F32 (zero): the file's types */
     int max_batch;                /* KV-cache slots: requests running at once (default 8) */
     int token_budget;             /* tokens per step, prefill chunks plus decode tokens
                                      (default 512; at least max_batch) */
