@@ -1,9 +1,10 @@
 /* backend-cuda.cu: the CUDA backend: device memory, the stream, pinned
  * staging for uploads, pinned host buffers, events, device-to-device
- * copies, and the ops table whose entries live in the other
- * files of this folder (gemm.cu, gemm-quant.cu, norm.cu, rope.cu,
- * attention.cu, elementwise.cu, reduce.cu, vision.cu). Each op mirrors the CPU backend's function of
- * the same name, which is its oracle (tests/unit/test-backend-ops.c).
+ * copies, scratch reservation, and the ops table whose entries live in the
+ * other files of this folder (gemm.cu, gemm-quant.cu, norm.cu, rope.cu,
+ * attention.cu, elementwise.cu, reduce.cu, vision.cu). Each op mirrors the
+ * CPU backend's function of the same name, which is its oracle
+ * (tests/unit/test-backend-ops.c).
  *
  * One stream per backend; everything is enqueued on it. Its switches come
  * from lisa_backend_params (no environment is read here). Deliberately not
@@ -203,7 +204,8 @@ static void cuda_graph_free(lisa_backend *be, void *graph) {
 static lisa_status cuda_upload_convert(lisa_backend *be, void *dst, lisa_dtype dst_dtype,
                                        const void *src, lisa_dtype src_dtype, size_t n) {
     cuda_ctx *c = cuda_ctx_of(be);
-    if ((lisa_dtype_is_quant(dst_dtype) || lisa_dtype_is_quant(src_dtype)) && dst_dtype != src_dtype)
+    int quant = lisa_dtype_is_quant(dst_dtype) || lisa_dtype_is_quant(src_dtype);
+    if (quant && dst_dtype != src_dtype)
         return lisa_error_set(LISA_ERR_UNSUPPORTED,
                               "cuda upload: %s -> %s: quantized weights are uploaded in their own "
                               "dtype, not converted",
@@ -222,7 +224,8 @@ static lisa_status cuda_upload_convert(lisa_backend *be, void *dst, lisa_dtype d
         if (dst_dtype == src_dtype)
             memcpy(c->staging[b], (const char *)src + i * ss, cnt * ss);
         else
-            lisa_dtype_convert(c->staging[b], dst_dtype, (const char *)src + i * ss, src_dtype, cnt);
+            lisa_dtype_convert(c->staging[b], dst_dtype, (const char *)src + i * ss, src_dtype,
+                               cnt);
         CUDA_TRY(cudaMemcpyAsync((char *)dst + i * ds, c->staging[b], cnt * ds,
                                  cudaMemcpyHostToDevice, c->stream));
         CUDA_TRY(cudaEventRecord(c->staging_done[b], c->stream));
@@ -242,9 +245,10 @@ static lisa_status cuda_reserve(lisa_backend *be, const lisa_backend_reserve_req
     CUDA_TRY(cudaStreamSynchronize(c->stream)); /* queued matmuls may still read it */
     void *p = NULL;
     LISA_TRY(cuda_device_alloc(c, need, "the quantized matmul scratch (matmul_k)", &p));
-    CUDA_TRY(cudaFree(c->quant_scratch));
+    void *old = c->quant_scratch;
     c->quant_scratch = p;
     c->quant_scratch_size = need;
+    CUDA_TRY(cudaFree(old));
     return LISA_OK;
 }
 

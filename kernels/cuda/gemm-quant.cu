@@ -50,8 +50,12 @@
 
 /* Bytes of one block of Q (34 for Q8_0, 18 for Q4_0). */
 template <lisa_dtype Q> struct qblock_bytes;
-template <> struct qblock_bytes<LISA_DTYPE_Q8_0> { static const int n = (int)sizeof(lisa_block_q8_0); };
-template <> struct qblock_bytes<LISA_DTYPE_Q4_0> { static const int n = (int)sizeof(lisa_block_q4_0); };
+template <> struct qblock_bytes<LISA_DTYPE_Q8_0> {
+    static const int n = (int)sizeof(lisa_block_q8_0);
+};
+template <> struct qblock_bytes<LISA_DTYPE_Q4_0> {
+    static const int n = (int)sizeof(lisa_block_q4_0);
+};
 
 /* A block's fp16 scale from its bits. */
 __device__ __forceinline__ float qscale(uint16_t bits) {
@@ -91,8 +95,8 @@ __device__ __forceinline__ float4 ld4(const float *p) { return *(const float4 *)
  * blocks (8 steps over QGEMV_NB blocks), so a warp reads 32 contiguous words
  * of x per row and 4 blocks' quants. acc[m] += w . x[m] over those. */
 template <int M>
-__device__ __forceinline__ void qgemv_chunk_q8(float *acc, const unsigned char *sw, int nb, int lane,
-                                               const float (*sx)[QGEMV_KC]) {
+__device__ __forceinline__ void qgemv_chunk_q8(float *acc, const unsigned char *sw, int nb,
+                                               int lane, const float (*sx)[QGEMV_KC]) {
     for (int s = 0; s < QGEMV_NB / 4; s++) {
         int b = s * 4 + (lane >> 3), e = (lane & 7) * 4;
         if (b >= nb) break;
@@ -116,14 +120,15 @@ __device__ __forceinline__ void qgemv_chunk_q8(float *acc, const unsigned char *
  * of 8 blocks (4 steps), i.e. elements j..j+3 (low nibbles) and j+16..j+19
  * (high nibbles), j = 4*(l%4). */
 template <int M>
-__device__ __forceinline__ void qgemv_chunk_q4(float *acc, const unsigned char *sw, int nb, int lane,
-                                               const float (*sx)[QGEMV_KC]) {
+__device__ __forceinline__ void qgemv_chunk_q4(float *acc, const unsigned char *sw, int nb,
+                                               int lane, const float (*sx)[QGEMV_KC]) {
     for (int s = 0; s < QGEMV_NB / 8; s++) {
         int b = s * 8 + (lane >> 2), j = (lane & 3) * 4;
         if (b >= nb) break;
         const unsigned char *blk = sw + b * 18;
         float d = qscale(*(const uint16_t *)blk);
-        unsigned q = *(const uint16_t *)(blk + 2 + j) | (unsigned)*(const uint16_t *)(blk + 4 + j) << 16;
+        unsigned q = *(const uint16_t *)(blk + 2 + j) |
+                     (unsigned)*(const uint16_t *)(blk + 4 + j) << 16;
         float lo[4], hi[4];
 #pragma unroll
         for (int k = 0; k < 4; k++) {
@@ -147,7 +152,9 @@ __device__ __forceinline__ void qgemv_chunk_q4(float *acc, const unsigned char *
 }
 
 /* M rounded up to a power of two (M <= 8). */
-template <int M> struct qrows_pow2 { static const int n = M <= 1 ? 1 : M <= 2 ? 2 : M <= 4 ? 4 : 8; };
+template <int M> struct qrows_pow2 {
+    static const int n = M <= 1 ? 1 : M <= 2 ? 2 : M <= 4 ? 4 : 8;
+};
 
 /* Sums acc[0..M) over the warp. Instead of 5 shuffles per row, each of the
  * first log2(P) steps (P = qrows_pow2<M>) sends half of the rows a lane
