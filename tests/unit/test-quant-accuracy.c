@@ -62,10 +62,11 @@ static const struct {
 
 /* The bounds; fixture NULL: every fixture. How they were chosen:
  *
- * F32 is the control: the fixtures' own fp32 tolerances (test-llama holds
- * logits to 1e-5 of max |ref|, test-lisa [SEG] embeddings to 1e-4), every
- * token and answer equal, no argmax changed, masks equal (IoU 0.999 leaves
- * room for the few pixels whose reference logit is within 1e-4 of 0).
+ * F32 is the control: the fixtures' own fp32 tolerances (test-llama's 1e-5
+ * for logits, there of max |ref|, here of the smaller RMS, so stricter;
+ * test-lisa's 1e-4 for [SEG] embeddings), every token and answer equal, no
+ * argmax changed, masks equal (IoU 0.999 leaves room for the few pixels
+ * whose reference logit is within 1e-4 of 0).
  *
  * Quantized: from the values measured on this machine (the table this test
  * prints; docs/quantization.md, Accuracy) with one rule of headroom:
