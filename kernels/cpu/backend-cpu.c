@@ -255,7 +255,9 @@ static lisa_status cpu_matmul(lisa_backend *be, lisa_tensor *out, const lisa_ten
      * thread streams its own part of w once per call (decode reads every
      * weight exactly once) and writes its own columns of out */
     int64_t P = (N + isa->nr - 1) / isa->nr;
-#pragma omp parallel num_threads(c->nthreads) if (P > 1)
+    /* below ~64K multiply-adds a parallel region costs more than it saves */
+    int par = P > 1 && M * N * K >= ((int64_t)1 << 16);
+#pragma omp parallel num_threads(c->nthreads) if (par)
     {
         int64_t t = omp_get_thread_num(), T = omp_get_num_threads();
         cpu_mm_run(isa, od, xd, M, K, w, P * t / T, P * (t + 1) / T, kc,
