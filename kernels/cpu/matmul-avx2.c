@@ -172,7 +172,7 @@ static void avx2_block(const float *x, int64_t ldx, int mr, const float *panel, 
     _mm256_zeroupper(); /* as in the panel fill */
 }
 
-static const cpu_mm_isa k_avx2 = {"avx2", MR, NR, VL, avx2_panel_fill, avx2_block};
+static const cpu_mm_isa k_avx2 = {"avx2", MR, NR, VL, avx2_panel_fill, avx2_block, NULL};
 
 const cpu_mm_isa *cpu_mm_isa_avx2(void) {
     static int ok = -1;

@@ -60,7 +60,8 @@ static void gen_block(const float *x, int64_t ldx, int mr, const float *panel, i
         for (int j = 0; j < nv; j++) out[i * ldo + j] = gen_hsum(a[i][j]);
 }
 
-static const cpu_mm_isa k_generic = {"generic", GEN_MR, GEN_NR, GEN_VL, gen_panel_fill, gen_block};
+static const cpu_mm_isa k_generic = {"generic", GEN_MR, GEN_NR, GEN_VL, gen_panel_fill, gen_block,
+                                     NULL};
 
 const cpu_mm_isa *cpu_mm_isa_get(const char *want) {
     const cpu_mm_isa *best = cpu_mm_isa_avx512();
@@ -74,7 +75,9 @@ const cpu_mm_isa *cpu_mm_isa_get(const char *want) {
 }
 
 int64_t cpu_mm_chunk(int64_t M, int64_t K) {
-    return M <= CPU_MM_WHOLE_ROWS_M && K > CPU_MM_KC ? K : CPU_MM_KC;
+    (void)M;
+    (void)K;
+    return CPU_MM_KC;
 }
 
 /* The panel's floats for chunks of kc columns: nr rows of kc rounded up to
@@ -92,6 +95,14 @@ void cpu_mm_run(const cpu_mm_isa *isa, float *out, const float *x, int64_t M, in
                 const lisa_tensor *w, int64_t p0, int64_t p1, int64_t KC, float *scratch) {
     int64_t N = w->shape[0];
     float *panel = scratch, *acc = scratch + mm_panel_floats(isa, KC);
+    if (isa->direct && M <= isa->mr) {
+        for (int64_t p = p0; p < p1; p++) {
+            int64_t n0 = p * isa->nr;
+            int nv = (int)(N - n0 < isa->nr ? N - n0 : isa->nr);
+            isa->direct(x, K, (int)M, w, n0, nv, out + n0, N);
+        }
+        return;
+    }
     for (int64_t p = p0; p < p1; p++) {
         int64_t n0 = p * isa->nr;
         int nv = (int)(N - n0 < isa->nr ? N - n0 : isa->nr);

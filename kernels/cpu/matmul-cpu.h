@@ -43,6 +43,12 @@ typedef struct cpu_mm_isa {
      * reduced into out[i * ldo + j] (j < nv) when `last`, else stored. */
     void (*block)(const float *x, int64_t ldx, int mr, const float *panel, int64_t kcp,
                   int64_t kc, float *acc, int first, int last, float *out, int64_t ldo, int nv);
+    /* Optional (NULL: small calls use panels too): a whole call of mr <=
+     * this->mr rows against the panel of rows [n0, n0 + nv) of w, weights
+     * widened in registers, no panel buffer (decode: one pass over the
+     * weights and nothing else), giving the same bits as block over panels. */
+    void (*direct)(const float *x, int64_t ldx, int mr, const lisa_tensor *w, int64_t n0, int nv,
+                   float *out, int64_t ldo);
 } cpu_mm_isa;
 
 /* The kernels of the best instruction set this CPU runs (checked once),
@@ -50,16 +56,11 @@ typedef struct cpu_mm_isa {
  * (NULL: the best), falling back to generic when the CPU lacks it. */
 const cpu_mm_isa *cpu_mm_isa_get(const char *want);
 
-/* Calls of at most this many rows widen whole weight rows at once: a
- * panel's rows lie back to back in memory, so the panel is then read as one
- * sequential stream (what the hardware prefetchers follow best), and the
- * panel, read by a few blocks only, may sit in L2. Larger calls, compute
- * bound, use CPU_MM_KC-column chunks that stay in L1. The chunking changes
- * no result (the lane sums run in the same order). */
-#define CPU_MM_WHOLE_ROWS_M 16
-
 /* The columns widened per panel chunk for a call of M rows and K columns
- * (CPU_MM_KC, or K for small M). */
+ * (CPU_MM_KC: whole rows were tried for small M and lost, the widened
+ * panel then leaves L1; calls of up to mr rows take the direct kernel where
+ * there is one). Chunking changes no result (the lane sums run in the same
+ * order). */
 int64_t cpu_mm_chunk(int64_t M, int64_t K);
 
 /* Per-thread floats cpu_mm_run needs for an isa and chunk width kc. */
