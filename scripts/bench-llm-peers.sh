@@ -14,7 +14,9 @@
 #
 # Usage: scripts/bench-llm-peers.sh [--shape NAME|config.json] [--threads N]
 #          [--prompt N] [--gen N] [--types bf16,q8_0,q4_0] [--reps N]
-#          [--work DIR] [--keep] [--seed N] [--tokenizer FILE]
+#          [--work DIR] [--keep] [--seed N] [--tokenizer FILE] [--prepare-only]
+#   --prepare-only  make and convert the checkpoints into --work, measure
+#                   nothing (a later run with the same --work reuses them)
 # Environment (the first three are required):
 #   LLAMA_CPP_BUILD  llama.cpp build directory (bin/llama-bench,
 #                    bin/llama-batched-bench, bin/llama-quantize)
@@ -46,6 +48,7 @@ WORK=
 KEEP=0
 SEED=0
 TOKENIZER=
+PREPARE_ONLY=0
 while [ $# -gt 0 ]; do
     case $1 in
     --shape) SHAPE=${2:?--shape needs a value}; shift 2 ;;
@@ -58,6 +61,7 @@ while [ $# -gt 0 ]; do
     --keep) KEEP=1; shift ;;
     --seed) SEED=${2:?--seed needs a value}; shift 2 ;;
     --tokenizer) TOKENIZER=${2:?--tokenizer needs a value}; shift 2 ;;
+    --prepare-only) PREPARE_ONLY=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument '$1'" ;;
     esac
@@ -161,8 +165,6 @@ run_step() {
         { tail -n 20 "$WORK/$name.log" >&2; die "$name failed (command: $*; log $WORK/$name.log)"; }
 }
 
-LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
-
 # ---- one checkpoint, converted for both sides ----
 # Each artefact is written under a .partial name and renamed when complete,
 # so a --work directory of an interrupted run is reused safely.
@@ -234,13 +236,22 @@ gguf_file() {
     GGUF=$f
 }
 
-# ---- the machine's bandwidth, when this lisa has the probe ----
-if [ $HAVE_MEMORY = 1 ]; then
-    run_step bench-memory "$LISA" bench memory --threads "$THREADS" --json
-    cp "$WORK/bench-memory.log" "$WORK/bench-memory.out"
+# ---- every input first, so that the measurements run back to back ----
+for t in "${TYPE_LIST[@]}"; do
+    lisa_dir "$t"
+    gguf_file "$t"
+done
+if [ $PREPARE_ONLY = 1 ]; then
+    echo "$ME: prepared in $WORK; rerun with --work $WORK to measure"
+    exit 0
 fi
 
-# ---- the runs: per type lisa, then llama-bench, then llama-batched-bench ----
+# ---- the runs: the bandwidth probe, then per type lisa, llama-bench and
+# llama-batched-bench, alternating engines so a drift in load hits both ----
+LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
+if [ $HAVE_MEMORY = 1 ]; then
+    run_measured bench-memory "$LISA" bench memory --threads "$THREADS" --json
+fi
 CTX=$((16 * (PROMPT + GEN)))
 for t in "${TYPE_LIST[@]}"; do
     lisa_dir "$t"
@@ -254,16 +265,17 @@ for t in "${TYPE_LIST[@]}"; do
         -c "$CTX" -npp "$PROMPT" -ntg "$GEN" -npl 1,16 -t "$THREADS" -tb "$THREADS" \
         --output-format jsonl
 done
+LOAD_END=$(cut -d' ' -f1 /proc/loadavg)
 
 # ---- the table ----
 LISA_COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 [ -z "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ] || LISA_COMMIT="$LISA_COMMIT+dirty"
 CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 "$PYTHON" - "$WORK" "$CONFIG" "$SHAPE" "$TYPES" "$THREADS" "$PROMPT" "$GEN" "$SEED" "$REPS" \
-    "$CPU" "$(nproc)" "$LOAD_START" "$LISA_COMMIT" "$HAVE_MEMORY" <<'EOF'
+    "$CPU" "$(nproc)" "$LOAD_START" "$LOAD_END" "$LISA_COMMIT" "$HAVE_MEMORY" <<'EOF'
 import json, os, sys
 
-(work, config, shape, types, threads, prompt, gen, seed, reps, cpu, ncpu, load,
+(work, config, shape, types, threads, prompt, gen, seed, reps, cpu, ncpu, load0, load1,
  lisa_commit, have_memory) = sys.argv[1:]
 types = types.split(",")
 cfg = json.load(open(config))
@@ -313,7 +325,8 @@ if have_memory == "1":
     bw = max(cand) if cand else None
 
 build = jsonl("llama-bench-" + types[0])[0]
-print(f"machine: {cpu}, {ncpu} CPUs online, load {load} at start; {threads} threads on both sides")
+print(f"machine: {cpu}, {ncpu} CPUs online, load average {load0} before the runs and {load1} after; "
+      f"{threads} threads on both sides")
 print(f"lisa {lisa_commit}; llama.cpp build {build.get('build_number', '?')} "
       f"({build.get('build_commit', '?')}), {build.get('cpu_info', '?')}")
 print(f"shape {shape}: hidden {h}, intermediate {inter}, {L} layers, {nh} heads, {nkv} KV heads, "
