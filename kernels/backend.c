@@ -70,14 +70,16 @@ void lisa_backend_params_from_env(lisa_backend_params *p) {
     if (e && !strcmp(e, "0")) p->no_gemv = 1;
     e = getenv("LISA_GRAPHS");
     if (e && !strcmp(e, "0")) p->no_graphs = 1;
+    e = getenv("LISA_CPU_ISA");
+    if (e && !strcmp(e, "avx512")) p->cpu_isa = LISA_CPU_ISA_AVX512;
+    else if (e && !strcmp(e, "avx2")) p->cpu_isa = LISA_CPU_ISA_AVX2;
+    else if (e && !strcmp(e, "generic")) p->cpu_isa = LISA_CPU_ISA_GENERIC;
 }
 
 lisa_status lisa_backend_init_params(lisa_backend **out, const lisa_backend_params *p) {
     switch (p->kind) {
     case LISA_BACKEND_CPU:
-        LISA_TRY(lisa_backend_cpu_init(out, p->threads));
-        (*out)->params = *p;
-        return LISA_OK;
+        return lisa_backend_cpu_init_params(out, p);
     case LISA_BACKEND_CUDA:
 #ifdef LISA_HAVE_CUDA
         return lisa_backend_cuda_init_params(out, p);

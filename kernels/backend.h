@@ -261,6 +261,15 @@ typedef enum {
     LISA_BACKEND_CUDA
 } lisa_backend_kind;
 
+/* The CPU matmul's kernels (kernels/cpu/matmul-cpu.h): the best the CPU
+ * runs, or one forced (falling back to GENERIC when the CPU lacks it). */
+typedef enum {
+    LISA_CPU_ISA_BEST = 0,
+    LISA_CPU_ISA_AVX512,
+    LISA_CPU_ISA_AVX2,
+    LISA_CPU_ISA_GENERIC
+} lisa_cpu_isa;
+
 /* How to create a backend. Zero switches are the defaults. */
 typedef struct lisa_backend_params {
     lisa_backend_kind kind;
@@ -271,6 +280,7 @@ typedef struct lisa_backend_params {
     int no_gemv;          /* CUDA: decode-sized bf16/fp16 matmuls on cuBLASLt
                              instead of the GEMV kernel (A/B timing) */
     int no_graphs;        /* record no graphs (graph_begin: LISA_ERR_UNSUPPORTED) */
+    lisa_cpu_isa cpu_isa; /* CPU: the matmul kernels' instruction set */
 } lisa_backend_params;
 
 struct lisa_backend {
@@ -283,7 +293,8 @@ struct lisa_backend {
 lisa_backend_params lisa_backend_params_default(lisa_backend_kind kind, int device, int threads);
 /* For programs and tests, never called by the library: overlays the
  * environment's switches on p: LISA_CUDA_SYNC=1 (sync_each_launch),
- * LISA_GEMV=0 (no_gemv), LISA_GRAPHS=0 (no_graphs). */
+ * LISA_GEMV=0 (no_gemv), LISA_GRAPHS=0 (no_graphs), LISA_CPU_ISA=avx512,
+ * avx2 or generic (cpu_isa). */
 void lisa_backend_params_from_env(lisa_backend_params *p);
 /* Creates a backend. Returns LISA_ERR_UNSUPPORTED when the build lacks the
  * backend (or, for CUDA, no device is present). */
@@ -308,8 +319,13 @@ lisa_status lisa_backend_tensor_set(lisa_backend *be, lisa_tensor *t, const void
 lisa_status lisa_backend_tensor_get(lisa_backend *be, const lisa_tensor *t, void *host);
 lisa_status lisa_backend_synchronize(lisa_backend *be);
 
-/* CPU backend constructor (cpu/backend-cpu.c). */
+/* CPU backend constructors (cpu/backend-cpu.c); the first uses default
+ * switches. */
 lisa_status lisa_backend_cpu_init(lisa_backend **out, int nthreads);
+lisa_status lisa_backend_cpu_init_params(lisa_backend **out, const lisa_backend_params *p);
+/* The name ("avx512", "avx2", "generic") of the matmul kernels a CPU
+ * backend runs; NULL for other backends. */
+const char *lisa_backend_cpu_isa_name(const lisa_backend *be);
 /* CUDA backend constructors (cuda/backend-cuda.cu); only in CUDA builds.
  * LISA_ERR_UNSUPPORTED when no device is present. The first uses default
  * switches. */

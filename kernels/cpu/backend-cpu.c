@@ -35,6 +35,7 @@
 
 #include "cpu-internal.h"
 #include "fault.h"
+#include "matmul-cpu.h"
 
 #define LISA_CPU_ROW_BLOCK 2
 #define LISA_CPU_TILE_BYTES ((size_t)4 << 20)
@@ -239,6 +240,28 @@ static lisa_status cpu_matmul(lisa_backend *be, lisa_tensor *out, const lisa_ten
     float *od = (float *)out->data;
     if (M == 0) return LISA_OK;
 
+    if (bias) {
+        LISA_ASSERT(lisa_tensor_nelem(bias) == N);
+        LISA_TRY(cpu_scratch_fits(c, "matmul bias", 0, (size_t)N, NULL));
+    }
+    if (w->dtype != LISA_DTYPE_F32 || 1) {
+        const cpu_mm_isa *isa = c->mm;
+        LISA_ASSERT(!lisa_dtype_is_quant(w->dtype) || K % LISA_QK == 0);
+        LISA_TRY(cpu_scratch_fits(c, "matmul", cpu_mm_scratch_need(isa), 0, NULL));
+        int64_t P = (N + isa->nr - 1) / isa->nr;
+#pragma omp parallel num_threads(c->nthreads) if (P > 1)
+        {
+            int64_t t = omp_get_thread_num(), T = omp_get_num_threads();
+            cpu_mm_run(isa, od, xd, M, K, w, P * t / T, P * (t + 1) / T,
+                       cpu_thread_scratch(c, (int)t));
+        }
+        if (bias) {
+            const float *b = cpu_vec_f32(bias, cpu_shared_scratch(c));
+            for (int64_t m = 0; m < M; m++)
+                for (int64_t n = 0; n < N; n++) od[m * N + n] += b[n];
+        }
+        return LISA_OK;
+    }
     int widen = w->dtype != LISA_DTYPE_F32;
     if (bias) {
         LISA_ASSERT(lisa_tensor_nelem(bias) == N);
@@ -557,6 +580,16 @@ static const lisa_backend_ops k_cpu_ops = {
 };
 
 lisa_status lisa_backend_cpu_init(lisa_backend **out, int nthreads) {
+    lisa_backend_params p = lisa_backend_params_default(LISA_BACKEND_CPU, 0, nthreads);
+    return lisa_backend_cpu_init_params(out, &p);
+}
+
+const char *lisa_backend_cpu_isa_name(const lisa_backend *be) {
+    return be->ops == &k_cpu_ops ? cpu_ctx_of((lisa_backend *)be)->mm->name : NULL;
+}
+
+lisa_status lisa_backend_cpu_init_params(lisa_backend **out, const lisa_backend_params *p) {
+    int nthreads = p->threads;
     lisa_backend *be = calloc(1, sizeof *be);
     cpu_ctx *c = calloc(1, sizeof *c);
     if (!be || !c) {
@@ -565,6 +598,10 @@ lisa_status lisa_backend_cpu_init(lisa_backend **out, int nthreads) {
         return lisa_error_set(LISA_ERR_NOMEM, "cpu backend: allocation failed");
     }
     c->nthreads = nthreads > 0 ? nthreads : omp_get_num_procs();
+    static const char *const isa_names[] = {NULL, "avx512", "avx2", "generic"};
+    c->mm = cpu_mm_isa_get(p->cpu_isa >= LISA_CPU_ISA_BEST && p->cpu_isa <= LISA_CPU_ISA_GENERIC
+                               ? isa_names[p->cpu_isa]
+                               : NULL);
     c->tile_elems = LISA_CPU_TILE_BYTES / sizeof(float);
     lisa_status st = cpu_scratch_alloc(c, LISA_CPU_SCRATCH_THREAD_ELEMS, LISA_CPU_SCRATCH_SHARED_ELEMS);
     if (st != LISA_OK) {
@@ -575,7 +612,7 @@ lisa_status lisa_backend_cpu_init(lisa_backend **out, int nthreads) {
     openblas_set_num_threads(1);
     be->ops = &k_cpu_ops;
     be->ctx = c;
-    be->params = lisa_backend_params_default(LISA_BACKEND_CPU, 0, nthreads);
+    be->params = *p;
     *out = be;
     return LISA_OK;
 }

@@ -12,8 +12,11 @@
  * OpenMP thread t of an op's parallel region: widened weight tiles,
  * attention scores) and then one shared slice of shared_elems floats
  * (widened weight vectors, conv_transpose's product), all 64-byte aligned. */
+struct cpu_mm_isa;
+
 typedef struct {
     int nthreads;
+    const struct cpu_mm_isa *mm; /* the matmul kernels (matmul-cpu.h) */
     size_t tile_elems;    /* fp32 elements of a widened weight tile */
     float *scratch;
     size_t thread_elems, shared_elems;

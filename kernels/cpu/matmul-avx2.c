@@ -1,0 +1,184 @@
+/* matmul-avx2.c: the matmul kernels for AVX2 with FMA and F16C, built with
+ * those -m flags and called only when the CPU has them (cpu_mm_isa_get).
+ * Blocks of 4 activation rows x 3 weight rows keep 12 ymm accumulators (of
+ * 16 registers); weight panels are widened from bf16, f16, Q8_0 or Q4_0 with
+ * vector conversions that are exact (see matmul-cpu.h). Deliberately not
+ * here: anything that must agree bit for bit with other instruction sets
+ * (only fp32 rounding separates them). */
+#include "matmul-cpu.h"
+
+#if defined(__x86_64__) && defined(LISA_CPU_AVX2)
+
+#include <immintrin.h>
+#include <string.h>
+
+#define MR 4
+#define NR 3
+#define VL 8
+
+static inline __m256 w8_bf16(const uint16_t *p) {
+    __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
+}
+
+static inline __m256 w8_f16(const uint16_t *p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+/* 8 int8 quants (the low 8 bytes of q) times the block scale: d * q exactly
+ * as lisa_dtype_to_f32. */
+static inline __m256 w8_q(__m128i q, __m256 d) {
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d);
+}
+
+/* Stores the 16 int8 quants of q times d as 16 floats at p. */
+static inline void store16_q(float *p, __m128i q, __m256 d) {
+    _mm256_storeu_ps(p, w8_q(q, d));
+    _mm256_storeu_ps(p + 8, w8_q(_mm_srli_si128(q, 8), d));
+}
+
+/* The fixed reduction order of the 8 lanes. */
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+/* Widens n elements of one row of w, from element k0, into p (n a
+ * multiple of LISA_QK for block types; float types convert their tail one
+ * by one). */
+static void row_widen(float *p, const lisa_tensor *w, int64_t row, int64_t k0, int64_t n) {
+    int64_t K = w->shape[1];
+    const char *base = (const char *)w->data + (size_t)row * lisa_dtype_row_bytes(w->dtype, K);
+    int64_t k = 0;
+    switch (w->dtype) {
+    case LISA_DTYPE_F32:
+        memcpy(p, (const float *)base + k0, (size_t)n * sizeof *p);
+        return;
+    case LISA_DTYPE_BF16: {
+        const uint16_t *s = (const uint16_t *)base + k0;
+        for (; k + VL <= n; k += VL) _mm256_storeu_ps(p + k, w8_bf16(s + k));
+        for (; k < n; k++) p[k] = lisa_bf16_to_f32(s[k]);
+        return;
+    }
+    case LISA_DTYPE_F16: {
+        const uint16_t *s = (const uint16_t *)base + k0;
+        for (; k + VL <= n; k += VL) _mm256_storeu_ps(p + k, w8_f16(s + k));
+        for (; k < n; k++) p[k] = lisa_f16_to_f32(s[k]);
+        return;
+    }
+    case LISA_DTYPE_Q8_0: {
+        const lisa_block_q8_0 *b = (const lisa_block_q8_0 *)base + k0 / LISA_QK;
+        for (; k < n; k += LISA_QK, b++) {
+            __m256 d = _mm256_set1_ps(_cvtsh_ss(b->d));
+            store16_q(p + k, _mm_loadu_si128((const __m128i *)b->qs), d);
+            store16_q(p + k + 16, _mm_loadu_si128((const __m128i *)(b->qs + 16)), d);
+        }
+        return;
+    }
+    case LISA_DTYPE_Q4_0: {
+        const lisa_block_q4_0 *b = (const lisa_block_q4_0 *)base + k0 / LISA_QK;
+        const __m128i lo4 = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
+        for (; k < n; k += LISA_QK, b++) {
+            __m256 d = _mm256_set1_ps(_cvtsh_ss(b->d));
+            __m128i v = _mm_loadu_si128((const __m128i *)b->qs);
+            __m128i lo = _mm_sub_epi8(_mm_and_si128(v, lo4), eight);
+            __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), lo4), eight);
+            store16_q(p + k, lo, d);
+            store16_q(p + k + 16, hi, d);
+        }
+        return;
+    }
+    default: break;
+    }
+}
+
+static void avx2_panel_fill(float *panel, int64_t kcp, const lisa_tensor *w, int64_t n0, int nv,
+                              int64_t k0, int64_t kc) {
+    for (int j = 0; j < NR; j++) {
+        float *p = panel + j * kcp;
+        if (j < nv) {
+            row_widen(p, w, n0 + j, k0, kc);
+            memset(p + kc, 0, (size_t)(kcp - kc) * sizeof *p);
+        } else {
+            memset(p, 0, (size_t)kcp * sizeof *p);
+        }
+    }
+}
+
+/* The block for a constant mr (inlined into one function per mr so the
+ * accumulators live in registers). */
+static inline __attribute__((always_inline)) void block_mr(
+    const int mr, const float *x, int64_t ldx, const float *panel, int64_t kcp, int64_t kc,
+    float *acc, int first, int last, float *out, int64_t ldo, int nv) {
+    __m256 a[MR][NR];
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 3
+        for (int j = 0; j < NR; j++)
+            a[i][j] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(acc + (i * NR + j) * VL);
+    int64_t kv = kc / VL * VL;
+    for (int64_t k = 0; k < kv; k += VL) {
+        __m256 wv[NR];
+#pragma GCC unroll 3
+        for (int j = 0; j < NR; j++) wv[j] = _mm256_loadu_ps(panel + j * kcp + k);
+#pragma GCC unroll 4
+        for (int i = 0; i < mr; i++) {
+            __m256 xv = _mm256_loadu_ps(x + i * ldx + k);
+#pragma GCC unroll 3
+            for (int j = 0; j < NR; j++) a[i][j] = _mm256_fmadd_ps(xv, wv[j], a[i][j]);
+        }
+    }
+    if (kv < kc) {
+        int t = (int)(kc - kv);
+        __m256i m = _mm256_setr_epi32(0 < t ? -1 : 0, 1 < t ? -1 : 0, 2 < t ? -1 : 0,
+                                      3 < t ? -1 : 0, 4 < t ? -1 : 0, 5 < t ? -1 : 0,
+                                      6 < t ? -1 : 0, 7 < t ? -1 : 0);
+        __m256 wv[NR];
+#pragma GCC unroll 3
+        for (int j = 0; j < NR; j++) wv[j] = _mm256_loadu_ps(panel + j * kcp + kv);
+#pragma GCC unroll 4
+        for (int i = 0; i < mr; i++) {
+            __m256 xv = _mm256_maskload_ps(x + i * ldx + kv, m);
+#pragma GCC unroll 3
+            for (int j = 0; j < NR; j++) a[i][j] = _mm256_fmadd_ps(xv, wv[j], a[i][j]);
+        }
+    }
+    if (!last) {
+#pragma GCC unroll 4
+        for (int i = 0; i < mr; i++)
+#pragma GCC unroll 3
+            for (int j = 0; j < NR; j++) _mm256_storeu_ps(acc + (i * NR + j) * VL, a[i][j]);
+        return;
+    }
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nv; j++) out[i * ldo + j] = hsum8(a[i][j]);
+}
+
+static void avx2_block(const float *x, int64_t ldx, int mr, const float *panel, int64_t kcp,
+                         int64_t kc, float *acc, int first, int last, float *out, int64_t ldo,
+                         int nv) {
+    switch (mr) {
+    case 4: block_mr(4, x, ldx, panel, kcp, kc, acc, first, last, out, ldo, nv); break;
+    case 3: block_mr(3, x, ldx, panel, kcp, kc, acc, first, last, out, ldo, nv); break;
+    case 2: block_mr(2, x, ldx, panel, kcp, kc, acc, first, last, out, ldo, nv); break;
+    default: block_mr(1, x, ldx, panel, kcp, kc, acc, first, last, out, ldo, nv); break;
+    }
+}
+
+static const cpu_mm_isa k_avx2 = {"avx2", MR, NR, VL, avx2_panel_fill, avx2_block};
+
+const cpu_mm_isa *cpu_mm_isa_avx2(void) {
+    static int ok = -1;
+    if (ok < 0)
+        ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+             __builtin_cpu_supports("f16c");
+    return ok ? &k_avx2 : NULL;
+}
+
+#else
+
+const cpu_mm_isa *cpu_mm_isa_avx2(void) { return NULL; }
+
+#endif

@@ -1,0 +1,107 @@
+/* matmul-cpu.c: the driver of the CPU backend's own matmul (see
+ * matmul-cpu.h), the portable kernels every other instruction set must
+ * agree with to fp32 rounding, and the run-time choice between them.
+ * Deliberately not here: threads (the op in backend-cpu.c splits panels
+ * over them) and instruction-set intrinsics (matmul-avx512.c,
+ * matmul-avx2.c). */
+#include "matmul-cpu.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu-internal.h"
+
+#define GEN_MR 2
+#define GEN_NR 4
+#define GEN_VL 8
+
+static void gen_panel_fill(float *panel, int64_t kcp, const lisa_tensor *w, int64_t n0, int nv,
+                           int64_t k0, int64_t kc) {
+    int64_t K = w->shape[1];
+    size_t row = lisa_dtype_row_bytes(w->dtype, K), off = lisa_dtype_row_bytes(w->dtype, k0);
+    for (int j = 0; j < GEN_NR; j++) {
+        float *p = panel + j * kcp;
+        if (j < nv) {
+            lisa_dtype_to_f32(p, (const char *)w->data + (size_t)(n0 + j) * row + off, w->dtype,
+                              (size_t)kc);
+            memset(p + kc, 0, (size_t)(kcp - kc) * sizeof *p);
+        } else {
+            memset(p, 0, (size_t)kcp * sizeof *p);
+        }
+    }
+}
+
+/* The fixed reduction order of GEN_VL lane sums. */
+static float gen_hsum(const float *a) {
+    return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+}
+
+static void gen_block(const float *x, int64_t ldx, int mr, const float *panel, int64_t kcp,
+                      int64_t kc, float *acc, int first, int last, float *out, int64_t ldo,
+                      int nv) {
+    float a[GEN_MR][GEN_NR][GEN_VL];
+    if (first) memset(a, 0, sizeof a);
+    else memcpy(a, acc, (size_t)mr * sizeof a[0]);
+    int64_t kv = kc / GEN_VL * GEN_VL;
+    for (int i = 0; i < mr; i++) {
+        const float *xr = x + i * ldx;
+        for (int64_t k = 0; k < kv; k += GEN_VL)
+            for (int j = 0; j < GEN_NR; j++)
+                for (int l = 0; l < GEN_VL; l++) a[i][j][l] += xr[k + l] * panel[j * kcp + k + l];
+        /* the tail: lanes past kc see x = 0 and a zeroed panel */
+        for (int64_t k = kv; k < kc; k++)
+            for (int j = 0; j < GEN_NR; j++) a[i][j][k - kv] += xr[k] * panel[j * kcp + k];
+    }
+    if (!last) {
+        memcpy(acc, a, (size_t)mr * sizeof a[0]);
+        return;
+    }
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nv; j++) out[i * ldo + j] = gen_hsum(a[i][j]);
+}
+
+static const cpu_mm_isa k_generic = {"generic", GEN_MR, GEN_NR, GEN_VL, gen_panel_fill, gen_block};
+
+const cpu_mm_isa *cpu_mm_isa_get(const char *want) {
+    const cpu_mm_isa *best = cpu_mm_isa_avx512();
+    if (!best) best = cpu_mm_isa_avx2();
+    if (!best) best = &k_generic;
+    if (!want) return best;
+    if (!strcmp(want, "avx512") && cpu_mm_isa_avx512()) return cpu_mm_isa_avx512();
+    if (!strcmp(want, "avx2") && cpu_mm_isa_avx2()) return cpu_mm_isa_avx2();
+    if (!strcmp(want, "generic")) return &k_generic;
+    return best;
+}
+
+size_t cpu_mm_scratch_need(const cpu_mm_isa *isa) {
+    size_t panel = (size_t)isa->nr * CPU_MM_KC;
+    size_t acc = (size_t)CPU_MM_MB * (size_t)isa->nr * (size_t)isa->vl;
+    return cpu_r16(panel) + cpu_r16(acc);
+}
+
+void cpu_mm_run(const cpu_mm_isa *isa, float *out, const float *x, int64_t M, int64_t K,
+                const lisa_tensor *w, int64_t p0, int64_t p1, float *scratch) {
+    int64_t N = w->shape[0];
+    float *panel = scratch, *acc = scratch + cpu_r16((size_t)isa->nr * CPU_MM_KC);
+    for (int64_t p = p0; p < p1; p++) {
+        int64_t n0 = p * isa->nr;
+        int nv = (int)(N - n0 < isa->nr ? N - n0 : isa->nr);
+        for (int64_t m0 = 0; m0 < M; m0 += CPU_MM_MB) {
+            int64_t mb = M - m0 < CPU_MM_MB ? M - m0 : CPU_MM_MB;
+            for (int64_t k0 = 0; k0 < K; k0 += CPU_MM_KC) {
+                int64_t kc = K - k0 < CPU_MM_KC ? K - k0 : CPU_MM_KC;
+                int64_t kcp = (kc + isa->vl - 1) / isa->vl * isa->vl;
+                /* one chunk covering K is widened once per panel */
+                if (m0 == 0 || K > CPU_MM_KC) isa->panel_fill(panel, kcp, w, n0, nv, k0, kc);
+                int first = k0 == 0, last = k0 + kc == K;
+                for (int64_t i = 0; i < mb; i += isa->mr) {
+                    int mr = (int)(mb - i < isa->mr ? mb - i : isa->mr);
+                    int64_t m = m0 + i;
+                    isa->block(x + m * K + k0, K, mr, panel, kcp, kc,
+                               acc + (size_t)i * (size_t)(isa->nr * isa->vl), first, last,
+                               out + m * N + n0, N, nv);
+                }
+            }
+        }
+    }
+}
