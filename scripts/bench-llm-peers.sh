@@ -314,15 +314,17 @@ kv = h // nh * nkv
 matmul = L * (2 * h * h + 2 * h * kv + 3 * h * inter) + V * h
 per_elem = {"bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 
-bw = None
+bw, bw_text = None, "n/a (this lisa has no `bench memory`)"
 if have_memory == "1":
-    # the best figure the probe reports: decode at batch 1 streams the weights
-    cand = []
-    for r in jsonl("bench-memory"):
-        for k, v in r.items():
-            if isinstance(v, (int, float)) and "gb" in k.lower():
-                cand.append(float(v))
-    bw = max(cand) if cand else None
+    # its read-only figure: what a batch-1 decode step does to the weights
+    r = jsonl("bench-memory")[0]
+    if "read_gb_s" not in r:
+        sys.exit("bench-llm-peers.sh: lisa bench memory --json printed no read_gb_s")
+    bw = float(r["read_gb_s"])
+    bw_text = f"read {bw:.1f} GB/s"
+    if "copy_gb_s" in r:
+        bw_text += f", copy {float(r['copy_gb_s']):.1f} GB/s"
+    bw_text += f" (lisa bench memory, {r.get('threads', '?')} threads)"
 
 build = jsonl("llama-bench-" + types[0])[0]
 print(f"machine: {cpu}, {ncpu} CPUs online, load average {load0} before the runs and {load1} after; "
@@ -331,8 +333,7 @@ print(f"lisa {lisa_commit}; llama.cpp build {build.get('build_number', '?')} "
       f"({build.get('build_commit', '?')}), {build.get('cpu_info', '?')}")
 print(f"shape {shape}: hidden {h}, intermediate {inter}, {L} layers, {nh} heads, {nkv} KV heads, "
       f"vocab {V}; prompt {prompt}, gen {gen}, seed {seed}; llama-bench mean of {reps}")
-print("memory bandwidth: " + (f"{bw:.1f} GB/s (lisa bench memory)" if bw else
-                              "n/a (this lisa has no `bench memory`)"))
+print("memory bandwidth: " + bw_text)
 print()
 hdr = f"{'type':5} | {'metric':27} | {'lisa':>14} | {'llama.cpp':>14} | lisa/llama.cpp"
 print(hdr)
@@ -355,7 +356,7 @@ for t in types:
     for name, a, b, fmt in rows:
         print(f"{t:5} | {name:27} | {fmt % a:>14} | {fmt % b:>14} | {a / b:.2f}")
     da, db = rows[1][1] * gb, rows[1][2] * gb
-    if bw:
+    if bw is not None:
         sa, sb = f"{da:.1f} ({100 * da / bw:.0f}%)", f"{db:.1f} ({100 * db / bw:.0f}%)"
     else:
         sa, sb = f"{da:.1f}", f"{db:.1f}"
