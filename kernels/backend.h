@@ -326,6 +326,17 @@ lisa_status lisa_backend_cpu_init_params(lisa_backend **out, const lisa_backend_
 /* The name ("avx512", "avx2", "generic") of the matmul kernels a CPU
  * backend runs; NULL for other backends. */
 const char *lisa_backend_cpu_isa_name(const lisa_backend *be);
+/* A STREAM-like measure of host memory bandwidth (cpu/stream-cpu.c): the
+ * best of `reps` passes, on `threads` threads (<= 0: all cores), over a
+ * buffer of `bytes` (source and destination halves). read: bytes read per
+ * second by a read-only pass; copy: bytes read plus written per second by
+ * memcpy (STREAM's Copy counts both). */
+typedef struct lisa_cpu_stream {
+    int threads;
+    size_t bytes;        /* bytes of the source buffer */
+    double read_gb_s, copy_gb_s;
+} lisa_cpu_stream;
+lisa_status lisa_cpu_stream_measure(int threads, size_t bytes, int reps, lisa_cpu_stream *out);
 /* CUDA backend constructors (cuda/backend-cuda.cu); only in CUDA builds.
  * LISA_ERR_UNSUPPORTED when no device is present. The first uses default
  * switches. */

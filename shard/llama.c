@@ -733,6 +733,18 @@ static size_t llama_round(size_t bytes) {
 }
 
 size_t lisa_llama_model_bytes(const lisa_llama_config *cfg, lisa_dtype dtype, int l0, int l1) {
+    return lisa_llama_model_bytes_quant(cfg, dtype, LISA_DTYPE_F32, l0, l1);
+}
+
+/* Bytes of a (rows, K) weight: in the block type q when it quantizes (q a
+ * block type and K whole blocks), else in dtype; rounded as carved. */
+static size_t llama_matrix_bytes(size_t rows, size_t K, lisa_dtype dtype, lisa_dtype q) {
+    lisa_dtype t = lisa_dtype_is_quant(q) && K % LISA_QK == 0 ? q : dtype;
+    return llama_round(rows * lisa_dtype_row_bytes(t, (int64_t)K));
+}
+
+size_t lisa_llama_model_bytes_quant(const lisa_llama_config *cfg, lisa_dtype dtype,
+                                    lisa_dtype quant, int l0, int l1) {
     int L = cfg->num_hidden_layers;
     if (l1 < 0) l1 = L;
     if (l0 < 0 || l0 >= l1 || l1 > L) return 0;
@@ -742,12 +754,14 @@ size_t lisa_llama_model_bytes(const lisa_llama_config *cfg, lisa_dtype dtype, in
     size_t HD = (size_t)cfg->num_attention_heads * (size_t)cfg->head_dim;
     size_t KVD = (size_t)cfg->num_key_value_heads * (size_t)cfg->head_dim;
     int first = l0 == 0, last = l1 == L, has_lm_head = !cfg->tie_word_embeddings;
-    size_t layer = 2 * llama_round(C * es) + llama_round(HD * C * es) +
-                   2 * llama_round(KVD * C * es) + llama_round(C * HD * es) +
-                   2 * llama_round(I * C * es) + llama_round(C * I * es);
+    lisa_dtype q = quant;
+    size_t layer = 2 * llama_round(C * es) + llama_matrix_bytes(HD, C, dtype, q) +
+                   2 * llama_matrix_bytes(KVD, C, dtype, q) + llama_matrix_bytes(C, HD, dtype, q) +
+                   2 * llama_matrix_bytes(I, C, dtype, q) + llama_matrix_bytes(C, I, dtype, q);
     size_t total = (size_t)(l1 - l0) * layer;
     if (first || (last && !has_lm_head)) total += llama_round(V * C * es);
-    if (last) total += llama_round(C * es) + (has_lm_head ? llama_round(V * C * es) : 0);
+    if (last)
+        total += llama_round(C * es) + (has_lm_head ? llama_matrix_bytes(V, C, dtype, q) : 0);
     return total;
 }
 

@@ -204,6 +204,12 @@ lisa_status lisa_llama_embed_splice(const lisa_llama_model *m, lisa_llama_state 
  * embeddings, cfg->tie_word_embeddings) the embedding instead, once when
  * the range is also the first. 0 for an invalid range. */
 size_t lisa_llama_model_bytes(const lisa_llama_config *cfg, lisa_dtype dtype, int l0, int l1);
+/* lisa_llama_model_bytes with the projections and LM head in the block
+ * type `quant` where their rows are whole blocks (load-time quantization or
+ * a converted --quantize checkpoint; random weights of that type on a
+ * non-host backend); embeddings and norms in dtype. quant F32: as above. */
+size_t lisa_llama_model_bytes_quant(const lisa_llama_config *cfg, lisa_dtype dtype,
+                                    lisa_dtype quant, int l0, int l1);
 /* KV-cache bytes lisa_llama_state_init reserves for that range in dtype:
  * per layer K and V of (max_seqs, max_ctx rounded up to 16, KVH, D). */
 size_t lisa_llama_kv_bytes(const lisa_llama_config *cfg, lisa_dtype dtype, int l0, int l1,

@@ -409,20 +409,33 @@ static int bench_llm(int argc, char **argv) {
     if (st == LISA_OK)
         st = lisa_llama_state_init(&s, &m, maxb, (int)(T + steps + 1), (int)chunk, maxb);
     have_state = st == LISA_OK;
+    /* bytes a decode step reads from the weights: every matmul weight once
+     * (the embedding table: one row per token, left out) */
+    double wbytes = 0;
+    for (int l = 0; have_model && l < m.layer_end - m.layer_begin; l++) {
+        const lisa_llama_layer *L = &m.layers[l];
+        const lisa_tensor *ws[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int j = 0; j < 7; j++) wbytes += (double)lisa_tensor_nbytes(ws[j]);
+    }
+    if (have_model && lisa_llama_model_is_last(&m)) wbytes += (double)lisa_tensor_nbytes(&m.output);
     if (st == LISA_OK && !json)
-        printf("engine   device  batch  prompt  prefill tok/s  decode tok/s\n");
+        printf("engine   device  batch  prompt  prefill tok/s  decode tok/s  weights GB/step  "
+               "GB/s\n");
     for (int i = 0; i < nb && st == LISA_OK; i++) {
         double tp, td;
         st = bench_pass(&m, &s, bs[i], (int)T, (int)(steps < 2 ? steps : 2), 1, &tp, &td);
         if (st == LISA_OK) st = bench_pass(&m, &s, bs[i], (int)T, (int)steps, 7, &tp, &td);
         if (st != LISA_OK) break;
         double pf = (double)bs[i] * (double)T / tp, dc = steps ? (double)bs[i] * (double)steps / td : 0;
+        double gbs = wbytes * dc / bs[i] / 1e9; /* weight bytes per step x steps/s */
         if (json)
             printf("{\"engine\":\"lisa\",\"device\":\"%s\",\"batch\":%d,\"prompt_len\":%ld,"
-                   "\"prefill_tok_s\":%.3f,\"decode_tok_s\":%.3f}\n",
-                   be->ops->name, bs[i], T, pf, dc);
+                   "\"prefill_tok_s\":%.3f,\"decode_tok_s\":%.3f,\"weight_bytes\":%.0f,"
+                   "\"decode_weight_gb_s\":%.3f}\n",
+                   be->ops->name, bs[i], T, pf, dc, wbytes, gbs);
         else
-            printf("lisa     %-6s  %5d  %6ld  %13.1f  %12.2f\n", be->ops->name, bs[i], T, pf, dc);
+            printf("lisa     %-6s  %5d  %6ld  %13.1f  %12.2f  %15.3f  %5.2f\n", be->ops->name, bs[i],
+                   T, pf, dc, wbytes / 1e9, gbs);
         fflush(stdout);
     }
     if (st != LISA_OK) fprintf(stderr, "lisa bench llm: %s: %s\n", lisa_status_str(st), lisa_error_get());
@@ -645,14 +658,58 @@ static int bench_vision(int argc, char **argv) {
     return st == LISA_OK ? 0 : 1;
 }
 
+/* ---- lisa bench memory ---- */
+
+static void memory_help(FILE *f) {
+    fprintf(f,
+            "usage: lisa bench memory [--threads N] [--mb MB] [--reps R] [--json]\n"
+            "\n"
+            "Measures host memory bandwidth STREAM-style: a read-only pass (what batch-1\n"
+            "decode does to the weights) and a copy (read + write counted), each the\n"
+            "best of --reps (default 5) over a --mb (default 1024) MB buffer on --threads\n"
+            "threads (default: all cores). Decode tok/s at batch 1 is bounded by read\n"
+            "GB/s over the weight bytes read per token (lisa bench llm prints both).\n");
+}
+
+static int bench_memory(int argc, char **argv) {
+    long threads = 0, mb = 1024, reps = 5;
+    int json = 0;
+    const cli_opt opts[] = {
+        {"--threads", CLI_COUNT, &threads}, {"--mb", CLI_COUNT, &mb},
+        {"--reps", CLI_COUNT, &reps},       {"--json", CLI_FLAG, &json},
+    };
+    int pr = cli_opts_parse("bench memory", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
+                            memory_help);
+    if (pr) return pr > 0 ? 0 : 2;
+    if (mb < 1) {
+        fprintf(stderr, "lisa bench memory: --mb must be at least 1\n");
+        return 2;
+    }
+    lisa_cpu_stream r;
+    lisa_status st = lisa_cpu_stream_measure((int)threads, (size_t)mb << 20, (int)reps, &r);
+    if (st != LISA_OK) {
+        fprintf(stderr, "lisa bench memory: %s: %s\n", lisa_status_str(st), lisa_error_get());
+        return 1;
+    }
+    if (json)
+        printf("{\"engine\":\"lisa\",\"bench\":\"memory\",\"threads\":%d,\"bytes\":%zu,"
+               "\"read_gb_s\":%.3f,\"copy_gb_s\":%.3f}\n",
+               r.threads, r.bytes, r.read_gb_s, r.copy_gb_s);
+    else
+        printf("memory  threads %d  buffer %zu MB  read %.2f GB/s  copy %.2f GB/s\n", r.threads,
+               r.bytes >> 20, r.read_gb_s, r.copy_gb_s);
+    return 0;
+}
+
 int cmd_bench(int argc, char **argv) {
+    if (argc >= 2 && !strcmp(argv[1], "memory")) return bench_memory(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "llm")) return bench_llm(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "vision")) return bench_vision(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "engine")) return cmd_bench_engine(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "queue")) return cmd_bench_queue(argc - 1, argv + 1);
     FILE *f = (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) ? stdout : stderr;
-    fprintf(f, "usage: lisa bench llm|vision|engine|queue [options]   (see `lisa bench llm --help`,\n"
-               "       `lisa bench vision --help`, `lisa bench engine --help`,\n"
-               "       `lisa bench queue --help`)\n");
+    fprintf(f, "usage: lisa bench llm|vision|engine|queue|memory [options]   (see\n"
+               "       `lisa bench llm --help`, `lisa bench vision --help`, `lisa bench\n"
+               "       engine --help`, `lisa bench queue --help`, `lisa bench memory --help`)\n");
     return f == stdout ? 0 : 2;
 }

@@ -50,6 +50,9 @@ static void plan_help(FILE *f) {
             "                         tiny\n"
             "  --stages P, --layers SPEC, --micro-batches M, --slots S, --token-budget B,\n"
             "  --context N, --device cpu|cuda, --dtype T, --vision own|coordinator\n"
+            "  --quantize Q           q8_0 or q4_0: the stages' projections and LM head in\n"
+            "                         that type (the configuration's \"quantize\", or what a\n"
+            "                         converted checkpoint's config.json records)\n"
             "                         override the configuration's keys\n"
             "  --json                 one JSON object instead of the table\n"
             "  -h, --help             show this help\n");
@@ -83,6 +86,24 @@ static lisa_dtype plan_file_dtype(const char *path) {
     return dt;
 }
 
+/* The block type a converted checkpoint's projections are in, from its
+ * config.json's lisa_model_format.quantization.type (F32 when none). */
+static lisa_dtype plan_file_quant(const char *path) {
+    char *text = NULL;
+    size_t len = 0;
+    lisa_dtype q = LISA_DTYPE_F32;
+    if (lisa_config_file_read(path, &text, &len) != LISA_OK) return q;
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    const cJSON *f = cJSON_IsObject(root) ? cJSON_GetObjectItem(root, "lisa_model_format") : NULL;
+    const cJSON *qz = cJSON_IsObject(f) ? cJSON_GetObjectItem(f, "quantization") : NULL;
+    const cJSON *t = cJSON_IsObject(qz) ? cJSON_GetObjectItem(qz, "type") : NULL;
+    if (cJSON_IsString(t) && !strcmp(t->valuestring, "q8_0")) q = LISA_DTYPE_Q8_0;
+    if (cJSON_IsString(t) && !strcmp(t->valuestring, "q4_0")) q = LISA_DTYPE_Q4_0;
+    cJSON_Delete(root);
+    free(text);
+    return q;
+}
+
 /* b in the largest binary unit that keeps it >= 1, 10 columns wide. */
 static const char *plan_bytes(size_t b, char *buf, size_t size) {
     if (b >= ((size_t)1 << 30)) snprintf(buf, size, "%6.2f GiB", (double)b / (1 << 30));
@@ -113,8 +134,11 @@ static void plan_print_table(const lisa_cluster_plan *pl, const lisa_cluster_pla
     printf("model     LLaMA %d layers, hidden %d, intermediate %d, heads %d/%d, vocab %d (%s)\n",
            m->num_hidden_layers, m->hidden_size, m->intermediate_size, m->num_attention_heads,
            m->num_key_value_heads, m->vocab_size, shapes);
-    printf("          %s on %s, weights %s%s; vision: CLIP %d x %d, SAM %d x %d\n", c->dtype,
-           c->device, lisa_dtype_name(p->weight_dtype),
+    char qbuf[48] = "";
+    if (lisa_dtype_is_quant(p->quant))
+        snprintf(qbuf, sizeof qbuf, ", projections and LM head %s", lisa_dtype_name(p->quant));
+    printf("          %s on %s, weights %s%s%s; vision: CLIP %d x %d, SAM %d x %d\n", c->dtype,
+           c->device, lisa_dtype_name(p->weight_dtype), qbuf,
            strcmp(c->device, "cuda") ? " (used in place from the checkpoint)" : "",
            p->clip_layers, p->clip.hidden_size, p->sam.depth, p->sam.embed_dim);
     printf("job       %d stage%s, layers %s:", c->stages, c->stages == 1 ? "" : "s",
@@ -144,6 +168,19 @@ static void plan_print_table(const lisa_cluster_plan *pl, const lisa_cluster_pla
                plan_bytes(k->backend_bytes, b[4], sizeof b[4]),
                plan_bytes(k->total_bytes, b[5], sizeof b[5]));
     }
+    size_t w_llm = 0, w_vision = 0;
+    for (int r = 0; r < pl->n_ranks; r++) {
+        const lisa_cluster_plan_rank *k = &pl->ranks[r];
+        size_t llm = k->roles & LISA_CLUSTER_ROLE_STAGE
+                         ? lisa_llama_model_bytes_quant(m, p->weight_dtype, p->quant, k->l0, k->l1)
+                         : 0;
+        w_llm += llm;
+        w_vision += k->weight_bytes - llm;
+    }
+    char wb[3][32];
+    printf("\nweights   %s in all: LLM %s, vision (CLIP, SAM, projector, [SEG] head) %s\n",
+           plan_bytes(w_llm + w_vision, wb[0], sizeof wb[0]), plan_bytes(w_llm, wb[1], sizeof wb[1]),
+           plan_bytes(w_vision, wb[2], sizeof wb[2]));
     printf("\ndevice  ranks      memory    capacity  fits\n");
     for (int d = 0; d < pl->n_devices; d++) {
         const lisa_cluster_plan_device *v = &pl->devices[d];
@@ -190,9 +227,12 @@ static void plan_print_json(const lisa_cluster_plan *pl, const lisa_cluster_plan
     cli_json_string(stdout, config);
     printf(",\"shapes\":");
     cli_json_string(stdout, shapes);
-    printf(",\"device\":\"%s\",\"dtype\":\"%s\",\"weight_dtype\":\"%s\",\"stages\":%d,"
-           "\"micro_batches\":%d,\"token_budget\":%d,\"slots\":%d,\"context\":%d,\"bounds\":[",
-           c->device, c->dtype, lisa_dtype_name(p->weight_dtype), c->stages, c->micro_batches,
+    printf(",\"device\":\"%s\",\"dtype\":\"%s\",\"weight_dtype\":\"%s\",\"quantize\":\"%s\","
+           "\"stages\":%d,\"micro_batches\":%d,\"token_budget\":%d,\"slots\":%d,\"context\":%d,"
+           "\"bounds\":[",
+           c->device, c->dtype, lisa_dtype_name(p->weight_dtype),
+           lisa_dtype_is_quant(p->quant) ? lisa_dtype_name(p->quant) : "none", c->stages,
+           c->micro_batches,
            c->token_budget, c->slots, c->max_ctx);
     for (int s = 0; s <= c->stages; s++) printf("%s%d", s ? "," : "", pl->bounds[s]);
     printf("],\"ranks\":[");
@@ -240,7 +280,7 @@ static void plan_print_json(const lisa_cluster_plan *pl, const lisa_cluster_plan
 int cmd_cluster_plan(int argc, char **argv) {
     const char *config = NULL, *shapes = NULL, *costs_path = NULL, *mem_s = NULL, *reserve_s = NULL;
     const char *clip = "l14", *sam = "vit_h", *layers = NULL, *device = NULL, *dtype = NULL,
-               *vision = NULL;
+               *vision = NULL, *quant_s = NULL;
     long requests = 256, prompt = 300, new_tokens = 30, window = 0;
     long stages = -1, micro = -1, slots = -1, budget = -1, context = -1;
     int json = 0;
@@ -261,7 +301,7 @@ int cmd_cluster_plan(int argc, char **argv) {
         {"--slots", CLI_COUNT, &slots},         {"--token-budget", CLI_COUNT, &budget},
         {"--context", CLI_COUNT, &context},     {"--device", CLI_STRING, &device},
         {"--dtype", CLI_STRING, &dtype},        {"--vision", CLI_STRING, &vision},
-        {"--json", CLI_FLAG, &json},
+        {"--json", CLI_FLAG, &json},            {"--quantize", CLI_STRING, &quant_s},
     };
     int pr = cli_opts_parse("cluster plan", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
                             plan_help);
@@ -290,6 +330,7 @@ int cmd_cluster_plan(int argc, char **argv) {
     if (layers) snprintf(c.layers, sizeof c.layers, "%s", layers);
     if (device) snprintf(c.device, sizeof c.device, "%s", device);
     if (dtype) snprintf(c.dtype, sizeof c.dtype, "%s", dtype);
+    if (quant_s) snprintf(c.quantize, sizeof c.quantize, "%s", quant_s);
     if (vision && !strcmp(vision, "own")) c.vision = LISA_CLUSTER_VISION_OWN;
     else if (vision && !strcmp(vision, "coordinator")) c.vision = LISA_CLUSTER_VISION_COORDINATOR;
     else if (vision) {
@@ -315,6 +356,7 @@ int cmd_cluster_plan(int argc, char **argv) {
     lisa_cluster_plan_params p;
     lisa_cluster_plan_params_defaults(&p, &c, &m);
     if (strcmp(c.device, "cuda")) p.weight_dtype = plan_file_dtype(model);
+    if (!lisa_dtype_is_quant(p.quant)) p.quant = plan_file_quant(model);
     int sel;
     if (lisa_vision_clip_preset(clip, &p.clip, &sel) != LISA_OK ||
         lisa_vision_sam_preset(sam, &p.sam) != LISA_OK) {

@@ -114,6 +114,7 @@ static lisa_status config_key(const char *path, const cJSON *v, lisa_cluster_con
     if (!strcmp(k, "max_new_tokens")) return config_int(path, v, 1, 1 << 20, &c->max_new_tokens);
     if (!strcmp(k, "device")) return config_str(path, v, c->device, sizeof c->device);
     if (!strcmp(k, "dtype")) return config_str(path, v, c->dtype, sizeof c->dtype);
+    if (!strcmp(k, "quantize")) return config_str(path, v, c->quantize, sizeof c->quantize);
     if (!strcmp(k, "gpus")) return config_gpus(path, v, c);
     if (!strcmp(k, "threads")) return config_int(path, v, 0, 4096, &c->threads);
     if (!strcmp(k, "startup_timeout_s"))
@@ -153,6 +154,12 @@ lisa_status lisa_cluster_config_load(lisa_cluster_config *c, const char *path) {
     return st;
 }
 
+lisa_dtype lisa_cluster_config_quant(const lisa_cluster_config *c) {
+    if (!strcmp(c->quantize, "q8_0")) return LISA_DTYPE_Q8_0;
+    if (!strcmp(c->quantize, "q4_0")) return LISA_DTYPE_Q4_0;
+    return LISA_DTYPE_F32;
+}
+
 lisa_status lisa_cluster_config_check(lisa_cluster_config *c) {
     if (c->stages < 1 || c->stages > LISA_CLUSTER_MAX_STAGES)
         return lisa_error_set(LISA_ERR_ARG, "stages must be in [1, %d], not %d",
@@ -189,6 +196,10 @@ lisa_status lisa_cluster_config_check(lisa_cluster_config *c) {
     if (strcmp(c->dtype, "fp32") && strcmp(c->dtype, "bf16") && strcmp(c->dtype, "fp16"))
         return lisa_error_set(LISA_ERR_ARG, "dtype must be fp32, bf16 or fp16, not \"%s\"",
                               c->dtype);
+    if (c->quantize[0] && strcmp(c->quantize, "none") && strcmp(c->quantize, "q8_0") &&
+        strcmp(c->quantize, "q4_0"))
+        return lisa_error_set(LISA_ERR_ARG, "quantize must be q8_0, q4_0 or none, not \"%s\"",
+                              c->quantize);
     if (cpu && strcmp(c->dtype, "fp32"))
         return lisa_error_set(LISA_ERR_UNSUPPORTED, "dtype %s needs device cuda (the CPU "
                               "computes in fp32)", c->dtype);

@@ -51,6 +51,8 @@ typedef struct lisa_cluster_config {
     int max_new_tokens;       /* "max_new_tokens" (default 512) */
     char device[32];          /* "device": "cpu" or "cuda" */
     char dtype[8];            /* "dtype": fp32, bf16, fp16 ("" : fp32 cpu, bf16 cuda) */
+    char quantize[8];         /* "quantize": q8_0, q4_0: the stages' projections and LM
+                                 head quantized at load ("" or "none": the file's types) */
     /* "gpus": explicit GPU index per rank ([-1, 0, 1, 0]: -1 none); empty
      * (n_gpu_map 0): the local rank among the node's ranks that use a GPU */
     int gpu_map[LISA_CLUSTER_MAX_RANKS];
@@ -81,6 +83,8 @@ lisa_status lisa_cluster_config_load(lisa_cluster_config *c, const char *path);
  * non-fp32 dtype on cpu is LISA_ERR_UNSUPPORTED), "gpus", when given,
  * listing exactly lisa_cluster_world_size ranks, startup timeout > 0.
  * Other failures are LISA_ERR_ARG naming the key. */
+/* The block type of c->quantize (Q8_0, Q4_0), or F32 when none. */
+lisa_dtype lisa_cluster_config_quant(const lisa_cluster_config *c);
 lisa_status lisa_cluster_config_check(lisa_cluster_config *c);
 
 /* The layer split for a model of cfg's shape: bounds (P + 1) with stage s

@@ -54,6 +54,7 @@ typedef struct cluster_ctx {
     int max_ctx;                    /* context per slot, clamped to the model's */
     lisa_llama_config llm_cfg;
     lisa_dtype dtype;
+    lisa_dtype quant;            /* the stages' load-time quantization (F32: none) */
     lisa_backend *be;               /* NULL on a coordinator-only rank */
     int gpu;                        /* CUDA device of this rank, -1 on the CPU */
     char host[300];                 /* "hostname (first IPv4 address)" */

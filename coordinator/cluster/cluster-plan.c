@@ -163,6 +163,7 @@ void lisa_cluster_plan_params_defaults(lisa_cluster_plan_params *p, const lisa_c
     p->dtype = !strcmp(cfg->dtype, "bf16") ? LISA_DTYPE_BF16
                : !strcmp(cfg->dtype, "fp16") ? LISA_DTYPE_F16 : LISA_DTYPE_F32;
     p->weight_dtype = p->dtype;
+    p->quant = lisa_cluster_config_quant(cfg);
     int sel = -2;
     if (lisa_vision_clip_preset("l14", &p->clip, &sel) == LISA_OK)
         p->clip_layers = p->clip.num_hidden_layers + 1 + sel;
@@ -216,7 +217,8 @@ static void plan_memory(lisa_cluster_plan *plan, const lisa_cluster_plan_params 
             int s = k->stage;
             k->l0 = plan->bounds[s];
             k->l1 = plan->bounds[s + 1];
-            k->weight_bytes = lisa_llama_model_bytes(m, p->weight_dtype, k->l0, k->l1);
+            k->weight_bytes = lisa_llama_model_bytes_quant(m, p->weight_dtype, p->quant, k->l0,
+                                                           k->l1);
             k->kv_bytes = lisa_llama_kv_bytes(m, p->dtype, k->l0, k->l1, c->slots, c->max_ctx);
             /* as role-stage.c sizes its state: every row of a micro-batch may
              * be an output row */

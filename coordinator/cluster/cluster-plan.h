@@ -65,6 +65,9 @@ typedef struct lisa_cluster_plan_params {
     lisa_dtype dtype;             /* compute dtype (cfg.dtype) */
     lisa_dtype weight_dtype;      /* dtype the stage weights occupy: dtype on cuda,
                                      the checkpoint's on cpu (used in place) */
+    lisa_dtype quant;             /* Q8_0 / Q4_0: the stages' projections and LM head
+                                     in that type (cfg.quantize, or a converted
+                                     checkpoint's); F32: none */
     lisa_clip_config clip;        /* the vision rank's models */
     int clip_layers;              /* CLIP layers loaded (L - 1 for LISA's select -2) */
     lisa_vision_sam_shape sam;

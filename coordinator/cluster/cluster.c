@@ -515,6 +515,7 @@ int lisa_cluster_main(int *argc, char ***argv, const lisa_cluster_config *cfg,
     if (!strcmp(cfg->dtype, "bf16")) x->dtype = LISA_DTYPE_BF16;
     else if (!strcmp(cfg->dtype, "fp16") || !strcmp(cfg->dtype, "f16")) x->dtype = LISA_DTYPE_F16;
     else if (!*cfg->dtype && !strcmp(cfg->device, "cuda")) x->dtype = LISA_DTYPE_BF16;
+    x->quant = lisa_cluster_config_quant(cfg);
     x->gpu = cluster_pick_gpu(x);
     x->model_fp = cluster_model_fp(cfg->model_dir);
     if (x->rank == 0) {

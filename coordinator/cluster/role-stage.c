@@ -108,7 +108,7 @@ lisa_status stage_init(cluster_ctx *x) {
     int fr = -1;
     long fn = -1;
     if (fault && sscanf(fault, "%d:%ld", &fr, &fn) == 2 && fr == x->rank && fn >= 0) r->fault_after = fn;
-    LISA_TRY(lisa_llama_model_load(&r->model, c->model_dir, x->be, x->dtype, x->bounds[s],
+    LISA_TRY(lisa_llama_model_load_quant(&r->model, c->model_dir, x->be, x->dtype, x->quant, x->bounds[s],
                                    x->bounds[s + 1]));
     r->have_model = 1;
     r->C = r->model.cfg.hidden_size;

@@ -1,26 +1,27 @@
 /* backend-cpu.c: the CPU backend, the numerical oracle for every other one.
  *
- * fp32 compute over OpenBLAS (cblas_sgemm) and OpenMP. Weights stay in their
- * checkpoint dtype (F32, F16 or BF16) so a bf16 checkpoint costs its file size
- * in memory, not twice that:
- *  - matmul: tiles of up to LISA_CPU_TILE_BYTES of weight rows are widened
- *    into per-thread fp32 scratch and multiplied with cblas_sgemm, one tile
- *    per OpenMP thread at a time; OpenBLAS is kept single-threaded so its
- *    pool and OpenMP's never compete for cores.
+ * fp32 compute and OpenMP. Weights stay in their checkpoint dtype (F32, F16,
+ * BF16, or the Q8_0/Q4_0 block types) so a checkpoint costs its file size in
+ * memory, not more:
+ *  - matmul: the backend's own kernels (matmul-cpu.h; AVX-512, AVX2 or
+ *    portable, chosen at run time). Panels of a few weight rows are widened
+ *    exactly to fp32 chunk by chunk into L1 and multiplied with blocks of
+ *    activation rows, so batch-1 decode streams every weight once, straight
+ *    from the mmap, at close to the memory's bandwidth. Threads split the
+ *    weight rows.
  *  - batch invariance: a row's result must not depend on which other rows
  *    share its call (continuous batching and pipeline micro-batches mix
  *    requests differently from one run to the next, and the cluster must
- *    give bit for bit what one process gives). OpenBLAS's sgemm (0.3.21,
- *    measured on AVX-512 and checked by test-engine and the cluster
- *    tests) sums a row in the same order for every even M, but not when M
- *    is odd (its one-row remainder kernel), and a separate few-row
- *    dot-product path would differ again; so every call runs M rounded
- *    down to LISA_CPU_ROW_BLOCK rows through sgemm and the last row padded
- *    with a zero row. The price is decode at batch 1: sgemm packs the
- *    weight tile for two rows where the old dot-product path streamed it
- *    once (about half the tokens/s on the small bench preset).
- * cblas_sbgemm was rejected: it would round the fp32 activations to bf16
- * and lose the exactness the reference comparisons need.
+ *    give bit for bit what one process gives). The kernels give it by
+ *    construction: each output's lane sums run over k in one fixed order
+ *    whatever M, the blocking or the threads (test-matmul checks it).
+ *    An sgemm cannot promise that (OpenBLAS 0.3.21 sums odd-M remainder rows
+ *    in another order), which is why matmul no longer calls OpenBLAS.
+ * cblas_sbgemm and AVX512-BF16 dot products were rejected: they round the
+ * fp32 activations to bf16 and lose the exactness the reference comparisons
+ * need. OpenBLAS still serves the vision ops' attention and transposed
+ * convolution (ops-vision-cpu.c), kept single-threaded so its pool and
+ * OpenMP's never compete for cores.
  *
  * Memory is plain host memory (64-byte aligned); copies are memcpy and the
  * backend is synchronous, so its events are done when recorded. Ops take
@@ -37,12 +38,11 @@
 #include "fault.h"
 #include "matmul-cpu.h"
 
-#define LISA_CPU_ROW_BLOCK 2
-#define LISA_CPU_TILE_BYTES ((size_t)4 << 20)
-/* The default reservation: per thread one weight tile (which also holds
- * attention scores for 1M positions and attention_full blocks up to Lk =
- * 16K at D = 128); shared 4 MB (weight vectors, small transposed convs). */
-#define LISA_CPU_SCRATCH_THREAD_ELEMS (LISA_CPU_TILE_BYTES / sizeof(float))
+/* The default reservation: per thread 4 MB (the matmul's panel and lane
+ * sums, about 60 KB; attention scores for 1M positions; attention_full
+ * blocks up to Lk = 16K at D = 128); shared 4 MB (weight vectors, small
+ * transposed convs). */
+#define LISA_CPU_SCRATCH_THREAD_ELEMS (((size_t)4 << 20) / sizeof(float))
 #define LISA_CPU_SCRATCH_SHARED_ELEMS ((size_t)1 << 20)
 
 
@@ -178,13 +178,13 @@ static lisa_status cpu_scratch_alloc(cpu_ctx *c, size_t thread_elems, size_t sha
 
 static size_t max_size(size_t a, int64_t b) { return b > 0 && (size_t)b > a ? (size_t)b : a; }
 
-/* Per-thread: a weight row or tile for matmul (at most max(tile, K)), the
- * attention scores (Tmax), attention_full's blocks. Shared: the transposed
- * conv's product, widened weight and bias (O <= C*O*4). */
+/* Per-thread: the attention scores (Tmax), attention_full's blocks (the
+ * matmul's need is fixed and inside the default, so matmul_k asks for
+ * nothing here). Shared: the transposed conv's product, widened weight and
+ * bias (O <= C*O*4). */
 static lisa_status cpu_reserve(lisa_backend *be, const lisa_backend_reserve_req *r) {
     cpu_ctx *c = cpu_ctx_of(be);
-    size_t t = max_size(c->thread_elems, r->matmul_k);
-    t = max_size(t, r->attention_ctx);
+    size_t t = max_size(c->thread_elems, r->attention_ctx);
     if (r->attention_full_lk > 0 && r->attention_full_d > 0)
         t = max_size(t, (int64_t)cpu_attention_full_need(r->attention_full_lk, r->attention_full_d));
     size_t sh = c->shared_elems;
@@ -244,71 +244,18 @@ static lisa_status cpu_matmul(lisa_backend *be, lisa_tensor *out, const lisa_ten
         LISA_ASSERT(lisa_tensor_nelem(bias) == N);
         LISA_TRY(cpu_scratch_fits(c, "matmul bias", 0, (size_t)N, NULL));
     }
-    if (w->dtype != LISA_DTYPE_F32 || 1) {
-        const cpu_mm_isa *isa = c->mm;
-        LISA_ASSERT(!lisa_dtype_is_quant(w->dtype) || K % LISA_QK == 0);
-        LISA_TRY(cpu_scratch_fits(c, "matmul", cpu_mm_scratch_need(isa), 0, NULL));
-        int64_t P = (N + isa->nr - 1) / isa->nr;
+    const cpu_mm_isa *isa = c->mm;
+    LISA_ASSERT(!lisa_dtype_is_quant(w->dtype) || K % LISA_QK == 0);
+    LISA_TRY(cpu_scratch_fits(c, "matmul", cpu_mm_scratch_need(isa), 0, NULL));
+    /* panels of isa->nr weight rows, a contiguous run per thread: each
+     * thread streams its own part of w once per call (decode reads every
+     * weight exactly once) and writes its own columns of out */
+    int64_t P = (N + isa->nr - 1) / isa->nr;
 #pragma omp parallel num_threads(c->nthreads) if (P > 1)
-        {
-            int64_t t = omp_get_thread_num(), T = omp_get_num_threads();
-            cpu_mm_run(isa, od, xd, M, K, w, P * t / T, P * (t + 1) / T,
-                       cpu_thread_scratch(c, (int)t));
-        }
-        if (bias) {
-            const float *b = cpu_vec_f32(bias, cpu_shared_scratch(c));
-            for (int64_t m = 0; m < M; m++)
-                for (int64_t n = 0; n < N; n++) od[m * N + n] += b[n];
-        }
-        return LISA_OK;
-    }
-    int widen = w->dtype != LISA_DTYPE_F32;
-    if (bias) {
-        LISA_ASSERT(lisa_tensor_nelem(bias) == N);
-        LISA_TRY(cpu_scratch_fits(c, "matmul bias", 0, (size_t)N, NULL));
-    }
-    /* (Mb, K) rows straight from x, the last r < ROW_BLOCK rows padded to
-     * (ROW_BLOCK, K) in xpad with their outputs in opad (ROW_BLOCK, N) */
-    const int64_t RB = LISA_CPU_ROW_BLOCK;
-    int64_t r = M % RB, Mb = M - r;
-    float *xpad = NULL, *opad = NULL;
-    if (r) {
-        LISA_TRY(cpu_scratch_fits(c, "matmul rows", 0, cpu_r16((size_t)(RB * K)) + (size_t)(RB * N),
-                                  NULL));
-        xpad = cpu_shared_scratch(c);
-        opad = xpad + cpu_r16((size_t)(RB * K));
-        memcpy(xpad, xd + Mb * K, (size_t)(r * K) * sizeof(float));
-        memset(xpad + r * K, 0, (size_t)((RB - r) * K) * sizeof(float));
-    }
-    /* Column tiles of out, one sgemm each, spread over our threads; each
-     * thread widens its tile into its own scratch. OpenBLAS itself runs
-     * single-threaded so the two pools never fight over the cores. */
-    int64_t tile_rows = (int64_t)(c->tile_elems / (size_t)K);
-    if (tile_rows < 1) tile_rows = 1;
-    if (tile_rows > (N + c->nthreads - 1) / c->nthreads)
-        tile_rows = (N + c->nthreads - 1) / c->nthreads;
-    int64_t ntiles = (N + tile_rows - 1) / tile_rows;
-    if (widen) LISA_TRY(cpu_scratch_fits(c, "matmul", (size_t)tile_rows * (size_t)K, 0, "matmul_k"));
-#pragma omp parallel num_threads(c->nthreads)
     {
-        float *tile = widen ? cpu_thread_scratch(c, omp_get_thread_num()) : NULL;
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t t = 0; t < ntiles; t++) {
-            int64_t n0 = t * tile_rows, nt = N - n0 < tile_rows ? N - n0 : tile_rows;
-            const float *wt = (const float *)w->data + n0 * K;
-            if (tile) {
-                widen_rows(tile, w, n0, nt, K);
-                wt = tile;
-            }
-            if (Mb)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)Mb, (int)nt, (int)K, 1.0f,
-                            xd, (int)K, wt, (int)K, 0.0f, od + n0, (int)N);
-            if (r)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)RB, (int)nt, (int)K, 1.0f,
-                            xpad, (int)K, wt, (int)K, 0.0f, opad + n0, (int)N);
-        }
+        int64_t t = omp_get_thread_num(), T = omp_get_num_threads();
+        cpu_mm_run(isa, od, xd, M, K, w, P * t / T, P * (t + 1) / T, cpu_thread_scratch(c, (int)t));
     }
-    if (r) memcpy(od + Mb * N, opad, (size_t)(r * N) * sizeof(float));
     if (bias) {
         const float *b = cpu_vec_f32(bias, cpu_shared_scratch(c));
         for (int64_t m = 0; m < M; m++)
@@ -602,7 +549,6 @@ lisa_status lisa_backend_cpu_init_params(lisa_backend **out, const lisa_backend_
     c->mm = cpu_mm_isa_get(p->cpu_isa >= LISA_CPU_ISA_BEST && p->cpu_isa <= LISA_CPU_ISA_GENERIC
                                ? isa_names[p->cpu_isa]
                                : NULL);
-    c->tile_elems = LISA_CPU_TILE_BYTES / sizeof(float);
     lisa_status st = cpu_scratch_alloc(c, LISA_CPU_SCRATCH_THREAD_ELEMS, LISA_CPU_SCRATCH_SHARED_ELEMS);
     if (st != LISA_OK) {
         free(be);

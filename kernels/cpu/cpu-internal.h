@@ -9,7 +9,7 @@
 /* Op scratch: one block, reserved at init for the default worst case
  * (backend-cpu.c) and grown only by the reserve op, never by an op. It
  * holds nthreads per-thread slices of thread_elems floats (slice t for
- * OpenMP thread t of an op's parallel region: widened weight tiles,
+ * OpenMP thread t of an op's parallel region: matmul panels and lane sums,
  * attention scores) and then one shared slice of shared_elems floats
  * (widened weight vectors, conv_transpose's product), all 64-byte aligned. */
 struct cpu_mm_isa;
@@ -17,7 +17,6 @@ struct cpu_mm_isa;
 typedef struct {
     int nthreads;
     const struct cpu_mm_isa *mm; /* the matmul kernels (matmul-cpu.h) */
-    size_t tile_elems;    /* fp32 elements of a widened weight tile */
     float *scratch;
     size_t thread_elems, shared_elems;
 } cpu_ctx;

@@ -77,6 +77,24 @@ has "$TMP/out" "NO" "13B on 20 GiB"
     --json >"$TMP/out" 2>"$TMP/err" || fail "--stages 4 failed: $(cat "$TMP/err")"
 has "$TMP/out" '"bounds":[0,10,20,30,40]' "--stages 4"
 
+# quantized: the 13B LISA's weights (LLM with q4_0 projections and LM head,
+# CLIP and SAM in bf16) under 10 GiB, q8_0 in between, and a misspelling
+weights_gib() { sed -n 's/^weights *\([0-9.]*\) GiB in all.*/\1/p' "$1"; }
+for q in none q8_0 q4_0; do
+    "$LISA" cluster plan configs/cluster-13b-1gpu.json --shapes configs/llama-13b.json \
+        --quantize $q >"$TMP/$q" 2>"$TMP/err" || fail "13B --quantize $q failed: $(cat "$TMP/err")"
+done
+has "$TMP/q4_0" "projections and LM head Q4_0" "13B q4_0"
+w0=$(weights_gib "$TMP/none") w8=$(weights_gib "$TMP/q8_0") w4=$(weights_gib "$TMP/q4_0")
+awk -v a="$w0" -v b="$w8" -v c="$w4" 'BEGIN { exit !(c > 0 && c < 10 && c < b && b < a) }' ||
+    fail "13B weights none $w0, q8_0 $w8, q4_0 $w4 GiB: want q4_0 < 10 GiB < q8_0 < none"
+"$LISA" cluster plan configs/cluster-13b-1gpu.json --shapes configs/llama-13b.json \
+    --quantize q4_0 --json | grep -qF '"quantize":"Q4_0"' || fail "13B q4_0: quantize in JSON"
+"$LISA" cluster plan configs/cluster-13b-1gpu.json --shapes configs/llama-13b.json \
+    --quantize q5_1 >/dev/null 2>"$TMP/err"
+[ $? -eq 2 ] || fail "--quantize q5_1: exit status not 2"
+has "$TMP/err" "q8_0, q4_0 or none" "--quantize q5_1"
+
 # errors
 "$LISA" cluster plan >/dev/null 2>"$TMP/err"
 [ $? -eq 2 ] || fail "no configuration: exit status not 2"

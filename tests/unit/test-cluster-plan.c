@@ -172,6 +172,40 @@ static void test_random_layouts(lisa_backend *be) {
                 check_state(&m, LISA_DTYPE_F32, 1, 16, 4, 9, "random state, out > tokens");
                 lisa_llama_model_free(&m);
             }
+    /* block types: the projections and LM head whose rows are whole blocks
+     * in Q8_0/Q4_0 (K = 64 and 96 here; down_proj's K = 100 falls back),
+     * embeddings and norms BF16 on the host; the buffer is what
+     * lisa_llama_model_bytes_quant counts */
+    lisa_llama_config qc = cfg;
+    qc.hidden_size = 64;
+    qc.head_dim = 16;
+    const int inters[2] = {96, 100};
+    const lisa_dtype qs[2] = {LISA_DTYPE_Q8_0, LISA_DTYPE_Q4_0};
+    for (int qi = 0; qi < 2; qi++)
+        for (int ii = 0; ii < 2; ii++)
+            for (size_t r = 0; r < sizeof ranges / sizeof ranges[0]; r++) {
+                qc.intermediate_size = inters[ii];
+                qc.tie_word_embeddings = (int)(r % 2);
+                int l0 = ranges[r][0], l1 = ranges[r][1];
+                lisa_llama_model m;
+                lisa_status st = lisa_llama_model_init_random(&m, &qc, be, qs[qi], LISA_DTYPE_F32,
+                                                              l0, l1, 5);
+                CHECK(st == LISA_OK, "random %s [%d, %d): %s", lisa_dtype_name(qs[qi]), l0, l1,
+                      lisa_error_get());
+                if (st != LISA_OK) continue;
+                size_t want = lisa_llama_model_bytes_quant(&qc, LISA_DTYPE_BF16, qs[qi], l0, l1);
+                CHECK(buffer_extent(&m) == want && lisa_llama_model_weight_bytes(&m) == want,
+                      "random %s I %d [%d, %d): buffer %zu, tensors %zu, counted %zu",
+                      lisa_dtype_name(qs[qi]), inters[ii], l0, l1, buffer_extent(&m),
+                      lisa_llama_model_weight_bytes(&m), want);
+                CHECK(m.layers[0].wq.dtype == qs[qi] &&
+                          m.layers[0].w_down.dtype == (inters[ii] % 32 ? LISA_DTYPE_BF16 : qs[qi]),
+                      "random %s I %d: wq %s, w_down %s", lisa_dtype_name(qs[qi]), inters[ii],
+                      lisa_dtype_name(m.layers[0].wq.dtype), lisa_dtype_name(m.layers[0].w_down.dtype));
+                CHECK(want < lisa_llama_model_bytes(&qc, LISA_DTYPE_BF16, l0, l1),
+                      "random %s: no smaller than bf16", lisa_dtype_name(qs[qi]));
+                lisa_llama_model_free(&m);
+            }
     /* a tied single range holds the embedding once */
     cfg.tie_word_embeddings = 1;
     size_t tied_all = lisa_llama_model_bytes(&cfg, LISA_DTYPE_F32, 0, 4);
