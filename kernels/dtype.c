@@ -88,7 +88,14 @@ void lisa_quantize_q8_0(lisa_block_q8_0 *dst, const float *x, size_t n) {
         const float d = amax / 127.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         dst[b].d = lisa_f32_to_f16(d);
-        for (int j = 0; j < LISA_QK; j++) dst[b].qs[j] = (int8_t)roundf(x[j] * id);
+        for (int j = 0; j < LISA_QK; j++) {
+            /* |x * id| <= 127 for every finite block; the clamp only keeps
+             * a block whose amax is so small that 1 / d overflows (inf * x,
+             * 0 * inf = NaN) away from an undefined float-to-int cast */
+            float v = x[j] * id;
+            v = v != v ? 0.0f : fminf(fmaxf(v, -127.0f), 127.0f);
+            dst[b].qs[j] = (int8_t)roundf(v);
+        }
     }
 }
 
@@ -105,8 +112,13 @@ void lisa_quantize_q4_0(lisa_block_q4_0 *dst, const float *x, size_t n) {
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         dst[b].d = lisa_f32_to_f16(d);
         for (int j = 0; j < LISA_QK / 2; j++) {
+            /* llama.cpp's MIN(15, (int8_t)(x * id + 8.5f)); the clamp to
+             * [0, 15] changes nothing for finite blocks (the value is in
+             * [0.5, 16.5]) and keeps the cast defined when 1 / d overflows */
             float x0 = x[j] * id + 8.5f, x1 = x[j + LISA_QK / 2] * id + 8.5f;
-            int q0 = (int)x0 < 15 ? (int)x0 : 15, q1 = (int)x1 < 15 ? (int)x1 : 15;
+            x0 = x0 != x0 ? 8.0f : fminf(fmaxf(x0, 0.0f), 15.0f);
+            x1 = x1 != x1 ? 8.0f : fminf(fmaxf(x1, 0.0f), 15.0f);
+            int q0 = (int)x0, q1 = (int)x1;
             dst[b].qs[j] = (uint8_t)(q0 | (q1 << 4));
         }
     }

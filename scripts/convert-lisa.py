@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """convert-lisa.py: a released LISA checkpoint + its CLIP vision tower ->
-one self-contained model directory for the C engine (docs/model-format.md).
+one self-contained model directory for the C engine (docs/model-format.md);
+or a plain HF LLaMA checkpoint -> an LLM-only model directory.
 
   scripts/convert-lisa.py --release DIR --clip DIR --out DIR
                           [--dtype keep|bf16|fp16|fp32] [--max-shard-size 2GB]
+                          [--quantize q8_0|q4_0 [--quantize-unaligned error|keep]]
+  scripts/convert-lisa.py --llama DIR --out DIR [same options]
 
 --release  a LISA checkpoint as published (xinlai/LISA-7B-v1,
            xinlai/LISA-13B-llama2-v1, ...): config.json, pickled
@@ -21,9 +24,31 @@ one self-contained model directory for the C engine (docs/model-format.md).
            generation files present in --release, CLIP's
            preprocessor_config.json, model-0000K-of-0000N.safetensors +
            model.safetensors.index.json.
+--llama    instead of --release/--clip: a Hugging Face LLaMA checkpoint
+           (config.json, model*.safetensors [+ index] or pytorch_model*.bin
+           [+ index], tokenizer.model). --out then holds the LLM only, as
+           lisa_llama_model_load reads it: config.json (the source's, plus
+           "lisa_model_format"), tokenizer.model, the shards + index, and
+           generation_config.json / tokenizer_config.json /
+           special_tokens_map.json / added_tokens.json when present.
 --dtype    keep: every tensor keeps its file dtype (released LISA: LLM,
            embeddings, lm_head, mm_projector bf16; SAM and text_hidden_fcs
            fp32; CLIP fp32); bf16/fp16/fp32: every float tensor is cast.
+--quantize q8_0 | q4_0: the LLM matmul weights (model.layers.N.self_attn.
+           {q,k,v,o}_proj.weight, model.layers.N.mlp.{gate,up,down}_proj.
+           weight, lm_head.weight) are quantized from their fp32 values with
+           the gguf package's quantizer (llama.cpp's Python port of its
+           reference Q8_0 / Q4_0 rounding, bit-exact with ggml-quants.c;
+           test-quant checks it equals lisa_quantize_*) and stored as
+           safetensors U8 [rows, K/32, 34 | 18] named in the shard's
+           __metadata__ as "lisa.quant.<name>": "q8_0" | "q4_0". Everything
+           else (embed_tokens, norms, projector, text_hidden_fcs, SAM, CLIP)
+           follows --dtype. Needs the gguf package (PyPI "gguf").
+--quantize-unaligned
+           error (default): a weight in scope whose row length K is not a
+           multiple of 32 stops the conversion, naming it; keep: such weights
+           follow --dtype instead, are listed on stderr and in config.json
+           (llama.cpp's converters fall back the same way).
 
 Tensor names: LISA's own names for everything in the release
 (model.embed_tokens, model.layers.N.*, model.norm, lm_head, model.mm_projector,
@@ -38,7 +63,7 @@ tensors are listed and the exit status is 1 (nothing is left in --out).
 rotary_emb.inv_freq and position_ids buffers are ignored. The .bin shards are
 loaded one at a time (torch.load(map_location="cpu")) and written out as they
 come, so peak memory is about one source shard plus one output shard.
-Needs torch and safetensors (not transformers).
+Needs torch and safetensors (not transformers); gguf and numpy for --quantize.
 """
 import argparse
 import json
@@ -76,6 +101,14 @@ CLIP_VISION_DEFAULTS = {
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 ST_NAMES = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32"}
 
+# Quantization (--quantize): the LLM's matmul weights only. Elements per
+# block and bytes per block of llama.cpp's Q8_0 / Q4_0 (ggml-common.h).
+QUANT_SCOPE = re.compile(r"^(model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)"
+                         r"\.weight|lm_head\.weight)$")
+QUANT_BLOCK = 32
+QUANT_BLOCK_BYTES = {"q8_0": 34, "q4_0": 18}
+QUANT_META_PREFIX = "lisa.quant."
+
 
 class ConvertError(Exception):
     pass
@@ -101,7 +134,7 @@ def llm_expected(cfg):
     H, V, I = cfg["hidden_size"], cfg["vocab_size"], cfg["intermediate_size"]
     nh = cfg["num_attention_heads"]
     nkv = cfg.get("num_key_value_heads") or nh
-    hd = H // nh
+    hd = cfg.get("head_dim") or H // nh
     e = {"model.embed_tokens.weight": (V, H), "model.norm.weight": (H,)}
     if not cfg.get("tie_word_embeddings", False):
         e["lm_head.weight"] = (V, H)
@@ -283,19 +316,96 @@ def ignored(name):
     return any(r.search(name) for r in IGNORED)
 
 
+# ---------------------------------------------------------------- quantization
+
+def quant_plan(expected, qtype, unaligned):
+    """(names to quantize, names in scope left to --dtype) from the expected
+    shapes, before any tensor is read: a weight in scope whose row length K
+    is not a multiple of the block is an error naming it, unless unaligned
+    is "keep"."""
+    if not qtype:
+        return set(), []
+    scope = sorted(n for n in expected if QUANT_SCOPE.match(n))
+    bad = [n for n in scope if expected[n][-1] % QUANT_BLOCK]
+    if bad and unaligned == "error":
+        for n in bad:
+            print(f"error: {n}: shape {list(expected[n])}: row length {expected[n][-1]} is not a "
+                  f"multiple of {QUANT_BLOCK}, so it cannot be stored as {qtype}", file=sys.stderr)
+        raise ConvertError(f"{len(bad)} tensor(s) cannot be quantized to {qtype} (the first: "
+                           f"{bad[0]}, K = {expected[bad[0]][-1]}); --quantize-unaligned keep "
+                           "leaves them in --dtype; nothing written")
+    return set(scope) - set(bad), bad
+
+
+def quantize(t, qtype):
+    """t (rows, K) of any float dtype -> uint8 (rows, K/32, block bytes):
+    gguf's reference quantizer (llama.cpp's quantize_row_q8_0_ref /
+    q4_0_ref) applied to the exact fp32 values of t."""
+    import numpy as np
+    from gguf import GGMLQuantizationType
+    from gguf.quants import quantize as gguf_quantize
+    rows, k = t.shape
+    ggml = {"q8_0": GGMLQuantizationType.Q8_0, "q4_0": GGMLQuantizationType.Q4_0}[qtype]
+    q = gguf_quantize(t.to(torch.float32).numpy(), ggml)
+    q = np.ascontiguousarray(q, dtype=np.uint8).reshape(rows, k // QUANT_BLOCK,
+                                                        QUANT_BLOCK_BYTES[qtype])
+    return torch.from_numpy(q)
+
+
+def quant_info(args, quantized, kept):
+    """config.json's lisa_model_format.quantization, or None."""
+    if not args.quantize:
+        return None
+    q = {"type": args.quantize, "block_size": QUANT_BLOCK, "tensors": len(quantized),
+         "scope": "llm-matmul"}
+    if args.quantize_unaligned == "keep":
+        q["kept_unaligned"] = sorted(kept)
+    return q
+
+
 # ---------------------------------------------------------------- writer
 
+def sort_metadata(path):
+    """Rewrites the header of the safetensors file at path with its
+    __metadata__ keys sorted, in place. safetensors writes them in hash-map
+    order, which changes from run to run; sorted, a conversion is the same
+    bytes every time. The header keeps its length (same members, compact
+    JSON as the writer emits), so the data section does not move; a header
+    that would not round-trip to the same length is left as it is."""
+    with open(path, "r+b") as f:
+        head = f.read(8)
+        hlen = int.from_bytes(head, "little")
+        text = f.read(hlen)
+        hdr = json.loads(text)
+        meta = hdr.get("__metadata__")
+        if not isinstance(meta, dict):
+            return
+        hdr["__metadata__"] = dict(sorted(meta.items()))
+        body = json.dumps(hdr, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(body) > hlen or text[len(body):].strip(b" ") or len(text.rstrip(b" ")) != len(body):
+            return
+        f.seek(8)
+        f.write(body + b" " * (hlen - len(body)))
+
+
 class ShardWriter:
+    """Buffers tensors and writes a shard whenever the next one would pass
+    max_bytes. A quantized tensor's "lisa.quant.<name>" key goes into the
+    __metadata__ of the shard that holds it."""
+
     def __init__(self, out_dir, max_bytes):
         self.out_dir, self.max_bytes = out_dir, max_bytes
-        self.buf, self.buf_bytes, self.parts, self.weight_map = {}, 0, [], {}
+        self.buf, self.buf_meta, self.buf_bytes = {}, {}, 0
+        self.parts, self.weight_map = [], {}
         self.total = 0
 
-    def add(self, name, t):
+    def add(self, name, t, quant=None):
         n = t.numel() * t.element_size()
         if self.buf and self.buf_bytes + n > self.max_bytes:
             self.flush()
         self.buf[name] = t
+        if quant:
+            self.buf_meta[QUANT_META_PREFIX + name] = quant
         self.buf_bytes += n
         self.total += n
 
@@ -303,10 +413,13 @@ class ShardWriter:
         if not self.buf:
             return
         tmp = f"part-{len(self.parts):05d}.safetensors"
-        save_file(self.buf, os.path.join(self.out_dir, tmp), metadata={"format": "pt"})
+        meta = {"format": "pt"}
+        meta.update(self.buf_meta)
+        save_file(self.buf, os.path.join(self.out_dir, tmp), metadata=meta)
+        sort_metadata(os.path.join(self.out_dir, tmp))
         os.chmod(os.path.join(self.out_dir, tmp), 0o644)
         self.parts.append((tmp, list(self.buf.keys())))
-        self.buf, self.buf_bytes = {}, 0
+        self.buf, self.buf_meta, self.buf_bytes = {}, {}, 0
 
     def finish(self):
         self.flush()
@@ -336,6 +449,121 @@ def cast(name, t, policy):
     return out
 
 
+class Written:
+    """What write_tensors wrote: the writer, shard count, names, per-dtype
+    counts, and the quantized / kept-unaligned names."""
+
+    def __init__(self, writer, n_shards, seen, dtypes, quantized, kept):
+        self.writer, self.n_shards, self.seen, self.dtypes = writer, n_shards, seen, dtypes
+        self.quantized, self.kept = quantized, kept
+
+
+def write_tensors(tmp, args, expected, sources):
+    """Reads every (path, rename) of sources, where rename(name) gives
+    (output name or None to skip, problem text or None), checks each tensor
+    against expected (name -> shape), casts or quantizes it and writes the
+    shards + index into tmp. Raises ConvertError listing every missing,
+    misshapen, duplicated or unknown tensor."""
+    quantized, kept = quant_plan(expected, args.quantize, args.quantize_unaligned)
+    writer = ShardWriter(tmp, args.max_shard_size)
+    seen, problems, unknown, dtypes = set(), [], [], {}
+
+    def take(name, t):
+        if ignored(name):
+            return
+        if name in seen:
+            problems.append(f"duplicate tensor {name}")
+            return
+        if name not in expected:
+            unknown.append(name)
+            return
+        if tuple(t.shape) != tuple(expected[name]):
+            problems.append(f"{name}: shape {list(t.shape)}, expected {list(expected[name])}")
+            return
+        seen.add(name)
+        if name in quantized:
+            writer.add(name, quantize(t, args.quantize), args.quantize)
+            key = args.quantize.upper()
+        else:
+            t = cast(name, t, args.dtype)
+            writer.add(name, t)
+            key = ST_NAMES.get(t.dtype, str(t.dtype))
+        dtypes[key] = dtypes.get(key, 0) + 1
+
+    for path, rename in sources:
+        print(f"reading {path}", file=sys.stderr)
+        for name, t in iter_tensors(path):
+            out_name, problem = rename(name)
+            if problem:
+                problems.append(problem)
+            elif out_name is not None:
+                take(out_name, t)
+
+    missing = [k for k in expected if k not in seen]
+    if missing or problems or unknown:
+        for k in missing:
+            print(f"missing tensor: {k}", file=sys.stderr)
+        for p in problems:
+            print(f"error: {p}", file=sys.stderr)
+        for k in unknown:
+            print(f"unexpected tensor: {k}", file=sys.stderr)
+        raise ConvertError(f"{len(missing)} missing, {len(problems)} bad, "
+                           f"{len(unknown)} unexpected tensor(s); nothing written")
+    for n in kept:
+        print(f"note: {n}: row length {expected[n][-1]} is not a multiple of {QUANT_BLOCK}, "
+              f"kept in --dtype {args.dtype}", file=sys.stderr)
+    return Written(writer, writer.finish(), seen, dtypes, quantized, kept)
+
+
+def build_output(args, fill):
+    """Runs fill(tmp) on an empty OUT.partial and renames it to --out, so a
+    failed conversion leaves nothing behind. Returns the absolute --out."""
+    out = os.path.abspath(args.out)
+    if os.path.exists(out) and not args.force:
+        raise ConvertError(f"{out} exists (use --force to replace it)")
+    tmp = out + ".partial"
+    if os.path.exists(tmp):
+        shutil.rmtree(tmp)
+    os.makedirs(tmp)
+    ok = False
+    try:
+        fill(tmp)
+        if os.path.exists(out):
+            shutil.rmtree(out)
+        os.rename(tmp, out)
+        ok = True
+    finally:
+        if not ok and os.path.exists(tmp):
+            shutil.rmtree(tmp)
+    return out
+
+
+def write_config(tmp, cfg):
+    with open(os.path.join(tmp, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def copy_present(src_dir, tmp, names):
+    for fn in names:
+        src = os.path.join(src_dir, fn)
+        if os.path.exists(src):
+            shutil.copyfile(src, os.path.join(tmp, fn))  # follows symlinks
+
+
+def report(out, w):
+    q = f", {len(w.quantized)} quantized" if w.quantized else ""
+    print(f"wrote {out}: {len(w.seen)} tensors ({w.dtypes}{q}), {w.writer.total / 1e9:.3f} GB "
+          f"in {w.n_shards} shard(s)", file=sys.stderr)
+
+
+TORCH_DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+TOKENIZER_FILES = ("tokenizer.model", "added_tokens.json", "special_tokens_map.json",
+                   "tokenizer_config.json", "generation_config.json")
+LLM_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "vocab_size")
+
+
 # ---------------------------------------------------------------- main
 
 def clip_vision_config(clip_dir):
@@ -354,11 +582,10 @@ def clip_vision_config(clip_dir):
     return out
 
 
-def convert(args):
+def convert_lisa(args):
     rel, clip_dir = args.release, args.clip
     cfg = load_json(os.path.join(rel, "config.json"))
-    for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-              "vocab_size", "mm_hidden_size", "out_dim"):
+    for k in LLM_KEYS + ("mm_hidden_size", "out_dim"):
         if k not in cfg:
             raise ConvertError(f"{rel}/config.json: missing '{k}' (not a LISA config?)")
     sam = dict(SAM_VIT_H)
@@ -384,68 +611,27 @@ def convert(args):
     if not os.path.exists(os.path.join(rel, "tokenizer.model")):
         raise ConvertError(f"{rel}/tokenizer.model is missing")
 
-    out = os.path.abspath(args.out)
-    if os.path.exists(out):
-        if not args.force:
-            raise ConvertError(f"{out} exists (use --force to replace it)")
-    tmp = out + ".partial"
-    if os.path.exists(tmp):
-        shutil.rmtree(tmp)
-    os.makedirs(tmp)
-    ok = False
-    try:
-        writer = ShardWriter(tmp, args.max_shard_size)
-        seen, problems, unknown, dtypes = set(), [], [], {}
+    def from_release(name):
+        if "vision_tower" in name:
+            return None, f"{name}: vision tower weights in the release (LISA loads CLIP from --clip)"
+        return name, None
 
-        def take(name, t):
-            if ignored(name):
-                return
-            if name in seen:
-                problems.append(f"duplicate tensor {name}")
-                return
-            if name not in expected:
-                unknown.append(name)
-                return
-            if tuple(t.shape) != tuple(expected[name]):
-                problems.append(f"{name}: shape {list(t.shape)}, expected {list(expected[name])}")
-                return
-            seen.add(name)
-            t = cast(name, t, args.dtype)
-            dtypes[ST_NAMES.get(t.dtype, str(t.dtype))] = dtypes.get(ST_NAMES.get(t.dtype, str(t.dtype)), 0) + 1
-            writer.add(name, t)
+    def from_clip(name):
+        # text_model.*, visual_projection, text_projection, logit_scale: unused
+        return (CLIP_PREFIX + name if name.startswith("vision_model.") else None), None
 
-        for path in checkpoint_files(rel, "--release"):
-            print(f"reading {path}", file=sys.stderr)
-            for name, t in iter_tensors(path):
-                if "vision_tower" in name:
-                    problems.append(f"{name}: vision tower weights in the release "
-                                    "(LISA loads CLIP from --clip)")
-                    continue
-                take(name, t)
-        for path in checkpoint_files(clip_dir, "--clip"):
-            print(f"reading {path}", file=sys.stderr)
-            for name, t in iter_tensors(path):
-                if name.startswith("vision_model."):
-                    take(CLIP_PREFIX + name, t)
-                # text_model.*, visual_projection, text_projection, logit_scale: unused
+    sources = [(p, from_release) for p in checkpoint_files(rel, "--release")]
+    sources += [(p, from_clip) for p in checkpoint_files(clip_dir, "--clip")]
+    written = []
 
-        missing = [k for k in expected if k not in seen]
-        if missing or problems or unknown:
-            for k in missing:
-                print(f"missing tensor: {k}", file=sys.stderr)
-            for p in problems:
-                print(f"error: {p}", file=sys.stderr)
-            for k in unknown:
-                print(f"unexpected tensor: {k}", file=sys.stderr)
-            raise ConvertError(f"{len(missing)} missing, {len(problems)} bad, "
-                               f"{len(unknown)} unexpected tensor(s); nothing written")
-        n_shards = writer.finish()
-
+    def fill(tmp):
+        w = write_tensors(tmp, args, expected, sources)
+        written.append(w)
         # config.json: LISA's config + what the engine needs in one place
         ocfg = dict(cfg)
         ocfg.pop("sam_config", None)
         if args.dtype != "keep":
-            ocfg["torch_dtype"] = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[args.dtype]
+            ocfg["torch_dtype"] = TORCH_DTYPE_NAMES[args.dtype]
         ocfg["vision_config"] = vc
         ocfg["sam_config"] = sam
         ocfg["seg_token_idx"] = added["[SEG]"]
@@ -454,46 +640,95 @@ def convert(args):
             "version": FORMAT_VERSION,
             "vision_tower_prefix": CLIP_PREFIX,
             "dtype_policy": args.dtype,
-            "tensor_dtypes": dtypes,
+            "tensor_dtypes": w.dtypes,
             "source_release": os.path.basename(os.path.normpath(rel)),
             "source_clip": os.path.basename(os.path.normpath(clip_dir)),
         }
-        with open(os.path.join(tmp, "config.json"), "w") as f:
-            json.dump(ocfg, f, indent=2, sort_keys=True)
-            f.write("\n")
-        for fn in ("tokenizer.model", "added_tokens.json", "special_tokens_map.json",
-                   "tokenizer_config.json", "generation_config.json"):
-            src = os.path.join(rel, fn)
-            if os.path.exists(src):
-                shutil.copyfile(src, os.path.join(tmp, fn))  # follows symlinks
-        pp = os.path.join(clip_dir, "preprocessor_config.json")
-        if os.path.exists(pp):
-            shutil.copyfile(pp, os.path.join(tmp, "preprocessor_config.json"))
-        if os.path.exists(out):
-            shutil.rmtree(out)
-        os.rename(tmp, out)
-        ok = True
-        print(f"wrote {out}: {len(seen)} tensors ({dtypes}), {writer.total / 1e9:.3f} GB "
-              f"in {n_shards} shard(s)", file=sys.stderr)
-    finally:
-        if not ok and os.path.exists(tmp):
-            shutil.rmtree(tmp)
+        q = quant_info(args, w.quantized, w.kept)
+        if q:
+            ocfg["lisa_model_format"]["quantization"] = q
+        write_config(tmp, ocfg)
+        copy_present(rel, tmp, TOKENIZER_FILES)
+        copy_present(clip_dir, tmp, ("preprocessor_config.json",))
+
+    report(build_output(args, fill), written[0])
+
+
+def convert_llama(args):
+    src = args.llama
+    cp = os.path.join(src, "config.json")
+    if not os.path.isfile(cp):
+        raise ConvertError(f"--llama {src}: no config.json")
+    cfg = load_json(cp)
+    for k in LLM_KEYS:
+        if k not in cfg:
+            raise ConvertError(f"{cp}: missing '{k}' (not a LLaMA config?)")
+    if cfg.get("model_type", "llama") != "llama":
+        raise ConvertError(f"{cp}: model_type '{cfg['model_type']}' is not 'llama'")
+    if cfg["hidden_size"] % cfg["num_attention_heads"]:
+        raise ConvertError(f"{cp}: hidden_size {cfg['hidden_size']} is not divisible by "
+                           f"num_attention_heads {cfg['num_attention_heads']}")
+    if not os.path.exists(os.path.join(src, "tokenizer.model")):
+        raise ConvertError(f"--llama {src}: tokenizer.model is missing (the engine's tokenizer "
+                           "is SentencePiece)")
+    expected = llm_expected(cfg)
+    sources = [(p, lambda name: (name, None)) for p in checkpoint_files(src, "--llama")]
+    written = []
+
+    def fill(tmp):
+        w = write_tensors(tmp, args, expected, sources)
+        written.append(w)
+        ocfg = dict(cfg)
+        if args.dtype != "keep":
+            ocfg["torch_dtype"] = TORCH_DTYPE_NAMES[args.dtype]
+        ocfg["lisa_model_format"] = {
+            "version": FORMAT_VERSION,
+            "dtype_policy": args.dtype,
+            "tensor_dtypes": w.dtypes,
+            "source_llama": os.path.basename(os.path.normpath(src)),
+        }
+        q = quant_info(args, w.quantized, w.kept)
+        if q:
+            ocfg["lisa_model_format"]["quantization"] = q
+        write_config(tmp, ocfg)
+        copy_present(src, tmp, TOKENIZER_FILES)
+
+    report(build_output(args, fill), written[0])
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="\n".join(__doc__.split("\n")[2:]))
-    ap.add_argument("--release", required=True, help="released LISA checkpoint directory")
-    ap.add_argument("--clip", required=True, help="CLIP (openai/clip-vit-large-patch14) directory")
+    ap.add_argument("--release", help="released LISA checkpoint directory")
+    ap.add_argument("--clip", help="CLIP (openai/clip-vit-large-patch14) directory")
+    ap.add_argument("--llama", help="plain HF LLaMA checkpoint directory (instead of "
+                                    "--release/--clip): writes an LLM-only model directory")
     ap.add_argument("--out", required=True, help="model directory to write")
     ap.add_argument("--dtype", choices=("keep", "bf16", "fp16", "fp32"), default="keep")
+    ap.add_argument("--quantize", choices=tuple(QUANT_BLOCK_BYTES),
+                    help="store the LLM matmul weights as llama.cpp Q8_0 / Q4_0 blocks")
+    ap.add_argument("--quantize-unaligned", choices=("error", "keep"), default="error",
+                    help="a weight whose row length is not a multiple of 32: stop (default) "
+                         "or keep it in --dtype")
     ap.add_argument("--max-shard-size", type=parse_size, default=parse_size("2GB"),
                     help="largest output shard (default 2GB = 2e9 bytes)")
     ap.add_argument("--force", action="store_true", help="replace --out if it exists")
     args = ap.parse_args()
+    if args.llama and (args.release or args.clip):
+        ap.error("--llama replaces --release and --clip")
+    if not args.llama and not (args.release and args.clip):
+        ap.error("give --release and --clip (a LISA checkpoint) or --llama (a LLaMA one)")
     try:
-        convert(args)
+        if args.quantize:
+            try:
+                import gguf.quants  # noqa: F401 (fail before reading anything)
+            except ImportError as e:
+                raise ConvertError(f"--quantize needs the gguf package (pip install gguf): {e}")
+        if args.llama:
+            convert_llama(args)
+        else:
+            convert_lisa(args)
     except ConvertError as e:
         print(f"convert-lisa: {e}", file=sys.stderr)
         sys.exit(1)

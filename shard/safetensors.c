@@ -210,10 +210,15 @@ static lisa_status st_entry_parse(lisa_safetensors *st, int fi, const cJSON *ent
      * named in __metadata__ as "lisa.quant.<name>": "q8_0" | "q4_0"; it is
      * handed out as Q8_0 / Q4_0 of shape (N, K). */
     int quant = 0;
-    if (strcmp(jdtype->valuestring, "U8") == 0 && meta) {
+    if (meta) {
         char key[320];
         snprintf(key, sizeof key, "lisa.quant.%s", name);
         const cJSON *q = cJSON_GetObjectItemCaseSensitive(meta, key);
+        if (q && strcmp(jdtype->valuestring, "U8") != 0)
+            return lisa_error_set(LISA_ERR_FORMAT,
+                                  "tensor '%s' in %s: __metadata__ '%s' names it quantized but its "
+                                  "dtype is %s, not U8",
+                                  name, path, key, jdtype->valuestring);
         if (q) {
             if (!cJSON_IsString(q) ||
                 (strcmp(q->valuestring, "q8_0") != 0 && strcmp(q->valuestring, "q4_0") != 0))

@@ -18,12 +18,17 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Sums n 64-bit words with 8 independent lanes (so the loads, not the adds,
- * bound it); the result is kept so the reads cannot be dropped. */
+/* Sums n 64-bit words as READ_STREAMS sequential streams read in lockstep
+ * (as a matmul panel reads its weight rows), 8 words of each per step, so
+ * the loads, not the adds, bound it; the result is kept so the reads
+ * cannot be dropped. */
+#define READ_STREAMS 6
 static uint64_t read_words(const uint64_t *p, size_t n) {
     uint64_t a[8] = {0};
-    for (size_t i = 0; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) a[j] += p[i + j];
+    size_t len = n / READ_STREAMS / 8 * 8;
+    for (size_t i = 0; i < len; i += 8)
+        for (int s = 0; s < READ_STREAMS; s++)
+            for (int j = 0; j < 8; j++) a[j] += p[(size_t)s * len + i + j];
     return a[0] + a[1] + a[2] + a[3] + a[4] + a[5] + a[6] + a[7];
 }
 
@@ -31,8 +36,11 @@ lisa_status lisa_cpu_stream_measure(int threads, size_t bytes, int reps, lisa_cp
     memset(out, 0, sizeof *out);
     if (threads <= 0) threads = omp_get_num_procs();
     if (reps < 1) reps = 1;
-    size_t words = bytes / 16 / 64 * 64; /* two halves: source and destination */
-    if (words < (size_t)threads * 64)
+    /* two halves, source and destination; every thread's slice a whole
+     * number of READ_STREAMS x 8-word steps, so the read pass reads it all */
+    size_t unit = (size_t)threads * READ_STREAMS * 8;
+    size_t words = bytes / 16 / unit * unit;
+    if (words == 0)
         return lisa_error_set(LISA_ERR_ARG, "stream: %zu bytes is too small", bytes);
     uint64_t *src = aligned_alloc(64, words * 8), *dst = aligned_alloc(64, words * 8);
     if (!src || !dst) {
@@ -46,7 +54,7 @@ lisa_status lisa_cpu_stream_measure(int threads, size_t bytes, int reps, lisa_cp
     {
         /* first touch by the thread that reads the slice later */
         int t = omp_get_thread_num(), T = omp_get_num_threads();
-        size_t a = words * (size_t)t / (size_t)T / 8 * 8, b = words * (size_t)(t + 1) / (size_t)T / 8 * 8;
+        size_t a = words / (size_t)T * (size_t)t, b = a + words / (size_t)T;
         for (size_t i = a; i < b; i++) src[i] = i;
         memset(dst + a, 0, (b - a) * 8);
     }
@@ -56,7 +64,7 @@ lisa_status lisa_cpu_stream_measure(int threads, size_t bytes, int reps, lisa_cp
 #pragma omp parallel num_threads(threads) reduction(+ : acc)
         {
             int t = omp_get_thread_num(), T = omp_get_num_threads();
-            size_t a = words * (size_t)t / (size_t)T / 8 * 8, b = words * (size_t)(t + 1) / (size_t)T / 8 * 8;
+            size_t a = words / (size_t)T * (size_t)t, b = a + words / (size_t)T;
             acc += read_words(src + a, b - a);
         }
         double t1 = now_s();
@@ -64,7 +72,7 @@ lisa_status lisa_cpu_stream_measure(int threads, size_t bytes, int reps, lisa_cp
 #pragma omp parallel num_threads(threads)
         {
             int t = omp_get_thread_num(), T = omp_get_num_threads();
-            size_t a = words * (size_t)t / (size_t)T / 8 * 8, b = words * (size_t)(t + 1) / (size_t)T / 8 * 8;
+            size_t a = words / (size_t)T * (size_t)t, b = a + words / (size_t)T;
             memcpy(dst + a, src + a, (b - a) * 8);
         }
         double t2 = now_s();

@@ -6,7 +6,7 @@
  * Invariants checked: an open either fails with a message or gives a table
  * whose every tensor lies inside the input's data section (all its bytes
  * are read), holds exactly prod(shape) * dtype-size bytes, has 0..LISA_MAX_DIMS dims,
- * a supported dtype and a name; names are sorted and unique; find() and
+ * a supported dtype (Q8_0 / Q4_0 only as 2-D [rows, K]) and a name; names are sorted and unique; find() and
  * get() with the tensor's own shape return that tensor, get() with another
  * shape fails with LISA_ERR_SHAPE; at() past the end is NULL.
  *
@@ -35,7 +35,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FUZZ_CHECK(t != NULL && t->name != NULL, "a tensor without a name");
         FUZZ_CHECK(t->ndim >= 0 && t->ndim <= LISA_MAX_DIMS, "ndim out of range");
         FUZZ_CHECK(t->dtype == LISA_DTYPE_F32 || t->dtype == LISA_DTYPE_F16 ||
-                       t->dtype == LISA_DTYPE_BF16,
+                       t->dtype == LISA_DTYPE_BF16 ||
+                       (lisa_dtype_is_quant(t->dtype) && t->ndim == 2),
                    "unsupported dtype accepted");
         uint64_t nelem = 1;
         for (int d = 0; d < t->ndim; d++) {

@@ -125,6 +125,28 @@ static void seeds_safetensors(void) {
     memcpy(o + 8, hdr, hl);
     seed_write("safetensors", "dtypes.safetensors", o, 8 + hl + 14);
     free(o);
+    /* quantized weights: U8 blocks named in __metadata__ (Q8_0 2 x 64, Q4_0
+     * 1 x 32) next to an F32 tensor, the blocks from the engine's quantizer */
+    float x[128];
+    for (int i = 0; i < 128; i++) x[i] = (float)((i * 37) % 23) - 11.0f;
+    lisa_block_q8_0 b8[4];
+    lisa_block_q4_0 b4[1];
+    lisa_quantize_q8_0(b8, x, 128);
+    lisa_quantize_q4_0(b4, x, 32);
+    const char *qh = "{\"__metadata__\":{\"format\":\"pt\",\"lisa.quant.w8\":\"q8_0\","
+                     "\"lisa.quant.w4\":\"q4_0\"},"
+                     "\"w8\":{\"dtype\":\"U8\",\"shape\":[2,2,34],\"data_offsets\":[0,136]},"
+                     "\"w4\":{\"dtype\":\"U8\",\"shape\":[1,1,18],\"data_offsets\":[136,154]},"
+                     "\"n\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[154,162]}}";
+    hl = strlen(qh);
+    o = calloc(1, 8 + hl + 162);
+    for (int i = 0; i < 8; i++) o[i] = (uint8_t)((uint64_t)hl >> (8 * i));
+    memcpy(o + 8, qh, hl);
+    memcpy(o + 8 + hl, b8, 136);
+    memcpy(o + 8 + hl + 136, b4, 18);
+    memcpy(o + 8 + hl + 154, x, 8);
+    seed_write("safetensors", "quant.safetensors", o, 8 + hl + 162);
+    free(o);
 }
 
 static void seeds_st_index(void) {

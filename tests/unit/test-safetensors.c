@@ -2,9 +2,10 @@
  *
  * Good files (single and sharded) are built from C in a mkdtemp folder and
  * read back; then each malformed input (short, bad header, bad offsets,
- * unsupported dtype, bad shapes, bad index) must fail with a non-OK status
- * and a message naming the problem. When the fixtures folder holds
- * llama-gqa/ with .safetensors files, truncated copies of one must fail cleanly too.
+ * unsupported dtype, bad shapes, bad index, badly stored quantized weights)
+ * must fail with a non-OK status and a message naming the problem. When the
+ * fixtures folder holds llama-gqa/ with .safetensors files, truncated copies
+ * of one must fail cleanly too.
  * Deliberately not here: model semantics of the fixture tensors. */
 #include "safetensors.h"
 
@@ -49,12 +50,13 @@ static void write_header(const char *path, const char *header, const void *data,
 }
 
 /* Builds a valid safetensors file from specs: contiguous offsets in spec
- * order, header padded with spaces to a multiple of 8 like the HF writer. */
-static void write_st(const char *path, const tspec *ts, int n) {
+ * order, header padded with spaces to a multiple of 8 like the HF writer;
+ * meta is appended to the "__metadata__" members (",\"k\":\"v\"" or ""). */
+static void write_st_meta(const char *path, const tspec *ts, int n, const char *meta) {
     char header[8192];
     size_t k = 0, off = 0;
     k += (size_t)snprintf(header + k, sizeof header - k,
-                          "{\"__metadata__\":{\"format\":\"pt\"}");
+                          "{\"__metadata__\":{\"format\":\"pt\"%s}", meta);
     for (int i = 0; i < n; i++) {
         k += (size_t)snprintf(header + k, sizeof header - k, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[",
                               ts[i].name, ts[i].dtype);
@@ -76,6 +78,8 @@ static void write_st(const char *path, const tspec *ts, int n) {
     write_raw(path, k, header, k, data, off);
     free(data);
 }
+
+static void write_st(const char *path, const tspec *ts, int n) { write_st_meta(path, ts, n, ""); }
 
 static void write_text(const char *path, const char *text) {
     FILE *f = fopen(path, "wb");
@@ -382,6 +386,141 @@ static void test_bad_files(void) {
     expect_open_fail(empty_dir, LISA_ERR_IO, "model.safetensors", "directory without model");
 }
 
+/* Quantized weights: U8 (rows, K/32, 34 | 18) named in __metadata__ as
+ * "lisa.quant.<name>": "q8_0" | "q4_0", handed out as Q8_0 / Q4_0 (rows, K). */
+static void test_quant_good(void) {
+    float x8[128], x4[96];
+    for (int i = 0; i < 128; i++) x8[i] = sinf((float)i * 0.37f) * (float)(1 + i % 5);
+    for (int i = 0; i < 96; i++) x4[i] = cosf((float)i * 0.21f) * (float)(1 + i % 3) - 0.5f;
+    static lisa_block_q8_0 b8[4];
+    static lisa_block_q4_0 b4[3];
+    lisa_quantize_q8_0(b8, x8, 128);
+    lisa_quantize_q4_0(b4, x4, 96);
+    tspec ts[3] = {
+        {"model.layers.0.mlp.up_proj.weight", "U8", 3, {2, 2, 34}, b8, sizeof b8},
+        {"model.layers.0.mlp.down_proj.weight", "U8", 3, {3, 1, 18}, b4, sizeof b4},
+        {"model.norm.weight", "F32", 1, {6}, k_f32, sizeof k_f32},
+    };
+    const char *p = tmp_path("quant.safetensors");
+    write_st_meta(p, ts, 3,
+                  ",\"lisa.quant.model.layers.0.mlp.up_proj.weight\":\"q8_0\","
+                  "\"lisa.quant.model.layers.0.mlp.down_proj.weight\":\"q4_0\","
+                  "\"lisa.quant.not.a.tensor\":\"q8_0\"");
+    size_t len = 0;
+    char *bytes = test_read_file(p, &len);
+    for (int via = 0; via < 2; via++) {
+        lisa_safetensors *st = NULL;
+        lisa_status s = via == 0 ? lisa_safetensors_open(&st, p)
+                                 : lisa_safetensors_open_memory(&st, "quant-mem", bytes, len);
+        CHECK(s == LISA_OK, "open quantized file (%s): %s", via ? "memory" : "mapped",
+              lisa_error_get());
+        if (s != LISA_OK) continue;
+        CHECK(lisa_safetensors_count(st) == 3, "quantized file count %zu",
+              lisa_safetensors_count(st));
+        const lisa_st_tensor *q8 = NULL, *q4 = NULL, *f = NULL;
+        const int64_t sh8[2] = {2, 64}, sh4[2] = {3, 32}, raw[3] = {2, 2, 34}, shf[1] = {6};
+        CHECK(lisa_safetensors_get(st, ts[0].name, 2, sh8, &q8) == LISA_OK,
+              "get Q8_0 as [2, 64]: %s", lisa_error_get());
+        CHECK(lisa_safetensors_get(st, ts[1].name, 2, sh4, &q4) == LISA_OK,
+              "get Q4_0 as [3, 32]: %s", lisa_error_get());
+        CHECK(lisa_safetensors_get(st, "model.norm.weight", 1, shf, &f) == LISA_OK && f &&
+                  f->dtype == LISA_DTYPE_F32,
+              "F32 next to quantized tensors");
+        const lisa_st_tensor *t = NULL;
+        CHECK(lisa_safetensors_get(st, ts[0].name, 3, raw, &t) == LISA_ERR_SHAPE &&
+                  strstr(lisa_error_get(), "found [2, 64]"),
+              "the stored U8 shape is not the tensor's: '%s'", lisa_error_get());
+        if (q8) {
+            CHECK(q8->dtype == LISA_DTYPE_Q8_0 && q8->nbytes == sizeof b8 &&
+                      memcmp(q8->data, b8, sizeof b8) == 0,
+                  "Q8_0 tensor: dtype %s, %zu bytes", lisa_dtype_name(q8->dtype), q8->nbytes);
+            float got[128], want[128];
+            lisa_dtype_to_f32(got, q8->data, q8->dtype, 128);
+            lisa_dtype_to_f32(want, b8, LISA_DTYPE_Q8_0, 128);
+            CHECK(memcmp(got, want, sizeof got) == 0, "Q8_0 dequantized from the file");
+            lisa_tensor v = lisa_st_tensor_view(q8);
+            CHECK(v.dtype == LISA_DTYPE_Q8_0 && v.ndim == 2 && v.shape[1] == 64,
+                  "view of a Q8_0 tensor");
+        }
+        if (q4)
+            CHECK(q4->dtype == LISA_DTYPE_Q4_0 && q4->nbytes == sizeof b4 &&
+                      memcmp(q4->data, b4, sizeof b4) == 0,
+                  "Q4_0 tensor: dtype %s, %zu bytes", lisa_dtype_name(q4->dtype), q4->nbytes);
+        lisa_safetensors_close(st);
+    }
+    free(bytes);
+
+    /* The key belongs to the file holding the tensor: a shard's metadata
+     * does not quantize a tensor of another shard. */
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/quantsharded", g_tmp);
+    mkdir(dir, 0700);
+    tspec s1[1] = {{"a", "F32", 1, {6}, k_f32, sizeof k_f32}};
+    tspec s2[1] = {{"w", "U8", 3, {1, 1, 34}, b8, 34}};
+    write_st_meta(test_path(dir, "s1.safetensors"), s1, 1, ",\"lisa.quant.w\":\"q8_0\"");
+    write_st(test_path(dir, "s2.safetensors"), s2, 1);
+    write_text(test_path(dir, "model.safetensors.index.json"),
+               "{\"weight_map\": {\"a\": \"s1.safetensors\", \"w\": \"s2.safetensors\"}}");
+    expect_open_fail(dir, LISA_ERR_FORMAT, "tensor 'w' in", "quant key in another shard");
+    expect_open_fail(dir, LISA_ERR_FORMAT, "unsupported dtype 'U8'", "quant key in another shard");
+    write_st_meta(test_path(dir, "s2.safetensors"), s2, 1, ",\"lisa.quant.w\":\"q8_0\"");
+    lisa_safetensors *st = NULL;
+    lisa_status s = lisa_safetensors_open(&st, dir);
+    CHECK(s == LISA_OK, "quantized tensor in shard 2: %s", lisa_error_get());
+    if (s == LISA_OK) {
+        const lisa_st_tensor *w = lisa_safetensors_find(st, "w");
+        CHECK(w && w->dtype == LISA_DTYPE_Q8_0 && w->shape[0] == 1 && w->shape[1] == 32 &&
+                  w->file_index == 1,
+              "shard 2's Q8_0 tensor");
+        lisa_safetensors_close(st);
+    }
+}
+
+static void test_quant_bad(void) {
+#define QHDR(meta, dt, shape, offs) \
+    "{\"__metadata__\":{\"format\":\"pt\"" meta "},\"w\":{\"dtype\":\"" dt "\",\"shape\":" shape \
+    ",\"data_offsets\":" offs "}}"
+    expect_header_fail(QHDR("", "U8", "[1,1,34]", "[0,34]"), 34, "unsupported dtype 'U8'",
+                       "U8 without a lisa.quant key");
+    expect_header_fail(QHDR(",\"lisa.quant.x\":\"q8_0\"", "U8", "[1,1,34]", "[0,34]"), 34,
+                       "unsupported dtype 'U8'", "U8 with another tensor's key");
+    expect_header_fail("{\"__metadata__\":5,\"w\":{\"dtype\":\"U8\",\"shape\":[1,1,34],"
+                       "\"data_offsets\":[0,34]}}",
+                       34, "unsupported dtype 'U8'", "U8 with a non-object __metadata__");
+    expect_header_fail(QHDR(",\"lisa.quant.w\":\"q5_1\"", "U8", "[1,1,24]", "[0,24]"), 24,
+                       "'lisa.quant.w' must be \"q8_0\" or \"q4_0\"", "quant type q5_1");
+    expect_header_fail(QHDR(",\"lisa.quant.w\":\"Q8_0\"", "U8", "[1,1,34]", "[0,34]"), 34,
+                       "'lisa.quant.w' must be", "quant type in capitals");
+    expect_header_fail("{\"__metadata__\":{\"lisa.quant.w\":8},\"w\":{\"dtype\":\"U8\","
+                       "\"shape\":[1,1,34],\"data_offsets\":[0,34]}}",
+                       34, "'lisa.quant.w' must be", "non-string quant type");
+    expect_header_fail(QHDR(",\"lisa.quant.w\":\"q8_0\"", "U8", "[1,1,18]", "[0,18]"), 18,
+                       "a Q8_0 tensor is stored as U8 [rows, blocks, 34], found [1, 1, 18]",
+                       "q8_0 with Q4_0's block bytes");
+    expect_header_fail(QHDR(",\"lisa.quant.w\":\"q4_0\"", "U8", "[1,1,34]", "[0,34]"), 34,
+                       "a Q4_0 tensor is stored as U8 [rows, blocks, 18], found [1, 1, 34]",
+                       "q4_0 with Q8_0's block bytes");
+    expect_header_fail(QHDR(",\"lisa.quant.w\":\"q8_0\"", "U8", "[1,34]", "[0,34]"), 34,
+                       "found [1, 34]", "2-D U8 quantized tensor");
+    expect_header_fail(QHDR(",\"lisa.quant.w\":\"q8_0\"", "U8", "[34]", "[0,34]"), 34,
+                       "found [34]", "1-D U8 quantized tensor");
+    expect_header_fail(QHDR(",\"lisa.quant.w\":\"q8_0\"", "U8", "[1,1,1,34]", "[0,34]"), 34,
+                       "found [1, 1, 1, 34]", "4-D U8 quantized tensor");
+    expect_header_fail(QHDR(",\"lisa.quant.w\":\"q8_0\"", "U8",
+                            "[1125899906842624,1125899906842624,34]", "[0,34]"),
+                       34, "overflows a size", "quantized shape overflowing a size");
+    expect_header_fail(QHDR(",\"lisa.quant.w\":\"q8_0\"", "U8", "[1,1,34]", "[0,32]"), 34,
+                       "span 32 bytes but shape [1, 32] of Q8_0 needs 34",
+                       "q8_0 byte count short");
+    expect_header_fail(QHDR(",\"lisa.quant.w\":\"q4_0\"", "U8", "[2,1,18]", "[0,18]"), 36,
+                       "needs 36", "q4_0 byte count short");
+    expect_header_fail(QHDR(",\"lisa.quant.w\":\"q4_0\"", "U8", "[1,2,18]", "[0,40]"), 40,
+                       "needs 36", "q4_0 byte count long");
+    expect_header_fail(QHDR(",\"lisa.quant.w\":\"q8_0\"", "U8", "[1,1,34]", "[0,34]"), 20,
+                       "beyond the data section", "q8_0 past the end of the file");
+#undef QHDR
+}
+
 /* Truncated copies of a real fixture must fail cleanly. */
 static void test_truncated_fixture(const char *fixtures) {
     char dir[1024];
@@ -438,16 +577,11 @@ static void test_truncated_fixture(const char *fixtures) {
     free(buf);
 }
 
-/* Flips bytes of a good file with a fixed LCG and opens each mutant: any
- * status is fine, but a success must hand out only in-bounds tensors (the
- * sanitizer build catches reads outside the mapping). */
-static void test_mutations(void) {
-    tspec ts[2] = {
-        {"a", "F32", 2, {2, 3}, k_f32, sizeof k_f32},
-        {"b", "BF16", 1, {4}, g_bf16, sizeof g_bf16},
-    };
-    const char *p = tmp_path("mut.safetensors");
-    write_st(p, ts, 2);
+/* Flips bytes of the good file at p with a fixed LCG and opens each
+ * mutant: any status is fine, but a success must hand out only in-bounds
+ * tensors whose byte count is their shape's (the sanitizer build catches
+ * reads outside the mapping). */
+static void mutate_file(const char *p, const char *what) {
     size_t len = 0;
     char *good = test_read_file(p, &len);
     CHECK(good != NULL, "read back %s", p);
@@ -470,22 +604,49 @@ static void test_mutations(void) {
         fclose(f);
         lisa_safetensors *st = NULL;
         if (lisa_safetensors_open(&st, p) != LISA_OK) {
-            CHECK(lisa_error_get()[0] != 0, "mutant %d failed without a message", iter);
+            CHECK(lisa_error_get()[0] != 0, "%s mutant %d failed without a message", what, iter);
             continue;
         }
         opened++;
         float sum = 0;
         for (size_t i = 0; i < lisa_safetensors_count(st); i++) {
             const lisa_st_tensor *t = lisa_safetensors_at(st, i);
+            int64_t nelem = 1;
+            for (int d = 0; d < t->ndim; d++) nelem *= t->shape[d];
+            CHECK(t->nbytes == lisa_dtype_row_bytes(t->dtype, nelem) &&
+                      (!lisa_dtype_is_quant(t->dtype) || t->shape[t->ndim - 1] % LISA_QK == 0),
+                  "%s mutant %d: %s holds %zu bytes for its shape", what, iter, t->name,
+                  t->nbytes);
             const unsigned char *d = t->data;
             for (size_t j = 0; j < t->nbytes; j++) sum += d[j];
         }
-        CHECK(sum >= 0, "mutant %d data", iter);
+        CHECK(sum >= 0, "%s mutant %d data", what, iter);
         lisa_safetensors_close(st);
     }
-    fprintf(stderr, "note: %d of 300 mutants opened\n", opened);
+    fprintf(stderr, "note: %d of 300 %s mutants opened\n", opened, what);
     free(buf);
     free(good);
+}
+
+static void test_mutations(void) {
+    tspec ts[2] = {
+        {"a", "F32", 2, {2, 3}, k_f32, sizeof k_f32},
+        {"b", "BF16", 1, {4}, g_bf16, sizeof g_bf16},
+    };
+    const char *p = tmp_path("mut.safetensors");
+    write_st(p, ts, 2);
+    mutate_file(p, "plain");
+    /* the quantized-weight path: U8 blocks named in __metadata__ */
+    static unsigned char blocks[2 * 34 + 18];
+    for (size_t i = 0; i < sizeof blocks; i++) blocks[i] = (unsigned char)(i * 37u);
+    tspec tq[3] = {
+        {"a", "F32", 2, {2, 3}, k_f32, sizeof k_f32},
+        {"q", "U8", 3, {2, 1, 34}, blocks, 68},
+        {"r", "U8", 3, {1, 1, 18}, blocks + 68, 18},
+    };
+    p = tmp_path("mutq.safetensors");
+    write_st_meta(p, tq, 3, ",\"lisa.quant.q\":\"q8_0\",\"lisa.quant.r\":\"q4_0\"");
+    mutate_file(p, "quantized");
 }
 
 /* Number of open file descriptors of this process (-1 if unknown). */
@@ -529,6 +690,8 @@ int main(int argc, char **argv) {
     test_sharded();
     test_bad_index();
     test_bad_files();
+    test_quant_good();
+    test_quant_bad();
     test_mutations();
     if (argc > 1) test_truncated_fixture(argv[1]);
     CHECK(fd_count() == fds, "file descriptors leaked: %d before, %d after", fds, fd_count());
