@@ -236,10 +236,48 @@ gguf_file() {
     GGUF=$f
 }
 
+# same_weights TYPE: dies unless lisa's directory and the GGUF hold the same
+# bytes for v, o, gate, up, down of the first and last layer and the LM head
+# (q and k are left out: convert_hf_to_gguf.py permutes their rows for its
+# RoPE layout). Skipped where lisa quantizes at load (no file to compare).
+same_weights() {
+    local t=$1
+    [ ${#LISA_QUANT_FLAG[@]} = 0 ] || return 0
+    run_step "same-weights-$t" env PYTHONPATH="$LLAMA_CPP_SRC/gguf-py" "$PYTHON" - "$LISA_DIR" "$GGUF" <<'PY'
+import glob, json, os, sys
+import numpy as np, torch
+from gguf import GGUFReader
+from safetensors import safe_open
+
+lisa_dir, gguf_path = sys.argv[1:]
+gg = {t.name: t for t in GGUFReader(gguf_path).tensors}
+files = {}
+for f in glob.glob(os.path.join(lisa_dir, "*.safetensors")):
+    with safe_open(f, "pt") as h:
+        files.update({k: f for k in h.keys()})
+n_layers = 1 + max(int(k.split(".")[2]) for k in files if k.startswith("model.layers."))
+pairs = [("output.weight", "lm_head.weight")]
+for l in sorted({0, n_layers - 1}):
+    for g, h in (("attn_v", "self_attn.v_proj"), ("attn_output", "self_attn.o_proj"),
+                 ("ffn_gate", "mlp.gate_proj"), ("ffn_up", "mlp.up_proj"), ("ffn_down", "mlp.down_proj")):
+        pairs.append((f"blk.{l}.{g}.weight", f"model.layers.{l}.{h}.weight"))
+for g, h in pairs:
+    with safe_open(files[h], "pt") as f:
+        a = f.get_tensor(h)
+    a = a.view(torch.int16) if a.dtype in (torch.bfloat16, torch.float16) else a
+    a = a.numpy().reshape(-1).view(np.uint8)
+    b = np.asarray(gg[g].data).reshape(-1).view(np.uint8)
+    if a.shape != b.shape or not np.array_equal(a, b):
+        sys.exit(f"{h} (lisa) and {g} (GGUF, {gg[g].tensor_type.name}) differ")
+print(f"{len(pairs)} tensors byte-identical")
+PY
+}
+
 # ---- every input first, so that the measurements run back to back ----
 for t in "${TYPE_LIST[@]}"; do
     lisa_dir "$t"
     gguf_file "$t"
+    same_weights "$t"
 done
 if [ $PREPARE_ONLY = 1 ]; then
     echo "$ME: prepared in $WORK; rerun with --work $WORK to measure"
