@@ -9,6 +9,7 @@
 
 #if defined(__x86_64__) && defined(LISA_CPU_AVX2)
 
+#include <cpuid.h>
 #include <immintrin.h>
 #include <string.h>
 
@@ -174,11 +175,17 @@ static void avx2_block(const float *x, int64_t ldx, int mr, const float *panel, 
 
 static const cpu_mm_isa k_avx2 = {"avx2", MR, NR, VL, avx2_panel_fill, avx2_block, NULL};
 
+/* F16C from CPUID leaf 1 (clang's __builtin_cpu_supports does not know
+ * "f16c"). */
+static int cpu_has_f16c(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+
 const cpu_mm_isa *cpu_mm_isa_avx2(void) {
     static int ok = -1;
     if (ok < 0)
-        ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-             __builtin_cpu_supports("f16c");
+        ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
     return ok ? &k_avx2 : NULL;
 }
 

@@ -9,6 +9,7 @@
 
 #if defined(__x86_64__) && defined(LISA_CPU_AVX512)
 
+#include <cpuid.h>
 #include <immintrin.h>
 #include <string.h>
 
@@ -298,12 +299,19 @@ static void avx512_direct(const float *x, int64_t ldx, int mr, const lisa_tensor
 static const cpu_mm_isa k_avx512 = {"avx512", MR, NR, VL, avx512_panel_fill, avx512_block,
                                     avx512_direct};
 
+/* F16C from CPUID leaf 1 (clang's __builtin_cpu_supports does not know
+ * "f16c"). */
+static int cpu_has_f16c(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+
 const cpu_mm_isa *cpu_mm_isa_avx512(void) {
     static int ok = -1;
     if (ok < 0)
         ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma") &&
-             __builtin_cpu_supports("f16c");
+             cpu_has_f16c();
     return ok ? &k_avx512 : NULL;
 }
 
