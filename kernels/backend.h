@@ -10,8 +10,11 @@
  *    shape[0] = T rows of C contiguous elements. All tensors are contiguous.
  *  - Activations are F32 on the CPU; the CUDA backend runs them in F32, F16
  *    or BF16 (arithmetic inside a kernel is fp32 either way). CPU weights may
- *    be F32, F16 or BF16 (kept in the file dtype); CUDA matmul weights must
- *    have the activations' dtype (converted once at upload).
+ *    be F32, F16, BF16, Q8_0 or Q4_0 (kept in the file dtype); CUDA matmul
+ *    weights must have the activations' dtype (converted once at upload) or
+ *    be Q8_0/Q4_0 (kept, dequantized inside the matmul). A block-type
+ *    weight's product is x @ dequant(w)^T with dequant exact in fp32 (see
+ *    dtype.h), on every backend.
  *  - Every op is enqueued on the backend's stream: it may return before the
  *    result is ready; lisa_backend_synchronize() waits. The CPU backend is
  *    synchronous.
@@ -159,8 +162,10 @@ typedef struct lisa_backend_ops {
                                   const void *src, lisa_dtype src_dtype, size_t n);
 
     /* --- ops --- */
-    /* out (M, N) = x (M, K) @ w (N, K)^T [+ bias (N)]. w in any dtype;
-     * bias may be NULL. out may not alias x. */
+    /* out (M, N) = x (M, K) @ w (N, K)^T [+ bias (N)]. w in any dtype
+     * (a block type needs K % 32 == 0); bias may be NULL. out may not
+     * alias x. The CPU's result for a row does not depend on the other rows
+     * of the call (batch invariance, kernels/cpu/matmul-cpu.h). */
     lisa_status (*matmul)(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
                           const lisa_tensor *w, const lisa_tensor *bias);
     /* out (n, C) = table (V, C)[ids (n)]. Ids are validated by the caller. */

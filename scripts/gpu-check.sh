@@ -6,7 +6,8 @@
 #   2 build    cmake -DLISA_CUDA=ON -DLISA_WERROR=ON, CUDA archs "native"
 #              (falls back to "80-real;90-real" when native fails)
 #   3 ctest    the whole suite, LISA_REQUIRE_CUDA=1; then test-backend-ops
-#              alone, whose output must show CUDA cases run (no "SKIPPED");
+#              alone, whose output must show CUDA cases run (no "SKIPPED"),
+#              the quantized matmul's (Q8_0/Q4_0 weights) among them;
 #              then test-llama on cuda in fp32, bf16 and fp16 (logits vs
 #              transformers), and test-lisa with LISA_TEST_DEVICE=cuda: LISA
 #              end to end on the GPU in fp32 against LISA's evaluate() reference
@@ -23,7 +24,10 @@
 #              after the other (13B bf16 is 26 GB: never both at once);
 #              then vision: `lisa bench vision` and tests/reference/
 #              bench_vision_torch.py on CLIP-L/14 and SAM ViT-H (encoder
-#              ms/image, decoder ms/mask), bf16, batch 1 and 8
+#              ms/image, decoder ms/mask), bf16, batch 1 and 8; between
+#              the two, quantized decode: `lisa bench llm --quantize q8_0`
+#              and q4_0 on the first config at batch 1 (tok/s, ratio to
+#              the bf16 run, weight GB/s against the d2d copy)
 #   6 summary  a table, printed LAST, also in $OUT/summary.txt
 #
 # Exit status: 1 when a CORRECTNESS check fails (build, ctest, backend-ops
@@ -38,7 +42,8 @@
 # Time: every step runs under `timeout`, capped by what is left of a total
 # budget (LISA_GPU_CHECK_BUDGET_S, default 450 s), so one hang cannot eat the
 # machine's time; a step with no time left is reported SKIPPED. Expected on
-# one H100: build ~2 min, ctest ~1 min, e2e < 1 min, benches ~3 min.
+# one H100: build ~2 min, ctest ~1 min, e2e < 1 min, benches ~3 min (the
+# quantized decode runs ~30 s of them).
 #
 # Environment knobs (all optional):
 #   OUT                        log folder (default ./gpu-check-out)
@@ -63,6 +68,10 @@
 #                              llm` (default 4096: batch 16 x 300 in two calls;
 #                              PyTorch eager takes the whole batch in one)
 #   LISA_GPU_CHECK_DTYPE       bench dtype for both engines (default bf16)
+#   LISA_GPU_CHECK_QUANT       block types of the quantized decode bench
+#                              (default "q8_0 q4_0"; "none" skips it)
+#   LISA_GPU_CHECK_QUANT_CONFIGS  configs it runs on (default: the first of
+#                              LISA_GPU_CHECK_CONFIGS)
 #   LISA_GPU_CHECK_COPY_GIB    d2d copy buffer size (default 1)
 #   LISA_GPU_CHECK_VISION      CLIP:SAM presets of the vision bench (default
 #                              l14:vit_h; e.g. tiny:tiny or l14:vit_b for a
@@ -96,6 +105,8 @@ BATCHES=${LISA_GPU_CHECK_BATCHES:-1,16,64}
 NEW=${LISA_GPU_CHECK_NEW_TOKENS:-32}
 CHUNK=${LISA_GPU_CHECK_CHUNK:-4096}
 BDTYPE=${LISA_GPU_CHECK_DTYPE:-bf16}
+QUANTS=${LISA_GPU_CHECK_QUANT:-q8_0 q4_0}
+QCONFIGS=${LISA_GPU_CHECK_QUANT_CONFIGS:-${CONFIGS%% *}}
 JOBS=$(nproc 2>/dev/null || echo 4)
 case $DEVICE in
 cuda*) IS_GPU=1; BENCH=${LISA_GPU_CHECK_BENCH:-1} ;;
@@ -228,6 +239,7 @@ if [ "$BUILD_OK" = 1 ]; then
         tmo 90 "$OLOG" "$BUILD/bin/test-backend-ops" "$ROOT/tests/fixtures"
         rc=$?
         n_ok=$(grep -c ' ok$' "$OLOG")
+        n_q=$(grep -c '^matmul_q.* ok$' "$OLOG")
         n_bad=$(grep -c 'FAIL' "$OLOG")
         if grep -q 'SKIPPED' "$OLOG"; then
             skipped=$(grep 'SKIPPED' "$OLOG" | head -n 1)
@@ -238,8 +250,10 @@ if [ "$BUILD_OK" = 1 ]; then
             else
                 record backend-ops FAIL "$(why $rc), see backend-ops.log"
             fi
+        elif [ $rc -eq 0 ] && [ "$n_ok" -gt 0 ] && [ "$n_q" -gt 0 ]; then
+            record backend-ops PASS "$n_ok cpu-vs-cuda cases ok, $n_q of them quantized matmuls"
         elif [ $rc -eq 0 ] && [ "$n_ok" -gt 0 ]; then
-            record backend-ops PASS "$n_ok cpu-vs-cuda cases ok"
+            record backend-ops FAIL "$n_ok cases ok but no quantized matmul case ran, see backend-ops.log"
         else
             record backend-ops FAIL "$(why $rc): $n_ok ok, $n_bad failing lines, see backend-ops.log"
         fi
@@ -522,6 +536,32 @@ else
             fi
         fi
     done
+    # Quantized decode: the projections and LM head in Q8_0 / Q4_0 (random
+    # weights made in the block type), batch 1, the bf16 run's prompt and
+    # steps; the summary sets tok/s against that bf16 run. A crash or hang
+    # is a FAIL, as for the bf16 bench.
+    for cfg in $QCONFIGS; do
+        [ "$QUANTS" = none ] && break
+        tag=$(basename "$cfg" .json | sed 's/^llama-//')
+        for q in $QUANTS; do
+            QLOG=$OUT_DIR/bench-lisa-$tag-$q.log
+            QJ=$OUT_DIR/bench-lisa-$tag-$q.jsonl
+            : >"$QJ"
+            tmo 90 "$QLOG" "$LISA" bench llm --config "$cfg" --device "$DEVICE" --dtype "$BDTYPE" \
+                --quantize "$q" --prompt-len "$PLEN" --batches 1 --new-tokens "$NEW" --json
+            rc=$?
+            grep '^{' "$QLOG" >"$QJ"
+            if [ $rc -eq 125 ]; then
+                record "lisa-bench-$tag-$q" SKIPPED "no time left in the budget"
+            elif [ $rc -eq 0 ] && [ -s "$QJ" ]; then
+                record "lisa-bench-$tag-$q" PASS "$(grep -o '"decode_tok_s":[0-9.]*' "$QJ" | head -n 1), see $(basename "$QLOG")"
+            elif [ "$TMO_CUT" = 1 ] && [ $rc -ge 124 ]; then
+                record "lisa-bench-$tag-$q" SKIPPED "the time budget ran out, see $(basename "$QLOG")"
+            else
+                record "lisa-bench-$tag-$q" FAIL "$(why $rc), see $(basename "$QLOG")"
+            fi
+        done
+    done
     # Vision: CLIP and the SAM encoder/decoder, random weights, per batch
     # size lisa then torch (separate processes, one after the other).
     VISION=${LISA_GPU_CHECK_VISION:-l14:vit_h}
@@ -569,9 +609,9 @@ fi
 
 # ---- 6 summary (printed last) -----------------------------------------------
 "$PY" - "$OUT_DIR" "$CARD" "$DEVICE" "$CONFIGS" "$BENCH_NOTE" "$BUDGET" "$(($(date +%s) - START))" \
-    >"$OUT_DIR/summary.txt" 2>&1 <<'EOF'
+    "$QCONFIGS" "$QUANTS" "$BDTYPE" >"$OUT_DIR/summary.txt" 2>&1 <<'EOF'
 import json, os, sys
-out, card, device, configs, note, budget, elapsed = sys.argv[1:8]
+out, card, device, configs, note, budget, elapsed, qconfigs, quants, bdtype = sys.argv[1:11]
 res = [l.rstrip("\n").split("\t") for l in open(os.path.join(out, "results.tsv")) if l.strip()]
 
 def jl(name):
@@ -645,6 +685,25 @@ for cfg in configs.split():
         print("  decode b=1 bandwidth limit: unknown (no d2d copy measurement); %.2f GB/token" % (bpt / 1e9))
     if tag == "13b":
         targets["bw"].append(frac)
+for cfg in qconfigs.split() if quants != "none" else []:
+    tag = os.path.basename(cfg)[:-5].replace("llama-", "")
+    base = {r["batch"]: r for r in jl("bench-lisa-%s.jsonl" % tag)}.get(1, {})
+    rows = [(q, (jl("bench-lisa-%s-%s.jsonl" % (tag, q)) or [{}])[0]) for q in quants.split()]
+    if not any(r for _, r in rows):
+        continue
+    print("-" * 78)
+    print("%s quantized weights (projections, LM head), batch 1   ratio = decode / %s decode"
+          % (tag, bdtype))
+    print("  %-8s %12s %12s %8s %12s %10s %8s" % ("", "prefill", "decode", "ratio", "GB/token",
+                                               "GB/s", "of d2d"))
+    for q, r in [(bdtype, base)] + rows:
+        pf, dc = r.get("prefill_tok_s"), r.get("decode_tok_s")
+        wb, gbs = r.get("weight_bytes"), r.get("decode_weight_gb_s")
+        ratio = dc / base["decode_tok_s"] if dc and base.get("decode_tok_s") else None
+        print("  %-8s %12s %12s %8s %12s %10s %8s" % (
+            q, "%.1f" % pf if pf else "-", "%.1f" % dc if dc else "-",
+            "%.2fx" % ratio if ratio else "-", "%.2f" % (wb / 1e9) if wb else "-",
+            "%.1f" % gbs if gbs else "-", "%.0f%%" % (100 * gbs / bw) if gbs and bw else "-"))
 vis = jl("bench-vision.jsonl")
 if vis:
     key = lambda r: (r["model"], r["part"], r["batch"])

@@ -70,38 +70,25 @@ static int plan_parse_gb(const char *opt, const char *val, double *out) {
     return 0;
 }
 
-/* The dtype a checkpoint's tensors are stored in, from its config.json's
- * torch_dtype (fp32 when absent): what a CPU stage keeps in memory. */
-static lisa_dtype plan_file_dtype(const char *path) {
+/* What a checkpoint's config.json says its tensors are stored in: *dt from
+ * torch_dtype (fp32 when absent: what a CPU stage keeps in memory), *q from
+ * lisa_model_format.quantization.type (F32 when none: no block type). */
+static void plan_file_types(const char *path, lisa_dtype *dt, lisa_dtype *q) {
     char *text = NULL;
     size_t len = 0;
-    lisa_dtype dt = LISA_DTYPE_F32;
-    if (lisa_config_file_read(path, &text, &len) != LISA_OK) return dt;
+    *dt = *q = LISA_DTYPE_F32;
+    if (lisa_config_file_read(path, &text, &len) != LISA_OK) return;
     cJSON *root = cJSON_ParseWithLength(text, len);
     const cJSON *t = cJSON_IsObject(root) ? cJSON_GetObjectItem(root, "torch_dtype") : NULL;
-    if (cJSON_IsString(t) && !strcmp(t->valuestring, "bfloat16")) dt = LISA_DTYPE_BF16;
-    if (cJSON_IsString(t) && !strcmp(t->valuestring, "float16")) dt = LISA_DTYPE_F16;
-    cJSON_Delete(root);
-    free(text);
-    return dt;
-}
-
-/* The block type a converted checkpoint's projections are in, from its
- * config.json's lisa_model_format.quantization.type (F32 when none). */
-static lisa_dtype plan_file_quant(const char *path) {
-    char *text = NULL;
-    size_t len = 0;
-    lisa_dtype q = LISA_DTYPE_F32;
-    if (lisa_config_file_read(path, &text, &len) != LISA_OK) return q;
-    cJSON *root = cJSON_ParseWithLength(text, len);
+    if (cJSON_IsString(t) && !strcmp(t->valuestring, "bfloat16")) *dt = LISA_DTYPE_BF16;
+    if (cJSON_IsString(t) && !strcmp(t->valuestring, "float16")) *dt = LISA_DTYPE_F16;
     const cJSON *f = cJSON_IsObject(root) ? cJSON_GetObjectItem(root, "lisa_model_format") : NULL;
     const cJSON *qz = cJSON_IsObject(f) ? cJSON_GetObjectItem(f, "quantization") : NULL;
-    const cJSON *t = cJSON_IsObject(qz) ? cJSON_GetObjectItem(qz, "type") : NULL;
-    if (cJSON_IsString(t) && !strcmp(t->valuestring, "q8_0")) q = LISA_DTYPE_Q8_0;
-    if (cJSON_IsString(t) && !strcmp(t->valuestring, "q4_0")) q = LISA_DTYPE_Q4_0;
+    t = cJSON_IsObject(qz) ? cJSON_GetObjectItem(qz, "type") : NULL;
+    if (cJSON_IsString(t) && !strcmp(t->valuestring, "q8_0")) *q = LISA_DTYPE_Q8_0;
+    if (cJSON_IsString(t) && !strcmp(t->valuestring, "q4_0")) *q = LISA_DTYPE_Q4_0;
     cJSON_Delete(root);
     free(text);
-    return q;
 }
 
 /* b in the largest binary unit that keeps it >= 1, 10 columns wide. */
@@ -355,8 +342,10 @@ int cmd_cluster_plan(int argc, char **argv) {
     }
     lisa_cluster_plan_params p;
     lisa_cluster_plan_params_defaults(&p, &c, &m);
-    if (strcmp(c.device, "cuda")) p.weight_dtype = plan_file_dtype(model);
-    if (!lisa_dtype_is_quant(p.quant)) p.quant = plan_file_quant(model);
+    lisa_dtype file_dt, file_q;
+    plan_file_types(model, &file_dt, &file_q);
+    if (strcmp(c.device, "cuda")) p.weight_dtype = file_dt;
+    if (!lisa_dtype_is_quant(p.quant)) p.quant = file_q;
     int sel;
     if (lisa_vision_clip_preset(clip, &p.clip, &sel) != LISA_OK ||
         lisa_vision_sam_preset(sam, &p.sam) != LISA_OK) {

@@ -246,15 +246,22 @@ static lisa_status cpu_matmul(lisa_backend *be, lisa_tensor *out, const lisa_ten
     }
     const cpu_mm_isa *isa = c->mm;
     LISA_ASSERT(!lisa_dtype_is_quant(w->dtype) || K % LISA_QK == 0);
-    LISA_TRY(cpu_scratch_fits(c, "matmul", cpu_mm_scratch_need(isa), 0, NULL));
+    /* whole rows for small M where the reservation holds them (a 14K-wide
+     * row of 6 fp32 rows is 330 KB), else the L1 chunk */
+    int64_t kc = cpu_mm_chunk(M, K);
+    if (cpu_mm_scratch_need(isa, kc) > c->thread_elems) kc = CPU_MM_KC;
+    LISA_TRY(cpu_scratch_fits(c, "matmul", cpu_mm_scratch_need(isa, kc), 0, NULL));
     /* panels of isa->nr weight rows, a contiguous run per thread: each
      * thread streams its own part of w once per call (decode reads every
      * weight exactly once) and writes its own columns of out */
     int64_t P = (N + isa->nr - 1) / isa->nr;
-#pragma omp parallel num_threads(c->nthreads) if (P > 1)
+    /* below ~64K multiply-adds a parallel region costs more than it saves */
+    int par = P > 1 && M * N * K >= ((int64_t)1 << 16);
+#pragma omp parallel num_threads(c->nthreads) if (par)
     {
         int64_t t = omp_get_thread_num(), T = omp_get_num_threads();
-        cpu_mm_run(isa, od, xd, M, K, w, P * t / T, P * (t + 1) / T, cpu_thread_scratch(c, (int)t));
+        cpu_mm_run(isa, od, xd, M, K, w, P * t / T, P * (t + 1) / T, kc,
+                   cpu_thread_scratch(c, (int)t));
     }
     if (bias) {
         const float *b = cpu_vec_f32(bias, cpu_shared_scratch(c));

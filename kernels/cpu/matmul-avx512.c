@@ -90,6 +90,10 @@ static void avx512_panel_fill(float *panel, int64_t kcp, const lisa_tensor *w, i
             memset(p, 0, (size_t)kcp * sizeof *p);
         }
     }
+    /* leave no dirty upper state for the SSE code that follows (GCC omits
+     * its own vzeroupper below -O2, and then every later SSE instruction
+     * pays a transition: 5x slower scalar code in sanitizer builds) */
+    _mm256_zeroupper();
 }
 
 /* The block for a constant mr (inlined into one function per mr so the
@@ -147,9 +151,152 @@ static void avx512_block(const float *x, int64_t ldx, int mr, const float *panel
     case 2: block_mr(2, x, ldx, panel, kcp, kc, acc, first, last, out, ldo, nv); break;
     default: block_mr(1, x, ldx, panel, kcp, kc, acc, first, last, out, ldo, nv); break;
     }
+    _mm256_zeroupper(); /* as in the panel fill */
 }
 
-static const cpu_mm_isa k_avx512 = {"avx512", MR, NR, VL, avx512_panel_fill, avx512_block};
+/* 16 weights of a row at column k (k % 16 == 0), widened in registers
+ * exactly as row_widen does; dt is a constant where this is inlined. */
+static inline __attribute__((always_inline)) __m512 wvec(const lisa_dtype dt, const char *row,
+                                                         int64_t k) {
+    switch (dt) {
+    case LISA_DTYPE_BF16: return w16_bf16((const uint16_t *)row + k);
+    case LISA_DTYPE_F16: return w16_f16((const uint16_t *)row + k);
+    case LISA_DTYPE_Q8_0: {
+        const lisa_block_q8_0 *b = (const lisa_block_q8_0 *)row + k / LISA_QK;
+        __m512 d = _mm512_set1_ps(_cvtsh_ss(b->d));
+        return w16_q(_mm_loadu_si128((const __m128i *)(b->qs + (k & 16))), d);
+    }
+    case LISA_DTYPE_Q4_0: {
+        const lisa_block_q4_0 *b = (const lisa_block_q4_0 *)row + k / LISA_QK;
+        __m512 d = _mm512_set1_ps(_cvtsh_ss(b->d));
+        __m128i v = _mm_loadu_si128((const __m128i *)b->qs);
+        if (k & 16) v = _mm_srli_epi16(v, 4);
+        v = _mm_sub_epi8(_mm_and_si128(v, _mm_set1_epi8(15)), _mm_set1_epi8(8));
+        return w16_q(v, d);
+    }
+    default: return _mm512_loadu_ps((const float *)row + k);
+    }
+}
+
+/* The 32 weights of block k / 32 of a Q8_0 or Q4_0 row (k % 32 == 0) into
+ * *lo (weights 0..15) and *hi (16..31): one scale load per block. Q4_0 looks
+ * its values up in a 16-entry table d * (n - 8) (vpermps reads an index's
+ * low 4 bits, so the nibbles need no masking): the same products d * q as
+ * wvec, so the same bits. */
+static inline __attribute__((always_inline)) void wblock(const lisa_dtype dt, const char *row,
+                                                         int64_t k, __m512 *lo, __m512 *hi) {
+    if (dt == LISA_DTYPE_Q8_0) {
+        const lisa_block_q8_0 *b = (const lisa_block_q8_0 *)row + k / LISA_QK;
+        __m512 d = _mm512_set1_ps(_cvtsh_ss(b->d));
+        *lo = w16_q(_mm_loadu_si128((const __m128i *)b->qs), d);
+        *hi = w16_q(_mm_loadu_si128((const __m128i *)(b->qs + 16)), d);
+        return;
+    }
+    const lisa_block_q4_0 *b = (const lisa_block_q4_0 *)row + k / LISA_QK;
+    const __m512 levels = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
+    __m512 t = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(b->d)), levels);
+    __m128i v = _mm_loadu_si128((const __m128i *)b->qs);
+    *lo = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(v), t);
+    *hi = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_srli_epi16(v, 4)), t);
+}
+
+/* The last kc - k (< 16) weights of a float row, zeros beyond. */
+static inline __attribute__((always_inline)) __m512 wvec_tail(const lisa_dtype dt, const char *row,
+                                                              int64_t k, __mmask16 m) {
+    switch (dt) {
+    case LISA_DTYPE_BF16: {
+        __m512i u = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)row + k));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));
+    }
+    case LISA_DTYPE_F16:
+        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)row + k));
+    default: return _mm512_maskz_loadu_ps(m, (const float *)row + k);
+    }
+}
+
+/* Small calls (mr <= MR rows in all): the NR weight rows of a panel are
+ * widened in registers and used at once, with no panel buffer: the same
+ * lane sums in the same order as block_mr over a widened panel, so the same
+ * bits. Rows past nv repeat the last row (their sums are not stored). */
+static inline __attribute__((always_inline)) void direct_mr(
+    const int mr, const lisa_dtype dt, const float *x, int64_t ldx, const lisa_tensor *w,
+    int64_t n0, int nv, float *out, int64_t ldo) {
+    int64_t K = w->shape[1];
+    size_t rb = lisa_dtype_row_bytes(dt, K);
+    const char *rows[NR];
+    for (int j = 0; j < NR; j++)
+        rows[j] = (const char *)w->data + (size_t)(n0 + (j < nv ? j : nv - 1)) * rb;
+    __m512 a[MR][NR];
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 6
+        for (int j = 0; j < NR; j++) a[i][j] = _mm512_setzero_ps();
+    int64_t kv = K / VL * VL;
+    if (dt == LISA_DTYPE_Q8_0 || dt == LISA_DTYPE_Q4_0) {
+        /* whole blocks: lanes see k, then k + 16, as in the loop below */
+        for (int64_t k = 0; k < K; k += LISA_QK) {
+            __m512 wl[NR], wh[NR];
+#pragma GCC unroll 6
+            for (int j = 0; j < NR; j++) wblock(dt, rows[j], k, &wl[j], &wh[j]);
+#pragma GCC unroll 4
+            for (int i = 0; i < mr; i++) {
+                __m512 xl = _mm512_loadu_ps(x + i * ldx + k), xh = _mm512_loadu_ps(x + i * ldx + k + 16);
+#pragma GCC unroll 6
+                for (int j = 0; j < NR; j++)
+                    a[i][j] = _mm512_fmadd_ps(xh, wh[j], _mm512_fmadd_ps(xl, wl[j], a[i][j]));
+            }
+        }
+        kv = K;
+    }
+    for (int64_t k = 0; k < kv && !(dt == LISA_DTYPE_Q8_0 || dt == LISA_DTYPE_Q4_0); k += VL) {
+        __m512 wv[NR];
+#pragma GCC unroll 6
+        for (int j = 0; j < NR; j++) wv[j] = wvec(dt, rows[j], k);
+#pragma GCC unroll 4
+        for (int i = 0; i < mr; i++) {
+            __m512 xv = _mm512_loadu_ps(x + i * ldx + k);
+#pragma GCC unroll 6
+            for (int j = 0; j < NR; j++) a[i][j] = _mm512_fmadd_ps(xv, wv[j], a[i][j]);
+        }
+    }
+    if (kv < K) { /* float types only: block types have K % 32 == 0 */
+        __mmask16 m = (__mmask16)((1u << (K - kv)) - 1u);
+        __m512 wv[NR];
+#pragma GCC unroll 6
+        for (int j = 0; j < NR; j++) wv[j] = wvec_tail(dt, rows[j], kv, m);
+#pragma GCC unroll 4
+        for (int i = 0; i < mr; i++) {
+            __m512 xv = _mm512_maskz_loadu_ps(m, x + i * ldx + kv);
+#pragma GCC unroll 6
+            for (int j = 0; j < NR; j++) a[i][j] = _mm512_fmadd_ps(xv, wv[j], a[i][j]);
+        }
+    }
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nv; j++) out[i * ldo + j] = _mm512_reduce_add_ps(a[i][j]);
+}
+
+#define DIRECT_DT(dt_)                                                                    \
+    switch (mr) {                                                                         \
+    case 4: direct_mr(4, dt_, x, ldx, w, n0, nv, out, ldo); break;                        \
+    case 3: direct_mr(3, dt_, x, ldx, w, n0, nv, out, ldo); break;                        \
+    case 2: direct_mr(2, dt_, x, ldx, w, n0, nv, out, ldo); break;                        \
+    default: direct_mr(1, dt_, x, ldx, w, n0, nv, out, ldo); break;                       \
+    }
+
+static void avx512_direct(const float *x, int64_t ldx, int mr, const lisa_tensor *w, int64_t n0,
+                          int nv, float *out, int64_t ldo) {
+    switch (w->dtype) {
+    case LISA_DTYPE_BF16: DIRECT_DT(LISA_DTYPE_BF16) break;
+    case LISA_DTYPE_F16: DIRECT_DT(LISA_DTYPE_F16) break;
+    case LISA_DTYPE_Q8_0: DIRECT_DT(LISA_DTYPE_Q8_0) break;
+    case LISA_DTYPE_Q4_0: DIRECT_DT(LISA_DTYPE_Q4_0) break;
+    default: DIRECT_DT(LISA_DTYPE_F32) break;
+    }
+    _mm256_zeroupper(); /* as in the panel fill */
+}
+
+static const cpu_mm_isa k_avx512 = {"avx512", MR, NR, VL, avx512_panel_fill, avx512_block,
+                                    avx512_direct};
 
 const cpu_mm_isa *cpu_mm_isa_avx512(void) {
     static int ok = -1;

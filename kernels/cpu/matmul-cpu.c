@@ -60,7 +60,8 @@ static void gen_block(const float *x, int64_t ldx, int mr, const float *panel, i
         for (int j = 0; j < nv; j++) out[i * ldo + j] = gen_hsum(a[i][j]);
 }
 
-static const cpu_mm_isa k_generic = {"generic", GEN_MR, GEN_NR, GEN_VL, gen_panel_fill, gen_block};
+static const cpu_mm_isa k_generic = {"generic", GEN_MR, GEN_NR, GEN_VL, gen_panel_fill, gen_block,
+                                     NULL};
 
 const cpu_mm_isa *cpu_mm_isa_get(const char *want) {
     const cpu_mm_isa *best = cpu_mm_isa_avx512();
@@ -73,26 +74,45 @@ const cpu_mm_isa *cpu_mm_isa_get(const char *want) {
     return best;
 }
 
-size_t cpu_mm_scratch_need(const cpu_mm_isa *isa) {
-    size_t panel = (size_t)isa->nr * CPU_MM_KC;
+int64_t cpu_mm_chunk(int64_t M, int64_t K) {
+    (void)M;
+    (void)K;
+    return CPU_MM_KC;
+}
+
+/* The panel's floats for chunks of kc columns: nr rows of kc rounded up to
+ * the widest vector (16 lanes). */
+static size_t mm_panel_floats(const cpu_mm_isa *isa, int64_t kc) {
+    return cpu_r16((size_t)isa->nr * (((size_t)kc + 15) / 16 * 16));
+}
+
+size_t cpu_mm_scratch_need(const cpu_mm_isa *isa, int64_t kc) {
     size_t acc = (size_t)CPU_MM_MB * (size_t)isa->nr * (size_t)isa->vl;
-    return cpu_r16(panel) + cpu_r16(acc);
+    return mm_panel_floats(isa, kc) + cpu_r16(acc);
 }
 
 void cpu_mm_run(const cpu_mm_isa *isa, float *out, const float *x, int64_t M, int64_t K,
-                const lisa_tensor *w, int64_t p0, int64_t p1, float *scratch) {
+                const lisa_tensor *w, int64_t p0, int64_t p1, int64_t KC, float *scratch) {
     int64_t N = w->shape[0];
-    float *panel = scratch, *acc = scratch + cpu_r16((size_t)isa->nr * CPU_MM_KC);
+    float *panel = scratch, *acc = scratch + mm_panel_floats(isa, KC);
+    if (isa->direct && M <= isa->mr) {
+        for (int64_t p = p0; p < p1; p++) {
+            int64_t n0 = p * isa->nr;
+            int nv = (int)(N - n0 < isa->nr ? N - n0 : isa->nr);
+            isa->direct(x, K, (int)M, w, n0, nv, out + n0, N);
+        }
+        return;
+    }
     for (int64_t p = p0; p < p1; p++) {
         int64_t n0 = p * isa->nr;
         int nv = (int)(N - n0 < isa->nr ? N - n0 : isa->nr);
         for (int64_t m0 = 0; m0 < M; m0 += CPU_MM_MB) {
             int64_t mb = M - m0 < CPU_MM_MB ? M - m0 : CPU_MM_MB;
-            for (int64_t k0 = 0; k0 < K; k0 += CPU_MM_KC) {
-                int64_t kc = K - k0 < CPU_MM_KC ? K - k0 : CPU_MM_KC;
+            for (int64_t k0 = 0; k0 < K; k0 += KC) {
+                int64_t kc = K - k0 < KC ? K - k0 : KC;
                 int64_t kcp = (kc + isa->vl - 1) / isa->vl * isa->vl;
                 /* one chunk covering K is widened once per panel */
-                if (m0 == 0 || K > CPU_MM_KC) isa->panel_fill(panel, kcp, w, n0, nv, k0, kc);
+                if (m0 == 0 || K > KC) isa->panel_fill(panel, kcp, w, n0, nv, k0, kc);
                 int first = k0 == 0, last = k0 + kc == K;
                 for (int64_t i = 0; i < mb; i += isa->mr) {
                     int mr = (int)(mb - i < isa->mr ? mb - i : isa->mr);

@@ -43,6 +43,12 @@ typedef struct cpu_mm_isa {
      * reduced into out[i * ldo + j] (j < nv) when `last`, else stored. */
     void (*block)(const float *x, int64_t ldx, int mr, const float *panel, int64_t kcp,
                   int64_t kc, float *acc, int first, int last, float *out, int64_t ldo, int nv);
+    /* Optional (NULL: small calls use panels too): a whole call of mr <=
+     * this->mr rows against the panel of rows [n0, n0 + nv) of w, weights
+     * widened in registers, no panel buffer (decode: one pass over the
+     * weights and nothing else), giving the same bits as block over panels. */
+    void (*direct)(const float *x, int64_t ldx, int mr, const lisa_tensor *w, int64_t n0, int nv,
+                   float *out, int64_t ldo);
 } cpu_mm_isa;
 
 /* The kernels of the best instruction set this CPU runs (checked once),
@@ -50,13 +56,21 @@ typedef struct cpu_mm_isa {
  * (NULL: the best), falling back to generic when the CPU lacks it. */
 const cpu_mm_isa *cpu_mm_isa_get(const char *want);
 
-/* Per-thread floats cpu_mm_run needs for an isa. */
-size_t cpu_mm_scratch_need(const cpu_mm_isa *isa);
+/* The columns widened per panel chunk for a call of M rows and K columns
+ * (CPU_MM_KC: whole rows were tried for small M and lost, the widened
+ * panel then leaves L1; calls of up to mr rows take the direct kernel where
+ * there is one). Chunking changes no result (the lane sums run in the same
+ * order). */
+int64_t cpu_mm_chunk(int64_t M, int64_t K);
 
-/* out (M, N) = x (M, K) @ w (N, K)^T, rows of panels [p0, p1) only, with
- * scratch (cpu_mm_scratch_need floats) of the calling thread. */
+/* Per-thread floats cpu_mm_run needs for an isa and chunk width kc. */
+size_t cpu_mm_scratch_need(const cpu_mm_isa *isa, int64_t kc);
+
+/* out (M, N) = x (M, K) @ w (N, K)^T, rows of panels [p0, p1) only, in
+ * chunks of kc columns (a multiple of LISA_QK unless kc >= K), with scratch
+ * (cpu_mm_scratch_need floats) of the calling thread. */
 void cpu_mm_run(const cpu_mm_isa *isa, float *out, const float *x, int64_t M, int64_t K,
-                const lisa_tensor *w, int64_t p0, int64_t p1, float *scratch);
+                const lisa_tensor *w, int64_t p0, int64_t p1, int64_t kc, float *scratch);
 
 /* matmul-avx512.c / matmul-avx2.c: NULL when the file was built without
  * its instruction set (non-x86 targets). */

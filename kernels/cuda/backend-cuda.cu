@@ -1,9 +1,10 @@
 /* backend-cuda.cu: the CUDA backend: device memory, the stream, pinned
  * staging for uploads, pinned host buffers, events, device-to-device
- * copies, and the ops table whose entries live in the other
- * files of this folder (gemm.cu, norm.cu, rope.cu, attention.cu,
- * elementwise.cu, reduce.cu). Each op mirrors the CPU backend's function of
- * the same name, which is its oracle (tests/unit/test-backend-ops.c).
+ * copies, scratch reservation, and the ops table whose entries live in the
+ * other files of this folder (gemm.cu, gemm-quant.cu, norm.cu, rope.cu,
+ * attention.cu, elementwise.cu, reduce.cu, vision.cu). Each op mirrors the
+ * CPU backend's function of the same name, which is its oracle
+ * (tests/unit/test-backend-ops.c).
  *
  * One stream per backend; everything is enqueued on it. Its switches come
  * from lisa_backend_params (no environment is read here). Deliberately not
@@ -18,6 +19,11 @@
 #define CUDA_STAGING_BYTES ((size_t)32 << 20)
 #define CUDA_WORKSPACE_BYTES ((size_t)32 << 20)
 #define CUDA_ATT_SCRATCH_BYTES ((size_t)16 << 20)
+/* Dequantized weight tiles of quantized matmuls (gemm-quant.cu): 32 MB holds
+ * the whole of most LLaMA matrices in bf16 (4096 x 4096) and a few tiles of
+ * the largest (lm_head, gate|up); lisa_backend_reserve grows it when a K
+ * needs more for one tile. */
+#define CUDA_QUANT_SCRATCH_BYTES ((size_t)32 << 20)
 
 /* cudaMalloc with the error a user can act on: what was asked for, for
  * what, and how much the device has free. */
@@ -191,22 +197,58 @@ static void cuda_graph_free(lisa_backend *be, void *graph) {
     if (graph) cudaGraphExecDestroy((cudaGraphExec_t)graph);
 }
 
-/* Double-buffered: the CPU converts chunk i+1 while chunk i is in flight. */
+/* Double-buffered: the CPU converts chunk i+1 while chunk i is in flight.
+ * A block type (Q8_0, Q4_0) is uploaded only as itself, as a plain copy of
+ * its blocks: converting to or from one here would hide a loader asking for
+ * the wrong dtype. */
 static lisa_status cuda_upload_convert(lisa_backend *be, void *dst, lisa_dtype dst_dtype,
                                        const void *src, lisa_dtype src_dtype, size_t n) {
     cuda_ctx *c = cuda_ctx_of(be);
+    int quant = lisa_dtype_is_quant(dst_dtype) || lisa_dtype_is_quant(src_dtype);
+    if (quant && dst_dtype != src_dtype)
+        return lisa_error_set(LISA_ERR_UNSUPPORTED,
+                              "cuda upload: %s -> %s: quantized weights are uploaded in their own "
+                              "dtype, not converted",
+                              lisa_dtype_name(src_dtype), lisa_dtype_name(dst_dtype));
+    /* elements go in whole blocks; for a block type an "element" of the
+     * loop below is one block */
+    int64_t blk = lisa_dtype_block(dst_dtype);
+    LISA_ASSERT(n % (size_t)blk == 0);
+    size_t units = n / (size_t)blk;
     size_t ds = lisa_dtype_size(dst_dtype), ss = lisa_dtype_size(src_dtype);
     size_t chunk = c->staging_size / ds;
     int b = 0;
-    for (size_t i = 0; i < n; i += chunk, b ^= 1) {
-        size_t cnt = n - i < chunk ? n - i : chunk;
+    for (size_t i = 0; i < units; i += chunk, b ^= 1) {
+        size_t cnt = units - i < chunk ? units - i : chunk;
         CUDA_TRY(cudaEventSynchronize(c->staging_done[b]));
-        lisa_dtype_convert(c->staging[b], dst_dtype, (const char *)src + i * ss, src_dtype, cnt);
+        if (dst_dtype == src_dtype)
+            memcpy(c->staging[b], (const char *)src + i * ss, cnt * ss);
+        else
+            lisa_dtype_convert(c->staging[b], dst_dtype, (const char *)src + i * ss, src_dtype,
+                               cnt);
         CUDA_TRY(cudaMemcpyAsync((char *)dst + i * ds, c->staging[b], cnt * ds,
                                  cudaMemcpyHostToDevice, c->stream));
         CUDA_TRY(cudaEventRecord(c->staging_done[b], c->stream));
     }
     CUDA_TRY(cudaStreamSynchronize(c->stream));
+    return LISA_OK;
+}
+
+/* Grows the dequantization scratch so one prefill tile of a quantized
+ * matmul with K = matmul_k fits; the other fields need nothing here (the
+ * attention scratch is sized for its worst case at init). Called at model
+ * init, never while recording a graph. */
+static lisa_status cuda_reserve(lisa_backend *be, const lisa_backend_reserve_req *r) {
+    cuda_ctx *c = cuda_ctx_of(be);
+    size_t need = cuda_quant_scratch_bytes(r->matmul_k);
+    if (need <= c->quant_scratch_size) return LISA_OK;
+    CUDA_TRY(cudaStreamSynchronize(c->stream)); /* queued matmuls may still read it */
+    void *p = NULL;
+    LISA_TRY(cuda_device_alloc(c, need, "the quantized matmul scratch (matmul_k)", &p));
+    void *old = c->quant_scratch;
+    c->quant_scratch = p;
+    c->quant_scratch_size = need;
+    CUDA_TRY(cudaFree(old));
     return LISA_OK;
 }
 
@@ -220,6 +262,7 @@ static void cuda_free(lisa_backend *be) {
     }
     if (c->workspace) cudaFree(c->workspace);
     if (c->att_scratch) cudaFree(c->att_scratch);
+    if (c->quant_scratch) cudaFree(c->quant_scratch);
     if (c->lt) cublasLtDestroy(c->lt);
     if (c->stream) cudaStreamDestroy(c->stream);
     free(c);
@@ -246,6 +289,7 @@ static lisa_backend_ops cuda_ops_table(void) {
     o.event_query = cuda_event_query;
     o.event_synchronize = cuda_event_synchronize;
     o.upload_convert = cuda_upload_convert;
+    o.reserve = cuda_reserve;
     o.graph_begin = cuda_graph_begin;
     o.graph_end = cuda_graph_end;
     o.graph_launch = cuda_graph_launch;
@@ -290,6 +334,9 @@ static lisa_status cuda_ctx_setup(cuda_ctx *c) {
     LISA_TRY(cuda_device_alloc(c, c->workspace_size, "the cuBLASLt workspace", &c->workspace));
     c->att_scratch_size = CUDA_ATT_SCRATCH_BYTES;
     LISA_TRY(cuda_device_alloc(c, c->att_scratch_size, "the attention scratch", &c->att_scratch));
+    c->quant_scratch_size = CUDA_QUANT_SCRATCH_BYTES;
+    LISA_TRY(cuda_device_alloc(c, c->quant_scratch_size, "the quantized matmul scratch",
+                               &c->quant_scratch));
     c->staging_size = CUDA_STAGING_BYTES;
     for (int i = 0; i < 2; i++) {
         CUDA_TRY(cudaMallocHost(&c->staging[i], c->staging_size));

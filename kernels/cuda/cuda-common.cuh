@@ -53,6 +53,7 @@
 typedef struct cuda_gemm_entry {
     int used;
     int64_t M, N, K;
+    int64_t ldo;                /* leading dimension of out (N unless a column range) */
     lisa_dtype dtype;
     uint32_t align_w, align_x, align_out; /* pointer alignment classes (bytes, <= 256) */
     cublasLtMatmulDesc_t desc;
@@ -70,6 +71,8 @@ typedef struct cuda_ctx {
     size_t workspace_size;
     void *att_scratch;          /* split-key attention partials (attention.cu) */
     size_t att_scratch_size;
+    void *quant_scratch;        /* dequantized weight tiles (gemm-quant.cu) */
+    size_t quant_scratch_size;
     void *staging[2];           /* pinned host staging for uploads */
     cudaEvent_t staging_done[2];
     size_t staging_size;
@@ -157,6 +160,16 @@ static inline unsigned cuda_blocks(int64_t n, int threads) {
 lisa_status cuda_op_matmul(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
                            const lisa_tensor *w, const lisa_tensor *bias);
 void cuda_gemm_cache_free(cuda_ctx *c);
+/* cuBLASLt: out (M, N), row m at out + m * ldo, = x (M, K) @ w (N, K)^T, all
+ * in the activation dtype dt; no bias. */
+lisa_status cuda_gemm(cuda_ctx *c, void *out, int64_t ldo, const void *x, const void *w, int64_t M,
+                      int64_t N, int64_t K, lisa_dtype dt);
+/* gemm-quant.cu: matmul with a Q8_0 / Q4_0 weight (cuda_op_matmul's
+ * contract); the dequantization scratch that a matmul of K = matmul_k needs
+ * in any activation dtype (one prefill tile). */
+lisa_status cuda_matmul_quant(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
+                              const lisa_tensor *w, const lisa_tensor *bias);
+size_t cuda_quant_scratch_bytes(int64_t matmul_k);
 lisa_status cuda_op_embedding(lisa_backend *be, lisa_tensor *out, const lisa_tensor *table,
                               const lisa_tensor *ids);
 lisa_status cuda_op_get_rows(lisa_backend *be, lisa_tensor *out, const lisa_tensor *src,

@@ -6,7 +6,8 @@
  * bf16/f16 operands accumulate in fp32 (CUBLAS_COMPUTE_32F); the fp32 path
  * uses CUBLAS_COMPUTE_32F too, i.e. no TF32, so it can be held to the CPU
  * oracle's tolerance. Descriptors and the heuristic's algorithm are cached
- * per (M, N, K, dtype, pointer alignments): decode calls the same shapes
+ * per (M, N, K, out's leading dimension, dtype, pointer alignments): decode
+ * calls the same shapes
  * every step.
  *
  * Pointer alignment: the heuristic assumes 256-byte aligned A/B/C/D unless
@@ -15,7 +16,11 @@
  * each image, SAM's per-mask hypernetwork rows), so the actual alignment of
  * each pointer (a power of two up to 256) is given to the heuristic and is
  * part of the cache key: an algorithm picked for aligned pointers is never
- * reused on less aligned ones. */
+ * reused on less aligned ones.
+ *
+ * Quantized weights (Q8_0, Q4_0) are gemm-quant.cu's: cuda_op_matmul hands
+ * them on, and that file calls cuda_gemm here for its dequantized tiles,
+ * which write a column range of out (hence the leading dimension ldo). */
 #include <string.h>
 
 #include "cuda-common.cuh"
@@ -50,12 +55,13 @@ static uint32_t ptr_align(const void *p) {
 }
 
 static lisa_status gemm_entry_make(cuda_ctx *c, cuda_gemm_entry *e, int64_t M, int64_t N, int64_t K,
-                                   lisa_dtype dt, const uint32_t al[3]) {
+                                   int64_t ldo, lisa_dtype dt, const uint32_t al[3]) {
     cudaDataType_t ty = cuda_type(dt);
     e->used = 1;
     e->M = M;
     e->N = N;
     e->K = K;
+    e->ldo = ldo;
     e->dtype = dt;
     e->align_w = al[0];
     e->align_x = al[1];
@@ -66,7 +72,7 @@ static lisa_status gemm_entry_make(cuda_ctx *c, cuda_gemm_entry *e, int64_t M, i
     CUBLAS_TRY(cublasLtMatmulDescSetAttribute(e->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
     CUBLAS_TRY(cublasLtMatrixLayoutCreate(&e->a, ty, (uint64_t)K, (uint64_t)N, K)); /* W */
     CUBLAS_TRY(cublasLtMatrixLayoutCreate(&e->b, ty, (uint64_t)K, (uint64_t)M, K)); /* x */
-    CUBLAS_TRY(cublasLtMatrixLayoutCreate(&e->c, ty, (uint64_t)N, (uint64_t)M, N)); /* out */
+    CUBLAS_TRY(cublasLtMatrixLayoutCreate(&e->c, ty, (uint64_t)N, (uint64_t)M, ldo)); /* out */
     cublasLtMatmulPreference_t pref;
     CUBLAS_TRY(cublasLtMatmulPreferenceCreate(&pref));
     size_t ws = c->workspace_size;
@@ -96,11 +102,11 @@ static lisa_status gemm_entry_make(cuda_ctx *c, cuda_gemm_entry *e, int64_t M, i
     return LISA_OK;
 }
 
-static lisa_status gemm_entry_get(cuda_ctx *c, int64_t M, int64_t N, int64_t K, lisa_dtype dt,
-                                  const uint32_t al[3], cuda_gemm_entry **out) {
+static lisa_status gemm_entry_get(cuda_ctx *c, int64_t M, int64_t N, int64_t K, int64_t ldo,
+                                  lisa_dtype dt, const uint32_t al[3], cuda_gemm_entry **out) {
     for (int i = 0; i < LISA_CUDA_GEMM_CACHE; i++) {
         cuda_gemm_entry *e = &c->gemm[i];
-        if (e->used && e->M == M && e->N == N && e->K == K && e->dtype == dt &&
+        if (e->used && e->M == M && e->N == N && e->K == K && e->ldo == ldo && e->dtype == dt &&
             e->align_w == al[0] && e->align_x == al[1] && e->align_out == al[2]) {
             *out = e;
             return LISA_OK;
@@ -109,7 +115,7 @@ static lisa_status gemm_entry_get(cuda_ctx *c, int64_t M, int64_t N, int64_t K, 
     cuda_gemm_entry *e = &c->gemm[c->gemm_next];
     c->gemm_next = (c->gemm_next + 1) % LISA_CUDA_GEMM_CACHE;
     gemm_entry_free(e);
-    lisa_status st = gemm_entry_make(c, e, M, N, K, dt, al);
+    lisa_status st = gemm_entry_make(c, e, M, N, K, ldo, dt, al);
     if (st != LISA_OK) {
         gemm_entry_free(e);
         return st;
@@ -189,9 +195,22 @@ static lisa_status gemv(cuda_ctx *c, lisa_tensor *out, const lisa_tensor *x, con
     return LISA_OK;
 }
 
+lisa_status cuda_gemm(cuda_ctx *c, void *out, int64_t ldo, const void *x, const void *w, int64_t M,
+                      int64_t N, int64_t K, lisa_dtype dt) {
+    cuda_gemm_entry *e;
+    const uint32_t al[3] = {ptr_align(w), ptr_align(x), ptr_align(out)};
+    LISA_TRY(gemm_entry_get(c, M, N, K, ldo, dt, al, &e));
+    float alpha = 1.0f, beta = 0.0f;
+    CUBLAS_TRY(cublasLtMatmul(c->lt, e->desc, &alpha, w, e->a, x, e->b, &beta, out, e->c, out,
+                              e->c, &e->algo, c->workspace, c->workspace_size, c->stream));
+    if (c->debug_sync) CUDA_TRY(cudaStreamSynchronize(c->stream));
+    return LISA_OK;
+}
+
 lisa_status cuda_op_matmul(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
                            const lisa_tensor *w, const lisa_tensor *bias) {
     cuda_ctx *c = cuda_ctx_of(be);
+    if (lisa_dtype_is_quant(w->dtype)) return cuda_matmul_quant(be, out, x, w, bias);
     int64_t M = x->shape[0], K = x->shape[x->ndim - 1], N = w->shape[0];
     LISA_ASSERT(w->ndim == 2 && w->shape[1] == K && lisa_tensor_nelem(x) == M * K);
     LISA_ASSERT(lisa_tensor_nelem(out) == M * N);
@@ -206,14 +225,7 @@ lisa_status cuda_op_matmul(lisa_backend *be, lisa_tensor *out, const lisa_tensor
         if (bias) LISA_TRY(cuda_op_add_bias(be, out, bias));
         return LISA_OK;
     }
-    cuda_gemm_entry *e;
-    const uint32_t al[3] = {ptr_align(w->data), ptr_align(x->data), ptr_align(out->data)};
-    LISA_TRY(gemm_entry_get(c, M, N, K, x->dtype, al, &e));
-    float alpha = 1.0f, beta = 0.0f;
-    CUBLAS_TRY(cublasLtMatmul(c->lt, e->desc, &alpha, w->data, e->a, x->data, e->b, &beta,
-                              out->data, e->c, out->data, e->c, &e->algo, c->workspace,
-                              c->workspace_size, c->stream));
-    if (c->debug_sync) CUDA_TRY(cudaStreamSynchronize(c->stream));
+    LISA_TRY(cuda_gemm(c, out->data, N, x->data, w->data, M, N, K, x->dtype));
     if (bias) LISA_TRY(cuda_op_add_bias(be, out, bias));
     return LISA_OK;
 }

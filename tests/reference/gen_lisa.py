@@ -59,8 +59,16 @@ Cases (expected/cases.json):
   tf0   chelsea.png    eval prompt, reply "[SEG]." (teacher forced)
   tf1   astronaut.jpg  eval prompt, reply "[SEG] and [SEG]." (2 masks)
 
+--variant q writes tests/fixtures/lisa-tiny-q/ instead, the quantization
+fixture (tests/unit/test-quant-accuracy.c): the same CLIP (lisa-tiny's
+clip/, not copied), SAM, seeds and training, an LLM of hidden 32 and
+intermediate 64 (every projection and the LM head in whole blocks of 32),
+only model/ and a lean expected/ (cases gen1, gen2, tf0; no low-res or
+hidden-state files); see VARIANTS.
+
 Deterministic (fixed seeds, one torch thread). Run from the repository root:
-  /work/venv/bin/python tests/reference/gen_lisa.py
+  /work/venv/bin/python tests/reference/gen_lisa.py              # lisa-tiny
+  /work/venv/bin/python tests/reference/gen_lisa.py --variant q  # lisa-tiny-q (after lisa-tiny)
 (needs transformers 4.31.0, segment-anything, sentencepiece, safetensors).
 """
 import argparse
@@ -87,7 +95,6 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 IMAGES = os.path.join(FIXTURES, "images")
 
-HIDDEN, LAYERS, HEADS, INTER = 16, 2, 2, 64
 VOCAB = 32003
 CLIP_HIDDEN, CLIP_LAYERS, CLIP_HEADS, CLIP_INTER = 32, 3, 4, 64
 OUT_DIM = 32  # SAM prompt dim = LISA's out_dim
@@ -122,6 +129,26 @@ TF_CASES = [
 LOGITS_CASE = "gen1"  # its upsampled logits (chelsea.png, 240x320, 1 mask) are stored in full
 
 SEED_CLIP, SEED_LLM, SEED_SAM, SEED_FCS, SEED_PROJ = 11, 12, 13, 14, 15
+
+# The LLM's shape and what the fixture keeps, per --variant. "tiny" is
+# lisa-tiny (every reference file, release/ and clip/ kept). "q" is
+# lisa-tiny-q, the quantization fixture: hidden 32 and intermediate 64, so
+# that every projection's rows (K = 32 or 64) and the LM head's are whole
+# Q8_0/Q4_0 blocks of 32; same CLIP (read from lisa-tiny/clip, checked equal
+# to what build_clip() makes), SAM, seeds, prompts and training. It keeps only
+# model/ and the expected files the accuracy test reads (ids, [SEG]
+# embeddings, IoU predictions, mask PNGs): at hidden 32 the two 32003-row bf16
+# matrices are 4.1 MB per copy, and release/ (a second copy) and the
+# 256 kB low-res maps would take the fixture past 10 MB. Its reference holds
+# three of the five cases (two images, both generated answers with [SEG],
+# one with two, and a teacher-forced one): test-quant-accuracy runs them
+# three times (fp32, q8_0, q4_0) and the SAM encoder per image is most of
+# its time. The LLM is trained on all three chat prompts, as lisa-tiny's.
+VARIANTS = {
+    "tiny": dict(out="lisa-tiny", hidden=16, layers=2, heads=2, inter=64, lean=False, cases=None),
+    "q": dict(out="lisa-tiny-q", hidden=32, layers=2, heads=2, inter=64, lean=True,
+              cases=("gen1", "gen2", "tf0")),
+}
 TRAIN_STEPS, TRAIN_LR, TARGET_MARGIN = 600, 3e-3, 8.0
 HYPER_SCALE = 8.0  # mask logits ~ +-2..15 instead of +-0.3: fewer pixels near the threshold
 
@@ -184,10 +211,10 @@ def build_clip():
     return m
 
 
-def build_llm():
-    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTER,
-                      num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                      num_key_value_heads=HEADS, rms_norm_eps=1e-5,
+def build_llm(v):
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=v["hidden"], intermediate_size=v["inter"],
+                      num_hidden_layers=v["layers"], num_attention_heads=v["heads"],
+                      num_key_value_heads=v["heads"], rms_norm_eps=1e-5,
                       max_position_embeddings=512, tie_word_embeddings=False,
                       bos_token_id=1, eos_token_id=2, pad_token_id=0, use_cache=False)
     torch.manual_seed(SEED_LLM)
@@ -331,16 +358,17 @@ def save_release(release, cfg, llm, projector, sam, fcs):
     return out
 
 
-def lisa_config(clip_cfg):
+def lisa_config(clip_cfg, v):
     """A LISA-13B-llama2-v1-style config.json with the tiny sizes."""
     return {
-        "_name_or_path": "lisa-tiny",
+        "_name_or_path": v["out"],
         "architectures": ["LISAForCausalLM"],
         "model_type": "llava",
         "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
-        "hidden_act": "silu", "hidden_size": HIDDEN, "initializer_range": 0.02,
-        "intermediate_size": INTER, "max_position_embeddings": 512,
-        "num_attention_heads": HEADS, "num_hidden_layers": LAYERS, "num_key_value_heads": HEADS,
+        "hidden_act": "silu", "hidden_size": v["hidden"], "initializer_range": 0.02,
+        "intermediate_size": v["inter"], "max_position_embeddings": 512,
+        "num_attention_heads": v["heads"], "num_hidden_layers": v["layers"],
+        "num_key_value_heads": v["heads"],
         "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_scaling": None,
         "tie_word_embeddings": False, "torch_dtype": "bfloat16",
         "transformers_version": "4.31.0", "use_cache": False, "vocab_size": VOCAB,
@@ -367,7 +395,10 @@ def write_png(path, mask):
     Image.fromarray((mask.numpy().astype(np.uint8) * 255), mode="L").save(path, optimize=True)
 
 
-def run_reference(args, tok, out_dir):
+def run_reference(args, tok, out_dir, lean, names):
+    """The reference on the cases named in `names` (None: all); `lean`
+    writes only what lisa-tiny-q keeps (no CLIP features, inputs_embeds,
+    hidden states, low-res or full-size logits)."""
     model = R.TinyLisa.from_release(args.release, args.clip)
     model.set_seg_token_idx(tok("[SEG]", add_special_tokens=False).input_ids[0])
     assert model.seg_token_idx == 32000
@@ -386,19 +417,22 @@ def run_reference(args, tok, out_dir):
         stem = os.path.splitext(name)[0]
         e = {"file": name, "orig_hw": list(orig), "resize_hw": list(resize),
              "clip_pixels_sum": float(cpx.double().sum()),
-             "sam_pixels_sum": float(spx.double().sum()),
-             "clip_features": f"img-{stem}-clip.bin", "clip_features_shape":
-                 f32(os.path.join(out_dir, f"img-{stem}-clip.bin"), feats[0]),
-             "projected": f"img-{stem}-proj.bin", "projected_shape":
-                 f32(os.path.join(out_dir, f"img-{stem}-proj.bin"), proj[0]),
-             "sam_embedding_sum": float(emb.double().sum()),
-             "sam_embedding_abs_sum": float(emb.double().abs().sum()),
-             "sam_embedding_first8": [float(v) for v in emb[0, :8, 0, 0]]}
+             "sam_pixels_sum": float(spx.double().sum())}
+        if not lean:
+            e.update({"clip_features": f"img-{stem}-clip.bin", "clip_features_shape":
+                          f32(os.path.join(out_dir, f"img-{stem}-clip.bin"), feats[0]),
+                      "projected": f"img-{stem}-proj.bin", "projected_shape":
+                          f32(os.path.join(out_dir, f"img-{stem}-proj.bin"), proj[0])})
+        e.update({"sam_embedding_sum": float(emb.double().sum()),
+                  "sam_embedding_abs_sum": float(emb.double().abs().sum()),
+                  "sam_embedding_first8": [float(v) for v in emb[0, :8, 0, 0]]})
         images[name] = dict(meta=e, cpx=cpx, emb=emb)
         return images[name]
 
     all_cases = [dict(c, kind="generate") for c in GEN_CASES] + \
                 [dict(c, kind="teacher_forced") for c in TF_CASES]
+    if names is not None:
+        all_cases = [c for c in all_cases if c["name"] in names]
     for c in all_cases:
         name = c["name"]
         img = image_entry(c["image"])
@@ -436,20 +470,26 @@ def run_reference(args, tok, out_dir):
             "name": name, "kind": c["kind"], "image": c["image"],
             "user_text": c["text"], "prompt": prompt, "input_ids": ids,
             "seq_len": len(ids) - 1 + model.num_patches,
-            "inputs_embeds": f"{name}-embeds.bin",
-            "inputs_embeds_shape": f32(os.path.join(out_dir, f"{name}-embeds.bin"), embeds[0]),
-            "hidden": f"{name}-hidden.bin",
-            "hidden_shape": f32(os.path.join(out_dir, f"{name}-hidden.bin"), hidden[0]),
+        }
+        if not lean:
+            entry.update({
+                "inputs_embeds": f"{name}-embeds.bin",
+                "inputs_embeds_shape": f32(os.path.join(out_dir, f"{name}-embeds.bin"), embeds[0]),
+                "hidden": f"{name}-hidden.bin",
+                "hidden_shape": f32(os.path.join(out_dir, f"{name}-hidden.bin"), hidden[0])})
+        entry.update({
             "seg_positions": positions,
             "seg_hidden": f"{name}-seg-hidden.bin",
             "seg_hidden_shape": f32(os.path.join(out_dir, f"{name}-seg-hidden.bin"), seg_h),
             "seg_embeddings": f"{name}-seg-embed.bin",
-            "seg_embeddings_shape": f32(os.path.join(out_dir, f"{name}-seg-embed.bin"), seg_e),
-            "lowres_logits": f"{name}-lowres.bin",
-            "lowres_logits_shape": f32(os.path.join(out_dir, f"{name}-lowres.bin"), low),
+            "seg_embeddings_shape": f32(os.path.join(out_dir, f"{name}-seg-embed.bin"), seg_e)})
+        if not lean:
+            entry.update({
+                "lowres_logits": f"{name}-lowres.bin",
+                "lowres_logits_shape": f32(os.path.join(out_dir, f"{name}-lowres.bin"), low)})
+        entry.update({
             "iou_predictions": [float(v) for v in iou[:, 0]],
-            "masks": [], "mask_positive": [], "near_zero_logits": [], "min_abs_logit": [],
-        }
+            "masks": [], "mask_positive": [], "near_zero_logits": [], "min_abs_logit": []})
         if c["kind"] == "generate":
             entry.update({"max_new_tokens": MAX_NEW, "generated": new,
                           "text": tok.decode([t for t in out_ids if t != R.IMAGE_TOKEN_INDEX],
@@ -465,7 +505,7 @@ def run_reference(args, tok, out_dir):
             entry["mask_positive"].append(int(binary[k].sum()))
             entry["near_zero_logits"].append(int((up[k].abs() < 1e-4).sum()))
             entry["min_abs_logit"].append(float(up[k].abs().min()))
-        if name == LOGITS_CASE:
+        if name == LOGITS_CASE and not lean:
             entry["logits"] = f"{name}-logits.bin"
             entry["logits_shape"] = f32(os.path.join(out_dir, f"{name}-logits.bin"), up)
         cases.append(entry)
@@ -504,40 +544,67 @@ text_hidden_fcs; lowres_logits (n, 1, 256, 256) mask decoder output
 those pixels; near_zero_logits: pixels with |logit| < 1e-4; logits
 (only one case): the original-size logits (n, H0, W0)."""
 
+ABOUT_LEAN = """
+This is a lean fixture (gen_lisa.py --variant q): three of lisa-tiny's
+five cases; images[] have no clip_features / projected files and cases[]
+no inputs_embeds, hidden, lowres_logits or logits (gen_lisa.py --variant q
+--full writes them all)."""
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default=os.path.join(FIXTURES, "lisa-tiny"))
+    ap.add_argument("--variant", choices=sorted(VARIANTS), default="tiny",
+                    help="tiny: tests/fixtures/lisa-tiny (hidden 16); q: tests/fixtures/"
+                         "lisa-tiny-q (hidden 32, every LLM matmul quantizable)")
+    ap.add_argument("--out", help="fixture folder (default: tests/fixtures/<the variant's name>)")
+    ap.add_argument("--full", action="store_true",
+                    help="variant q: write release/, every case and every reference file "
+                         "lisa-tiny has (for checking it with test-lisa's comparisons; not "
+                         "committed)")
     ap.add_argument("--no-convert", action="store_true",
                     help="skip running scripts/convert-lisa.py into OUT/model")
     args = ap.parse_args()
+    v = VARIANTS[args.variant]
+    lean = v["lean"] and not args.full
+    if args.out is None:
+        args.out = os.path.join(FIXTURES, v["out"])
     assert transformers.__version__ == "4.31.0", transformers.__version__
     torch.set_num_threads(1)
+    hidden = v["hidden"]
+    # a lean fixture's release/ is a working folder (the converter's input and
+    # the reference's), removed at the end; its CLIP is lisa-tiny's
     args.release = os.path.join(args.out, "release")
-    args.clip = os.path.join(args.out, "clip")
+    own_clip = args.variant == "tiny"
+    args.clip = os.path.join(args.out if own_clip else os.path.join(FIXTURES, "lisa-tiny"), "clip")
     expected = os.path.join(args.out, "expected")
-    for d in (args.release, args.clip, expected):
+    for d in (args.release, args.clip, expected) if own_clip else (args.release, expected):
         if os.path.isdir(d):
             shutil.rmtree(d)
         os.makedirs(d)
 
     # CLIP (frozen, fp32 as openai's checkpoint)
     clip = build_clip()
-    clip.save_pretrained(args.clip, safe_serialization=True)
-    with open(os.path.join(args.clip, "preprocessor_config.json"), "w") as f:
-        json.dump({"crop_size": 224, "do_center_crop": True, "do_normalize": True,
-                   "do_resize": True, "feature_extractor_type": "CLIPFeatureExtractor",
-                   "image_mean": [0.48145466, 0.4578275, 0.40821073],
-                   "image_std": [0.26862954, 0.26130258, 0.27577711],
-                   "resample": 3, "size": 224}, f, indent=2)
-        f.write("\n")
+    if own_clip:
+        clip.save_pretrained(args.clip, safe_serialization=True)
+        with open(os.path.join(args.clip, "preprocessor_config.json"), "w") as f:
+            json.dump({"crop_size": 224, "do_center_crop": True, "do_normalize": True,
+                       "do_resize": True, "feature_extractor_type": "CLIPFeatureExtractor",
+                       "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                       "image_std": [0.26862954, 0.26130258, 0.27577711],
+                       "resample": 3, "size": 224}, f, indent=2)
+            f.write("\n")
+    else:
+        saved = CLIPModel.from_pretrained(args.clip).state_dict()
+        made = clip.state_dict()
+        assert saved.keys() == made.keys() and all(torch.equal(saved[k], made[k]) for k in made), \
+            f"{args.clip} is not what build_clip() makes: regenerate lisa-tiny first"
     from transformers import CLIPVisionModel
     clip_vision = CLIPVisionModel.from_pretrained(args.clip).eval()
     clip_proc = CLIPImageProcessor.from_pretrained(args.clip)
 
     # projector (bf16 in the checkpoint: round first so training sees it)
     torch.manual_seed(SEED_PROJ)
-    projector = torch.nn.Linear(CLIP_HIDDEN, HIDDEN)
+    projector = torch.nn.Linear(CLIP_HIDDEN, hidden)
     reinit_generic(projector, SEED_PROJ)
     bf16_round_(projector)
     projector.requires_grad_(False)
@@ -551,7 +618,7 @@ def main():
             mlp.layers[-1].weight.mul_(HYPER_SCALE)
             mlp.layers[-1].bias.mul_(HYPER_SCALE)
     torch.manual_seed(SEED_FCS)
-    fcs = R.build_text_hidden_fcs(HIDDEN, OUT_DIM)
+    fcs = R.build_text_hidden_fcs(hidden, OUT_DIM)
     reinit_generic(fcs, SEED_FCS)
 
     # tokenizer files, then the LLM trained on the chat prompts
@@ -561,20 +628,21 @@ def main():
     for c, (ids, ans, _) in zip(GEN_CASES, data):
         print(f"{c['name']}: prompt {len(ids)} ids, answer {ans} = {tok.convert_ids_to_tokens(ans)}")
     assert any(a.count(32000) == 2 for _, a, _ in data)
-    llm = build_llm()
+    llm = build_llm(v)
     torch.set_grad_enabled(True)
     train_llm(llm, data)
     torch.set_grad_enabled(False)
     bf16_round_(llm)
 
-    cfg = lisa_config(clip.config)
+    cfg = lisa_config(clip.config, v)
     save_release(args.release, cfg, llm, projector, sam, fcs)
 
-    images, cases, min_margin = run_reference(args, tok, expected)
-    doc = {"about": ABOUT, "transformers": transformers.__version__,
+    images, cases, min_margin = run_reference(args, tok, expected, lean,
+                                              None if args.full else v["cases"])
+    doc = {"about": ABOUT + (ABOUT_LEAN if lean else ""), "transformers": transformers.__version__,
            "torch": torch.__version__, "seg_token_idx": 32000, "image_token_index": -200,
            "num_patches": 256, "min_greedy_margin": min_margin,
-           "images": [v["meta"] for v in images.values()], "cases": cases}
+           "images": [e["meta"] for e in images.values()], "cases": cases}
     with open(os.path.join(expected, "cases.json"), "w") as f:
         json.dump(doc, f, indent=1, ensure_ascii=False)
         f.write("\n")
@@ -594,6 +662,8 @@ def main():
         os.remove(os.path.join(model_dir, "tokenizer.model"))
         os.symlink(os.path.join("..", "..", "tokenizer", "tokenizer.model"),
                    os.path.join(model_dir, "tokenizer.model"))
+    if lean:
+        shutil.rmtree(args.release)
 
     total = 0
     for dirpath, _, files in os.walk(args.out):

@@ -20,6 +20,11 @@
  * equal. The CPU's op scratch reservation is checked too: an op beyond it
  * fails cleanly, and lisa_backend_reserve makes it fit.
  *
+ * Quantized weights (Q8_0, Q4_0) have their own cases (check_quant): CUDA's
+ * GEMV and dequantized-tile paths against the CPU's fp32 dequantization, in
+ * every activation dtype, with row views, biases, graphs, the refusal to
+ * convert on upload and the dequantization scratch's reservation.
+ *
  * Without a GPU (or in a build without CUDA) the CUDA cases are reported as
  * SKIPPED and only the CPU guard checks run. With LISA_REQUIRE_CUDA=1 in the
  * environment a skip is a failure (scripts/gpu-check.sh sets it). */
@@ -546,6 +551,214 @@ static void check_reserve(void) {
     lisa_backend_free(be);
 }
 
+/* Quantized matmul: out (M, N) = x (M, K) @ dequant(w (N, K))^T [+ bias],
+ * w random in [-0.5, 0.5) quantized by lisa_quantize_q8_0 / q4_0 (the same
+ * blocks on both backends, uploaded with upload_convert as themselves), x
+ * and bias rounded to the activation dtype. `rows`: x, w and out are row
+ * views from row 1, as in matmul_rows (w's rows then start 2-byte aligned
+ * when K / 32 is odd, which the CUDA GEMV must read with 2-byte loads);
+ * `graph`: recorded into a graph and replayed where the backend records
+ * graphs. On CUDA M <= 8 takes the GEMV kernel, more rows (or a backend
+ * without GEMV) the dequantized tiles through cuBLASLt. */
+typedef struct {
+    lisa_dtype q;
+    int64_t M, N, K;
+    int bias, rows, graph;
+} qcase;
+
+/* (N + rows, K) blocks of q from fixed random weights; *n_out their element count. */
+static void *qweights(const qcase *k, size_t *n_out) {
+    int64_t R = k->N + k->rows;
+    size_t n = (size_t)(R * k->K);
+    float *v = rand_vec(n, 0.5f, LISA_DTYPE_F32);
+    void *b = malloc(lisa_dtype_row_bytes(k->q, (int64_t)n));
+    if (k->q == LISA_DTYPE_Q8_0)
+        lisa_quantize_q8_0(b, v, n);
+    else
+        lisa_quantize_q4_0(b, v, n);
+    free(v);
+    *n_out = n;
+    return b;
+}
+
+/* Runs one quantized case on `be`; out gets all (M + rows, N) outputs
+ * (row 0 of a rows case is zeroed first and must stay zero). Returns 0
+ * when a guard was hit. */
+static int run_qmatmul(const qcase *k, lisa_backend *be, lisa_dtype dt, const float *xin,
+                       const void *wq, size_t wn, const float *bin, float *out) {
+    int64_t r = k->rows, sx[2] = {k->M + r, k->K}, sw[2] = {k->N + r, k->K},
+            so[2] = {k->M + r, k->N}, sb[1] = {k->N};
+    gtensor x = gt_alloc(be, adt(be, dt), 2, sx), w = gt_alloc(be, k->q, 2, sw),
+            o = gt_alloc(be, adt(be, dt), 2, so), b = gt_alloc(be, dt, 1, sb);
+    gt_set(be, &x, xin);
+    gt_set(be, &b, bin);
+    CHECK(be->ops->upload_convert(be, w.t.data, k->q, wq, k->q, wn) == LISA_OK, "%s",
+          lisa_error_get());
+    if (r) {
+        float *z = calloc((size_t)((k->M + r) * k->N), sizeof *z);
+        gt_set(be, &o, z);
+        free(z);
+    }
+    lisa_tensor xv = lisa_tensor_rows(&x.t, r, k->M), wv = lisa_tensor_rows(&w.t, r, k->N),
+                ov = lisa_tensor_rows(&o.t, r, k->M);
+    const lisa_tensor *bias = k->bias ? &b.t : NULL;
+    if (k->graph && lisa_backend_graphs_enabled(be)) {
+        void *g = NULL;
+        CHECK(be->ops->graph_begin(be) == LISA_OK, "%s", lisa_error_get());
+        CHECK(be->ops->matmul(be, &ov, &xv, &wv, bias) == LISA_OK, "%s", lisa_error_get());
+        CHECK(be->ops->graph_end(be, &g) == LISA_OK, "%s", lisa_error_get());
+        if (g) {
+            CHECK(be->ops->graph_launch(be, g) == LISA_OK, "%s", lisa_error_get());
+            be->ops->graph_free(be, g);
+        }
+    } else {
+        CHECK(be->ops->matmul(be, &ov, &xv, &wv, bias) == LISA_OK, "%s", lisa_error_get());
+    }
+    int ok = gt_get(be, &o, out);
+    gt_free(be, &x), gt_free(be, &w), gt_free(be, &o), gt_free(be, &b);
+    return ok;
+}
+
+/* max |a - b| / max |b|: the error relative to the output's scale */
+static double max_rel(const float *a, const float *b, size_t n) {
+    double e = 0, s = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(a[i]) != isnan(b[i])) return INFINITY;
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (d > e) e = d;
+        if (fabs((double)b[i]) > s) s = fabs((double)b[i]);
+    }
+    return s > 0 ? e / s : e;
+}
+
+/* Tolerances of the quantized cases. Both backends dequantize exactly in
+ * fp32, so in F32 only the summation order differs: max_rel, measured on
+ * the emulator at most 4e-7 over the cases below and 1.9e-6 at K 131104.
+ * F16 / BF16: NMSE, the "matmul" cases' thresholds; measured: GEMV (one
+ * output rounding) f16 7e-9, bf16 0; tiles, which also round each
+ * dequantized weight to the dtype, f16 2e-7, bf16 1.4e-5. */
+#define QTOL_F32 1e-5
+static const double k_qtol[3] = {QTOL_F32, 2e-6, 1e-4};
+
+/* Checks one case on gpu against the CPU in the first ndt activation dtypes
+ * of F32, F16, BF16. */
+static void check_qcase(const qcase *k, lisa_backend *cpu, lisa_backend *gpu, const char *tag,
+                        int ndt) {
+    static const lisa_dtype dts[] = {LISA_DTYPE_F32, LISA_DTYPE_F16, LISA_DTYPE_BF16};
+    size_t wn;
+    void *wq = qweights(k, &wn);
+    size_t on = (size_t)((k->M + k->rows) * k->N);
+    for (int di = 0; di < ndt; di++) {
+        lisa_dtype dt = dts[di];
+        float *xin = rand_vec((size_t)((k->M + k->rows) * k->K), 1.0f, dt);
+        float *bin = rand_vec((size_t)k->N, 0.5f, dt);
+        float *ref = calloc(on, sizeof *ref), *got = calloc(on, sizeof *got);
+        CHECK(run_qmatmul(k, cpu, dt, xin, wq, wn, bin, ref), "%s: cpu wrote outside its output",
+              tag);
+        CHECK(run_qmatmul(k, gpu, dt, xin, wq, wn, bin, got), "%s: cuda wrote outside its output",
+              tag);
+        if (dt != LISA_DTYPE_F32) /* the CPU computes in fp32; CUDA rounds its output to dt */
+            for (size_t i = 0; i < on; i++) ref[i] = round_to(ref[i], dt);
+        double e = nmse(got, ref, on), mr = max_rel(got, ref, on);
+        double err = dt == LISA_DTYPE_F32 ? mr : e, tol = k_qtol[di];
+        CHECK(err <= tol, "%s (%lld,%lld,%lld) %s%s%s%s: %s %.3g > %.3g", lisa_dtype_name(k->q),
+              (long long)k->M, (long long)k->N, (long long)k->K, lisa_dtype_name(dt),
+              k->bias ? " bias" : "", k->rows ? " rows" : "", tag,
+              dt == LISA_DTYPE_F32 ? "max_rel" : "nmse", err, tol);
+        printf("matmul_%-5s (%4lld,%4lld,%5lld) %-4s%s%s%s nmse %.3g max_rel %.3g (tol %s %.1g) %s\n",
+               !strcmp(lisa_dtype_name(k->q), "Q8_0") ? "q8_0" : "q4_0", (long long)k->M,
+               (long long)k->N, (long long)k->K, lisa_dtype_name(dt), k->bias ? " bias" : "",
+               k->rows ? " rows" : "", tag, e, mr, dt == LISA_DTYPE_F32 ? "max_rel" : "nmse", tol,
+               err <= tol ? "ok" : "FAIL");
+        free(xin), free(bin), free(ref), free(got);
+    }
+    free(wq);
+}
+
+/* upload_convert copies a block type only as itself: to or from any other
+ * dtype it refuses with LISA_ERR_UNSUPPORTED. */
+static void check_quant_upload(lisa_backend *gpu) {
+    static const lisa_dtype qs[] = {LISA_DTYPE_Q8_0, LISA_DTYPE_Q4_0};
+    static const lisa_dtype others[] = {LISA_DTYPE_F32, LISA_DTYPE_F16, LISA_DTYPE_BF16,
+                                        LISA_DTYPE_Q8_0, LISA_DTYPE_Q4_0};
+    void *dev = NULL, *host = calloc(64, sizeof(float));
+    CHECK(gpu->ops->buffer_alloc(gpu, 64 * sizeof(float), &dev) == LISA_OK, "%s", lisa_error_get());
+    for (int qi = 0; qi < 2; qi++)
+        for (int oi = 0; oi < 5; oi++) {
+            if (others[oi] == qs[qi]) continue;
+            lisa_status a = gpu->ops->upload_convert(gpu, dev, qs[qi], host, others[oi], 32);
+            lisa_status b = gpu->ops->upload_convert(gpu, dev, others[oi], host, qs[qi], 32);
+            CHECK(a == LISA_ERR_UNSUPPORTED && b == LISA_ERR_UNSUPPORTED,
+                  "cuda upload %s <-> %s: statuses %d, %d (%s)", lisa_dtype_name(qs[qi]),
+                  lisa_dtype_name(others[oi]), (int)a, (int)b, lisa_error_get());
+        }
+    gpu->ops->buffer_free(gpu, dev);
+    free(host);
+}
+
+/* The dequantization scratch: fp32 tiles of 64 rows of K 131104 need more
+ * than the 32 MB reserved at init, so the matmul fails with LISA_ERR_ARG
+ * naming matmul_k; lisa_backend_reserve makes room for exactly one 64-row
+ * tile, and N = 65 then runs as two tiles (64 rows and 1). */
+static void check_quant_reserve(lisa_backend *cpu, lisa_backend *gpu) {
+    qcase k = {LISA_DTYPE_Q8_0, 9, 65, 131104, 1, 0, 0};
+    size_t wn;
+    void *wq = qweights(&k, &wn);
+    int64_t sx[2] = {k.M, k.K}, sw[2] = {k.N, k.K}, so[2] = {k.M, k.N};
+    lisa_tensor x, w, o;
+    CHECK(lisa_backend_tensor_alloc(gpu, &x, LISA_DTYPE_F32, 2, sx) == LISA_OK, "x");
+    CHECK(lisa_backend_tensor_alloc(gpu, &w, k.q, 2, sw) == LISA_OK, "w");
+    CHECK(lisa_backend_tensor_alloc(gpu, &o, LISA_DTYPE_F32, 2, so) == LISA_OK, "out");
+    CHECK(gpu->ops->upload_convert(gpu, w.data, k.q, wq, k.q, wn) == LISA_OK, "%s", lisa_error_get());
+    lisa_status st = gpu->ops->matmul(gpu, &o, &x, &w, NULL);
+    CHECK(st == LISA_ERR_ARG && strstr(lisa_error_get(), "matmul_k"),
+          "quantized matmul beyond the reservation: status %d, %s", (int)st, lisa_error_get());
+    lisa_backend_reserve_req r;
+    memset(&r, 0, sizeof r);
+    r.matmul_k = k.K;
+    CHECK(lisa_backend_reserve(gpu, &r) == LISA_OK, "reserve: %s", lisa_error_get());
+    lisa_backend_tensor_free(gpu, &x), lisa_backend_tensor_free(gpu, &w);
+    lisa_backend_tensor_free(gpu, &o);
+    free(wq);
+    check_qcase(&k, cpu, gpu, " two tiles", 1);
+}
+
+/* The quantized cases: every M of {1, 2, 5, 8, 9, 17, 64} (GEMV up to 8,
+ * tiles beyond) with every K of {32, 96, 256, 2048} (K 2048: two GEMV steps
+ * of 1024 columns) for both block types, N cycling through 37, 64, 6, 17
+ * (odd and even; full, partial and single blocks of 8 GEMV warps) with a
+ * bias on the first two, two in three as row views; then the tiled path
+ * for small M (a backend without GEMV), graphs of both paths, the upload
+ * refusals, and the scratch reservation with a weight in two tiles. */
+static void check_quant(lisa_backend *cpu, lisa_backend *gpu) {
+    static const int64_t Ms[] = {1, 2, 5, 8, 9, 17, 64}, Ks[] = {32, 96, 256, 2048},
+                         Ns[] = {37, 64, 6, 17};
+    static const lisa_dtype qs[] = {LISA_DTYPE_Q8_0, LISA_DTYPE_Q4_0};
+    for (int qi = 0; qi < 2; qi++) {
+        int i = 0;
+        for (size_t mi = 0; mi < sizeof Ms / sizeof Ms[0]; mi++)
+            for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++, i++) {
+                qcase k = {qs[qi], Ms[mi], Ns[(i + qi) % 4], Ks[ki], (i + qi) % 4 < 2, i % 3 != 0, 0};
+                check_qcase(&k, cpu, gpu, "", 3);
+            }
+    }
+    lisa_backend_params p = lisa_backend_params_default(LISA_BACKEND_CUDA, 0, 0);
+    p.no_gemv = 1;
+    lisa_backend *tiled = NULL;
+    CHECK(lisa_backend_init_params(&tiled, &p) == LISA_OK, "cuda without gemv: %s", lisa_error_get());
+    if (tiled) {
+        qcase a = {LISA_DTYPE_Q8_0, 1, 37, 96, 1, 1, 0}, b = {LISA_DTYPE_Q4_0, 8, 64, 256, 0, 1, 0};
+        check_qcase(&a, cpu, tiled, " no_gemv", 3);
+        check_qcase(&b, cpu, tiled, " no_gemv", 3);
+        lisa_backend_free(tiled);
+    }
+    qcase g1 = {LISA_DTYPE_Q8_0, 1, 37, 256, 1, 1, 1}, g2 = {LISA_DTYPE_Q4_0, 17, 64, 96, 1, 1, 1};
+    check_qcase(&g1, cpu, gpu, " graph", 3);
+    check_qcase(&g2, cpu, gpu, " graph", 3);
+    check_quant_upload(gpu);
+    check_quant_reserve(cpu, gpu);
+}
+
 /* Builds case inputs rounded to dt. */
 static void case_inputs(op_case *k, lisa_dtype dt) {
     int64_t a = k->a, b = k->b, c = k->c;
@@ -706,6 +919,7 @@ int main(int argc, char **argv) {
             case_free(k);
         }
     }
+    if (gpu) check_quant(cpu, gpu);
     check_reserve();
     if (!gpu) printf("cuda: SKIPPED %d cases (%s)\n", skipped, skip_reason);
     lisa_backend_free(gpu);
