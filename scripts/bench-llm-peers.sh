@@ -13,8 +13,11 @@
 # the accuracy of the quantized paths is the tests' job.
 #
 # Usage: scripts/bench-llm-peers.sh [--shape NAME|config.json] [--threads N]
-#          [--prompt N] [--gen N] [--types bf16,q8_0,q4_0] [--reps N]
+#          [--prompt N] [--gen N] [--types bf16,q8_0,q4_0] [--rounds N]
 #          [--work DIR] [--keep] [--seed N] [--tokenizer FILE] [--prepare-only]
+#   --rounds N      measure everything N times (default 1), round after
+#                   round, and report each figure's best round (other load
+#                   only slows a run down); the notes give every round's range
 #   --prepare-only  make and convert the checkpoints into --work, measure
 #                   nothing (a later run with the same --work reuses them)
 # Environment (the first three are required):
@@ -43,7 +46,7 @@ THREADS=2
 PROMPT=128
 GEN=32
 TYPES=bf16,q8_0,q4_0
-REPS=3
+ROUNDS=1
 WORK=
 KEEP=0
 SEED=0
@@ -56,7 +59,7 @@ while [ $# -gt 0 ]; do
     --prompt) PROMPT=${2:?--prompt needs a value}; shift 2 ;;
     --gen) GEN=${2:?--gen needs a value}; shift 2 ;;
     --types) TYPES=${2:?--types needs a value}; shift 2 ;;
-    --reps) REPS=${2:?--reps needs a value}; shift 2 ;;
+    --rounds) ROUNDS=${2:?--rounds needs a value}; shift 2 ;;
     --work) WORK=${2:?--work needs a value}; shift 2 ;;
     --keep) KEEP=1; shift ;;
     --seed) SEED=${2:?--seed needs a value}; shift 2 ;;
@@ -66,11 +69,11 @@ while [ $# -gt 0 ]; do
     *) usage >&2; die "unknown argument '$1'" ;;
     esac
 done
-for n in "$THREADS" "$PROMPT" "$GEN" "$REPS" "$SEED"; do
+for n in "$THREADS" "$PROMPT" "$GEN" "$ROUNDS" "$SEED"; do
     case $n in '' | *[!0-9]*) die "'$n' is not a non-negative integer" ;; esac
 done
-if [ "$THREADS" -lt 1 ] || [ "$PROMPT" -lt 1 ] || [ "$GEN" -lt 1 ] || [ "$REPS" -lt 1 ]; then
-    die "--threads, --prompt, --gen and --reps must be at least 1"
+if [ "$THREADS" -lt 1 ] || [ "$PROMPT" -lt 1 ] || [ "$GEN" -lt 1 ] || [ "$ROUNDS" -lt 1 ]; then
+    die "--threads, --prompt, --gen and --rounds must be at least 1"
 fi
 IFS=, read -r -a TYPE_LIST <<<"$TYPES"
 [ ${#TYPE_LIST[@]} -ge 1 ] || die "--types is empty"
@@ -284,24 +287,28 @@ if [ $PREPARE_ONLY = 1 ]; then
     exit 0
 fi
 
-# ---- the runs: the bandwidth probe, then per type lisa, llama-bench and
-# llama-batched-bench, alternating engines so a drift in load hits both ----
+# ---- the runs, per round: the bandwidth probe, then per type lisa,
+# llama-bench and llama-batched-bench, alternating engines so that a drift in
+# the load hits both; each engine makes one untimed warm-up pass and one
+# timed pass per round ----
 LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
-if [ $HAVE_MEMORY = 1 ]; then
-    run_measured bench-memory "$LISA" bench memory --threads "$THREADS" --json
-fi
 CTX=$((16 * (PROMPT + GEN)))
-for t in "${TYPE_LIST[@]}"; do
-    lisa_dir "$t"
-    gguf_file "$t"
-    run_measured "lisa-$t" "$LISA" bench llm --model "$LISA_DIR" "${LISA_QUANT_FLAG[@]}" \
-        --threads "$THREADS" --prompt-len "$PROMPT" --new-tokens "$GEN" --batches 1,16 --json
-    echo "${LISA_QUANT_FLAG[*]:-converted}" >"$WORK/lisa-$t.how"
-    run_measured "llama-bench-$t" "$LLAMA_CPP_BUILD/bin/llama-bench" -m "$GGUF" \
-        -p "$PROMPT" -n "$GEN" -t "$THREADS" -r "$REPS" -o jsonl
-    run_measured "llama-batched-$t" "$LLAMA_CPP_BUILD/bin/llama-batched-bench" -m "$GGUF" \
-        -c "$CTX" -npp "$PROMPT" -ntg "$GEN" -npl 1,16 -t "$THREADS" -tb "$THREADS" \
-        --output-format jsonl
+for r in $(seq 1 "$ROUNDS"); do
+    if [ $HAVE_MEMORY = 1 ]; then
+        run_measured "bench-memory.r$r" "$LISA" bench memory --threads "$THREADS" --json
+    fi
+    for t in "${TYPE_LIST[@]}"; do
+        lisa_dir "$t"
+        gguf_file "$t"
+        run_measured "lisa-$t.r$r" "$LISA" bench llm --model "$LISA_DIR" "${LISA_QUANT_FLAG[@]}" \
+            --threads "$THREADS" --prompt-len "$PROMPT" --new-tokens "$GEN" --batches 1,16 --json
+        echo "${LISA_QUANT_FLAG[*]:-converted}" >"$WORK/lisa-$t.how"
+        run_measured "llama-bench-$t.r$r" "$LLAMA_CPP_BUILD/bin/llama-bench" -m "$GGUF" \
+            -p "$PROMPT" -n "$GEN" -t "$THREADS" -r 1 -o jsonl
+        run_measured "llama-batched-$t.r$r" "$LLAMA_CPP_BUILD/bin/llama-batched-bench" -m "$GGUF" \
+            -c "$CTX" -npp "$PROMPT" -ntg "$GEN" -npl 1,16 -t "$THREADS" -tb "$THREADS" \
+            --output-format jsonl
+    done
 done
 LOAD_END=$(cut -d' ' -f1 /proc/loadavg)
 
@@ -309,13 +316,14 @@ LOAD_END=$(cut -d' ' -f1 /proc/loadavg)
 LISA_COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 [ -z "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ] || LISA_COMMIT="$LISA_COMMIT+dirty"
 CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-"$PYTHON" - "$WORK" "$CONFIG" "$SHAPE" "$TYPES" "$THREADS" "$PROMPT" "$GEN" "$SEED" "$REPS" \
+"$PYTHON" - "$WORK" "$CONFIG" "$SHAPE" "$TYPES" "$THREADS" "$PROMPT" "$GEN" "$SEED" "$ROUNDS" \
     "$CPU" "$(nproc)" "$LOAD_START" "$LOAD_END" "$LISA_COMMIT" "$HAVE_MEMORY" <<'EOF'
 import json, os, sys
 
-(work, config, shape, types, threads, prompt, gen, seed, reps, cpu, ncpu, load0, load1,
+(work, config, shape, types, threads, prompt, gen, seed, rounds, cpu, ncpu, load0, load1,
  lisa_commit, have_memory) = sys.argv[1:]
 types = types.split(",")
+rounds = int(rounds)
 cfg = json.load(open(config))
 
 
@@ -331,16 +339,24 @@ def jsonl(name):
     return rows
 
 
-def rss_mb(name):
-    with open(os.path.join(work, name + ".rss")) as f:
-        return int(f.read().split()[-1]) / 1024.0
-
-
 def one(rows, what, **match):
     for r in rows:
         if all(r.get(k) == v for k, v in match.items()):
             return float(r[what])
     sys.exit(f"bench-llm-peers.sh: no {what} for {match} in the results")
+
+
+def per_round(name, what, **match):
+    """what's value in each round's NAME.rR.out, in round order"""
+    return [one(jsonl(f"{name}.r{r}"), what, **match) for r in range(1, rounds + 1)]
+
+
+def rss_mb(name):
+    v = []
+    for r in range(1, rounds + 1):
+        with open(os.path.join(work, f"{name}.r{r}.rss")) as f:
+            v.append(int(f.read().split()[-1]) / 1024.0)
+    return v
 
 
 # bytes one decode step reads for the weights: the projections and the LM
@@ -355,22 +371,20 @@ per_elem = {"bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 bw, bw_text = None, "n/a (this lisa has no `bench memory`)"
 if have_memory == "1":
     # its read-only figure: what a batch-1 decode step does to the weights
-    r = jsonl("bench-memory")[0]
-    if "read_gb_s" not in r:
-        sys.exit("bench-llm-peers.sh: lisa bench memory --json printed no read_gb_s")
-    bw = float(r["read_gb_s"])
-    bw_text = f"read {bw:.1f} GB/s"
-    if "copy_gb_s" in r:
-        bw_text += f", copy {float(r['copy_gb_s']):.1f} GB/s"
-    bw_text += f" (lisa bench memory, {r.get('threads', '?')} threads)"
+    reads = per_round("bench-memory", "read_gb_s")
+    copies = per_round("bench-memory", "copy_gb_s")
+    bw = max(reads)
+    bw_text = f"read {bw:.1f} GB/s, copy {max(copies):.1f} GB/s (lisa bench memory, {threads} threads"
+    bw_text += f"; read {min(reads):.1f}..{max(reads):.1f} over the rounds)" if rounds > 1 else ")"
 
-build = jsonl("llama-bench-" + types[0])[0]
+build = jsonl(f"llama-bench-{types[0]}.r1")[0]
 print(f"machine: {cpu}, {ncpu} CPUs online, load average {load0} before the runs and {load1} after; "
       f"{threads} threads on both sides")
 print(f"lisa {lisa_commit}; llama.cpp build {build.get('build_number', '?')} "
       f"({build.get('build_commit', '?')}), {build.get('cpu_info', '?')}")
 print(f"shape {shape}: hidden {h}, intermediate {inter}, {L} layers, {nh} heads, {nkv} KV heads, "
-      f"vocab {V}; prompt {prompt}, gen {gen}, seed {seed}; llama-bench mean of {reps}")
+      f"vocab {V}; prompt {prompt}, gen {gen}, seed {seed}; "
+      + (f"best of {rounds} rounds" if rounds > 1 else "one round"))
 print("memory bandwidth: " + bw_text)
 print()
 hdr = f"{'type':5} | {'metric':27} | {'lisa':>14} | {'llama.cpp':>14} | lisa/llama.cpp"
@@ -378,25 +392,26 @@ print(hdr)
 print("-" * len(hdr))
 notes = []
 for t in types:
-    lisa = jsonl("lisa-" + t)
-    lb = jsonl("llama-bench-" + t)
-    bb = jsonl("llama-batched-" + t)
     rows = [
-        ("prefill tok/s (b=1)", one(lisa, "prefill_tok_s", batch=1),
-         one(lb, "avg_ts", n_prompt=int(prompt), n_gen=0), "%.1f"),
-        ("decode tok/s (b=1)", one(lisa, "decode_tok_s", batch=1),
-         one(bb, "speed_tg", pl=1), "%.2f"),
-        ("decode tok/s (b=16)", one(lisa, "decode_tok_s", batch=16),
-         one(bb, "speed_tg", pl=16), "%.2f"),
+        ("prefill tok/s (b=1)", per_round("lisa-" + t, "prefill_tok_s", batch=1),
+         per_round("llama-bench-" + t, "avg_ts", n_prompt=int(prompt), n_gen=0), "%.1f"),
+        ("decode tok/s (b=1)", per_round("lisa-" + t, "decode_tok_s", batch=1),
+         per_round("llama-batched-" + t, "speed_tg", pl=1), "%.2f"),
+        ("decode tok/s (b=16)", per_round("lisa-" + t, "decode_tok_s", batch=16),
+         per_round("llama-batched-" + t, "speed_tg", pl=16), "%.2f"),
         ("peak RSS MB", rss_mb("lisa-" + t), rss_mb("llama-batched-" + t), "%.0f"),
     ]
     # lisa's own count of its tensors' bytes where it prints one, else the
     # count from the config (both sides hold these tensors in the same type)
-    gb = one(lisa, "weight_bytes", batch=1) / 1e9 if "weight_bytes" in lisa[0] \
+    lisa1 = jsonl(f"lisa-{t}.r1")
+    gb = one(lisa1, "weight_bytes", batch=1) / 1e9 if "weight_bytes" in lisa1[0] \
         else matmul * per_elem[t] / 1e9
     for name, a, b, fmt in rows:
-        print(f"{t:5} | {name:27} | {fmt % a:>14} | {fmt % b:>14} | {a / b:.2f}")
-    da, db = rows[1][1] * gb, rows[1][2] * gb
+        print(f"{t:5} | {name:27} | {fmt % max(a):>14} | {fmt % max(b):>14} | {max(a) / max(b):.2f}")
+        if rounds > 1 and "tok/s" in name:
+            notes.append(f"{t}: {name} over the rounds: lisa " + ", ".join(fmt % x for x in a)
+                         + "; llama.cpp " + ", ".join(fmt % x for x in b))
+    da, db = max(rows[1][1]) * gb, max(rows[1][2]) * gb
     if bw is not None:
         sa, sb = f"{da:.1f} ({100 * da / bw:.0f}%)", f"{db:.1f} ({100 * db / bw:.0f}%)"
     else:
@@ -406,8 +421,8 @@ for t in types:
     if how != "converted":
         notes.append(f"{t}: lisa quantized the bf16 directory at load ({how}); "
                      "convert-lisa.py --llama --quantize is not in this checkout")
-    notes.append(f"{t}: llama-bench tg{gen} (b=1 from an empty context): "
-                 f"{one(lb, 'avg_ts', n_prompt=0, n_gen=int(gen)):.2f} tok/s; "
+    tg = per_round("llama-bench-" + t, "avg_ts", n_prompt=0, n_gen=int(gen))
+    notes.append(f"{t}: llama-bench tg{gen} (b=1 from an empty context): {max(tg):.2f} tok/s; "
                  f"weights read per decode step {gb:.3f} GB")
 print()
 for n in notes:
