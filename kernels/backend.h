@@ -14,7 +14,9 @@
  *    weights must have the activations' dtype (converted once at upload) or
  *    be Q8_0/Q4_0 (kept, dequantized inside the matmul). A block-type
  *    weight's product is x @ dequant(w)^T with dequant exact in fp32 (see
- *    dtype.h), on every backend.
+ *    dtype.h), on every backend; the CPU's packed layouts of them
+ *    (Q8_0X16/Q4_0X16, made at load) give q8(x) @ dequant(w)^T instead,
+ *    each activation row rounded to Q8_0 per block as llama.cpp does.
  *  - Every op is enqueued on the backend's stream: it may return before the
  *    result is ready; lisa_backend_synchronize() waits. The CPU backend is
  *    synchronous.
@@ -102,6 +104,11 @@ typedef struct lisa_backend_ops {
     /* Non-zero when backend memory is host memory: read-only weights may then
      * be used in place from the mmap'd checkpoint instead of uploaded. */
     int host_memory;
+    /* Non-zero (host backends only): Q8_0/Q4_0 matmul weights with a
+     * multiple of LISA_PACK_ROWS rows are kept in their packed layouts
+     * (Q8_0X16/Q4_0X16, dtype.h), made by the loader, for kernels that
+     * quantize the activations too (kernels/cpu/matmul-cpu.h). */
+    int packs_quant;
 
     /* --- memory and streams --- */
     /* Allocates nbytes of backend memory (zeroed), aligned to 64 bytes. */

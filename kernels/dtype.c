@@ -12,6 +12,8 @@ size_t lisa_dtype_size(lisa_dtype t) {
     case LISA_DTYPE_I32: return 4;
     case LISA_DTYPE_Q8_0: return sizeof(lisa_block_q8_0);
     case LISA_DTYPE_Q4_0: return sizeof(lisa_block_q4_0);
+    case LISA_DTYPE_Q8_0X16: return sizeof(lisa_block_q8_0);
+    case LISA_DTYPE_Q4_0X16: return sizeof(lisa_block_q4_0);
     case LISA_DTYPE_COUNT: break;
     }
     return 0;
@@ -19,7 +21,21 @@ size_t lisa_dtype_size(lisa_dtype t) {
 
 int lisa_dtype_is_quant(lisa_dtype t) { return t == LISA_DTYPE_Q8_0 || t == LISA_DTYPE_Q4_0; }
 
-int64_t lisa_dtype_block(lisa_dtype t) { return lisa_dtype_is_quant(t) ? LISA_QK : 1; }
+int lisa_dtype_is_packed(lisa_dtype t) {
+    return t == LISA_DTYPE_Q8_0X16 || t == LISA_DTYPE_Q4_0X16;
+}
+
+lisa_dtype lisa_dtype_packed_of(lisa_dtype t) {
+    return t == LISA_DTYPE_Q8_0 ? LISA_DTYPE_Q8_0X16 : t == LISA_DTYPE_Q4_0 ? LISA_DTYPE_Q4_0X16 : t;
+}
+
+lisa_dtype lisa_dtype_unpacked_of(lisa_dtype t) {
+    return t == LISA_DTYPE_Q8_0X16 ? LISA_DTYPE_Q8_0 : t == LISA_DTYPE_Q4_0X16 ? LISA_DTYPE_Q4_0 : t;
+}
+
+int64_t lisa_dtype_block(lisa_dtype t) {
+    return lisa_dtype_is_quant(t) || lisa_dtype_is_packed(t) ? LISA_QK : 1;
+}
 
 size_t lisa_dtype_row_bytes(lisa_dtype t, int64_t n) {
     return (size_t)(n / lisa_dtype_block(t)) * lisa_dtype_size(t);
@@ -33,6 +49,8 @@ const char *lisa_dtype_name(lisa_dtype t) {
     case LISA_DTYPE_I32: return "I32";
     case LISA_DTYPE_Q8_0: return "Q8_0";
     case LISA_DTYPE_Q4_0: return "Q4_0";
+    case LISA_DTYPE_Q8_0X16: return "Q8_0X16";
+    case LISA_DTYPE_Q4_0X16: return "Q4_0X16";
     case LISA_DTYPE_COUNT: break;
     }
     return "?";
@@ -171,6 +189,44 @@ void lisa_dtype_from_f32(void *dst, lisa_dtype t, const float *src, size_t n) {
         break;
     default: break;
     }
+}
+
+/* One row's block b <-> its place in the packed group block gb (see
+ * dtype.h); `to_packed` picks the direction. */
+static void pack_block(uint8_t *gb, uint8_t *blk, lisa_dtype t, int r, int to_packed) {
+    uint16_t *d = (uint16_t *)(void *)gb;
+    uint8_t *u = gb + 2 * LISA_PACK_ROWS;
+    int q8 = t == LISA_DTYPE_Q8_0;
+    int groups = q8 ? LISA_QK / 4 : LISA_QK / 8;
+    if (to_packed) memcpy(&d[r], blk, 2);
+    else memcpy(blk, &d[r], 2);
+    for (int j = 0; j < groups; j++)
+        for (int i = 0; i < 4; i++) {
+            uint8_t *p = &u[(j * LISA_PACK_ROWS + r) * 4 + i], *q = &blk[2 + 4 * j + i];
+            if (to_packed) *p = q8 ? (uint8_t)(*q ^ 0x80u) : *q;
+            else *q = q8 ? (uint8_t)(*p ^ 0x80u) : *p;
+        }
+}
+
+static void pack_rows(uint8_t *packed, uint8_t *plain, lisa_dtype t, int64_t N, int64_t K,
+                      int to_packed) {
+    size_t S = lisa_dtype_size(t);
+    int64_t nb = K / LISA_QK;
+    for (int64_t n = 0; n < N; n++) {
+        uint8_t *row = plain + (size_t)n * (size_t)nb * S;
+        uint8_t *grp = packed + (size_t)(n / LISA_PACK_ROWS) * (size_t)nb * LISA_PACK_ROWS * S;
+        for (int64_t b = 0; b < nb; b++)
+            pack_block(grp + (size_t)b * LISA_PACK_ROWS * S, row + (size_t)b * S, t,
+                       (int)(n % LISA_PACK_ROWS), to_packed);
+    }
+}
+
+void lisa_dtype_pack_rows(void *dst, const void *src, lisa_dtype t, int64_t N, int64_t K) {
+    pack_rows(dst, (uint8_t *)(uintptr_t)src, t, N, K, 1);
+}
+
+void lisa_dtype_unpack_rows(void *dst, const void *src, lisa_dtype packed, int64_t N, int64_t K) {
+    pack_rows((uint8_t *)(uintptr_t)src, dst, lisa_dtype_unpacked_of(packed), N, K, 0);
 }
 
 void lisa_dtype_convert(void *dst, lisa_dtype dt, const void *src, lisa_dtype st, size_t n) {

@@ -35,6 +35,8 @@ typedef enum {
     LISA_DTYPE_I32,
     LISA_DTYPE_Q8_0,
     LISA_DTYPE_Q4_0,
+    LISA_DTYPE_Q8_0X16, /* CPU-internal packed layouts: see below */
+    LISA_DTYPE_Q4_0X16,
     LISA_DTYPE_COUNT
 } lisa_dtype;
 
@@ -51,13 +53,35 @@ typedef struct {
     uint8_t qs[LISA_QK / 2];
 } lisa_block_q4_0;     /* 18 bytes */
 
+/* Q8_0X16 and Q4_0X16: the CPU backend's matmul layout of a Q8_0 / Q4_0
+ * weight (N, K) with N % 16 == 0, made at load (lisa_dtype_pack_rows) and
+ * never written to a file. The same bytes as the source, reordered so that
+ * one 64-byte load holds 4 consecutive quants of 16 rows: an integer dot
+ * product instruction then gives 16 rows' partial sums in the 16 lanes of
+ * one register (kernels/cpu/matmul-cpu.h). Group g (rows 16g .. 16g+15),
+ * block b (columns 32b .. 32b+31) is at byte (g * K/32 + b) * 16 * S
+ * (S = 34 or 18, the source block size) and holds
+ *  - d[16]: uint16 fp16 scale of each row's block, then
+ *  - Q8_0X16: u[8][16][4] uint8, u[j][r][i] = qs_r[4j + i] + 128 (offset
+ *    binary: x = d * (u - 128));
+ *  - Q4_0X16: u[4][16][4] uint8, u[j][r][i] = qs_r[4j + i] (the source's
+ *    packed nibbles: low = element 4j + i, high = element 16 + 4j + i).
+ * Row sizes (lisa_dtype_row_bytes) are the source type's. */
+
 /* Bytes per element; for block types, bytes per BLOCK (use
  * lisa_dtype_row_bytes for sizes of runs of elements). */
 size_t lisa_dtype_size(lisa_dtype t);
 /* "F32", "F16", "BF16", "I32", "Q8_0", "Q4_0". */
 const char *lisa_dtype_name(lisa_dtype t);
-/* Non-zero for the block types (Q8_0, Q4_0). */
+/* Non-zero for the block types (Q8_0, Q4_0), not their packed layouts. */
 int lisa_dtype_is_quant(lisa_dtype t);
+/* Non-zero for Q8_0X16 and Q4_0X16. */
+int lisa_dtype_is_packed(lisa_dtype t);
+/* Q8_0X16 for Q8_0, Q4_0X16 for Q4_0, and back; t itself otherwise. */
+lisa_dtype lisa_dtype_packed_of(lisa_dtype t);
+lisa_dtype lisa_dtype_unpacked_of(lisa_dtype t);
+/* Rows in a packed group (16). */
+#define LISA_PACK_ROWS 16
 /* Elements per block: LISA_QK for block types, 1 otherwise. */
 int64_t lisa_dtype_block(lisa_dtype t);
 /* Bytes of n consecutive elements (n a multiple of the block). */
@@ -94,7 +118,12 @@ void lisa_dtype_from_f32(void *dst, lisa_dtype t, const float *src, size_t n);
  * quants are computed with the fp32 d (as llama.cpp does). */
 void lisa_quantize_q8_0(lisa_block_q8_0 *dst, const float *x, size_t n);
 void lisa_quantize_q4_0(lisa_block_q4_0 *dst, const float *x, size_t n);
-/* Converts n elements between types (a copy when they are equal). */
+/* Packs rows [0, N) of a Q8_0 or Q4_0 weight (N, K) (N % 16 == 0, K % 32
+ * == 0) into its X16 layout at dst (not overlapping src), and the inverse. */
+void lisa_dtype_pack_rows(void *dst, const void *src, lisa_dtype t, int64_t N, int64_t K);
+void lisa_dtype_unpack_rows(void *dst, const void *src, lisa_dtype packed, int64_t N, int64_t K);
+/* Converts n elements between types (a copy when they are equal; packed
+ * types only to themselves). */
 void lisa_dtype_convert(void *dst, lisa_dtype dt, const void *src, lisa_dtype st, size_t n);
 
 #ifdef __cplusplus

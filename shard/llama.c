@@ -284,6 +284,8 @@ lisa_status lisa_llama_model_init_random(lisa_llama_model *m, const lisa_llama_c
         }
     }
     if (st == LISA_OK) st = be->ops->synchronize(be);
+    for (int i = 0; i < n && st == LISA_OK; i++)
+        if (specs[i].kind != LISA_WEIGHT_PARAM) st = lisa_weights_pack_in_place(be, specs[i].dst);
     for (int k = 0; k < 2; k++) {
         free(pools[k].vals);
         free(pools[k].ones);

@@ -633,6 +633,15 @@ lisa_status lisa_safetensors_open_index_text(lisa_safetensors **out, const char 
     return st_open_done(out, st, s);
 }
 
+void lisa_safetensors_release(const lisa_safetensors *st, const lisa_st_tensor *t) {
+    const st_file *f = &st->files[t->file_index];
+    long page = sysconf(_SC_PAGESIZE);
+    if (f->borrowed || f->map == MAP_FAILED || page <= 0) return;
+    uintptr_t a = ((uintptr_t)t->data + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page;
+    uintptr_t e = ((uintptr_t)t->data + t->nbytes) / (uintptr_t)page * (uintptr_t)page;
+    if (e > a) (void)madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
 void lisa_safetensors_close(lisa_safetensors *st) {
     if (!st) return;
     for (size_t i = 0; i < st->count; i++) free((char *)st->tensors[i].name);

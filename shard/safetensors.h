@@ -45,6 +45,11 @@ lisa_status lisa_safetensors_open_memory(lisa_safetensors **out, const char *nam
 lisa_status lisa_safetensors_open_index_text(lisa_safetensors **out, const char *index_path,
                                              const char *text, size_t len);
 void lisa_safetensors_close(lisa_safetensors *st);
+/* After t's data has been copied elsewhere: its whole pages of the mapping
+ * leave the process's resident set (MADV_DONTNEED; touched again, they are
+ * read back from the file). Nothing for memory the caller lent
+ * (lisa_safetensors_open_memory). */
+void lisa_safetensors_release(const lisa_safetensors *st, const lisa_st_tensor *t);
 
 size_t lisa_safetensors_count(const lisa_safetensors *st);
 const lisa_st_tensor *lisa_safetensors_at(const lisa_safetensors *st, size_t i);

@@ -57,6 +57,35 @@ static lisa_status weights_placement(const lisa_backend *be, const lisa_weight_s
     return LISA_OK;
 }
 
+/* Whether entry sp, placed in dtype dt, is kept in the packed layout of dt
+ * instead (backends with packs_quant; rows a multiple of LISA_PACK_ROWS). */
+static int weights_packs(const lisa_backend *be, const lisa_weight_spec *sp, lisa_dtype dt) {
+    return be->ops->packs_quant && be->ops->host_memory && sp->kind != LISA_WEIGHT_PARAM &&
+           lisa_dtype_is_quant(dt) && sp->ndim == 2 && sp->shape[0] % LISA_PACK_ROWS == 0;
+}
+
+/* Fills packed tensor t (host memory, N rows of K) from src: block rows
+ * packed as they are, float rows quantized group by group first. */
+static lisa_status weights_pack(lisa_tensor *t, const lisa_st_tensor *src) {
+    lisa_dtype q = lisa_dtype_unpacked_of(t->dtype);
+    int64_t N = t->shape[0], K = t->shape[1];
+    if (lisa_dtype_is_quant(src->dtype)) {
+        lisa_dtype_pack_rows(t->data, src->data, q, N, K);
+        return LISA_OK;
+    }
+    size_t gin = (size_t)LISA_PACK_ROWS * lisa_dtype_row_bytes(src->dtype, K);
+    size_t gout = (size_t)LISA_PACK_ROWS * lisa_dtype_row_bytes(q, K);
+    void *stage = malloc(gout);
+    if (!stage) return lisa_error_set(LISA_ERR_NOMEM, "weights: cannot stage %zu bytes", gout);
+    for (int64_t g = 0; g < N / LISA_PACK_ROWS; g++) {
+        lisa_dtype_convert(stage, q, (const char *)src->data + (size_t)g * gin, src->dtype,
+                           (size_t)(LISA_PACK_ROWS * K));
+        lisa_dtype_pack_rows((char *)t->data + (size_t)g * gout, stage, q, LISA_PACK_ROWS, K);
+    }
+    free(stage);
+    return LISA_OK;
+}
+
 /* Quantizes n elements of src (a float dtype) into dst (backend memory) of
  * block type q, through host staging when the backend's memory is not the
  * host's. */
@@ -103,6 +132,10 @@ lisa_status lisa_weights_load_quant(lisa_weights *w, lisa_backend *be,
         lisa_dtype dt = dtype;
         s = weights_placement(be, &specs[i], src[i], dtype, quant, &dt, &in_place);
         if (s != LISA_OK) break;
+        if (weights_packs(be, &specs[i], dt)) {
+            dt = lisa_dtype_packed_of(dt);
+            in_place = 0;
+        }
         *specs[i].dst = lisa_tensor_view(in_place ? (void *)src[i]->data : NULL, dt,
                                          specs[i].ndim, specs[i].shape);
         if (!in_place) {
@@ -117,7 +150,11 @@ lisa_status lisa_weights_load_quant(lisa_weights *w, lisa_backend *be,
         if ((const void *)t->data == src[i]->data) continue; /* in place */
         t->data = (char *)w->buffer + ((uintptr_t)t->data - 1);
         size_t ne = (size_t)lisa_tensor_nelem(t);
-        if (lisa_dtype_is_quant(t->dtype) && !lisa_dtype_is_quant(src[i]->dtype))
+        if (lisa_dtype_is_packed(t->dtype)) {
+            s = weights_pack(t, src[i]);
+            /* the packed copy is the one kept: the source pages go */
+            lisa_safetensors_release(st, src[i]);
+        } else if (lisa_dtype_is_quant(t->dtype) && !lisa_dtype_is_quant(src[i]->dtype))
             s = weights_quantize(be, t->data, t->dtype, src[i]->data, src[i]->dtype, ne);
         else
             s = be->ops->upload_convert(be, t->data, t->dtype, src[i]->data, src[i]->dtype, ne);
@@ -125,6 +162,20 @@ lisa_status lisa_weights_load_quant(lisa_weights *w, lisa_backend *be,
     free(src);
     if (s != LISA_OK) lisa_weights_free(w);
     return s;
+}
+
+lisa_status lisa_weights_pack_in_place(lisa_backend *be, lisa_tensor *t) {
+    if (!be->ops->packs_quant || !be->ops->host_memory || !lisa_dtype_is_quant(t->dtype) ||
+        t->ndim != 2 || t->shape[0] % LISA_PACK_ROWS != 0)
+        return LISA_OK;
+    size_t bytes = (size_t)lisa_tensor_nbytes(t);
+    void *tmp = malloc(bytes ? bytes : 1);
+    if (!tmp) return lisa_error_set(LISA_ERR_NOMEM, "weights: cannot stage %zu bytes", bytes);
+    lisa_dtype_pack_rows(tmp, t->data, t->dtype, t->shape[0], t->shape[1]);
+    memcpy(t->data, tmp, bytes);
+    free(tmp);
+    t->dtype = lisa_dtype_packed_of(t->dtype);
+    return LISA_OK;
 }
 
 void lisa_weights_free(lisa_weights *w) {

@@ -6,7 +6,10 @@
  * their file dtype on host backends and are used in place from the mmap;
  * block-quantized (Q8_0/Q4_0) ones keep it on every backend; everything
  * else (PARAM: norms, biases, embeddings that are added to activations) is
- * converted to the compute dtype. Load-time quantization (`quant`) puts
+ * converted to the compute dtype. Block-type MATMUL entries with rows a
+ * multiple of 16 are copied into their packed layout (Q8_0X16/Q4_0X16,
+ * dtype.h) on backends that ask for it (packs_quant: the CPU's), and the
+ * source pages are released. Load-time quantization (`quant`) puts
  * MATMUL_QUANT entries into a block type in the owned buffer. Non-host backends get one
  * buffer carved by a size table, uploaded once through the backend's
  * staging. A missing or mis-shaped tensor is an error naming it.
@@ -56,6 +59,10 @@ lisa_status lisa_weights_load_quant(lisa_weights *w, lisa_backend *be,
                                     lisa_weight_spec *specs, int n, lisa_dtype dtype,
                                     lisa_dtype quant);
 void lisa_weights_free(lisa_weights *w);
+/* For tensors made in place in a block type (random weights): repacks t
+ * (host memory) into its packed layout when the loader would have (see
+ * above), else leaves it. */
+lisa_status lisa_weights_pack_in_place(lisa_backend *be, lisa_tensor *t);
 
 /* Appends one entry to a table of capacity cap (asserts on overflow);
  * name is printf-style. Returns the new count. */

@@ -179,15 +179,18 @@ static lisa_status cpu_scratch_alloc(cpu_ctx *c, size_t thread_elems, size_t sha
 static size_t max_size(size_t a, int64_t b) { return b > 0 && (size_t)b > a ? (size_t)b : a; }
 
 /* Per-thread: the attention scores (Tmax), attention_full's blocks (the
- * matmul's need is fixed and inside the default, so matmul_k asks for
- * nothing here). Shared: the transposed conv's product, widened weight and
- * bias (O <= C*O*4). */
+ * matmul's panel need is fixed and inside the default). Shared: a pass of
+ * activation rows quantized for packed weights (matmul_k), the transposed
+ * conv's product, widened weight and bias (O <= C*O*4). */
 static lisa_status cpu_reserve(lisa_backend *be, const lisa_backend_reserve_req *r) {
     cpu_ctx *c = cpu_ctx_of(be);
     size_t t = max_size(c->thread_elems, r->attention_ctx);
     if (r->attention_full_lk > 0 && r->attention_full_d > 0)
         t = max_size(t, (int64_t)cpu_attention_full_need(r->attention_full_lk, r->attention_full_d));
     size_t sh = c->shared_elems;
+    if (r->matmul_k > 0) /* a pass of quantized activation rows (packed weights) */
+        sh = max_size(sh, (int64_t)(CPU_MM_MB * (((size_t)(r->matmul_k / LISA_QK) *
+                                                     sizeof(cpu_xq_block) + 3) / 4)));
     if (r->conv_t_out > 0)
         sh = max_size(sh, (int64_t)(cpu_r16((size_t)r->conv_t_out) + 2 * cpu_r16((size_t)r->conv_t_w)));
     if (t == c->thread_elems && sh == c->shared_elems) return LISA_OK;
@@ -229,6 +232,60 @@ static void widen_rows(float *dst, const lisa_tensor *w, int64_t r0, int64_t nro
 
 /* --- ops --- */
 
+/* The widened-panel path (matmul-cpu.h): float weights, and block weights
+ * left unpacked. */
+static lisa_status cpu_matmul_float(cpu_ctx *c, float *od, const float *xd, int64_t M, int64_t K,
+                                    const lisa_tensor *w) {
+    const cpu_mm_isa *isa = c->mm;
+    int64_t N = w->shape[0];
+    int64_t kc = CPU_MM_KC;
+    LISA_TRY(cpu_scratch_fits(c, "matmul", cpu_mm_scratch_need(isa, kc), 0, NULL));
+    /* panels of isa->nr weight rows, a contiguous run per thread: each
+     * thread streams its own part of w once per call (decode reads every
+     * weight exactly once) and writes its own columns of out */
+    int64_t P = (N + isa->nr - 1) / isa->nr;
+    /* below ~64K multiply-adds a parallel region costs more than it saves */
+    int par = P > 1 && M * N * K >= ((int64_t)1 << 16);
+#pragma omp parallel num_threads(c->nthreads) if (par)
+    {
+        int64_t t = omp_get_thread_num(), T = omp_get_num_threads();
+        cpu_mm_run(isa, od, xd, M, K, w, P * t / T, P * (t + 1) / T, kc,
+                   cpu_thread_scratch(c, (int)t));
+    }
+    return LISA_OK;
+}
+
+
+/* Packed Q8_0X16 / Q4_0X16 weights: passes of up to CPU_MM_MB activation
+ * rows are quantized into the shared scratch (rows split over the threads),
+ * then each thread multiplies them with its own run of 16-row groups. */
+static lisa_status cpu_matmul_packed(cpu_ctx *c, float *od, const float *xd, int64_t M,
+                                     int64_t K, const lisa_tensor *w) {
+    const cpu_mm_isa *isa = c->mm;
+    int64_t N = w->shape[0], nb = K / LISA_QK;
+    LISA_ASSERT(N % LISA_PACK_ROWS == 0 && K % LISA_QK == 0);
+    size_t row_floats = ((size_t)nb * sizeof(cpu_xq_block) + sizeof(float) - 1) / sizeof(float);
+    LISA_TRY(cpu_scratch_fits(c, "matmul (quantized activations)", 0, row_floats, "matmul_k"));
+    int64_t mb = (int64_t)(c->shared_elems / row_floats);
+    if (mb > CPU_MM_MB) mb = CPU_MM_MB;
+    cpu_xq_block *xq = (cpu_xq_block *)(void *)cpu_shared_scratch(c);
+    int64_t G = N / LISA_PACK_ROWS;
+    int par = G > 1 && M * N * K >= ((int64_t)1 << 16);
+#pragma omp parallel num_threads(c->nthreads) if (par)
+    {
+        int64_t t = omp_get_thread_num(), T = omp_get_num_threads();
+        for (int64_t m0 = 0; m0 < M; m0 += mb) {
+            int64_t rows = M - m0 < mb ? M - m0 : mb;
+#pragma omp for schedule(static)
+            for (int64_t m = 0; m < rows; m++)
+                cpu_mm_quantize_row(xq + m * nb, xd + (m0 + m) * K, K);
+            cpu_mm_qrun(isa, od + m0 * N, xq, rows, K, w, G * t / T, G * (t + 1) / T);
+#pragma omp barrier
+        }
+    }
+    return LISA_OK;
+}
+
 /* out (M, N) = x (M, K) @ w (N, K)^T + bias (N) */
 static lisa_status cpu_matmul(lisa_backend *be, lisa_tensor *out, const lisa_tensor *x,
                               const lisa_tensor *w, const lisa_tensor *bias) {
@@ -244,24 +301,11 @@ static lisa_status cpu_matmul(lisa_backend *be, lisa_tensor *out, const lisa_ten
         LISA_ASSERT(lisa_tensor_nelem(bias) == N);
         LISA_TRY(cpu_scratch_fits(c, "matmul bias", 0, (size_t)N, NULL));
     }
-    const cpu_mm_isa *isa = c->mm;
     LISA_ASSERT(!lisa_dtype_is_quant(w->dtype) || K % LISA_QK == 0);
-    /* whole rows for small M where the reservation holds them (a 14K-wide
-     * row of 6 fp32 rows is 330 KB), else the L1 chunk */
-    int64_t kc = cpu_mm_chunk(M, K);
-    if (cpu_mm_scratch_need(isa, kc) > c->thread_elems) kc = CPU_MM_KC;
-    LISA_TRY(cpu_scratch_fits(c, "matmul", cpu_mm_scratch_need(isa, kc), 0, NULL));
-    /* panels of isa->nr weight rows, a contiguous run per thread: each
-     * thread streams its own part of w once per call (decode reads every
-     * weight exactly once) and writes its own columns of out */
-    int64_t P = (N + isa->nr - 1) / isa->nr;
-    /* below ~64K multiply-adds a parallel region costs more than it saves */
-    int par = P > 1 && M * N * K >= ((int64_t)1 << 16);
-#pragma omp parallel num_threads(c->nthreads) if (par)
-    {
-        int64_t t = omp_get_thread_num(), T = omp_get_num_threads();
-        cpu_mm_run(isa, od, xd, M, K, w, P * t / T, P * (t + 1) / T, kc,
-                   cpu_thread_scratch(c, (int)t));
+    if (lisa_dtype_is_packed(w->dtype)) {
+        LISA_TRY(cpu_matmul_packed(c, od, xd, M, K, w));
+    } else {
+        LISA_TRY(cpu_matmul_float(c, od, xd, M, K, w));
     }
     if (bias) {
         const float *b = cpu_vec_f32(bias, cpu_shared_scratch(c));
@@ -490,6 +534,7 @@ static void cpu_free(lisa_backend *be) {
 static const lisa_backend_ops k_cpu_ops = {
     .name = "cpu",
     .host_memory = 1,
+    .packs_quant = 1,
     .buffer_alloc = cpu_buffer_alloc,
     .buffer_free = cpu_buffer_free,
     .copy_to_backend = cpu_copy_to_backend,

@@ -173,7 +173,15 @@ static void avx2_block(const float *x, int64_t ldx, int mr, const float *panel, 
     _mm256_zeroupper(); /* as in the panel fill */
 }
 
-static const cpu_mm_isa k_avx2 = {"avx2", MR, NR, VL, avx2_panel_fill, avx2_block, NULL};
+/* Packed weights: the portable kernel, compiled with this file's flags. */
+static void avx2_qgroup(const cpu_xq_block *xq, int64_t nb, int mr, const uint8_t *wg,
+                        lisa_dtype dt, float *out, int64_t ldo) {
+    cpu_qgroup_c(xq, nb, mr, wg, dt, out, ldo);
+    _mm256_zeroupper();
+}
+
+static const cpu_mm_isa k_avx2 = {"avx2", MR, NR, VL, avx2_panel_fill, avx2_block, NULL,
+                                  avx2_qgroup};
 
 /* F16C from CPUID leaf 1 (clang's __builtin_cpu_supports does not know
  * "f16c"). */

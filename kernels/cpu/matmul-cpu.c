@@ -61,7 +61,33 @@ static void gen_block(const float *x, int64_t ldx, int mr, const float *panel, i
 }
 
 static const cpu_mm_isa k_generic = {"generic", GEN_MR, GEN_NR, GEN_VL, gen_panel_fill, gen_block,
-                                     NULL};
+                                     NULL, cpu_qgroup_c};
+
+void cpu_mm_quantize_row(cpu_xq_block *dst, const float *x, int64_t K) {
+    for (int64_t b = 0; b < K / LISA_QK; b++) {
+        lisa_block_q8_0 q;
+        lisa_quantize_q8_0(&q, x + b * LISA_QK, LISA_QK);
+        int32_t s = 0;
+        for (int i = 0; i < LISA_QK; i++) s += q.qs[i];
+        memcpy(dst[b].qs, q.qs, sizeof q.qs);
+        dst[b].d = lisa_f16_to_f32(q.d);
+        dst[b].sum = s;
+    }
+}
+
+void cpu_mm_qrun(const cpu_mm_isa *isa, float *out, const cpu_xq_block *xq, int64_t M, int64_t K,
+                 const lisa_tensor *w, int64_t g0, int64_t g1) {
+    int64_t N = w->shape[0], nb = K / LISA_QK;
+    size_t gbytes = (size_t)nb * LISA_PACK_ROWS * lisa_dtype_size(w->dtype);
+    for (int64_t g = g0; g < g1; g++) {
+        const uint8_t *wg = (const uint8_t *)w->data + (size_t)g * gbytes;
+        for (int64_t i = 0; i < M; i += CPU_QMR) {
+            int mr = (int)(M - i < CPU_QMR ? M - i : CPU_QMR);
+            isa->qgroup(xq + (size_t)i * (size_t)nb, nb, mr, wg, w->dtype,
+                        out + i * N + g * LISA_PACK_ROWS, N);
+        }
+    }
+}
 
 const cpu_mm_isa *cpu_mm_isa_get(const char *want) {
     const cpu_mm_isa *best = cpu_mm_isa_avx512();
@@ -72,12 +98,6 @@ const cpu_mm_isa *cpu_mm_isa_get(const char *want) {
     if (!strcmp(want, "avx2") && cpu_mm_isa_avx2()) return cpu_mm_isa_avx2();
     if (!strcmp(want, "generic")) return &k_generic;
     return best;
-}
-
-int64_t cpu_mm_chunk(int64_t M, int64_t K) {
-    (void)M;
-    (void)K;
-    return CPU_MM_KC;
 }
 
 /* The panel's floats for chunks of kc columns: nr rows of kc rounded up to

@@ -15,10 +15,23 @@
  * call, on the blocking or on the threads (batch invariance: see
  * backend-cpu.c).
  *
- * Deliberately not here: quantized activations (the weights are widened,
- * the arithmetic is fp32) and any model knowledge. */
+ * Packed block weights (Q8_0X16 / Q4_0X16, dtype.h) take another path,
+ * llama.cpp's for Q8_0/Q4_0 weights: every activation row is quantized to
+ * Q8_0 per block of 32 (cpu_mm_quantize_row, the reference rounding), and
+ * each 16-row group of w is multiplied with it in integers, 16 rows in the
+ * 16 lanes of a register (an AVX-512 VNNI dpbusd takes 4 quants of 16 rows
+ * at once). Per output, block by block in order of k:
+ *   acc = fmaf((float)I_b, dw_b * dx_b, acc)
+ * with I_b the exact integer dot product of the block's quants and dw_b *
+ * dx_b exact (two fp16 values), so every instruction set gives the same
+ * bits, and a row's result again depends on its own x row and w only.
+ *
+ * Deliberately not here: any model knowledge. */
 #ifndef LISA_MATMUL_CPU_H
 #define LISA_MATMUL_CPU_H
+
+#include <math.h>
+#include <string.h>
 
 #include "backend.h"
 
@@ -28,6 +41,17 @@
 /* Activation rows per pass over a panel chunk: bounds the accumulator
  * buffer (MB x NR x VL floats per thread). */
 #define CPU_MM_MB 128
+
+/* Activation rows multiplied with one packed group per kernel call. */
+#define CPU_QMR 8
+
+/* One block of an activation row quantized to Q8_0 (cpu_mm_quantize_row):
+ * x ~ d * qs, sum = the sum of qs (for the weights' offset). */
+typedef struct cpu_xq_block {
+    int8_t qs[LISA_QK];
+    float d; /* fp16 of the scale, widened */
+    int32_t sum;
+} cpu_xq_block;
 
 typedef struct cpu_mm_isa {
     const char *name;  /* "avx512", "avx2", "generic" */
@@ -49,19 +73,69 @@ typedef struct cpu_mm_isa {
      * weights and nothing else), giving the same bits as block over panels. */
     void (*direct)(const float *x, int64_t ldx, int mr, const lisa_tensor *w, int64_t n0, int nv,
                    float *out, int64_t ldo);
+    /* Packed weights: out[i * ldo + r] (i < mr <= CPU_QMR, r < 16) = row i
+     * of xq (mr rows of nb blocks) dotted with row r of the group at wg
+     * (nb packed blocks of dtype dt), as the file header says. */
+    void (*qgroup)(const cpu_xq_block *xq, int64_t nb, int mr, const uint8_t *wg, lisa_dtype dt,
+                   float *out, int64_t ldo);
 } cpu_mm_isa;
+
+/* x (K) -> K / 32 blocks: lisa_quantize_q8_0's rounding, the scale kept as
+ * its fp16 value (what llama.cpp's q8_0 activations hold). */
+void cpu_mm_quantize_row(cpu_xq_block *dst, const float *x, int64_t K);
+
+/* out (M, N) = xq (M rows of K / 32 blocks) @ w^T for w packed (N % 16 ==
+ * 0), the 16-row groups [g0, g1) only. */
+void cpu_mm_qrun(const cpu_mm_isa *isa, float *out, const cpu_xq_block *xq, int64_t M, int64_t K,
+                 const lisa_tensor *w, int64_t g0, int64_t g1);
+
+/* The portable packed kernel (the qgroup of "generic", and the one the
+ * others must equal bit for bit); static inline so each instruction-set
+ * file compiles it with its own flags. */
+static inline void cpu_qgroup_c(const cpu_xq_block *xq, int64_t nb, int mr, const uint8_t *wg,
+                                lisa_dtype dt, float *out, int64_t ldo) {
+    const int q8 = dt == LISA_DTYPE_Q8_0X16;
+    const size_t gbytes = (size_t)LISA_PACK_ROWS * (q8 ? sizeof(lisa_block_q8_0)
+                                                       : sizeof(lisa_block_q4_0));
+    const int32_t off = q8 ? 128 : 8;
+    float acc[CPU_QMR][LISA_PACK_ROWS];
+    memset(acc, 0, sizeof acc);
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *gb = wg + (size_t)b * gbytes, *u = gb + 2 * LISA_PACK_ROWS;
+        float dw[LISA_PACK_ROWS];
+        for (int r = 0; r < LISA_PACK_ROWS; r++) {
+            uint16_t h;
+            memcpy(&h, gb + 2 * r, 2);
+            dw[r] = lisa_f16_to_f32(h);
+        }
+        for (int i = 0; i < mr; i++) {
+            const cpu_xq_block *xb = xq + (size_t)i * (size_t)nb + b;
+            int32_t dot[LISA_PACK_ROWS];
+            for (int r = 0; r < LISA_PACK_ROWS; r++) dot[r] = -off * xb->sum;
+            if (q8) {
+                for (int j = 0; j < LISA_QK / 4; j++)
+                    for (int r = 0; r < LISA_PACK_ROWS; r++)
+                        for (int k = 0; k < 4; k++)
+                            dot[r] += (int32_t)u[(j * LISA_PACK_ROWS + r) * 4 + k] * xb->qs[4 * j + k];
+            } else {
+                for (int j = 0; j < LISA_QK / 8; j++)
+                    for (int r = 0; r < LISA_PACK_ROWS; r++)
+                        for (int k = 0; k < 4; k++) {
+                            int32_t v = u[(j * LISA_PACK_ROWS + r) * 4 + k];
+                            dot[r] += (v & 15) * xb->qs[4 * j + k] + (v >> 4) * xb->qs[16 + 4 * j + k];
+                        }
+            }
+            for (int r = 0; r < LISA_PACK_ROWS; r++)
+                acc[i][r] = fmaf((float)dot[r], dw[r] * xb->d, acc[i][r]);
+        }
+    }
+    for (int i = 0; i < mr; i++) memcpy(out + (size_t)i * (size_t)ldo, acc[i], sizeof acc[i]);
+}
 
 /* The kernels of the best instruction set this CPU runs (checked once),
  * or the portable ones; `want` "avx512", "avx2" or "generic" forces one
  * (NULL: the best), falling back to generic when the CPU lacks it. */
 const cpu_mm_isa *cpu_mm_isa_get(const char *want);
-
-/* The columns widened per panel chunk for a call of M rows and K columns
- * (CPU_MM_KC: whole rows were tried for small M and lost, the widened
- * panel then leaves L1; calls of up to mr rows take the direct kernel where
- * there is one). Chunking changes no result (the lane sums run in the same
- * order). */
-int64_t cpu_mm_chunk(int64_t M, int64_t K);
 
 /* Per-thread floats cpu_mm_run needs for an isa and chunk width kc. */
 size_t cpu_mm_scratch_need(const cpu_mm_isa *isa, int64_t kc);

@@ -42,13 +42,35 @@ static float frand(void) {
 /* w (N, K) in dtype dt made from random fp32 values (quantized or
  * narrowed); wf gets its exact fp32 values. */
 static void *make_weight(lisa_dtype dt, int64_t N, int64_t K, float *wf) {
+    lisa_dtype base = lisa_dtype_unpacked_of(dt);
     for (int64_t i = 0; i < N * K; i++) wf[i] = frand() * 0.5f;
-    size_t bytes = lisa_dtype_row_bytes(dt, N * K);
+    size_t bytes = lisa_dtype_row_bytes(base, N * K);
     void *w = malloc(bytes ? bytes : 1);
-    lisa_dtype_from_f32(w, dt, wf, (size_t)(N * K));
-    lisa_dtype_to_f32(wf, w, dt, (size_t)(N * K));
+    lisa_dtype_from_f32(w, base, wf, (size_t)(N * K));
+    lisa_dtype_to_f32(wf, w, base, (size_t)(N * K));
+    if (base != dt) { /* packed: the same blocks, reordered */
+        void *p = malloc(bytes ? bytes : 1), *back = malloc(bytes ? bytes : 1);
+        lisa_dtype_pack_rows(p, w, base, N, K);
+        lisa_dtype_unpack_rows(back, p, dt, N, K);
+        CHECK(!memcmp(back, w, bytes), "%s: unpack(pack(w)) != w", lisa_dtype_name(dt));
+        free(back);
+        free(w);
+        w = p;
+    }
     return w;
 }
+
+/* Packed weights see x rounded to Q8_0 per block (matmul-cpu.h): x gets
+ * those values, so the double reference below is of what is computed. */
+static void round_x_q8(float *x, int64_t M, int64_t K) {
+    lisa_block_q8_0 b;
+    for (int64_t i = 0; i < M * K; i += LISA_QK) {
+        lisa_quantize_q8_0(&b, x + i, LISA_QK);
+        for (int j = 0; j < LISA_QK; j++) x[i + j] = lisa_f16_to_f32(b.d) * (float)b.qs[j];
+    }
+}
+
+static lisa_backend *g_generic; /* packed results must equal its bits */
 
 static lisa_status run(lisa_backend *be, float *out, const float *x, int64_t M, int64_t K,
                        void *w, lisa_dtype dt, int64_t N, const float *bias) {
@@ -75,6 +97,19 @@ static void one_case(lisa_backend *be, lisa_backend *be1, const char *isa, lisa_
              (long long)M, (long long)K, (long long)N);
 
     CHECK(run(be, out, x, M, K, w, dt, N, NULL) == LISA_OK, "%s: %s", tag, lisa_error_get());
+    if (lisa_dtype_is_packed(dt)) {
+        CHECK(run(g_generic, rest, x, M, K, w, dt, N, NULL) == LISA_OK, "%s", tag);
+        CHECK(!memcmp(rest, out, (size_t)(M * N) * sizeof *rest),
+              "%s: differs from the generic kernels' bits", tag);
+        float *xr = malloc((size_t)(M * K) * sizeof *xr);
+        memcpy(xr, x, (size_t)(M * K) * sizeof *xr);
+        round_x_q8(xr, M, K);
+        CHECK(run(be, rest, xr, M, K, w, dt, N, NULL) == LISA_OK, "%s", tag);
+        CHECK(!memcmp(rest, out, (size_t)(M * N) * sizeof *rest),
+              "%s: x already on the Q8_0 grid gives other bits", tag);
+        memcpy(x, xr, (size_t)(M * K) * sizeof *xr);
+        free(xr);
+    }
     double rel = 0;
     for (int64_t m = 0; m < M; m++)
         for (int64_t n = 0; n < N; n++) {
@@ -124,13 +159,19 @@ int main(int argc, char **argv) {
     (void)argv;
     static const lisa_cpu_isa isas[] = {LISA_CPU_ISA_AVX512, LISA_CPU_ISA_AVX2,
                                         LISA_CPU_ISA_GENERIC};
-    static const lisa_dtype dts[] = {LISA_DTYPE_F32, LISA_DTYPE_F16, LISA_DTYPE_BF16,
-                                     LISA_DTYPE_Q8_0, LISA_DTYPE_Q4_0};
+    static const lisa_dtype dts[] = {LISA_DTYPE_F32,  LISA_DTYPE_F16,     LISA_DTYPE_BF16,
+                                     LISA_DTYPE_Q8_0, LISA_DTYPE_Q4_0,    LISA_DTYPE_Q8_0X16,
+                                     LISA_DTYPE_Q4_0X16};
     static const int64_t Ms[] = {1, 2, 3, 5, 130};
     static const int64_t Ks[] = {32, 96, 512, 544, 1056};
     static const int64_t Kf[] = {7, 24, 40, 520}; /* float weights only */
     static const int64_t Ns[] = {1, 7, 13};
+    static const int64_t Np[] = {16, 48}; /* packed: groups of 16 rows */
     const char *seen[3] = {NULL, NULL, NULL};
+    lisa_backend_params pg = lisa_backend_params_default(LISA_BACKEND_CPU, 0, 1);
+    pg.cpu_isa = LISA_CPU_ISA_GENERIC;
+    CHECK(lisa_backend_init_params(&g_generic, &pg) == LISA_OK, "cpu init: %s", lisa_error_get());
+    if (!g_generic) return test_finish("test-matmul");
     for (int s = 0; s < 3; s++) {
         lisa_backend_params p = lisa_backend_params_default(LISA_BACKEND_CPU, 0, 2);
         p.cpu_isa = isas[s];
@@ -150,21 +191,27 @@ int main(int argc, char **argv) {
         }
         printf("matmul kernels: %s\n", isa);
         for (size_t d = 0; d < sizeof dts / sizeof dts[0]; d++) {
-            int quant = lisa_dtype_is_quant(dts[d]);
+            int quant = lisa_dtype_is_quant(dts[d]) || lisa_dtype_is_packed(dts[d]);
+            int packed = lisa_dtype_is_packed(dts[d]);
+            const int64_t *ns = packed ? Np : Ns;
+            size_t nn = packed ? sizeof Np / sizeof Np[0] : sizeof Ns / sizeof Ns[0];
             for (size_t m = 0; m < sizeof Ms / sizeof Ms[0]; m++)
-                for (size_t n = 0; n < sizeof Ns / sizeof Ns[0]; n++) {
+                for (size_t n = 0; n < nn; n++) {
                     for (size_t k = 0; k < sizeof Ks / sizeof Ks[0]; k++)
-                        one_case(be, be1, isa, dts[d], Ms[m], Ks[k], Ns[n]);
+                        one_case(be, be1, isa, dts[d], Ms[m], Ks[k], ns[n]);
                     for (size_t k = 0; !quant && k < sizeof Kf / sizeof Kf[0]; k++)
-                        one_case(be, be1, isa, dts[d], Ms[m], Kf[k], Ns[n]);
+                        one_case(be, be1, isa, dts[d], Ms[m], Kf[k], ns[n]);
                 }
         }
         /* one case the size of a LLaMA projection */
         one_case(be, be1, isa, LISA_DTYPE_Q4_0, 3, 2048, 64);
         one_case(be, be1, isa, LISA_DTYPE_BF16, 3, 2048, 64);
+        one_case(be, be1, isa, LISA_DTYPE_Q4_0X16, 3, 2048, 64);
+        one_case(be, be1, isa, LISA_DTYPE_Q8_0X16, 9, 2048, 64);
         lisa_backend_free(be);
         lisa_backend_free(be1);
     }
+    lisa_backend_free(g_generic);
     printf("worst |diff| / sum |x w|: %.3g (bound %.1g)\n", g_worst, TOL);
     return test_finish("test-matmul");
 }

@@ -200,11 +200,11 @@ static void count_quantized(const lisa_llama_model *m, int *q, int *total) {
         const lisa_tensor *w[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
         for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) {
             (*total)++;
-            *q += lisa_dtype_is_quant(w[i]->dtype);
+            *q += lisa_dtype_is_quant(w[i]->dtype) || lisa_dtype_is_packed(w[i]->dtype);
         }
     }
     (*total)++;
-    *q += lisa_dtype_is_quant(m->output.dtype);
+    *q += lisa_dtype_is_quant(m->output.dtype) || lisa_dtype_is_packed(m->output.dtype);
 }
 
 /* max |a - b| and that over the RMS of b, n values. */
