@@ -173,10 +173,67 @@ static void avx2_block(const float *x, int64_t ldx, int mr, const float *panel, 
     _mm256_zeroupper(); /* as in the panel fill */
 }
 
-/* Packed weights: the portable kernel, compiled with this file's flags. */
+/* Packed weights, one activation row against the group's 16 rows (two
+ * halves of 8 lanes). AVX2 has no dpbusd: maddubs multiplies unsigned by
+ * signed bytes into int16 pair sums and madd with ones widens them to
+ * int32. The pairs must not saturate: Q4_0's nibbles (<= 15) times |x| <=
+ * 127 are, even two maddubs summed; Q8_0 uses the sign trick instead of
+ * the offset (|w| unsigned, x with w's sign: pairs <= 2 * 128 * 127). The
+ * integer sums are exact, then acc = fma(float(I), dw * dx, acc) as in
+ * cpu_qgroup_c: the same bits. */
+static inline __attribute__((always_inline)) void qrow(const int q8, const cpu_xq_block *xr,
+                                                       int64_t nb, const uint8_t *wg,
+                                                       float *out) {
+    const size_t gbytes = (size_t)LISA_PACK_ROWS * (q8 ? sizeof(lisa_block_q8_0)
+                                                       : sizeof(lisa_block_q4_0));
+    const __m256i ones = _mm256_set1_epi16(1), lo4 = _mm256_set1_epi8(15),
+                  flip = _mm256_set1_epi8((char)0x80);
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *gb = wg + (size_t)b * gbytes;
+        const cpu_xq_block *xb = xr + b;
+        int32_t xw[8];
+        memcpy(xw, xb->qs, sizeof xw);
+        __m256 dx = _mm256_set1_ps(xb->d);
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gb + 16 * h)));
+            __m256i isum;
+            if (q8) {
+                isum = _mm256_setzero_si256();
+#pragma GCC unroll 8
+                for (int j = 0; j < 8; j++) {
+                    __m256i w = _mm256_xor_si256(
+                        _mm256_loadu_si256((const __m256i *)(gb + 32 + 64 * j + 32 * h)), flip);
+                    __m256i p = _mm256_maddubs_epi16(
+                        _mm256_sign_epi8(w, w), _mm256_sign_epi8(_mm256_set1_epi32(xw[j]), w));
+                    isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, ones));
+                }
+            } else {
+                isum = _mm256_set1_epi32(-8 * xb->sum);
+#pragma GCC unroll 4
+                for (int j = 0; j < 4; j++) {
+                    __m256i v = _mm256_loadu_si256((const __m256i *)(gb + 32 + 64 * j + 32 * h));
+                    __m256i p = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(_mm256_and_si256(v, lo4), _mm256_set1_epi32(xw[j])),
+                        _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), lo4),
+                                             _mm256_set1_epi32(xw[j + 4])));
+                    isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, ones));
+                }
+            }
+            acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, dx), acc[h]);
+        }
+    }
+    _mm256_storeu_ps(out, acc[0]);
+    _mm256_storeu_ps(out + 8, acc[1]);
+}
+
 static void avx2_qgroup(const cpu_xq_block *xq, int64_t nb, int mr, const uint8_t *wg,
                         lisa_dtype dt, float *out, int64_t ldo) {
-    cpu_qgroup_c(xq, nb, mr, wg, dt, out, ldo);
+    for (int i = 0; i < mr; i++) {
+        if (dt == LISA_DTYPE_Q8_0X16) qrow(1, xq + (size_t)i * (size_t)nb, nb, wg, out + i * ldo);
+        else qrow(0, xq + (size_t)i * (size_t)nb, nb, wg, out + i * ldo);
+    }
     _mm256_zeroupper();
 }
 

@@ -90,12 +90,17 @@ static const struct {
  * 1 logit) and Q8_0 moves their logits by 0.6 to 1.5: transformers itself
  * with Q8_0-rounded weights moves them as much (checked once with weights
  * fake-quantized in torch: 0.0692 vs 0.0691 and 0.264 vs 0.264 of RMS in the
- * worst cases). Equal free-running output cannot hold on them for any 8-bit
- * rounding, so the bounds there say that Q8_0 flips only near-ties: the
- * widest fp32 margin it overturns (1.82 and 0.25 logits measured) and
- * teacher-forced agreement (0.99 and 0.94), plus greedy equality at its
- * measured 3 of 5 cases on llama-tc less one; on llama-gqa every case meets
- * a near-tie within 12 tokens (0 of 5 equal: reported, not bounded). */
+ * worst cases: weights only). Equal free-running output cannot hold on them
+ * for any 8-bit rounding, so the bounds there say that Q8_0 flips only
+ * near-ties: the widest fp32 margin it overturns and teacher-forced
+ * agreement. Greedy equality is reported, not bounded: every case meets a
+ * near-tie within 1 to 26 tokens (1 of 5 equal on each).
+ *
+ * The CPU computes Q8_0/Q4_0 weights packed (matmul-cpu.h), with the
+ * activations rounded to Q8_0 too, as llama.cpp does. For Q8_0 that
+ * doubles the logits error of weights-only rounding (llama-tc 0.148 of RMS
+ * against 0.0691, llama-gqa 0.298 against 0.264) and leaves lisa-tiny-q's
+ * answers equal; Q4_0's error is its weights' (1.40 against 1.39). */
 typedef struct {
     lisa_dtype type;
     const char *fixture;
@@ -112,26 +117,25 @@ static const acc_bound g_bounds[] = {
     {LISA_DTYPE_F32, NULL, M_SEG, 1e-4},
     {LISA_DTYPE_F32, NULL, M_IOU, 0.999},
 
-    {LISA_DTYPE_Q8_0, "llama-tc", M_LOGITS_REL, 0.14},    /* measured 0.0691 */
-    {LISA_DTYPE_Q8_0, "llama-tc", M_TF_AGREE, 0.965},     /* 0.99 */
+    {LISA_DTYPE_Q8_0, "llama-tc", M_LOGITS_REL, 0.30},    /* measured 0.148 */
+    {LISA_DTYPE_Q8_0, "llama-tc", M_TF_AGREE, 0.945},     /* 0.97 */
     {LISA_DTYPE_Q8_0, "llama-tc", M_MARGIN, 3.7},         /* 1.82 */
-    {LISA_DTYPE_Q8_0, "llama-tc", M_GREEDY, 0.4},         /* 0.6 */
-    {LISA_DTYPE_Q8_0, "llama-gqa", M_LOGITS_REL, 0.53},   /* 0.264 */
-    {LISA_DTYPE_Q8_0, "llama-gqa", M_TF_AGREE, 0.915},    /* 0.94 */
-    {LISA_DTYPE_Q8_0, "llama-gqa", M_MARGIN, 0.5},        /* 0.247 */
+    {LISA_DTYPE_Q8_0, "llama-gqa", M_LOGITS_REL, 0.60},   /* 0.298 */
+    {LISA_DTYPE_Q8_0, "llama-gqa", M_TF_AGREE, 0.92},     /* 0.945 */
+    {LISA_DTYPE_Q8_0, "llama-gqa", M_MARGIN, 0.89},       /* 0.442 */
     {LISA_DTYPE_Q8_0, "lisa-tiny-q", M_ANSWERS, 1.0},     /* 1: the demand */
-    {LISA_DTYPE_Q8_0, "lisa-tiny-q", M_SEG, 0.015},       /* 0.0072 */
-    {LISA_DTYPE_Q8_0, "lisa-tiny-q", M_IOU, 0.994},       /* 0.9974 */
+    {LISA_DTYPE_Q8_0, "lisa-tiny-q", M_SEG, 0.024},       /* 0.0117 */
+    {LISA_DTYPE_Q8_0, "lisa-tiny-q", M_IOU, 0.993},       /* 0.9969 */
 
-    {LISA_DTYPE_Q4_0, "llama-tc", M_LOGITS_REL, 2.8},     /* 1.39 */
-    {LISA_DTYPE_Q4_0, "llama-tc", M_TF_AGREE, 0.785},     /* 0.81 */
+    {LISA_DTYPE_Q4_0, "llama-tc", M_LOGITS_REL, 2.8},     /* 1.40 */
+    {LISA_DTYPE_Q4_0, "llama-tc", M_TF_AGREE, 0.79},      /* 0.815 */
     {LISA_DTYPE_Q4_0, "llama-tc", M_MARGIN, 31.0},        /* 15.4 */
     {LISA_DTYPE_Q4_0, "llama-gqa", M_LOGITS_REL, 5.7},    /* 2.82 */
-    {LISA_DTYPE_Q4_0, "llama-gqa", M_TF_AGREE, 0.375},    /* 0.40 */
+    {LISA_DTYPE_Q4_0, "llama-gqa", M_TF_AGREE, 0.355},    /* 0.38 */
     {LISA_DTYPE_Q4_0, "llama-gqa", M_MARGIN, 14.0},       /* 7.0 */
     {LISA_DTYPE_Q4_0, "lisa-tiny-q", M_ANSWERS, 0.5},     /* 1 (2 of 2) */
-    {LISA_DTYPE_Q4_0, "lisa-tiny-q", M_SEG, 0.31},        /* 0.155 */
-    {LISA_DTYPE_Q4_0, "lisa-tiny-q", M_IOU, 0.949},       /* 0.9746 */
+    {LISA_DTYPE_Q4_0, "lisa-tiny-q", M_SEG, 0.31},        /* 0.149 */
+    {LISA_DTYPE_Q4_0, "lisa-tiny-q", M_IOU, 0.948},       /* 0.974 */
 };
 
 static const lisa_dtype g_types[] = {LISA_DTYPE_F32, LISA_DTYPE_Q8_0, LISA_DTYPE_Q4_0};

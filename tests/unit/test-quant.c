@@ -297,11 +297,12 @@ static void test_load_time(const char *fixtures, const char *src_name, lisa_dtyp
                       src_name, l, names[i], q, lisa_dtype_name(pa[i]->dtype),
                       lisa_dtype_name(pb[i]->dtype));
                 nsame += same;
-                nquant += pb[i]->dtype == qt;
+                nquant += lisa_dtype_unpacked_of(pb[i]->dtype) == qt; /* packed on the CPU */
                 nall++;
             }
         }
         CHECK(same_weight(&a.output, &b.output), "%s: LM head differs", src_name);
+        CHECK(nquant > 0, "%s: no projection loaded as %s", src_name, q);
     }
     if (s == LISA_OK) lisa_llama_model_free(&a);
     if (s2 == LISA_OK) lisa_llama_model_free(&b);
