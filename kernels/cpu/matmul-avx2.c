@@ -173,6 +173,112 @@ static void avx2_block(const float *x, int64_t ldx, int mr, const float *panel, 
     _mm256_zeroupper(); /* as in the panel fill */
 }
 
+/* 8 weights of a row at column k (k % 8 == 0), widened in registers
+ * exactly as row_widen does; dt is a constant where this is inlined. A
+ * block type's 32 weights are 4 vectors: k % 32 picks the quarter (Q4_0:
+ * the low nibbles of bytes 0..15 are weights 0..15, the high ones 16..31). */
+static inline __attribute__((always_inline)) __m256 wvec(const lisa_dtype dt, const char *row,
+                                                         int64_t k) {
+    switch (dt) {
+    case LISA_DTYPE_BF16: return w8_bf16((const uint16_t *)row + k);
+    case LISA_DTYPE_F16: return w8_f16((const uint16_t *)row + k);
+    case LISA_DTYPE_Q8_0: {
+        const lisa_block_q8_0 *b = (const lisa_block_q8_0 *)row + k / LISA_QK;
+        __m256 d = _mm256_set1_ps(_cvtsh_ss(b->d));
+        return w8_q(_mm_loadl_epi64((const __m128i *)(b->qs + (k & 24))), d);
+    }
+    case LISA_DTYPE_Q4_0: {
+        const lisa_block_q4_0 *b = (const lisa_block_q4_0 *)row + k / LISA_QK;
+        __m256 d = _mm256_set1_ps(_cvtsh_ss(b->d));
+        __m128i v = _mm_loadl_epi64((const __m128i *)(b->qs + (k & 8)));
+        if (k & 16) v = _mm_srli_epi16(v, 4);
+        v = _mm_sub_epi8(_mm_and_si128(v, _mm_set1_epi8(15)), _mm_set1_epi8(8));
+        return w8_q(v, d);
+    }
+    default: return _mm256_loadu_ps((const float *)row + k);
+    }
+}
+
+/* The last K - k (< 8) weights of a float row, zeros beyond (AVX2 has no
+ * 16-bit masked load: the tail goes through a zeroed copy). */
+static inline __attribute__((always_inline)) __m256 wvec_tail(const lisa_dtype dt, const char *row,
+                                                              int64_t k, int t, __m256i m) {
+    if (dt == LISA_DTYPE_F32) return _mm256_maskload_ps((const float *)row + k, m);
+    uint16_t h[VL] = {0};
+    memcpy(h, (const uint16_t *)row + k, (size_t)t * sizeof h[0]);
+    return dt == LISA_DTYPE_BF16 ? w8_bf16(h) : w8_f16(h);
+}
+
+/* Small calls (mr <= MR rows in all): the NR weight rows of a panel are
+ * widened in registers and used at once, with no panel buffer: the same
+ * lane sums in the same order as block_mr over a widened panel (lane l sums
+ * k = l mod 8 in order of k; the tail's lanes past K add x = 0 times w = 0),
+ * so the same bits. Rows past nv repeat the last row (their sums are not
+ * stored). */
+static inline __attribute__((always_inline)) void direct_mr(
+    const int mr, const lisa_dtype dt, const float *x, int64_t ldx, const lisa_tensor *w,
+    int64_t n0, int nv, float *out, int64_t ldo) {
+    int64_t K = w->shape[1];
+    size_t rb = lisa_dtype_row_bytes(dt, K);
+    const char *rows[NR];
+    for (int j = 0; j < NR; j++)
+        rows[j] = (const char *)w->data + (size_t)(n0 + (j < nv ? j : nv - 1)) * rb;
+    __m256 a[MR][NR];
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 3
+        for (int j = 0; j < NR; j++) a[i][j] = _mm256_setzero_ps();
+    int64_t kv = K / VL * VL;
+    for (int64_t k = 0; k < kv; k += VL) {
+        __m256 wv[NR];
+#pragma GCC unroll 3
+        for (int j = 0; j < NR; j++) wv[j] = wvec(dt, rows[j], k);
+#pragma GCC unroll 4
+        for (int i = 0; i < mr; i++) {
+            __m256 xv = _mm256_loadu_ps(x + i * ldx + k);
+#pragma GCC unroll 3
+            for (int j = 0; j < NR; j++) a[i][j] = _mm256_fmadd_ps(xv, wv[j], a[i][j]);
+        }
+    }
+    if (kv < K) { /* float types only: block types have K % 32 == 0 */
+        int t = (int)(K - kv);
+        __m256i m = _mm256_setr_epi32(0 < t ? -1 : 0, 1 < t ? -1 : 0, 2 < t ? -1 : 0,
+                                      3 < t ? -1 : 0, 4 < t ? -1 : 0, 5 < t ? -1 : 0,
+                                      6 < t ? -1 : 0, 7 < t ? -1 : 0);
+        __m256 wv[NR];
+#pragma GCC unroll 3
+        for (int j = 0; j < NR; j++) wv[j] = wvec_tail(dt, rows[j], kv, t, m);
+#pragma GCC unroll 4
+        for (int i = 0; i < mr; i++) {
+            __m256 xv = _mm256_maskload_ps(x + i * ldx + kv, m);
+#pragma GCC unroll 3
+            for (int j = 0; j < NR; j++) a[i][j] = _mm256_fmadd_ps(xv, wv[j], a[i][j]);
+        }
+    }
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nv; j++) out[i * ldo + j] = hsum8(a[i][j]);
+}
+
+#define DIRECT_DT(dt_)                                                                    \
+    switch (mr) {                                                                         \
+    case 4: direct_mr(4, dt_, x, ldx, w, n0, nv, out, ldo); break;                        \
+    case 3: direct_mr(3, dt_, x, ldx, w, n0, nv, out, ldo); break;                        \
+    case 2: direct_mr(2, dt_, x, ldx, w, n0, nv, out, ldo); break;                        \
+    default: direct_mr(1, dt_, x, ldx, w, n0, nv, out, ldo); break;                       \
+    }
+
+static void avx2_direct(const float *x, int64_t ldx, int mr, const lisa_tensor *w, int64_t n0,
+                        int nv, float *out, int64_t ldo) {
+    switch (w->dtype) {
+    case LISA_DTYPE_BF16: DIRECT_DT(LISA_DTYPE_BF16) break;
+    case LISA_DTYPE_F16: DIRECT_DT(LISA_DTYPE_F16) break;
+    case LISA_DTYPE_Q8_0: DIRECT_DT(LISA_DTYPE_Q8_0) break;
+    case LISA_DTYPE_Q4_0: DIRECT_DT(LISA_DTYPE_Q4_0) break;
+    default: DIRECT_DT(LISA_DTYPE_F32) break;
+    }
+    _mm256_zeroupper(); /* as in the panel fill */
+}
+
 /* Packed weights, one activation row against the group's 16 rows (two
  * halves of 8 lanes). AVX2 has no dpbusd: maddubs multiplies unsigned by
  * signed bytes into int16 pair sums and madd with ones widens them to
@@ -237,7 +343,7 @@ static void avx2_qgroup(const cpu_xq_block *xq, int64_t nb, int mr, const uint8_
     _mm256_zeroupper();
 }
 
-static const cpu_mm_isa k_avx2 = {"avx2", MR, NR, VL, avx2_panel_fill, avx2_block, NULL,
+static const cpu_mm_isa k_avx2 = {"avx2", MR, NR, VL, avx2_panel_fill, avx2_block, avx2_direct,
                                   avx2_qgroup};
 
 /* F16C from CPUID leaf 1 (clang's __builtin_cpu_supports does not know
