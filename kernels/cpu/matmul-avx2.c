@@ -17,6 +17,15 @@
 #define NR 3
 #define VL 8
 
+/* Software prefetch distances of the decode kernels. On the AMD EPYC (Zen 3)
+ * machines this was tuned on, the hardware prefetchers alone left decode at
+ * about half the read bandwidth `lisa bench memory` measures; prefetching
+ * this far ahead (weight bytes of each row in direct, packed blocks in
+ * qrow) gave q8_0 decode +30% and bf16 +5..10%. A prefetch never faults, so
+ * running past a tensor's end is harmless. */
+#define PF_ROW_BYTES 768
+#define PF_BLOCKS 4
+
 static inline __m256 w8_bf16(const uint16_t *p) {
     __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
@@ -231,6 +240,14 @@ static inline __attribute__((always_inline)) void direct_mr(
     int64_t kv = K / VL * VL;
     for (int64_t k = 0; k < kv; k += VL) {
         __m256 wv[NR];
+        if (!(k & 31))
+#pragma GCC unroll 3
+            for (int j = 0; j < NR; j++)
+                _mm_prefetch(rows[j] + (dt == LISA_DTYPE_BF16 || dt == LISA_DTYPE_F16 ? 2 * k
+                                        : dt == LISA_DTYPE_F32                      ? 4 * k
+                                                                                    : k) +
+                                 PF_ROW_BYTES,
+                             _MM_HINT_T0);
 #pragma GCC unroll 3
         for (int j = 0; j < NR; j++) wv[j] = wvec(dt, rows[j], k);
 #pragma GCC unroll 4
@@ -298,6 +315,8 @@ static inline __attribute__((always_inline)) void qrow(const int q8, const cpu_x
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *gb = wg + (size_t)b * gbytes;
         const cpu_xq_block *xb = xr + b;
+        for (size_t o = 0; o < gbytes; o += 64)
+            _mm_prefetch((const char *)gb + PF_BLOCKS * gbytes + o, _MM_HINT_T0);
         int32_t xw[8];
         memcpy(xw, xb->qs, sizeof xw);
         __m256 dx = _mm256_set1_ps(xb->d);
