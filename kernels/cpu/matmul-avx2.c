@@ -21,7 +21,7 @@
  * machines this was tuned on, the hardware prefetchers alone left decode at
  * about half the read bandwidth `lisa bench memory` measures; prefetching
  * this far ahead (weight bytes of each row in direct, packed blocks in
- * qrow) gave q8_0 decode +30% and bf16 +5..10%. A prefetch never faults, so
+ * qrows) gave q8_0 decode +30% and bf16 +5..10%. A prefetch never faults, so
  * running past a tensor's end is harmless. */
 #define PF_ROW_BYTES 768
 #define PF_BLOCKS 4
@@ -45,6 +45,11 @@ static inline __m256 w8_q(__m128i q, __m256 d) {
 static inline void store16_q(float *p, __m128i q, __m256 d) {
     _mm256_storeu_ps(p, w8_q(q, d));
     _mm256_storeu_ps(p + 8, w8_q(_mm_srli_si128(q, 8), d));
+}
+
+/* The lanes [0, t) of a maskload (t < 8). */
+static inline __m256i tail_mask(int t) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(t), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
 /* The fixed reduction order of the 8 lanes. */
@@ -146,9 +151,7 @@ static inline __attribute__((always_inline)) void block_mr(
     }
     if (kv < kc) {
         int t = (int)(kc - kv);
-        __m256i m = _mm256_setr_epi32(0 < t ? -1 : 0, 1 < t ? -1 : 0, 2 < t ? -1 : 0,
-                                      3 < t ? -1 : 0, 4 < t ? -1 : 0, 5 < t ? -1 : 0,
-                                      6 < t ? -1 : 0, 7 < t ? -1 : 0);
+        __m256i m = tail_mask(t);
         __m256 wv[NR];
 #pragma GCC unroll 3
         for (int j = 0; j < NR; j++) wv[j] = _mm256_loadu_ps(panel + j * kcp + kv);
@@ -259,9 +262,7 @@ static inline __attribute__((always_inline)) void direct_mr(
     }
     if (kv < K) { /* float types only: block types have K % 32 == 0 */
         int t = (int)(K - kv);
-        __m256i m = _mm256_setr_epi32(0 < t ? -1 : 0, 1 < t ? -1 : 0, 2 < t ? -1 : 0,
-                                      3 < t ? -1 : 0, 4 < t ? -1 : 0, 5 < t ? -1 : 0,
-                                      6 < t ? -1 : 0, 7 < t ? -1 : 0);
+        __m256i m = tail_mask(t);
         __m256 wv[NR];
 #pragma GCC unroll 3
         for (int j = 0; j < NR; j++) wv[j] = wvec_tail(dt, rows[j], kv, t, m);
@@ -296,68 +297,17 @@ static void avx2_direct(const float *x, int64_t ldx, int mr, const lisa_tensor *
     _mm256_zeroupper(); /* as in the panel fill */
 }
 
-/* Packed weights, one activation row against the group's 16 rows (two
- * halves of 8 lanes). AVX2 has no dpbusd: maddubs multiplies unsigned by
+/* Packed weights: up to 4 activation rows against the group's 16 rows (two
+ * halves of 8 lanes each). AVX2 has no dpbusd: maddubs multiplies unsigned by
  * signed bytes into int16 pair sums and madd with ones widens them to
  * int32. The pairs must not saturate: Q4_0's nibbles (<= 15) times |x| <=
  * 127 are, even two maddubs summed; Q8_0 uses the sign trick instead of
  * the offset (|w| unsigned, x with w's sign: pairs <= 2 * 128 * 127). The
  * integer sums are exact, then acc = fma(float(I), dw * dx, acc) as in
- * cpu_qgroup_c: the same bits. */
-static inline __attribute__((always_inline)) void qrow(const int q8, const cpu_xq_block *xr,
-                                                       int64_t nb, const uint8_t *wg,
-                                                       float *out) {
-    const size_t gbytes = (size_t)LISA_PACK_ROWS * (q8 ? sizeof(lisa_block_q8_0)
-                                                       : sizeof(lisa_block_q4_0));
-    const __m256i ones = _mm256_set1_epi16(1), lo4 = _mm256_set1_epi8(15),
-                  flip = _mm256_set1_epi8((char)0x80);
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *gb = wg + (size_t)b * gbytes;
-        const cpu_xq_block *xb = xr + b;
-        for (size_t o = 0; o < gbytes; o += 64)
-            _mm_prefetch((const char *)gb + PF_BLOCKS * gbytes + o, _MM_HINT_T0);
-        int32_t xw[8];
-        memcpy(xw, xb->qs, sizeof xw);
-        __m256 dx = _mm256_set1_ps(xb->d);
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; h++) {
-            __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gb + 16 * h)));
-            __m256i isum;
-            if (q8) {
-                isum = _mm256_setzero_si256();
-#pragma GCC unroll 8
-                for (int j = 0; j < 8; j++) {
-                    __m256i w = _mm256_xor_si256(
-                        _mm256_loadu_si256((const __m256i *)(gb + 32 + 64 * j + 32 * h)), flip);
-                    __m256i p = _mm256_maddubs_epi16(
-                        _mm256_sign_epi8(w, w), _mm256_sign_epi8(_mm256_set1_epi32(xw[j]), w));
-                    isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, ones));
-                }
-            } else {
-                isum = _mm256_set1_epi32(-8 * xb->sum);
-#pragma GCC unroll 4
-                for (int j = 0; j < 4; j++) {
-                    __m256i v = _mm256_loadu_si256((const __m256i *)(gb + 32 + 64 * j + 32 * h));
-                    __m256i p = _mm256_add_epi16(
-                        _mm256_maddubs_epi16(_mm256_and_si256(v, lo4), _mm256_set1_epi32(xw[j])),
-                        _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), lo4),
-                                             _mm256_set1_epi32(xw[j + 4])));
-                    isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, ones));
-                }
-            }
-            acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, dx), acc[h]);
-        }
-    }
-    _mm256_storeu_ps(out, acc[0]);
-    _mm256_storeu_ps(out + 8, acc[1]);
-}
-
-/* Prefill: up to 4 activation rows against the group at once, so each
- * 32-byte piece of weights is loaded and prepared (Q8_0: signed and its
- * magnitude, Q4_0: both nibble planes) once for all of them. The same
- * integer sums and the same fma per block and output as qrow: the same
- * bits. */
+ * cpu_qgroup_c: the same bits.
+ * Several rows (prefill) share each 32-byte piece of weights, loaded and
+ * prepared (Q8_0: signed and its magnitude, Q4_0: both nibble planes) once
+ * for all of them; one row (decode) prefetches the weights ahead. */
 static inline __attribute__((always_inline)) void qrows(const int mr, const int q8,
                                                         const cpu_xq_block *xq, int64_t nb,
                                                         const uint8_t *wg, float *out,
@@ -371,6 +321,9 @@ static inline __attribute__((always_inline)) void qrows(const int mr, const int 
     for (int i = 0; i < mr; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *gb = wg + (size_t)b * gbytes;
+        if (mr == 1)
+            for (size_t o = 0; o < gbytes; o += 64)
+                _mm_prefetch((const char *)gb + PF_BLOCKS * gbytes + o, _MM_HINT_T0);
         int32_t xw[4][8];
 #pragma GCC unroll 4
         for (int i = 0; i < mr; i++) memcpy(xw[i], xq[(size_t)i * (size_t)nb + b].qs, sizeof xw[i]);
@@ -431,14 +384,13 @@ static inline __attribute__((always_inline)) void qrows(const int mr, const int 
         const cpu_xq_block *xi = xq + (size_t)i * (size_t)nb;                             \
         float *oi = out + i * ldo;                                                        \
         switch (mr - i) {                                                                 \
-        case 1: qrow(q8_, xi, nb, wg, oi); i += 1; break;                                 \
+        case 1: qrows(1, q8_, xi, nb, wg, oi, ldo); i += 1; break;                        \
         case 2: qrows(2, q8_, xi, nb, wg, oi, ldo); i += 2; break;                        \
         case 3: qrows(3, q8_, xi, nb, wg, oi, ldo); i += 3; break;                        \
         default: qrows(4, q8_, xi, nb, wg, oi, ldo); i += 4; break;                       \
         }                                                                                 \
     }
 
-/* One row (decode) takes qrow, with its prefetch; more take qrows. */
 static void avx2_qgroup(const cpu_xq_block *xq, int64_t nb, int mr, const uint8_t *wg,
                         lisa_dtype dt, float *out, int64_t ldo) {
     if (dt == LISA_DTYPE_Q8_0X16) QROWS_Q8(1)
