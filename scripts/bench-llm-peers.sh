@@ -214,11 +214,14 @@ lisa_dir() {
 # and then runs the converter unchanged, with llama.cpp's own gguf-py.
 SHIM=$WORK/run_convert_hf_to_gguf.py
 cat >"$SHIM" <<'PY'
-import runpy, sys, torch
+import os, runpy, sys, torch
 for name in ("float8_e4m3fn", "float8_e5m2"):
     if not hasattr(torch, name):
         setattr(torch, name, None)
 sys.argv = sys.argv[1:]
+# as `python convert_hf_to_gguf.py` would: newer llama.cpp trees import
+# their own `conversion` package from beside the script
+sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))
 runpy.run_path(sys.argv[0], run_name="__main__")
 PY
 GGUF_BF16=$WORK/model-bf16.gguf

@@ -278,7 +278,7 @@ static lisa_status cpu_matmul_packed(cpu_ctx *c, float *od, const float *xd, int
             int64_t rows = M - m0 < mb ? M - m0 : mb;
 #pragma omp for schedule(static)
             for (int64_t m = 0; m < rows; m++)
-                cpu_mm_quantize_row(xq + m * nb, xd + (m0 + m) * K, K);
+                isa->quantize_row(xq + m * nb, xd + (m0 + m) * K, K);
             cpu_mm_qrun(isa, od + m0 * N, xq, rows, K, w, G * t / T, G * (t + 1) / T);
 #pragma omp barrier
         }

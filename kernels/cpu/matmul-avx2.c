@@ -398,8 +398,52 @@ static void avx2_qgroup(const cpu_xq_block *xq, int64_t nb, int mr, const uint8_
     _mm256_zeroupper();
 }
 
+/* cpu_mm_quantize_row with 8 lanes, step for step as avx512_quantize_row
+ * (see there why these are the reference's bits); the 32 int32 quants are
+ * narrowed with saturating packs (|q| <= 127, so exact), whose lane order
+ * the final permute undoes. */
+static void avx2_quantize_row(cpu_xq_block *dst, const float *x, int64_t K) {
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 sgnm = _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u));
+    const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+    const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int64_t b = 0; b < K / LISA_QK; b++, x += LISA_QK) {
+        __m256 v[4], m = _mm256_setzero_ps();
+        for (int h = 0; h < 4; h++) {
+            v[h] = _mm256_loadu_ps(x + 8 * h);
+            m = _mm256_max_ps(_mm256_and_ps(v[h], absm), m);
+        }
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        dst[b].d = lisa_f16_to_f32(lisa_f32_to_f16(d));
+        __m256i q[4], s = _mm256_setzero_si256();
+        for (int h = 0; h < 4; h++) {
+            __m256 p = _mm256_mul_ps(v[h], _mm256_set1_ps(id));
+            p = _mm256_and_ps(p, _mm256_cmp_ps(p, p, _CMP_ORD_Q));
+            p = _mm256_min_ps(_mm256_max_ps(p, lo), hi);
+            __m256 t = _mm256_round_ps(p, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            __m256 up = _mm256_cmp_ps(_mm256_and_ps(_mm256_sub_ps(p, t), absm), half, _CMP_GE_OQ);
+            t = _mm256_add_ps(t, _mm256_and_ps(up, _mm256_or_ps(_mm256_and_ps(p, sgnm), one)));
+            q[h] = _mm256_cvtps_epi32(t);
+            s = _mm256_add_epi32(s, q[h]);
+        }
+        __m256i q8 = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        _mm256_storeu_si256((__m256i *)dst[b].qs, _mm256_permutevar8x32_epi32(q8, perm));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+        dst[b].sum = _mm_cvtsi128_si32(s4);
+    }
+    _mm256_zeroupper(); /* as in the panel fill */
+}
+
 static const cpu_mm_isa k_avx2 = {"avx2", MR, NR, VL, avx2_panel_fill, avx2_block, avx2_direct,
-                                  avx2_qgroup};
+                                  avx2_qgroup, avx2_quantize_row};
 
 /* F16C from CPUID leaf 1 (clang's __builtin_cpu_supports does not know
  * "f16c"). */

@@ -375,10 +375,47 @@ static void avx512_qgroup(const cpu_xq_block *xq, int64_t nb, int mr, const uint
     _mm256_zeroupper();
 }
 
+/* cpu_mm_quantize_row with 16 lanes, step for step: the block's amax (vmaxps
+ * returns its second operand when one is NaN, so NaNs drop out as fmaxf
+ * drops them), d, 1 / d and the fp16 scale in scalar code as the reference
+ * computes them, then v = x * id with NaN -> 0, the clamp, and roundf as
+ * trunc(v) plus the sign where |v - trunc(v)| >= 0.5 (v - trunc(v) is exact
+ * for |v| <= 127): the same bits. */
+static void avx512_quantize_row(cpu_xq_block *dst, const float *x, int64_t K) {
+    const __m512i sgnm = _mm512_set1_epi32((int)0x80000000u), onei = _mm512_set1_epi32(0x3f800000);
+    const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+    const __m512 half = _mm512_set1_ps(0.5f);
+    for (int64_t b = 0; b < K / LISA_QK; b++, x += LISA_QK) {
+        __m512 v[2] = {_mm512_loadu_ps(x), _mm512_loadu_ps(x + 16)};
+        __m512 m = _mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_setzero_ps());
+        m = _mm512_max_ps(_mm512_abs_ps(v[1]), m);
+        const float amax = _mm512_reduce_max_ps(m);
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        dst[b].d = lisa_f16_to_f32(lisa_f32_to_f16(d));
+        __m512i q[2];
+        for (int h = 0; h < 2; h++) {
+            __m512 p = _mm512_mul_ps(v[h], _mm512_set1_ps(id));
+            p = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(p, p, _CMP_ORD_Q), p);
+            p = _mm512_min_ps(_mm512_max_ps(p, lo), hi);
+            __m512 t = _mm512_roundscale_ps(p, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            __mmask16 up = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(p, t)), half,
+                                              _CMP_GE_OQ);
+            __m512i sgn1 = _mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(p), sgnm), onei);
+            t = _mm512_mask_add_ps(t, up, t, _mm512_castsi512_ps(sgn1)); /* t +- 1 */
+            q[h] = _mm512_cvtps_epi32(t);
+            _mm_storeu_si128((__m128i *)(dst[b].qs + 16 * h), _mm512_cvtepi32_epi8(q[h]));
+        }
+        dst[b].sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q[0], q[1]));
+    }
+    _mm256_zeroupper(); /* as in the panel fill */
+}
+
 static const cpu_mm_isa k_avx512 = {"avx512", MR, NR, VL, avx512_panel_fill, avx512_block,
-                                    avx512_direct, avx512_qgroup};
+                                    avx512_direct, avx512_qgroup, avx512_quantize_row};
 static const cpu_mm_isa k_avx512_vnni = {"avx512", MR, NR, VL, avx512_panel_fill, avx512_block,
-                                         avx512_direct, avx512_qgroup_vnni};
+                                         avx512_direct, avx512_qgroup_vnni,
+                                         avx512_quantize_row};
 
 /* F16C from CPUID leaf 1 (clang's __builtin_cpu_supports does not know
  * "f16c"). */

@@ -60,9 +60,6 @@ static void gen_block(const float *x, int64_t ldx, int mr, const float *panel, i
         for (int j = 0; j < nv; j++) out[i * ldo + j] = gen_hsum(a[i][j]);
 }
 
-static const cpu_mm_isa k_generic = {"generic", GEN_MR, GEN_NR, GEN_VL, gen_panel_fill, gen_block,
-                                     NULL, cpu_qgroup_c};
-
 void cpu_mm_quantize_row(cpu_xq_block *dst, const float *x, int64_t K) {
     for (int64_t b = 0; b < K / LISA_QK; b++) {
         lisa_block_q8_0 q;
@@ -74,6 +71,9 @@ void cpu_mm_quantize_row(cpu_xq_block *dst, const float *x, int64_t K) {
         dst[b].sum = s;
     }
 }
+
+static const cpu_mm_isa k_generic = {"generic", GEN_MR, GEN_NR, GEN_VL, gen_panel_fill, gen_block,
+                                     NULL, cpu_qgroup_c, cpu_mm_quantize_row};
 
 void cpu_mm_qrun(const cpu_mm_isa *isa, float *out, const cpu_xq_block *xq, int64_t M, int64_t K,
                  const lisa_tensor *w, int64_t g0, int64_t g1) {

@@ -78,10 +78,15 @@ typedef struct cpu_mm_isa {
      * (nb packed blocks of dtype dt), as the file header says. */
     void (*qgroup)(const cpu_xq_block *xq, int64_t nb, int mr, const uint8_t *wg, lisa_dtype dt,
                    float *out, int64_t ldo);
+    /* x (K, a multiple of LISA_QK) -> K / 32 blocks, the same bits as
+     * cpu_mm_quantize_row (prefill quantizes every activation row of every
+     * packed matmul: the scalar rounding cost half as much as the products). */
+    void (*quantize_row)(cpu_xq_block *dst, const float *x, int64_t K);
 } cpu_mm_isa;
 
 /* x (K) -> K / 32 blocks: lisa_quantize_q8_0's rounding, the scale kept as
- * its fp16 value (what llama.cpp's q8_0 activations hold). */
+ * its fp16 value (what llama.cpp's q8_0 activations hold). The portable
+ * reference of every isa's quantize_row. */
 void cpu_mm_quantize_row(cpu_xq_block *dst, const float *x, int64_t K);
 
 /* out (M, N) = xq (M rows of K / 32 blocks) @ w^T for w packed (N % 16 ==

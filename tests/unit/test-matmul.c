@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "cpu/matmul-cpu.h"
 #include "testutil.h"
 
 #define TOL 1e-6
@@ -154,6 +155,46 @@ static void one_case(lisa_backend *be, lisa_backend *be1, const char *isa, lisa_
     free(w);
 }
 
+/* Each instruction set's activation quantizer against the portable one, bit
+ * for bit (quants, scale, sum), on blocks that reach every branch of the
+ * reference: random values; values whose x / d lands exactly on a half
+ * (roundf's ties, away from zero, both signs); an all-zero block; NaNs and
+ * infinities among finite values; a block so small that 1 / d overflows;
+ * subnormals; a block of one value repeated. */
+static void check_quantize_rows(void) {
+    enum { NB = 12, K = NB * LISA_QK };
+    float x[K];
+    for (int i = 0; i < K; i++) x[i] = frand() * 8.0f;
+    for (int j = 0; j < LISA_QK; j++) /* block 1: amax 127, so x / d = x; halves */
+        x[LISA_QK + j] = j == 0 ? 127.0f : (float)((j % 2 ? 1 : -1) * (j * 4 % 127)) + 0.5f;
+    for (int j = 0; j < LISA_QK; j++) x[2 * LISA_QK + j] = 0.0f;
+    x[3 * LISA_QK + 3] = NAN;
+    x[3 * LISA_QK + 9] = -NAN;
+    x[4 * LISA_QK + 5] = INFINITY;
+    x[4 * LISA_QK + 6] = NAN;
+    x[5 * LISA_QK + 0] = -INFINITY;
+    for (int j = 0; j < LISA_QK; j++) x[6 * LISA_QK + j] = frand() * 1e-40f;
+    for (int j = 0; j < LISA_QK; j++) x[7 * LISA_QK + j] = (float)(j - 16) * 1e-38f;
+    for (int j = 0; j < LISA_QK; j++) x[8 * LISA_QK + j] = -3.0f;
+    for (int j = 0; j < LISA_QK; j++) /* block 9: halves at another scale */
+        x[9 * LISA_QK + j] = j == 0 ? -254.0f : (float)((j % 3 ? -1 : 1) * (2 * j + 1));
+    for (int j = 0; j < LISA_QK; j++) x[10 * LISA_QK + j] = (float)j * 0.1f - 1.55f;
+    cpu_xq_block want[NB], got[NB];
+    cpu_mm_quantize_row(want, x, K);
+    static const char *names[] = {"avx512", "avx2", "generic"};
+    for (int s = 0; s < 3; s++) {
+        const cpu_mm_isa *isa = cpu_mm_isa_get(names[s]);
+        if (strcmp(isa->name, names[s])) continue; /* the CPU lacks it */
+        memset(got, 0x5a, sizeof got);
+        isa->quantize_row(got, x, K);
+        for (int b = 0; b < NB; b++)
+            CHECK(!memcmp(got[b].qs, want[b].qs, sizeof want[b].qs) && got[b].sum == want[b].sum &&
+                      !memcmp(&got[b].d, &want[b].d, sizeof want[b].d),
+                  "%s quantize_row: block %d differs from cpu_mm_quantize_row (d %g vs %g, "
+                  "sum %d vs %d)", names[s], b, got[b].d, want[b].d, got[b].sum, want[b].sum);
+    }
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     (void)argv;
@@ -172,6 +213,7 @@ int main(int argc, char **argv) {
     pg.cpu_isa = LISA_CPU_ISA_GENERIC;
     CHECK(lisa_backend_init_params(&g_generic, &pg) == LISA_OK, "cpu init: %s", lisa_error_get());
     if (!g_generic) return test_finish("test-matmul");
+    check_quantize_rows();
     for (int s = 0; s < 3; s++) {
         lisa_backend_params p = lisa_backend_params_default(LISA_BACKEND_CPU, 0, 2);
         p.cpu_isa = isas[s];
