@@ -17,6 +17,20 @@
 #define NR 6
 #define VL 16
 
+/* Software prefetch distances of the decode kernels (as in matmul-avx2.c):
+ * weight bytes ahead in each row of direct, packed blocks ahead in qgroup
+ * with one row. Measured on a 2-core AMD EPYC (Zen 5), bf16 decode of the
+ * 1.1B shape, best of 6 interleaved runs: none 21.9 tok/s, 1024 bytes 25.8,
+ * 2048 23.7, 3072 21.9; q4_0 decode, best of 5: no blocks ahead 63, 4
+ * ahead 68, 8 ahead 72 (q8_0 the same for all: 57). A prefetch never faults, so running past a
+ * tensor's end is harmless. */
+#ifndef PF_ROW_BYTES
+#define PF_ROW_BYTES 1024
+#endif
+#ifndef PF_BLOCKS
+#define PF_BLOCKS 8
+#endif
+
 static inline __m512 w16_bf16(const uint16_t *p) {
     __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
     return _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));
@@ -251,6 +265,11 @@ static inline __attribute__((always_inline)) void direct_mr(
     }
     for (int64_t k = 0; k < kv && !(dt == LISA_DTYPE_Q8_0 || dt == LISA_DTYPE_Q4_0); k += VL) {
         __m512 wv[NR];
+        if (!(k & 31) || dt == LISA_DTYPE_F32)
+#pragma GCC unroll 6
+            for (int j = 0; j < NR; j++)
+                _mm_prefetch(rows[j] + (dt == LISA_DTYPE_F32 ? 4 * k : 2 * k) + PF_ROW_BYTES,
+                             _MM_HINT_T0);
 #pragma GCC unroll 6
         for (int j = 0; j < NR; j++) wv[j] = wvec(dt, rows[j], k);
 #pragma GCC unroll 4
@@ -316,6 +335,9 @@ static inline __attribute__((always_inline, target("avx512vnni"))) void qgroup_m
     for (int i = 0; i < mr; i++) acc[i] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *gb = wg + (size_t)b * gbytes;
+        if (mr == 1 && PF_BLOCKS)
+            for (size_t o = 0; o < gbytes; o += 64)
+                _mm_prefetch((const char *)gb + PF_BLOCKS * gbytes + o, _MM_HINT_T0);
         __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)gb));
         __m512i u[8];
         if (q8) {
