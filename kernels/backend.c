@@ -74,6 +74,8 @@ void lisa_backend_params_from_env(lisa_backend_params *p) {
     if (e && !strcmp(e, "avx512")) p->cpu_isa = LISA_CPU_ISA_AVX512;
     else if (e && !strcmp(e, "avx2")) p->cpu_isa = LISA_CPU_ISA_AVX2;
     else if (e && !strcmp(e, "generic")) p->cpu_isa = LISA_CPU_ISA_GENERIC;
+    e = getenv("LISA_CPU_BF16_DOT");
+    if (e && *e && strcmp(e, "0") != 0) p->cpu_bf16_dot = 1;
 }
 
 lisa_status lisa_backend_init_params(lisa_backend **out, const lisa_backend_params *p) {

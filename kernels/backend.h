@@ -293,6 +293,9 @@ typedef struct lisa_backend_params {
                              instead of the GEMV kernel (A/B timing) */
     int no_graphs;        /* record no graphs (graph_begin: LISA_ERR_UNSUPPORTED) */
     lisa_cpu_isa cpu_isa; /* CPU: the matmul kernels' instruction set */
+    int cpu_bf16_dot;     /* CPU: bf16 weights multiply activations rounded to
+                             bf16 (AVX512-BF16, llama.cpp's BF16 numerics; see
+                             cpu/matmul-cpu.h); ignored where the CPU lacks it */
 } lisa_backend_params;
 
 struct lisa_backend {
@@ -306,7 +309,7 @@ lisa_backend_params lisa_backend_params_default(lisa_backend_kind kind, int devi
 /* For programs and tests, never called by the library: overlays the
  * environment's switches on p: LISA_CUDA_SYNC=1 (sync_each_launch),
  * LISA_GEMV=0 (no_gemv), LISA_GRAPHS=0 (no_graphs), LISA_CPU_ISA=avx512,
- * avx2 or generic (cpu_isa). */
+ * avx2 or generic (cpu_isa), LISA_CPU_BF16_DOT=1 (cpu_bf16_dot). */
 void lisa_backend_params_from_env(lisa_backend_params *p);
 /* Creates a backend. Returns LISA_ERR_UNSUPPORTED when the build lacks the
  * backend (or, for CUDA, no device is present). */
@@ -338,6 +341,9 @@ lisa_status lisa_backend_cpu_init_params(lisa_backend **out, const lisa_backend_
 /* The name ("avx512", "avx2", "generic") of the matmul kernels a CPU
  * backend runs; NULL for other backends. */
 const char *lisa_backend_cpu_isa_name(const lisa_backend *be);
+/* Non-zero when a CPU backend runs bf16 weights on the bf16 dot-product
+ * path (asked for with cpu_bf16_dot, and the CPU has AVX512-BF16). */
+int lisa_backend_cpu_bf16_dot(const lisa_backend *be);
 /* A STREAM-like measure of host memory bandwidth (cpu/stream-cpu.c): the
  * best of `reps` passes, on `threads` threads (<= 0: all cores), over a
  * buffer of `bytes` (source and destination halves). read: bytes read per

@@ -13,8 +13,12 @@
 # the accuracy of the quantized paths is the tests' job.
 #
 # Usage: scripts/bench-llm-peers.sh [--shape NAME|config.json] [--threads N]
-#          [--prompt N] [--gen N] [--types bf16,q8_0,q4_0] [--rounds N]
+#          [--prompt N] [--gen N] [--types bf16,bf16dot,q8_0,q4_0] [--rounds N]
 #          [--work DIR] [--keep] [--seed N] [--tokenizer FILE] [--prepare-only]
+#   --types LIST    bf16dot: lisa's bf16 weights with `--bf16-dot` (activations
+#                   rounded to bf16, AVX512-BF16) against the same llama.cpp
+#                   BF16 runs as bf16; in the default list where the CPU has
+#                   avx512_bf16 (default: bf16,q8_0,q4_0, and bf16dot there)
 #   --rounds N      measure everything N times (default 1), round after
 #                   round, and report each figure's best round (other load
 #                   only slows a run down); the notes give every round's range
@@ -46,6 +50,7 @@ THREADS=2
 PROMPT=128
 GEN=32
 TYPES=bf16,q8_0,q4_0
+grep -qw avx512_bf16 /proc/cpuinfo 2>/dev/null && TYPES=bf16,bf16dot,q8_0,q4_0
 ROUNDS=1
 WORK=
 KEEP=0
@@ -78,7 +83,7 @@ fi
 IFS=, read -r -a TYPE_LIST <<<"$TYPES"
 [ ${#TYPE_LIST[@]} -ge 1 ] || die "--types is empty"
 for t in "${TYPE_LIST[@]}"; do
-    case $t in bf16 | q8_0 | q4_0) ;; *) die "--types: '$t' is not one of bf16, q8_0, q4_0" ;; esac
+    case $t in bf16 | bf16dot | q8_0 | q4_0) ;; *) die "--types: '$t' is not one of bf16, bf16dot, q8_0, q4_0" ;; esac
 done
 
 # ---- inputs from the environment, checked before anything long starts ----
@@ -120,8 +125,13 @@ HAVE_BENCH_QUANT=0
 case $BENCH_HELP in *--quantize*) HAVE_BENCH_QUANT=1 ;; esac
 HAVE_MEMORY=0
 "$LISA" bench memory --help >/dev/null 2>&1 && HAVE_MEMORY=1
+HAVE_BENCH_DOT=0
+case $BENCH_HELP in *--bf16-dot*) HAVE_BENCH_DOT=1 ;; esac
+HAVE_BF16=0
 for t in "${TYPE_LIST[@]}"; do
-    [ "$t" = bf16 ] && continue
+    [ "$t" = bf16 ] && HAVE_BF16=1
+    [ "$t" = bf16dot ] && [ $HAVE_BENCH_DOT = 0 ] && die "type bf16dot: 'lisa bench llm --bf16-dot' is not in this checkout (leave bf16dot out of --types)"
+    [ "$t" = bf16 ] || [ "$t" = bf16dot ] && continue
     [ $HAVE_CONV_LLAMA = 1 ] && [ $HAVE_CONV_QUANT = 1 ] && continue
     [ $HAVE_BENCH_QUANT = 1 ] && continue
     die "type $t: neither 'convert-lisa.py --llama --quantize' nor 'lisa bench llm --quantize' exists in this checkout (leave $t out of --types)"
@@ -281,6 +291,7 @@ PY
 
 # ---- every input first, so that the measurements run back to back ----
 for t in "${TYPE_LIST[@]}"; do
+    [ "$t" = bf16dot ] && continue # bf16's files
     lisa_dir "$t"
     gguf_file "$t"
     same_weights "$t"
@@ -301,14 +312,19 @@ for r in $(seq 1 "$ROUNDS"); do
         run_measured "bench-memory.r$r" "$LISA" bench memory --threads "$THREADS" --json
     fi
     for t in "${TYPE_LIST[@]}"; do
-        lisa_dir "$t"
-        gguf_file "$t"
+        b=${t%dot} # bf16dot: bf16's files and llama.cpp's bf16 runs
+        dot=()
+        [ "$t" = bf16dot ] && dot=(--bf16-dot)
+        lisa_dir "$b"
+        gguf_file "$b"
         run_measured "lisa-$t.r$r" "$LISA" bench llm --model "$LISA_DIR" "${LISA_QUANT_FLAG[@]}" \
-            --threads "$THREADS" --prompt-len "$PROMPT" --new-tokens "$GEN" --batches 1,16 --json
+            "${dot[@]}" --threads "$THREADS" --prompt-len "$PROMPT" --new-tokens "$GEN" \
+            --batches 1,16 --json
         echo "${LISA_QUANT_FLAG[*]:-converted}" >"$WORK/lisa-$t.how"
-        run_measured "llama-bench-$t.r$r" "$LLAMA_CPP_BUILD/bin/llama-bench" -m "$GGUF" \
+        [ "$t" = bf16dot ] && [ $HAVE_BF16 = 1 ] && continue
+        run_measured "llama-bench-$b.r$r" "$LLAMA_CPP_BUILD/bin/llama-bench" -m "$GGUF" \
             -p "$PROMPT" -n "$GEN" -t "$THREADS" -r 1 -o jsonl
-        run_measured "llama-batched-$t.r$r" "$LLAMA_CPP_BUILD/bin/llama-batched-bench" -m "$GGUF" \
+        run_measured "llama-batched-$b.r$r" "$LLAMA_CPP_BUILD/bin/llama-batched-bench" -m "$GGUF" \
             -c "$CTX" -npp "$PROMPT" -ntg "$GEN" -npl 1,16 -t "$THREADS" -tb "$THREADS" \
             --output-format jsonl
     done
@@ -369,7 +385,7 @@ nh = cfg["num_attention_heads"]
 nkv = cfg.get("num_key_value_heads", nh)
 kv = h // nh * nkv
 matmul = L * (2 * h * h + 2 * h * kv + 3 * h * inter) + V * h
-per_elem = {"bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+per_elem = {"bf16": 2.0, "bf16dot": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 
 bw, bw_text = None, "n/a (this lisa has no `bench memory`)"
 if have_memory == "1":
@@ -380,7 +396,11 @@ if have_memory == "1":
     bw_text = f"read {bw:.1f} GB/s, copy {max(copies):.1f} GB/s (lisa bench memory, {threads} threads"
     bw_text += f"; read {min(reads):.1f}..{max(reads):.1f} over the rounds)" if rounds > 1 else ")"
 
-build = jsonl(f"llama-bench-{types[0]}.r1")[0]
+def base(t):  # bf16dot runs on bf16's files, against llama.cpp's bf16 runs
+    return t[:-3] if t.endswith("dot") else t
+
+
+build = jsonl(f"llama-bench-{base(types[0])}.r1")[0]
 print(f"machine: {cpu}, {ncpu} CPUs online, load average {load0} before the runs and {load1} after; "
       f"{threads} threads on both sides")
 print(f"lisa {lisa_commit}; llama.cpp build {build.get('build_number', '?')} "
@@ -390,19 +410,20 @@ print(f"shape {shape}: hidden {h}, intermediate {inter}, {L} layers, {nh} heads,
       + (f"best of {rounds} rounds" if rounds > 1 else "one round"))
 print("memory bandwidth: " + bw_text)
 print()
-hdr = f"{'type':5} | {'metric':27} | {'lisa':>14} | {'llama.cpp':>14} | lisa/llama.cpp"
+hdr = f"{'type':7} | {'metric':27} | {'lisa':>14} | {'llama.cpp':>14} | lisa/llama.cpp"
 print(hdr)
 print("-" * len(hdr))
 notes = []
 for t in types:
+    b = base(t)
     rows = [
         ("prefill tok/s (b=1)", per_round("lisa-" + t, "prefill_tok_s", batch=1),
-         per_round("llama-bench-" + t, "avg_ts", n_prompt=int(prompt), n_gen=0), "%.1f"),
+         per_round("llama-bench-" + b, "avg_ts", n_prompt=int(prompt), n_gen=0), "%.1f"),
         ("decode tok/s (b=1)", per_round("lisa-" + t, "decode_tok_s", batch=1),
-         per_round("llama-batched-" + t, "speed_tg", pl=1), "%.2f"),
+         per_round("llama-batched-" + b, "speed_tg", pl=1), "%.2f"),
         ("decode tok/s (b=16)", per_round("lisa-" + t, "decode_tok_s", batch=16),
-         per_round("llama-batched-" + t, "speed_tg", pl=16), "%.2f"),
-        ("peak RSS MB", rss_mb("lisa-" + t), rss_mb("llama-batched-" + t), "%.0f"),
+         per_round("llama-batched-" + b, "speed_tg", pl=16), "%.2f"),
+        ("peak RSS MB", rss_mb("lisa-" + t), rss_mb("llama-batched-" + b), "%.0f"),
     ]
     # lisa's own count of its tensors' bytes where it prints one, else the
     # count from the config (both sides hold these tensors in the same type)
@@ -410,7 +431,7 @@ for t in types:
     gb = one(lisa1, "weight_bytes", batch=1) / 1e9 if "weight_bytes" in lisa1[0] \
         else matmul * per_elem[t] / 1e9
     for name, a, b, fmt in rows:
-        print(f"{t:5} | {name:27} | {fmt % max(a):>14} | {fmt % max(b):>14} | {max(a) / max(b):.2f}")
+        print(f"{t:7} | {name:27} | {fmt % max(a):>14} | {fmt % max(b):>14} | {max(a) / max(b):.2f}")
         if rounds > 1 and "tok/s" in name:
             notes.append(f"{t}: {name} over the rounds: lisa " + ", ".join(fmt % x for x in a)
                          + "; llama.cpp " + ", ".join(fmt % x for x in b))
@@ -419,12 +440,17 @@ for t in types:
         sa, sb = f"{da:.1f} ({100 * da / bw:.0f}%)", f"{db:.1f} ({100 * db / bw:.0f}%)"
     else:
         sa, sb = f"{da:.1f}", f"{db:.1f}"
-    print(f"{t:5} | {'decode b=1 weight GB/s':27} | {sa:>14} | {sb:>14} | {da / db:.2f}")
+    print(f"{t:7} | {'decode b=1 weight GB/s':27} | {sa:>14} | {sb:>14} | {da / db:.2f}")
     how = open(os.path.join(work, "lisa-" + t + ".how")).read().strip()
     if how != "converted":
         notes.append(f"{t}: lisa quantized the bf16 directory at load ({how}); "
                      "convert-lisa.py --llama --quantize is not in this checkout")
-    tg = per_round("llama-bench-" + t, "avg_ts", n_prompt=0, n_gen=int(gen))
+    kern = lisa1[0].get("cpu_kernels")
+    if kern:
+        notes.append(f"{t}: lisa's CPU matmul kernels: {kern}"
+                     + (" (no AVX512-BF16 here: the exact path, as bf16)"
+                        if t == "bf16dot" and "bf16dot" not in kern else ""))
+    tg = per_round("llama-bench-" + b, "avg_ts", n_prompt=0, n_gen=int(gen))
     notes.append(f"{t}: llama-bench tg{gen} (b=1 from an empty context): {max(tg):.2f} tok/s; "
                  f"weights read per decode step {gb:.3f} GB")
 print()

@@ -55,6 +55,9 @@ static void bench_help(FILE *f) {
             "  --threads N        CPU threads (default: all cores)\n"
             "  --no-graphs        cuda: decode op by op, no graphs (also LISA_GRAPHS=0)\n"
             "  --no-gemv          cuda: decode matmuls on cuBLASLt (also LISA_GEMV=0)\n"
+            "  --bf16-dot         cpu: bf16 weights multiply activations rounded to bf16\n"
+            "                     with AVX512-BF16 (llama.cpp's BF16 numerics; also\n"
+            "                     LISA_CPU_BF16_DOT=1); ignored where the CPU lacks it\n"
             "  --json             one JSON line per batch size instead of a table\n"
             "  --layer-costs FILE instead of the table: measure per-layer and LM-head\n"
             "                     costs (decode at the --batches sizes, prefill chunks\n"
@@ -335,7 +338,7 @@ static int bench_llm(int argc, char **argv) {
     const char *model_dir = NULL, *config = NULL, *device = "cpu", *batches = "1,16";
     const char *dtype_s = "bf16", *layer_costs = NULL, *quant_s = "none";
     long T = 128, steps = 16, chunk = 512, threads = 0;
-    int json = 0, no_graphs = 0, no_gemv = 0;
+    int json = 0, no_graphs = 0, no_gemv = 0, bf16_dot = 0;
     const cli_opt opts[] = {
         {"--model", CLI_STRING, &model_dir}, {"--config", CLI_STRING, &config},
         {"--dtype", CLI_STRING, &dtype_s},   {"--batches", CLI_STRING, &batches},
@@ -344,6 +347,7 @@ static int bench_llm(int argc, char **argv) {
         {"--threads", CLI_COUNT, &threads},  {"--json", CLI_FLAG, &json},
         {"--no-graphs", CLI_FLAG, &no_graphs}, {"--no-gemv", CLI_FLAG, &no_gemv},
         {"--layer-costs", CLI_STRING, &layer_costs}, {"--quantize", CLI_STRING, &quant_s},
+        {"--bf16-dot", CLI_FLAG, &bf16_dot},
     };
     int pr = cli_opts_parse("bench llm", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
                             bench_help);
@@ -383,7 +387,13 @@ static int bench_llm(int argc, char **argv) {
     lisa_backend_params bp = cli_backend_params(kind, dev, threads);
     if (no_graphs) bp.no_graphs = 1;
     if (no_gemv) bp.no_gemv = 1;
+    if (bf16_dot) bp.cpu_bf16_dot = 1;
     lisa_status st = lisa_backend_init_params(&be, &bp);
+    /* the CPU's matmul kernels, so a table says what it measured */
+    char kernels[48] = "";
+    if (st == LISA_OK && lisa_backend_cpu_isa_name(be))
+        snprintf(kernels, sizeof kernels, "%s%s", lisa_backend_cpu_isa_name(be),
+                 lisa_backend_cpu_bf16_dot(be) ? "+bf16dot" : "");
     if (layer_costs) {
         if (st == LISA_OK)
             st = bench_layer_costs(be, model_dir, config, wdtype, act, quant, (int)chunk, bs, nb,
@@ -418,9 +428,11 @@ static int bench_llm(int argc, char **argv) {
         for (int j = 0; j < 7; j++) wbytes += (double)lisa_tensor_nbytes(ws[j]);
     }
     if (have_model && lisa_llama_model_is_last(&m)) wbytes += (double)lisa_tensor_nbytes(&m.output);
-    if (st == LISA_OK && !json)
+    if (st == LISA_OK && !json) {
+        if (*kernels) printf("cpu matmul kernels: %s\n", kernels);
         printf("engine   device  batch  prompt  prefill tok/s  decode tok/s  weights GB/step  "
                "GB/s\n");
+    }
     for (int i = 0; i < nb && st == LISA_OK; i++) {
         double tp, td;
         st = bench_pass(&m, &s, bs[i], (int)T, (int)(steps < 2 ? steps : 2), 1, &tp, &td);
@@ -431,8 +443,8 @@ static int bench_llm(int argc, char **argv) {
         if (json)
             printf("{\"engine\":\"lisa\",\"device\":\"%s\",\"batch\":%d,\"prompt_len\":%ld,"
                    "\"prefill_tok_s\":%.3f,\"decode_tok_s\":%.3f,\"weight_bytes\":%.0f,"
-                   "\"decode_weight_gb_s\":%.3f}\n",
-                   be->ops->name, bs[i], T, pf, dc, wbytes, gbs);
+                   "\"decode_weight_gb_s\":%.3f,\"cpu_kernels\":\"%s\"}\n",
+                   be->ops->name, bs[i], T, pf, dc, wbytes, gbs, kernels);
         else
             printf("lisa     %-6s  %5d  %6ld  %13.1f  %12.2f  %15.3f  %5.2f\n", be->ops->name, bs[i],
                    T, pf, dc, wbytes / 1e9, gbs);

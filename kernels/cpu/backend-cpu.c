@@ -256,6 +256,36 @@ static lisa_status cpu_matmul_float(cpu_ctx *c, float *od, const float *xd, int6
 }
 
 
+/* BF16 weights on the bf16 dot-product path (matmul-cpu.h): passes of up
+ * to CPU_MM_MB activation rows are rounded to bf16 into the shared scratch
+ * (rows split over the threads), then each thread multiplies them with its
+ * own run of weight panels. */
+static lisa_status cpu_matmul_bf16_dot(cpu_ctx *c, float *od, const float *xd, int64_t M,
+                                       int64_t K, const lisa_tensor *w) {
+    int64_t N = w->shape[0];
+    size_t row_floats = ((size_t)K * sizeof(uint16_t) + sizeof(float) - 1) / sizeof(float);
+    size_t acc = (size_t)CPU_MM_MB * CPU_BF16_NR * 16;
+    LISA_TRY(cpu_scratch_fits(c, "matmul (bf16 activations)", acc, row_floats, "matmul_k"));
+    int64_t mb = (int64_t)(c->shared_elems / row_floats);
+    if (mb > CPU_MM_MB) mb = CPU_MM_MB;
+    uint16_t *xb = (uint16_t *)(void *)cpu_shared_scratch(c);
+    int64_t P = (N + CPU_BF16_NR - 1) / CPU_BF16_NR;
+    int par = P > 1 && M * N * K >= ((int64_t)1 << 16);
+#pragma omp parallel num_threads(c->nthreads) if (par)
+    {
+        int64_t t = omp_get_thread_num(), T = omp_get_num_threads();
+        for (int64_t m0 = 0; m0 < M; m0 += mb) {
+            int64_t rows = M - m0 < mb ? M - m0 : mb;
+#pragma omp for schedule(static)
+            for (int64_t m = 0; m < rows; m++) c->bf16_round(xb + m * K, xd + (m0 + m) * K, K);
+            c->bf16_dot(od + m0 * N, xb, rows, K, w, P * t / T, P * (t + 1) / T,
+                        cpu_thread_scratch(c, (int)t));
+#pragma omp barrier
+        }
+    }
+    return LISA_OK;
+}
+
 /* Packed Q8_0X16 / Q4_0X16 weights: passes of up to CPU_MM_MB activation
  * rows are quantized into the shared scratch (rows split over the threads),
  * then each thread multiplies them with its own run of 16-row groups. */
@@ -304,6 +334,8 @@ static lisa_status cpu_matmul(lisa_backend *be, lisa_tensor *out, const lisa_ten
     LISA_ASSERT(!lisa_dtype_is_quant(w->dtype) || K % LISA_QK == 0);
     if (lisa_dtype_is_packed(w->dtype)) {
         LISA_TRY(cpu_matmul_packed(c, od, xd, M, K, w));
+    } else if (w->dtype == LISA_DTYPE_BF16 && c->bf16_dot) {
+        LISA_TRY(cpu_matmul_bf16_dot(c, od, xd, M, K, w));
     } else {
         LISA_TRY(cpu_matmul_float(c, od, xd, M, K, w));
     }
@@ -587,6 +619,10 @@ const char *lisa_backend_cpu_isa_name(const lisa_backend *be) {
     return be->ops == &k_cpu_ops ? cpu_ctx_of((lisa_backend *)be)->mm->name : NULL;
 }
 
+int lisa_backend_cpu_bf16_dot(const lisa_backend *be) {
+    return be->ops == &k_cpu_ops && cpu_ctx_of((lisa_backend *)be)->bf16_dot != NULL;
+}
+
 lisa_status lisa_backend_cpu_init_params(lisa_backend **out, const lisa_backend_params *p) {
     int nthreads = p->threads;
     lisa_backend *be = calloc(1, sizeof *be);
@@ -601,6 +637,12 @@ lisa_status lisa_backend_cpu_init_params(lisa_backend **out, const lisa_backend_
     c->mm = cpu_mm_isa_get(p->cpu_isa >= LISA_CPU_ISA_BEST && p->cpu_isa <= LISA_CPU_ISA_GENERIC
                                ? isa_names[p->cpu_isa]
                                : NULL);
+    /* only with the AVX-512 kernels: a forced avx2 or generic run is a run
+     * without this instruction set */
+    if (p->cpu_bf16_dot && !strcmp(c->mm->name, "avx512")) {
+        c->bf16_dot = cpu_mm_bf16_dot_avx512();
+        c->bf16_round = cpu_mm_bf16_round_avx512();
+    }
     lisa_status st = cpu_scratch_alloc(c, LISA_CPU_SCRATCH_THREAD_ELEMS, LISA_CPU_SCRATCH_SHARED_ELEMS);
     if (st != LISA_OK) {
         free(be);

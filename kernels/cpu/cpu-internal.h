@@ -17,6 +17,10 @@ struct cpu_mm_isa;
 typedef struct {
     int nthreads;
     const struct cpu_mm_isa *mm; /* the matmul kernels (matmul-cpu.h) */
+    /* the bf16 dot-product path (matmul-cpu.h), NULL when not in use */
+    void (*bf16_dot)(float *out, const uint16_t *xb, int64_t M, int64_t K,
+                     const lisa_tensor *w, int64_t p0, int64_t p1, float *acc);
+    void (*bf16_round)(uint16_t *dst, const float *x, int64_t K);
     float *scratch;
     size_t thread_elems, shared_elems;
 } cpu_ctx;

@@ -14,7 +14,7 @@
 #include <string.h>
 
 #define MR 4
-#define NR 6
+#define NR 6 /* = CPU_BF16_NR */
 #define VL 16
 
 /* Software prefetch distances of the decode kernels (as in matmul-avx2.c):
@@ -439,6 +439,132 @@ static const cpu_mm_isa k_avx512_vnni = {"avx512", MR, NR, VL, avx512_panel_fill
                                          avx512_direct, avx512_qgroup_vnni,
                                          avx512_quantize_row};
 
+/* --- the bf16 dot-product path (matmul-cpu.h) --- */
+
+_Static_assert(NR == CPU_BF16_NR, "the driver carves panels of CPU_BF16_NR rows");
+
+/* Columns per chunk: 6 weight rows x 1024 bf16 = 12 KB stays in L1 while
+ * every block of activation rows passes over it. */
+#define BKC 1024
+
+/* lisa_f32_to_bf16 on 16 lanes: round to nearest even by integer addition,
+ * NaNs kept quiet. */
+__attribute__((target("avx512bf16"))) static void avx512_bf16_round_row(uint16_t *dst,
+                                                                        const float *x, int64_t K) {
+    const __m512i lsb = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff);
+    const __m512i absm = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
+    const __m512i quiet = _mm512_set1_epi32(0x40);
+    int64_t k = 0;
+    for (; k < K; k += 16) {
+        __mmask16 m = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1u);
+        __m512i u = _mm512_castps_si512(_mm512_maskz_loadu_ps(m, x + k));
+        __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(bias, _mm512_and_si512(
+                                                                   _mm512_srli_epi32(u, 16), lsb)));
+        r = _mm512_srli_epi32(r, 16);
+        __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, absm), inf);
+        r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), quiet);
+        _mm256_mask_storeu_epi16(dst + k, m, _mm512_cvtepi32_epi16(r));
+    }
+    _mm256_zeroupper();
+}
+
+/* One block: mr activation rows (bf16, row stride ldx) against the NR rows
+ * of w at rows[], columns [k0, k0 + kc). acc and first / last as block_mr's.
+ * A partial last step loads both operands masked (zeros beyond K, so no
+ * product of bytes past a row). One row (decode) prefetches the weights. */
+static inline __attribute__((always_inline, target("avx512bf16"))) void bdot_mr(
+    const int mr, const uint16_t *xb, int64_t ldx, const uint16_t *const *rows, int64_t k0,
+    int64_t kc, float *acc, int first, int last, float *out, int64_t ldo, int nv) {
+    __m512 a[MR][NR];
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 6
+        for (int j = 0; j < NR; j++)
+            a[i][j] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + (i * NR + j) * VL);
+    int64_t ke = k0 + kc, kv = k0 + kc / 32 * 32, k = k0;
+    for (; k < kv; k += 32) {
+        __m512bh wv[NR];
+#pragma GCC unroll 6
+        for (int j = 0; j < NR; j++) {
+            if (mr == 1) _mm_prefetch((const char *)(rows[j] + k) + PF_ROW_BYTES, _MM_HINT_T0);
+            wv[j] = (__m512bh)_mm512_loadu_si512(rows[j] + k);
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < mr; i++) {
+            __m512bh xv = (__m512bh)_mm512_loadu_si512(xb + i * ldx + k);
+#pragma GCC unroll 6
+            for (int j = 0; j < NR; j++) a[i][j] = _mm512_dpbf16_ps(a[i][j], xv, wv[j]);
+        }
+    }
+    if (k < ke) {
+        __mmask32 m = (__mmask32)((1u << (ke - k)) - 1u);
+        __m512bh wv[NR];
+#pragma GCC unroll 6
+        for (int j = 0; j < NR; j++) wv[j] = (__m512bh)_mm512_maskz_loadu_epi16(m, rows[j] + k);
+#pragma GCC unroll 4
+        for (int i = 0; i < mr; i++) {
+            __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(m, xb + i * ldx + k);
+#pragma GCC unroll 6
+            for (int j = 0; j < NR; j++) a[i][j] = _mm512_dpbf16_ps(a[i][j], xv, wv[j]);
+        }
+    }
+    if (!last) {
+#pragma GCC unroll 4
+        for (int i = 0; i < mr; i++)
+#pragma GCC unroll 6
+            for (int j = 0; j < NR; j++) _mm512_storeu_ps(acc + (i * NR + j) * VL, a[i][j]);
+        return;
+    }
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nv; j++) out[i * ldo + j] = _mm512_reduce_add_ps(a[i][j]);
+}
+
+/* Panels of NR weight rows, each in chunks of BKC columns, every block of
+ * MR activation rows per chunk. Rows past nv repeat the last row (their sums
+ * are not stored). */
+__attribute__((target("avx512bf16"))) static void avx512_bf16_dot(float *out, const uint16_t *xb,
+                                                                  int64_t M, int64_t K,
+                                                                  const lisa_tensor *w, int64_t p0,
+                                                                  int64_t p1, float *acc) {
+    int64_t N = w->shape[0];
+    for (int64_t p = p0; p < p1; p++) {
+        int64_t n0 = p * NR;
+        int nv = (int)(N - n0 < NR ? N - n0 : NR);
+        const uint16_t *rows[NR];
+        for (int j = 0; j < NR; j++)
+            rows[j] = (const uint16_t *)w->data + (size_t)(n0 + (j < nv ? j : nv - 1)) * (size_t)K;
+        for (int64_t k0 = 0; k0 < K; k0 += BKC) {
+            int64_t kc = K - k0 < BKC ? K - k0 : BKC;
+            int first = k0 == 0, last = k0 + kc >= K;
+            for (int64_t i = 0; i < M; i += MR) {
+                const uint16_t *x = xb + i * K;
+                float *ai = acc + (size_t)i * NR * VL, *o = out + i * N + n0;
+                switch (M - i < MR ? M - i : MR) {
+                case 4: bdot_mr(4, x, K, rows, k0, kc, ai, first, last, o, N, nv); break;
+                case 3: bdot_mr(3, x, K, rows, k0, kc, ai, first, last, o, N, nv); break;
+                case 2: bdot_mr(2, x, K, rows, k0, kc, ai, first, last, o, N, nv); break;
+                default: bdot_mr(1, x, K, rows, k0, kc, ai, first, last, o, N, nv); break;
+                }
+            }
+        }
+    }
+    _mm256_zeroupper();
+}
+
+static int cpu_has_avx512bf16(void) {
+    unsigned a, b, c, d;
+    /* CPUID leaf 7 sub-leaf 1, EAX bit 5 */
+    return cpu_mm_isa_avx512() && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5));
+}
+
+cpu_bf16_dot_fn cpu_mm_bf16_dot_avx512(void) {
+    return cpu_has_avx512bf16() ? avx512_bf16_dot : NULL;
+}
+
+cpu_bf16_round_row_fn cpu_mm_bf16_round_avx512(void) {
+    return cpu_has_avx512bf16() ? avx512_bf16_round_row : NULL;
+}
+
 /* F16C from CPUID leaf 1 (clang's __builtin_cpu_supports does not know
  * "f16c"). */
 static int cpu_has_f16c(void) {
@@ -459,5 +585,7 @@ const cpu_mm_isa *cpu_mm_isa_avx512(void) {
 #else
 
 const cpu_mm_isa *cpu_mm_isa_avx512(void) { return NULL; }
+cpu_bf16_dot_fn cpu_mm_bf16_dot_avx512(void) { return NULL; }
+cpu_bf16_round_row_fn cpu_mm_bf16_round_avx512(void) { return NULL; }
 
 #endif

@@ -156,4 +156,29 @@ void cpu_mm_run(const cpu_mm_isa *isa, float *out, const float *x, int64_t M, in
 const cpu_mm_isa *cpu_mm_isa_avx512(void);
 const cpu_mm_isa *cpu_mm_isa_avx2(void);
 
+/* The bf16 dot-product path (opt-in: lisa_backend_params.cpu_bf16_dot),
+ * llama.cpp's numerics for BF16 weights and what the CUDA backend and torch
+ * compute in bf16: activation rows are rounded to bf16 (cpu_bf16_round_row,
+ * round to nearest even as lisa_f32_to_bf16) and multiplied with bf16 rows
+ * of w as they are, with AVX512-BF16's vdpbf16ps (32 products, exact, added
+ * in pairs into 16 fp32 lanes per instruction: twice the multiply-adds of
+ * an fp32 FMA). Lane l of an output sums the pairs k = 2l, 2l + 1 of every
+ * 32 columns, in order of k, carried across chunks in the accumulator
+ * buffer and reduced in one fixed order: a row's result depends on its own
+ * x row and w only, as in the fp32 path (batch invariance). Not bit-equal
+ * to the fp32 path (x is rounded) and with no portable twin: the engine
+ * uses it only where the CPU has AVX512-BF16. */
+
+/* x (K) fp32 -> dst (K) bf16 (the same bits as lisa_f32_to_bf16). */
+typedef void (*cpu_bf16_round_row_fn)(uint16_t *dst, const float *x, int64_t K);
+/* out (M, N) = xb (M, K) bf16 @ w (N, K)^T for w BF16, rows of panels of
+ * CPU_BF16_NR weight rows [p0, p1) only, M <= CPU_MM_MB, with acc (M *
+ * CPU_BF16_NR * 16 floats) of the calling thread. */
+typedef void (*cpu_bf16_dot_fn)(float *out, const uint16_t *xb, int64_t M, int64_t K,
+                                const lisa_tensor *w, int64_t p0, int64_t p1, float *acc);
+#define CPU_BF16_NR 6
+/* NULL when the CPU (or the build) lacks AVX512-BF16. */
+cpu_bf16_dot_fn cpu_mm_bf16_dot_avx512(void);
+cpu_bf16_round_row_fn cpu_mm_bf16_round_avx512(void);
+
 #endif

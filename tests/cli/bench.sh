@@ -45,6 +45,7 @@ grep -q 'clip-' "$TMP/out" && fail "--clip none still ran CLIP"
 "$LISA" bench llm --config "$ROOT/configs/llama-bench-small.json" --prompt-len 8 --batches 1 \
     --new-tokens 2 --json >"$TMP/out" 2>"$TMP/err" || fail "bench llm failed: $(cat "$TMP/err")"
 grep -q '"prefill_tok_s":' "$TMP/out" || fail "bench llm output: $(cat "$TMP/out")"
+grep -q '"cpu_kernels":"[a-z0-9]' "$TMP/out" || fail "bench llm names no cpu kernels: $(cat "$TMP/out")"
 
 # usage errors
 expect_usage() {

@@ -11,7 +11,8 @@
  *  - the model split into two layer ranges (as pipeline stages) gives the
  *    same logits as the whole model.
  * LISA_TEST_DEVICE=cuda runs it all on the CUDA backend (scripts/gpu-check.sh),
- * LISA_TEST_DTYPE=bf16|fp16 in that precision. Tolerances there: fp32 1e-4
+ * LISA_TEST_DTYPE=bf16|fp16 in that precision (weights in it on the CPU; with
+ * LISA_CPU_BF16_DOT=1 bf16 activations too, as on CUDA). Tolerances there: fp32 1e-4
  * (other summation orders); bf16 twice what transformers' own bf16 run
  * moves from its fp32 one on the same prompts, per model and per quantity
  * (bf16-reference.json, tests/reference/gen_llama_bf16.py); fp16 1e-2, a
@@ -32,6 +33,9 @@ static lisa_backend_kind g_kind = LISA_BACKEND_CPU;
 static lisa_dtype g_dtype = LISA_DTYPE_F32;
 static double g_tol = TOL_LOGITS;   /* logits and hidden states */
 static double g_tol_h = TOL_LOGITS; /* hidden states, when bf16 sets them apart */
+static double g_tol_base = TOL_LOGITS; /* the device's and dtype's, before a model's own */
+static int g_cpu_dot; /* the CPU backend runs bf16 weights on bf16 dot products */
+static int g_half;    /* this model computes in half precision (token checks relaxed) */
 
 /* bf16: twice transformers' own worst bf16 error on this model's prompts. */
 static void tol_from_bf16_reference(const char *dir) {
@@ -48,18 +52,18 @@ static void tol_from_bf16_reference(const char *dir) {
     free(json);
 }
 
-/* The CUDA backend takes the environment's switches (LISA_GEMV=0 for the
- * emulator runs, see CMakeLists.txt). */
+/* Backends take the environment's switches (LISA_GEMV=0 for the CUDA
+ * emulator runs, LISA_CPU_BF16_DOT=1 for the CPU's bf16 dot products: see
+ * CMakeLists.txt). */
 static lisa_status test_backend(lisa_backend **be) {
-    if (g_kind == LISA_BACKEND_CPU) return lisa_backend_cpu_init(be, 2);
-    lisa_backend_params p = lisa_backend_params_default(g_kind, 0, 0);
+    lisa_backend_params p = lisa_backend_params_default(g_kind, 0, g_kind == LISA_BACKEND_CPU ? 2 : 0);
     lisa_backend_params_from_env(&p);
     return lisa_backend_init_params(be, &p);
 }
 
 /* Token sequences agree: wholly in fp32, on the first token in half precision. */
 static int same_tokens(const int32_t *a, int na, const int32_t *b, int nb) {
-    if (g_dtype != LISA_DTYPE_F32) return na > 0 && nb > 0 && a[0] == b[0];
+    if (g_half) return na > 0 && nb > 0 && a[0] == b[0];
     return na == nb && !memcmp(a, b, (size_t)na * 4);
 }
 
@@ -149,8 +153,6 @@ static void test_model(const char *fixtures, const char *name) {
     char *json = test_read_file(test_path(dir, "expected.json"), NULL);
     CHECK(json != NULL, "%s/expected.json missing", dir);
     if (!json) return;
-    if (g_dtype == LISA_DTYPE_BF16) tol_from_bf16_reference(dir);
-    else g_tol_h = g_tol;
     cJSON *root = cJSON_Parse(json);
     cJSON *cases = cJSON_GetObjectItem(root, "cases");
     int nc = cJSON_GetArraySize(cases);
@@ -164,6 +166,12 @@ static void test_model(const char *fixtures, const char *name) {
     st = lisa_llama_model_load(&m, dir, be, g_dtype, 0, -1);
     CHECK(st == LISA_OK, "load %s: %s", dir, lisa_error_get());
     if (st != LISA_OK) return;
+    /* on the CPU, bf16 weights on file stay bf16 and meet bf16 activations
+     * only on the dot-product path */
+    g_half = g_dtype != LISA_DTYPE_F32 || (g_cpu_dot && m.tok_embeddings.dtype == LISA_DTYPE_BF16);
+    g_tol = g_tol_base;
+    if (g_dtype == LISA_DTYPE_BF16 || (g_half && g_cpu_dot)) tol_from_bf16_reference(dir);
+    else g_tol_h = g_tol;
     int V = m.cfg.vocab_size, C = m.cfg.hidden_size;
 
     llama_case *cs = calloc((size_t)nc, sizeof *cs);
@@ -211,7 +219,7 @@ static void test_model(const char *fixtures, const char *name) {
         int same = same_tokens(one[k].tokens, one[k].n_tokens, cs[k].gen, cs[k].n_gen);
         CHECK(same, "%s case %d: greedy tokens differ from transformers (%d vs %d tokens)", name, k,
               one[k].n_tokens, cs[k].n_gen);
-        if (g_dtype != LISA_DTYPE_F32) {
+        if (g_half) {
             int agree = 0;
             while (agree < one[k].n_tokens && agree < cs[k].n_gen && one[k].tokens[agree] == cs[k].gen[agree])
                 agree++;
@@ -302,13 +310,20 @@ int main(int argc, char **argv) {
     const char *fixtures = argc > 1 ? argv[1] : "tests/fixtures";
     const char *dev = getenv("LISA_TEST_DEVICE"), *dt = getenv("LISA_TEST_DTYPE");
     test_cuda_require("test-llama");
-    if (dev && !strcmp(dev, "cuda")) {
-        g_kind = LISA_BACKEND_CUDA;
-        g_tol = 1e-4;
-        if (dt && !strcmp(dt, "bf16")) g_dtype = LISA_DTYPE_BF16;
-        else if (dt && !strcmp(dt, "fp16")) g_dtype = LISA_DTYPE_F16, g_tol = 1e-2;
-        fprintf(stderr, "test-llama on cuda, %s\n", lisa_dtype_name(g_dtype));
-    }
+    if (dev && !strcmp(dev, "cuda")) g_kind = LISA_BACKEND_CUDA, g_tol = 1e-4;
+    if (dt && !strcmp(dt, "bf16")) g_dtype = LISA_DTYPE_BF16;
+    else if (dt && !strcmp(dt, "fp16")) g_dtype = LISA_DTYPE_F16, g_tol = 1e-2;
+    if (g_kind == LISA_BACKEND_CPU && g_dtype != LISA_DTYPE_F32)
+        fprintf(stderr, "test-llama: the CPU computes in fp32 (bf16 dot products: "
+                        "LISA_CPU_BF16_DOT=1); LISA_TEST_DTYPE is for LISA_TEST_DEVICE=cuda\n");
+    g_tol_base = g_tol;
+    lisa_backend *be = NULL;
+    g_cpu_dot = g_kind == LISA_BACKEND_CPU && test_backend(&be) == LISA_OK &&
+                lisa_backend_cpu_bf16_dot(be);
+    lisa_backend_free(be);
+    if (g_kind == LISA_BACKEND_CUDA || g_dtype != LISA_DTYPE_F32 || g_cpu_dot)
+        fprintf(stderr, "test-llama on %s, %s%s\n", g_kind == LISA_BACKEND_CUDA ? "cuda" : "cpu",
+                lisa_dtype_name(g_dtype), g_cpu_dot ? ", bf16 dot products" : "");
     test_model(fixtures, "llama-mha");
     test_model(fixtures, "llama-gqa");
     test_model(fixtures, "llama-tc");

@@ -18,6 +18,8 @@
  *    continuous batching and the cluster's equality with one process rely
  *    on; see backend-cpu.c).
  *  - bias is added after the product (the same bits as product + bias).
+ *  - the bf16 dot-product path (cpu_bf16_dot, where the CPU has
+ *    AVX512-BF16) on bf16 weights, the same way, against x rounded to bf16.
  * The op-level fixtures from torch are in test-ops.c; this file adds the
  * dtypes and shapes torch cannot give (block types) and the invariance. */
 #include <math.h>
@@ -111,6 +113,16 @@ static void one_case(lisa_backend *be, lisa_backend *be1, const char *isa, lisa_
         memcpy(x, xr, (size_t)(M * K) * sizeof *xr);
         free(xr);
     }
+    if (dt == LISA_DTYPE_BF16 && lisa_backend_cpu_bf16_dot(be)) {
+        /* the bf16 dot path sees x rounded to bf16: so does the reference */
+        float *xr = malloc((size_t)(M * K) * sizeof *xr);
+        for (int64_t i = 0; i < M * K; i++) xr[i] = lisa_bf16_to_f32(lisa_f32_to_bf16(x[i]));
+        CHECK(run(be, rest, xr, M, K, w, dt, N, NULL) == LISA_OK, "%s", tag);
+        CHECK(!memcmp(rest, out, (size_t)(M * N) * sizeof *rest),
+              "%s: x already on the bf16 grid gives other bits", tag);
+        memcpy(x, xr, (size_t)(M * K) * sizeof *xr);
+        free(xr);
+    }
     double rel = 0;
     for (int64_t m = 0; m < M; m++)
         for (int64_t n = 0; n < N; n++) {
@@ -198,8 +210,9 @@ static void check_quantize_rows(void) {
 int main(int argc, char **argv) {
     (void)argc;
     (void)argv;
+    /* the last pass: AVX-512 with the bf16 dot-product path */
     static const lisa_cpu_isa isas[] = {LISA_CPU_ISA_AVX512, LISA_CPU_ISA_AVX2,
-                                        LISA_CPU_ISA_GENERIC};
+                                        LISA_CPU_ISA_GENERIC, LISA_CPU_ISA_AVX512};
     static const lisa_dtype dts[] = {LISA_DTYPE_F32,  LISA_DTYPE_F16,     LISA_DTYPE_BF16,
                                      LISA_DTYPE_Q8_0, LISA_DTYPE_Q4_0,    LISA_DTYPE_Q8_0X16,
                                      LISA_DTYPE_Q4_0X16};
@@ -208,24 +221,30 @@ int main(int argc, char **argv) {
     static const int64_t Kf[] = {7, 24, 40, 520}; /* float weights only */
     static const int64_t Ns[] = {1, 7, 13};
     static const int64_t Np[] = {16, 48}; /* packed: groups of 16 rows */
-    const char *seen[3] = {NULL, NULL, NULL};
+    const char *seen[4] = {NULL, NULL, NULL, NULL};
     lisa_backend_params pg = lisa_backend_params_default(LISA_BACKEND_CPU, 0, 1);
     pg.cpu_isa = LISA_CPU_ISA_GENERIC;
     CHECK(lisa_backend_init_params(&g_generic, &pg) == LISA_OK, "cpu init: %s", lisa_error_get());
     if (!g_generic) return test_finish("test-matmul");
     check_quantize_rows();
-    for (int s = 0; s < 3; s++) {
+    for (int s = 0; s < 4; s++) {
+        const int bf16dot = s == 3;
         lisa_backend_params p = lisa_backend_params_default(LISA_BACKEND_CPU, 0, 2);
         p.cpu_isa = isas[s];
+        p.cpu_bf16_dot = bf16dot;
         lisa_backend *be = NULL, *be1 = NULL;
         CHECK(lisa_backend_init_params(&be, &p) == LISA_OK, "cpu init: %s", lisa_error_get());
         p.threads = 1;
         CHECK(lisa_backend_init_params(&be1, &p) == LISA_OK, "cpu init: %s", lisa_error_get());
         if (!be || !be1) return test_finish("test-matmul");
-        const char *isa = lisa_backend_cpu_isa_name(be);
+        const char *isa = bf16dot ? "avx512+bf16dot" : lisa_backend_cpu_isa_name(be);
         int dup = 0;
         for (int j = 0; j < s; j++) dup |= seen[j] && !strcmp(seen[j], isa);
         seen[s] = isa;
+        if (bf16dot && !lisa_backend_cpu_bf16_dot(be)) {
+            printf("bf16 dot-product path: not on this CPU (no AVX512-BF16)\n");
+            dup = 1;
+        }
         if (dup) { /* the CPU lacks this one: it fell back to a set already run */
             lisa_backend_free(be);
             lisa_backend_free(be1);
@@ -233,6 +252,7 @@ int main(int argc, char **argv) {
         }
         printf("matmul kernels: %s\n", isa);
         for (size_t d = 0; d < sizeof dts / sizeof dts[0]; d++) {
+            if (bf16dot && dts[d] != LISA_DTYPE_BF16) continue;
             int quant = lisa_dtype_is_quant(dts[d]) || lisa_dtype_is_packed(dts[d]);
             int packed = lisa_dtype_is_packed(dts[d]);
             const int64_t *ns = packed ? Np : Ns;
@@ -246,6 +266,12 @@ int main(int argc, char **argv) {
                 }
         }
         /* one case the size of a LLaMA projection */
+        one_case(be, be1, isa, LISA_DTYPE_BF16, 130, 2048, 64);
+        if (bf16dot) {
+            lisa_backend_free(be);
+            lisa_backend_free(be1);
+            continue;
+        }
         one_case(be, be1, isa, LISA_DTYPE_Q4_0, 3, 2048, 64);
         one_case(be, be1, isa, LISA_DTYPE_BF16, 3, 2048, 64);
         one_case(be, be1, isa, LISA_DTYPE_Q4_0X16, 3, 2048, 64);
