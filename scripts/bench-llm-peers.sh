@@ -415,15 +415,15 @@ print(hdr)
 print("-" * len(hdr))
 notes = []
 for t in types:
-    b = base(t)
+    lt = base(t)  # llama.cpp's runs of the same weights
     rows = [
         ("prefill tok/s (b=1)", per_round("lisa-" + t, "prefill_tok_s", batch=1),
-         per_round("llama-bench-" + b, "avg_ts", n_prompt=int(prompt), n_gen=0), "%.1f"),
+         per_round("llama-bench-" + lt, "avg_ts", n_prompt=int(prompt), n_gen=0), "%.1f"),
         ("decode tok/s (b=1)", per_round("lisa-" + t, "decode_tok_s", batch=1),
-         per_round("llama-batched-" + b, "speed_tg", pl=1), "%.2f"),
+         per_round("llama-batched-" + lt, "speed_tg", pl=1), "%.2f"),
         ("decode tok/s (b=16)", per_round("lisa-" + t, "decode_tok_s", batch=16),
-         per_round("llama-batched-" + b, "speed_tg", pl=16), "%.2f"),
-        ("peak RSS MB", rss_mb("lisa-" + t), rss_mb("llama-batched-" + b), "%.0f"),
+         per_round("llama-batched-" + lt, "speed_tg", pl=16), "%.2f"),
+        ("peak RSS MB", rss_mb("lisa-" + t), rss_mb("llama-batched-" + lt), "%.0f"),
     ]
     # lisa's own count of its tensors' bytes where it prints one, else the
     # count from the config (both sides hold these tensors in the same type)
@@ -450,7 +450,7 @@ for t in types:
         notes.append(f"{t}: lisa's CPU matmul kernels: {kern}"
                      + (" (no AVX512-BF16 here: the exact path, as bf16)"
                         if t == "bf16dot" and "bf16dot" not in kern else ""))
-    tg = per_round("llama-bench-" + b, "avg_ts", n_prompt=0, n_gen=int(gen))
+    tg = per_round("llama-bench-" + lt, "avg_ts", n_prompt=0, n_gen=int(gen))
     notes.append(f"{t}: llama-bench tg{gen} (b=1 from an empty context): {max(tg):.2f} tok/s; "
                  f"weights read per decode step {gb:.3f} GB")
 print()
