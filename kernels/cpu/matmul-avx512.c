@@ -111,17 +111,39 @@ static void avx512_panel_fill(float *panel, int64_t kcp, const lisa_tensor *w, i
     _mm256_zeroupper();
 }
 
+/* A block's lane sums: zeroed (first chunk) or carried in from acc; at the
+ * end stored back to acc, or (last chunk) each output reduced in one fixed
+ * order into out[i * ldo + j], j < nv. */
+static inline __attribute__((always_inline)) void acc_begin(const int mr, __m512 a[MR][NR],
+                                                            const float *acc, int first) {
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 6
+        for (int j = 0; j < NR; j++)
+            a[i][j] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + (i * NR + j) * VL);
+}
+
+static inline __attribute__((always_inline)) void acc_end(const int mr, __m512 a[MR][NR],
+                                                          float *acc, int last, float *out,
+                                                          int64_t ldo, int nv) {
+    if (!last) {
+#pragma GCC unroll 4
+        for (int i = 0; i < mr; i++)
+#pragma GCC unroll 6
+            for (int j = 0; j < NR; j++) _mm512_storeu_ps(acc + (i * NR + j) * VL, a[i][j]);
+        return;
+    }
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nv; j++) out[i * ldo + j] = _mm512_reduce_add_ps(a[i][j]);
+}
+
 /* The block for a constant mr (inlined into one function per mr so the
  * accumulators live in registers). */
 static inline __attribute__((always_inline)) void block_mr(
     const int mr, const float *x, int64_t ldx, const float *panel, int64_t kcp, int64_t kc,
     float *acc, int first, int last, float *out, int64_t ldo, int nv) {
     __m512 a[MR][NR];
-#pragma GCC unroll 4
-    for (int i = 0; i < mr; i++)
-#pragma GCC unroll 6
-        for (int j = 0; j < NR; j++)
-            a[i][j] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + (i * NR + j) * VL);
+    acc_begin(mr, a, acc, first);
     int64_t kv = kc / VL * VL;
     for (int64_t k = 0; k < kv; k += VL) {
         __m512 wv[NR];
@@ -146,15 +168,7 @@ static inline __attribute__((always_inline)) void block_mr(
             for (int j = 0; j < NR; j++) a[i][j] = _mm512_fmadd_ps(xv, wv[j], a[i][j]);
         }
     }
-    if (!last) {
-#pragma GCC unroll 4
-        for (int i = 0; i < mr; i++)
-#pragma GCC unroll 6
-            for (int j = 0; j < NR; j++) _mm512_storeu_ps(acc + (i * NR + j) * VL, a[i][j]);
-        return;
-    }
-    for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nv; j++) out[i * ldo + j] = _mm512_reduce_add_ps(a[i][j]);
+    acc_end(mr, a, acc, last, out, ldo, nv);
 }
 
 static void avx512_block(const float *x, int64_t ldx, int mr, const float *panel, int64_t kcp,
@@ -476,11 +490,7 @@ static inline __attribute__((always_inline, target("avx512bf16"))) void bdot_mr(
     const int mr, const uint16_t *xb, int64_t ldx, const uint16_t *const *rows, int64_t k0,
     int64_t kc, float *acc, int first, int last, float *out, int64_t ldo, int nv) {
     __m512 a[MR][NR];
-#pragma GCC unroll 4
-    for (int i = 0; i < mr; i++)
-#pragma GCC unroll 6
-        for (int j = 0; j < NR; j++)
-            a[i][j] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + (i * NR + j) * VL);
+    acc_begin(mr, a, acc, first);
     int64_t ke = k0 + kc, kv = k0 + kc / 32 * 32, k = k0;
     for (; k < kv; k += 32) {
         __m512bh wv[NR];
@@ -508,15 +518,7 @@ static inline __attribute__((always_inline, target("avx512bf16"))) void bdot_mr(
             for (int j = 0; j < NR; j++) a[i][j] = _mm512_dpbf16_ps(a[i][j], xv, wv[j]);
         }
     }
-    if (!last) {
-#pragma GCC unroll 4
-        for (int i = 0; i < mr; i++)
-#pragma GCC unroll 6
-            for (int j = 0; j < NR; j++) _mm512_storeu_ps(acc + (i * NR + j) * VL, a[i][j]);
-        return;
-    }
-    for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nv; j++) out[i * ldo + j] = _mm512_reduce_add_ps(a[i][j]);
+    acc_end(mr, a, acc, last, out, ldo, nv);
 }
 
 /* Panels of NR weight rows, each in chunks of BKC columns, every block of
