@@ -368,13 +368,17 @@ static inline __attribute__((always_inline, target("avx512vnni"))) void qgroup_m
 #pragma GCC unroll 8
         for (int i = 0; i < mr; i++) {
             const cpu_xq_block *xb = xq + (size_t)i * (size_t)nb + b;
-            int32_t xw[8];
-            memcpy(xw, xb->qs, sizeof xw);
+            /* each 4 x quants broadcast straight from memory (dpbusd's
+             * embedded {1to16}): copied out as one array they went through
+             * general registers, a cross-domain move per dpbusd */
             __m512i i0 = _mm512_set1_epi32(-off * xb->sum), i1 = _mm512_setzero_si512();
 #pragma GCC unroll 4
             for (int j = 0; j < 8; j += 2) {
-                i0 = _mm512_dpbusd_epi32(i0, u[j], _mm512_set1_epi32(xw[j]));
-                i1 = _mm512_dpbusd_epi32(i1, u[j + 1], _mm512_set1_epi32(xw[j + 1]));
+                int32_t x0, x1;
+                memcpy(&x0, xb->qs + 4 * j, 4);
+                memcpy(&x1, xb->qs + 4 * j + 4, 4);
+                i0 = _mm512_dpbusd_epi32(i0, u[j], _mm512_set1_epi32(x0));
+                i1 = _mm512_dpbusd_epi32(i1, u[j + 1], _mm512_set1_epi32(x1));
             }
             __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(xb->d));
             acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(i0, i1)), sc, acc[i]);
