@@ -238,7 +238,7 @@ static lisa_status cpu_matmul_float(cpu_ctx *c, float *od, const float *xd, int6
                                     const lisa_tensor *w) {
     const cpu_mm_isa *isa = c->mm;
     int64_t N = w->shape[0];
-    int64_t kc = CPU_MM_KC;
+    int64_t kc = isa->kc;
     LISA_TRY(cpu_scratch_fits(c, "matmul", cpu_mm_scratch_need(isa, kc), 0, NULL));
     /* panels of isa->nr weight rows, a contiguous run per thread: each
      * thread streams its own part of w once per call (decode reads every

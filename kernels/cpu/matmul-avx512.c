@@ -16,6 +16,12 @@
 #define MR 4
 #define NR 6 /* = CPU_BF16_NR */
 #define VL 16
+/* Panel chunk: 6 rows x 1024 fp32 = 24 KB of L1 (48 KB on Zen 4/5 and on
+ * recent Xeons), the x chunk of a 128-row pass 512 KB of L2. Measured on a
+ * Zen 5 EPYC, one thread, bf16 weights: M = 128, K = N = 2048 at kc 512
+ * 172 GFLOP/s, 768 180, 1024 189, 1536 163; M = 16: 108 at 512, 143 at
+ * 1024. */
+#define KC 1024
 
 /* Software prefetch distances of the decode kernels (as in matmul-avx2.c):
  * weight bytes ahead in each row of direct, packed blocks ahead in qgroup
@@ -451,9 +457,9 @@ static void avx512_quantize_row(cpu_xq_block *dst, const float *x, int64_t K) {
     _mm256_zeroupper(); /* as in the panel fill */
 }
 
-static const cpu_mm_isa k_avx512 = {"avx512", MR, NR, VL, avx512_panel_fill, avx512_block,
+static const cpu_mm_isa k_avx512 = {"avx512", MR, NR, VL, KC, avx512_panel_fill, avx512_block,
                                     avx512_direct, avx512_qgroup, avx512_quantize_row};
-static const cpu_mm_isa k_avx512_vnni = {"avx512", MR, NR, VL, avx512_panel_fill, avx512_block,
+static const cpu_mm_isa k_avx512_vnni = {"avx512", MR, NR, VL, KC, avx512_panel_fill, avx512_block,
                                          avx512_direct, avx512_qgroup_vnni,
                                          avx512_quantize_row};
 

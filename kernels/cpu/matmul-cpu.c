@@ -72,7 +72,7 @@ void cpu_mm_quantize_row(cpu_xq_block *dst, const float *x, int64_t K) {
     }
 }
 
-static const cpu_mm_isa k_generic = {"generic", GEN_MR, GEN_NR, GEN_VL, gen_panel_fill, gen_block,
+static const cpu_mm_isa k_generic = {"generic", GEN_MR, GEN_NR, GEN_VL, CPU_MM_KC, gen_panel_fill, gen_block,
                                      NULL, cpu_qgroup_c, cpu_mm_quantize_row};
 
 void cpu_mm_qrun(const cpu_mm_isa *isa, float *out, const cpu_xq_block *xq, int64_t M, int64_t K,

@@ -36,7 +36,9 @@
 #include "backend.h"
 
 /* Columns of w widened per panel chunk (a multiple of every VL and of
- * LISA_QK): 6 rows x 512 fp32 = 12 KB. */
+ * LISA_QK), unless an isa sets its own (cpu_mm_isa.kc): 3 rows x 512 fp32
+ * = 6 KB for AVX2. The chunk width changes no bits: lane sums carry
+ * across chunks exactly. */
 #define CPU_MM_KC 512
 /* Activation rows per pass over a panel chunk: bounds the accumulator
  * buffer (MB x NR x VL floats per thread). */
@@ -56,6 +58,7 @@ typedef struct cpu_xq_block {
 typedef struct cpu_mm_isa {
     const char *name;  /* "avx512", "avx2", "generic" */
     int mr, nr, vl;    /* rows per block, weight rows per panel, lanes */
+    int kc;            /* columns per panel chunk (cpu_matmul_float's) */
     /* Widens columns [k0, k0 + kc) of rows [n0, n0 + nv) of w (N, K) into
      * panel (nr, kcp) fp32 (kcp = kc rounded up to vl); rows nv..nr and
      * columns kc..kcp are zeroed. k0 and kc are multiples of LISA_QK for

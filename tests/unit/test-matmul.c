@@ -2,7 +2,8 @@
  * matmul-cpu.h) for every weight dtype and every instruction set this CPU
  * runs (avx512, avx2, generic), on shapes that hit every edge of the
  * blocking: M around the row block and the 128-row pass, K below, at and
- * above the 512-column chunk and (for float weights) not a multiple of the
+ * above the panel chunk (512 columns for avx2 and generic, 1024 for avx512
+ * and the bf16 dot path) and (for float weights) not a multiple of the
  * vector width, N around the panel width.
  *
  * What is checked, per case:
@@ -218,7 +219,7 @@ int main(int argc, char **argv) {
                                      LISA_DTYPE_Q4_0X16};
     static const int64_t Ms[] = {1, 2, 3, 5, 130};
     static const int64_t Ks[] = {32, 96, 512, 544, 1056};
-    static const int64_t Kf[] = {7, 24, 40, 520}; /* float weights only */
+    static const int64_t Kf[] = {7, 24, 40, 520, 1037}; /* float weights only */
     static const int64_t Ns[] = {1, 7, 13};
     static const int64_t Np[] = {16, 48}; /* packed: groups of 16 rows */
     const char *seen[4] = {NULL, NULL, NULL, NULL};
