@@ -291,10 +291,10 @@ PY
 
 # ---- every input first, so that the measurements run back to back ----
 for t in "${TYPE_LIST[@]}"; do
-    [ "$t" = bf16dot ] && continue # bf16's files
-    lisa_dir "$t"
-    gguf_file "$t"
-    same_weights "$t"
+    [ "$t" = bf16dot ] && [ $HAVE_BF16 = 1 ] && continue # bf16's files, prepared there
+    lisa_dir "${t%dot}"
+    gguf_file "${t%dot}"
+    same_weights "${t%dot}"
 done
 if [ $PREPARE_ONLY = 1 ]; then
     echo "$ME: prepared in $WORK; rerun with --work $WORK to measure"
@@ -385,7 +385,7 @@ nh = cfg["num_attention_heads"]
 nkv = cfg.get("num_key_value_heads", nh)
 kv = h // nh * nkv
 matmul = L * (2 * h * h + 2 * h * kv + 3 * h * inter) + V * h
-per_elem = {"bf16": 2.0, "bf16dot": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+per_elem = {"bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 
 bw, bw_text = None, "n/a (this lisa has no `bench memory`)"
 if have_memory == "1":
@@ -429,7 +429,7 @@ for t in types:
     # count from the config (both sides hold these tensors in the same type)
     lisa1 = jsonl(f"lisa-{t}.r1")
     gb = one(lisa1, "weight_bytes", batch=1) / 1e9 if "weight_bytes" in lisa1[0] \
-        else matmul * per_elem[t] / 1e9
+        else matmul * per_elem[lt] / 1e9
     for name, a, b, fmt in rows:
         print(f"{t:7} | {name:27} | {fmt % max(a):>14} | {fmt % max(b):>14} | {max(a) / max(b):.2f}")
         if rounds > 1 and "tok/s" in name:

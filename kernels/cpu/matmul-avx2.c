@@ -432,7 +432,8 @@ static void avx2_quantize_row(cpu_xq_block *dst, const float *x, int64_t K) {
             q[h] = _mm256_cvtps_epi32(t);
             s = _mm256_add_epi32(s, q[h]);
         }
-        __m256i q8 = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        __m256i q8 = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]),
+                                        _mm256_packs_epi32(q[2], q[3]));
         _mm256_storeu_si256((__m256i *)dst[b].qs, _mm256_permutevar8x32_epi32(q8, perm));
         __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
         s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
@@ -442,8 +443,9 @@ static void avx2_quantize_row(cpu_xq_block *dst, const float *x, int64_t K) {
     _mm256_zeroupper(); /* as in the panel fill */
 }
 
-static const cpu_mm_isa k_avx2 = {"avx2", MR, NR, VL, CPU_MM_KC, avx2_panel_fill, avx2_block, avx2_direct,
-                                  avx2_qgroup, avx2_quantize_row};
+static const cpu_mm_isa k_avx2 = {"avx2", MR, NR, VL, CPU_MM_KC,
+                                  avx2_panel_fill, avx2_block, avx2_direct, avx2_qgroup,
+                                  avx2_quantize_row};
 
 /* F16C from CPUID leaf 1 (clang's __builtin_cpu_supports does not know
  * "f16c"). */

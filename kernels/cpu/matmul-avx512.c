@@ -28,8 +28,8 @@
  * with one row. Measured on a 2-core AMD EPYC (Zen 5), bf16 decode of the
  * 1.1B shape, best of 6 interleaved runs: none 21.9 tok/s, 1024 bytes 25.8,
  * 2048 23.7, 3072 21.9; q4_0 decode, best of 5: no blocks ahead 63, 4
- * ahead 68, 8 ahead 72 (q8_0 the same for all: 57). A prefetch never faults, so running past a
- * tensor's end is harmless. */
+ * ahead 68, 8 ahead 72 (q8_0 the same for all: 57). A prefetch never
+ * faults, so running past a tensor's end is harmless. */
 #ifndef PF_ROW_BYTES
 #define PF_ROW_BYTES 1024
 #endif
@@ -374,9 +374,9 @@ static inline __attribute__((always_inline, target("avx512vnni"))) void qgroup_m
 #pragma GCC unroll 8
         for (int i = 0; i < mr; i++) {
             const cpu_xq_block *xb = xq + (size_t)i * (size_t)nb + b;
-            /* each 4 x quants broadcast straight from memory (dpbusd's
-             * embedded {1to16}): copied out as one array they went through
-             * general registers, a cross-domain move per dpbusd */
+            /* each 4 x quants broadcast straight from memory (vpbroadcastd
+             * of a load): copied out as one array they went through general
+             * registers, a cross-domain move per dpbusd */
             __m512i i0 = _mm512_set1_epi32(-off * xb->sum), i1 = _mm512_setzero_si512();
 #pragma GCC unroll 4
             for (int j = 0; j < 8; j += 2) {
@@ -473,8 +473,7 @@ _Static_assert(NR == CPU_BF16_NR, "the driver carves panels of CPU_BF16_NR rows"
 
 /* lisa_f32_to_bf16 on 16 lanes: round to nearest even by integer addition,
  * NaNs kept quiet. */
-__attribute__((target("avx512bf16"))) static void avx512_bf16_round_row(uint16_t *dst,
-                                                                        const float *x, int64_t K) {
+static void avx512_bf16_round_row(uint16_t *dst, const float *x, int64_t K) {
     const __m512i lsb = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff);
     const __m512i absm = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
     const __m512i quiet = _mm512_set1_epi32(0x40);

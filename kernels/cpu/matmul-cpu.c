@@ -72,8 +72,9 @@ void cpu_mm_quantize_row(cpu_xq_block *dst, const float *x, int64_t K) {
     }
 }
 
-static const cpu_mm_isa k_generic = {"generic", GEN_MR, GEN_NR, GEN_VL, CPU_MM_KC, gen_panel_fill, gen_block,
-                                     NULL, cpu_qgroup_c, cpu_mm_quantize_row};
+static const cpu_mm_isa k_generic = {"generic", GEN_MR, GEN_NR, GEN_VL, CPU_MM_KC,
+                                     gen_panel_fill, gen_block, NULL, cpu_qgroup_c,
+                                     cpu_mm_quantize_row};
 
 void cpu_mm_qrun(const cpu_mm_isa *isa, float *out, const cpu_xq_block *xq, int64_t M, int64_t K,
                  const lisa_tensor *w, int64_t g0, int64_t g1) {

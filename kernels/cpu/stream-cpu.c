@@ -89,7 +89,8 @@ lisa_status lisa_cpu_stream_measure(int threads, size_t bytes, int reps, lisa_cp
             memcpy(dst + a, src + a, (b - a) * 8);
         }
         double t2 = now_s();
-        double rd = (double)(words * 8) / tr / 1e9, cp = 2.0 * (double)(words * 8) / (t2 - t1) / 1e9;
+        double rd = (double)(words * 8) / tr / 1e9;
+        double cp = 2.0 * (double)(words * 8) / (t2 - t1) / 1e9;
         if (rd > best_read) best_read = rd;
         if (cp > best_copy) best_copy = cp;
     }
