@@ -80,6 +80,12 @@ void cluster_rank_describe(const cluster_ctx *x, int rank, char *buf, size_t n);
 int cluster_hello_check(const cluster_ctx *x, int src, const Lisa__Cluster__Hello *h,
                         const Lisa__Cluster__Hello *mine, char *why, size_t n);
 
+/* Unpacks a control message of type d from another rank; NULL when it is
+ * malformed: protobuf-c refuses it, or it holds a field numbered 0
+ * (pb-check.h), which protobuf-c accepts but would not read back once
+ * re-packed. Free with protobuf_c_message_free_unpacked. */
+ProtobufCMessage *cluster_msg_unpack(const ProtobufCMessageDescriptor *d, size_t n,
+                                     const uint8_t *buf);
 /* Packs msg and sends it to dest on tag. */
 lisa_status cluster_send_msg(cluster_ctx *x, int dest, int tag, const ProtobufCMessage *msg);
 /* Sends a raw buffer (copied) on LISA_TAG_DATA after its header. */

@@ -39,6 +39,7 @@
 #include "cluster-internal.h"
 #include "config-file.h"
 #include "image-cache.h"
+#include "pb-check.h"
 
 #define CLUSTER_VERSION_STR "lisa-cluster/" "1"
 
@@ -100,6 +101,16 @@ static void cluster_host_name(char *buf, size_t n) {
     }
     if (*ip) snprintf(buf, n, "%s (%s)", hn, ip);
     else snprintf(buf, n, "%s", hn);
+}
+
+ProtobufCMessage *cluster_msg_unpack(const ProtobufCMessageDescriptor *d, size_t n,
+                                     const uint8_t *buf) {
+    ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, n, buf);
+    if (m && lisa_pb_field_zero(m)) {
+        protobuf_c_message_free_unpacked(m, NULL);
+        m = NULL;
+    }
+    return m;
 }
 
 lisa_status cluster_send_msg(cluster_ctx *x, int dest, int tag, const ProtobufCMessage *msg) {
@@ -238,8 +249,10 @@ static int cluster_handshake(cluster_ctx *x, const Lisa__Cluster__Hello *mine) {
             fprintf(stderr, "lisa cluster: handshake: %s\n", lisa_error_get());
             return 2;
         }
-        Lisa__Cluster__Hello *h = tag == LISA_TAG_HELLO ? lisa__cluster__hello__unpack(NULL, n, buf)
-                                                         : NULL;
+        Lisa__Cluster__Hello *h =
+            tag == LISA_TAG_HELLO
+                ? (Lisa__Cluster__Hello *)cluster_msg_unpack(&lisa__cluster__hello__descriptor, n, buf)
+                : NULL;
         free(buf);
         if (!h) {
             fprintf(stderr, "lisa cluster: handshake: rank %d sent a malformed or unexpected %s "
@@ -295,7 +308,7 @@ static lisa_status cluster_dispatch(cluster_ctx *x, int src, int tag, size_t n) 
     case LISA_TAG_SHUTDOWN: d = &lisa__cluster__shutdown__descriptor; break;
     default: break;
     }
-    if (d) msg = protobuf_c_message_unpack(d, NULL, n, buf);
+    if (d) msg = cluster_msg_unpack(d, n, buf);
     if (!msg || (need && !(x->roles & need))) {
         free(buf);
         if (msg) protobuf_c_message_free_unpacked(msg, NULL);
@@ -411,7 +424,8 @@ static void cluster_shutdown(cluster_ctx *x, Lisa__Cluster__Stats **all) {
         uint8_t *buf;
         if (lisa_transport_recv_alloc(&x->tr, src, tag, n, &buf) != LISA_OK) break;
         if (tag == LISA_TAG_STATS && !all[src]) {
-            all[src] = lisa__cluster__stats__unpack(NULL, n, buf);
+            all[src] = (Lisa__Cluster__Stats *)cluster_msg_unpack(&lisa__cluster__stats__descriptor,
+                                                                  n, buf);
             have += all[src] != NULL;
         }
         free(buf);

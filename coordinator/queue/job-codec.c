@@ -5,7 +5,8 @@
  * before protobuf-c sees it, protobuf-c unpacks it under a byte budget (a
  * repeated field of empty sub-messages costs 2 wire bytes but allocates a
  * struct each), the wire is scanned for NUL bytes in string fields
- * (protobuf-c would silently truncate there), and every field is checked
+ * (protobuf-c would silently truncate there), a field numbered 0 at any
+ * depth is refused (pb-check.h), and every field is checked
  * after: lengths against the limits, counts (never trusted), UTF-8, exactly
  * one image source, masks against the image size and their RLE.
  *
@@ -20,6 +21,7 @@
 
 #include "job.pb-c.h"
 #include "masks.h"
+#include "pb-check.h"
 
 #define JOB_DEFAULT_MAX_PROMPT ((size_t)16 << 10)
 #define JOB_DEFAULT_MAX_ID ((size_t)1 << 10)
@@ -190,7 +192,14 @@ static lisa_status job_unpack(const ProtobufCMessageDescriptor *desc, const char
     if (nul) return lisa_error_set(LISA_ERR_FORMAT, "%s: %s contains a NUL byte", what, nul);
     job_budget *b = alloc->allocator_data;
     *out = protobuf_c_message_unpack(desc, alloc, len, buf ? buf : (const uint8_t *)"");
-    if (*out) return LISA_OK;
+    if (*out) {
+        const char *zero = lisa_pb_field_zero(*out);
+        if (!zero) return LISA_OK;
+        protobuf_c_message_free_unpacked(*out, alloc);
+        *out = NULL;
+        return lisa_error_set(LISA_ERR_FORMAT, "%s: malformed protobuf (a field number 0 in %s)",
+                              what, zero);
+    }
     if (b->nomem) return lisa_error_set(LISA_ERR_NOMEM, "%s: out of memory unpacking it", what);
     if (b->over)
         return lisa_error_set(LISA_ERR_FORMAT,

@@ -380,6 +380,22 @@ static void test_requests(void) {
     static const uint8_t long_varint[] = {0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
     check_request_refused(long_varint, sizeof long_varint, NULL, LISA_ERR_FORMAT, "malformed protobuf",
                           "11-byte varint");
+    /* a field numbered 0 written as an overlong varint (0x80 0x00), which
+     * protobuf-c keeps as an unknown field; without it the request is valid */
+    wire z = {0};
+    wire_uint(&z, RQ_VERSION, 1);
+    wire_str(&z, RQ_IMAGE_PATH, "a.jpg");
+    wire_str(&z, RQ_PROMPT, "x");
+    lisa_job_request zr;
+    CHECK(lisa_job_request_decode(z.p, z.n, NULL, &zr) == LISA_OK, "request before field 0: %s",
+          lisa_error_get());
+    lisa_job_request_free(&zr);
+    wire_byte(&z, 0x80);
+    wire_byte(&z, 0x00);
+    wire_byte(&z, 0x00);
+    check_request_refused(z.p, z.n, NULL, LISA_ERR_FORMAT, "field number 0 in lisa.job.JobRequest",
+                          "field 0, overlong");
+    free(z.p);
 }
 
 /* ---- results ------------------------------------------------------------ */
@@ -478,6 +494,24 @@ static void test_results(void) {
     w = result_wire(4, 3, 4, 3, "1 2", -1);
     check_result_refused(w.p, w.n, NULL, LISA_ERR_FORMAT, "invalid character", "RLE alphabet");
     free(w.p);
+    /* a field numbered 0 (overlong varint) one level down, in the mask */
+    wire zm = {0};
+    wire_uint(&zm, MK_H, 3);
+    wire_uint(&zm, MK_W, 4);
+    wire_str(&zm, MK_RLE, c12);
+    wire_byte(&zm, 0x80);
+    wire_byte(&zm, 0x00);
+    wire_byte(&zm, 0x00);
+    w = (wire){0};
+    wire_uint(&w, RS_VERSION, 1);
+    wire_uint(&w, RS_STATUS, 0);
+    wire_uint(&w, RS_WIDTH, 4);
+    wire_uint(&w, RS_HEIGHT, 3);
+    wire_bytes(&w, RS_MASKS, zm.p, zm.n);
+    check_result_refused(w.p, w.n, NULL, LISA_ERR_FORMAT, "field number 0 in lisa.job.Mask",
+                         "mask with field 0");
+    free(w.p);
+    free(zm.p);
     w = result_wire(4, 3, 4, 3, "oooooooooooooo1", -1);
     check_result_refused(w.p, w.n, NULL, LISA_ERR_FORMAT, "longer than", "RLE count too long");
     free(w.p);
