@@ -355,7 +355,7 @@ static inline __attribute__((always_inline, target("avx512vnni"))) void qgroup_m
     for (int i = 0; i < mr; i++) acc[i] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *gb = wg + (size_t)b * gbytes;
-        if (mr == 1 && PF_BLOCKS)
+        if (mr == 1 && PF_BLOCKS > 0)
             for (size_t o = 0; o < gbytes; o += 64)
                 _mm_prefetch((const char *)gb + PF_BLOCKS * gbytes + o, _MM_HINT_T0);
         __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)gb));
