@@ -445,7 +445,7 @@ static void avx2_quantize_row(cpu_xq_block *dst, const float *x, int64_t K) {
 
 static const cpu_mm_isa k_avx2 = {"avx2", MR, NR, VL, CPU_MM_KC,
                                   avx2_panel_fill, avx2_block, avx2_direct, avx2_qgroup,
-                                  avx2_quantize_row};
+                                  avx2_quantize_row, 0};
 
 /* F16C from CPUID leaf 1 (clang's __builtin_cpu_supports does not know
  * "f16c"). */

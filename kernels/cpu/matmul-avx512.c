@@ -22,6 +22,13 @@
  * 172 GFLOP/s, 768 180, 1024 189, 1536 163; M = 16: 108 at 512, 143 at
  * 1024. */
 #define KC 1024
+/* direct_x_bytes: the direct kernel in groups of 4 rows beats panels up to
+ * about 2 MB of activations. Zen 5, one thread, bf16 weights, GFLOP/s
+ * panels -> direct: M = 16, K = 2048 (weights out of the caches) 122 ->
+ * 150, K = 5632 136 -> 176; M = 32 161 -> 181 (K = 5632 171 -> 196); M = 64
+ * 189 -> 203 (182 -> 195); M = 128, K = 2048 197 -> 202; at M = 128,
+ * K = 5632 (2.9 MB) 185 -> 183. */
+#define DIRECT_X_BYTES ((size_t)2 << 20)
 
 /* Software prefetch distances of the decode kernels (as in matmul-avx2.c):
  * weight bytes ahead in each row of direct, packed blocks ahead in qgroup
@@ -473,10 +480,11 @@ static void avx512_quantize_row(cpu_xq_block *dst, const float *x, int64_t K) {
 }
 
 static const cpu_mm_isa k_avx512 = {"avx512", MR, NR, VL, KC, avx512_panel_fill, avx512_block,
-                                    avx512_direct, avx512_qgroup, avx512_quantize_row};
+                                    avx512_direct, avx512_qgroup, avx512_quantize_row,
+                                    DIRECT_X_BYTES};
 static const cpu_mm_isa k_avx512_vnni = {"avx512", MR, NR, VL, KC, avx512_panel_fill, avx512_block,
                                          avx512_direct, avx512_qgroup_vnni,
-                                         avx512_quantize_row};
+                                         avx512_quantize_row, DIRECT_X_BYTES};
 
 /* --- the bf16 dot-product path (matmul-cpu.h) --- */
 

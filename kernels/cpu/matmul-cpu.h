@@ -85,6 +85,11 @@ typedef struct cpu_mm_isa {
      * cpu_mm_quantize_row (prefill quantizes every activation row of every
      * packed matmul: the scalar rounding cost half as much as the products). */
     void (*quantize_row)(cpu_xq_block *dst, const float *x, int64_t K);
+    /* direct also takes calls of more than mr rows, in groups of mr, while
+     * x (M, K) fp32 is at most this many bytes (0: only M <= mr). Each
+     * group reads the panel's weight rows again, from the caches after the
+     * first; it saves the panel's stores and loads, and the same bits. */
+    size_t direct_x_bytes;
 } cpu_mm_isa;
 
 /* x (K) -> K / 32 blocks: lisa_quantize_q8_0's rounding, the scale kept as
