@@ -517,10 +517,11 @@ static void avx512_bf16_round_row(uint16_t *dst, const float *x, int64_t K) {
 /* One block: mr activation rows (bf16, row stride ldx) against the NR rows
  * of w at rows[], columns [k0, k0 + kc). acc and first / last as block_mr's.
  * A partial last step loads both operands masked (zeros beyond K, so no
- * product of bytes past a row). One row (decode) prefetches the weights. */
+ * product of bytes past a row). The first block of a chunk (pf: all of
+ * decode's) prefetches the weights; the blocks after it find them cached. */
 static inline __attribute__((always_inline, target("avx512bf16"))) void bdot_mr(
-    const int mr, const uint16_t *xb, int64_t ldx, const uint16_t *const *rows, int64_t k0,
-    int64_t kc, float *acc, int first, int last, float *out, int64_t ldo, int nv) {
+    const int mr, const int pf, const uint16_t *xb, int64_t ldx, const uint16_t *const *rows,
+    int64_t k0, int64_t kc, float *acc, int first, int last, float *out, int64_t ldo, int nv) {
     __m512 a[MR][NR];
     acc_begin(mr, a, acc, first);
     int64_t ke = k0 + kc, kv = k0 + kc / 32 * 32, k = k0;
@@ -528,7 +529,7 @@ static inline __attribute__((always_inline, target("avx512bf16"))) void bdot_mr(
         __m512bh wv[NR];
 #pragma GCC unroll 6
         for (int j = 0; j < NR; j++) {
-            if (mr == 1) _mm_prefetch((const char *)(rows[j] + k) + PF_ROW_BYTES, _MM_HINT_T0);
+            if (pf) _mm_prefetch((const char *)(rows[j] + k) + PF_ROW_BYTES, _MM_HINT_T0);
             wv[j] = (__m512bh)_mm512_loadu_si512(rows[j] + k);
         }
 #pragma GCC unroll 4
@@ -573,11 +574,12 @@ __attribute__((target("avx512bf16"))) static void avx512_bf16_dot(float *out, co
             for (int64_t i = 0; i < M; i += MR) {
                 const uint16_t *x = xb + i * K;
                 float *ai = acc + (size_t)i * NR * VL, *o = out + i * N + n0;
+                const int pf = i == 0;
                 switch (M - i < MR ? M - i : MR) {
-                case 4: bdot_mr(4, x, K, rows, k0, kc, ai, first, last, o, N, nv); break;
-                case 3: bdot_mr(3, x, K, rows, k0, kc, ai, first, last, o, N, nv); break;
-                case 2: bdot_mr(2, x, K, rows, k0, kc, ai, first, last, o, N, nv); break;
-                default: bdot_mr(1, x, K, rows, k0, kc, ai, first, last, o, N, nv); break;
+                case 4: bdot_mr(4, pf, x, K, rows, k0, kc, ai, first, last, o, N, nv); break;
+                case 3: bdot_mr(3, pf, x, K, rows, k0, kc, ai, first, last, o, N, nv); break;
+                case 2: bdot_mr(2, pf, x, K, rows, k0, kc, ai, first, last, o, N, nv); break;
+                default: bdot_mr(1, pf, x, K, rows, k0, kc, ai, first, last, o, N, nv); break;
                 }
             }
         }
