@@ -243,14 +243,16 @@ static inline __attribute__((always_inline)) void direct_mr(
     int64_t kv = K / VL * VL;
     for (int64_t k = 0; k < kv; k += VL) {
         __m256 wv[NR];
-        if (!(k & 31))
+        if (!(k & 31)) {
+            /* float rows: near a row's end, the same row of the next panel
+             * (NR rows on), as matmul-avx512.c's direct_mr; block rows keep
+             * k bytes as an estimate */
+            int fl = dt == LISA_DTYPE_BF16 || dt == LISA_DTYPE_F16 || dt == LISA_DTYPE_F32;
+            size_t off = (size_t)(dt == LISA_DTYPE_F32 ? 4 * k : fl ? 2 * k : k) + PF_ROW_BYTES;
+            size_t at = fl && off >= rb ? (size_t)NR * rb + (off - rb) : off;
 #pragma GCC unroll 3
-            for (int j = 0; j < NR; j++)
-                _mm_prefetch(rows[j] + (dt == LISA_DTYPE_BF16 || dt == LISA_DTYPE_F16 ? 2 * k
-                                        : dt == LISA_DTYPE_F32                      ? 4 * k
-                                                                                    : k) +
-                                 PF_ROW_BYTES,
-                             _MM_HINT_T0);
+            for (int j = 0; j < NR; j++) _mm_prefetch(rows[j] + at, _MM_HINT_T0);
+        }
 #pragma GCC unroll 3
         for (int j = 0; j < NR; j++) wv[j] = wvec(dt, rows[j], k);
 #pragma GCC unroll 4
