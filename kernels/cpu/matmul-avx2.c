@@ -1,8 +1,9 @@
 /* matmul-avx2.c: the matmul kernels for AVX2 with FMA and F16C, built with
  * those -m flags and called only when the CPU has them (cpu_mm_isa_get).
  * Blocks of 4 activation rows x 3 weight rows keep 12 ymm accumulators (of
- * 16 registers); weight panels are widened from bf16, f16, Q8_0 or Q4_0 with
- * vector conversions that are exact (see matmul-cpu.h). Deliberately not
+ * 16 registers); the weight rows are widened in registers from bf16, f16,
+ * Q8_0 or Q4_0 with vector conversions that are exact (see matmul-cpu.h),
+ * for every call: no panel buffer (see k_avx2 for why). Deliberately not
  * here: anything that must agree bit for bit with other instruction sets
  * (only fp32 rounding separates them). */
 #include "matmul-cpu.h"
@@ -11,6 +12,7 @@
 
 #include <cpuid.h>
 #include <immintrin.h>
+#include <stdint.h>
 #include <string.h>
 
 #define MR 4
@@ -41,12 +43,6 @@ static inline __m256 w8_q(__m128i q, __m256 d) {
     return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d);
 }
 
-/* Stores the 16 int8 quants of q times d as 16 floats at p. */
-static inline void store16_q(float *p, __m128i q, __m256 d) {
-    _mm256_storeu_ps(p, w8_q(q, d));
-    _mm256_storeu_ps(p + 8, w8_q(_mm_srli_si128(q, 8), d));
-}
-
 /* The lanes [0, t) of a maskload (t < 8). */
 static inline __m256i tail_mask(int t) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(t), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -58,131 +54,6 @@ static inline float hsum8(__m256 v) {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
     return _mm_cvtss_f32(s);
-}
-
-/* Widens n elements of one row of w, from element k0, into p (n a
- * multiple of LISA_QK for block types; float types convert their tail one
- * by one). */
-static void row_widen(float *p, const lisa_tensor *w, int64_t row, int64_t k0, int64_t n) {
-    int64_t K = w->shape[1];
-    const char *base = (const char *)w->data + (size_t)row * lisa_dtype_row_bytes(w->dtype, K);
-    int64_t k = 0;
-    switch (w->dtype) {
-    case LISA_DTYPE_F32:
-        memcpy(p, (const float *)base + k0, (size_t)n * sizeof *p);
-        return;
-    case LISA_DTYPE_BF16: {
-        const uint16_t *s = (const uint16_t *)base + k0;
-        for (; k + VL <= n; k += VL) _mm256_storeu_ps(p + k, w8_bf16(s + k));
-        for (; k < n; k++) p[k] = lisa_bf16_to_f32(s[k]);
-        return;
-    }
-    case LISA_DTYPE_F16: {
-        const uint16_t *s = (const uint16_t *)base + k0;
-        for (; k + VL <= n; k += VL) _mm256_storeu_ps(p + k, w8_f16(s + k));
-        for (; k < n; k++) p[k] = lisa_f16_to_f32(s[k]);
-        return;
-    }
-    case LISA_DTYPE_Q8_0: {
-        const lisa_block_q8_0 *b = (const lisa_block_q8_0 *)base + k0 / LISA_QK;
-        for (; k < n; k += LISA_QK, b++) {
-            __m256 d = _mm256_set1_ps(_cvtsh_ss(b->d));
-            store16_q(p + k, _mm_loadu_si128((const __m128i *)b->qs), d);
-            store16_q(p + k + 16, _mm_loadu_si128((const __m128i *)(b->qs + 16)), d);
-        }
-        return;
-    }
-    case LISA_DTYPE_Q4_0: {
-        const lisa_block_q4_0 *b = (const lisa_block_q4_0 *)base + k0 / LISA_QK;
-        const __m128i lo4 = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
-        for (; k < n; k += LISA_QK, b++) {
-            __m256 d = _mm256_set1_ps(_cvtsh_ss(b->d));
-            __m128i v = _mm_loadu_si128((const __m128i *)b->qs);
-            __m128i lo = _mm_sub_epi8(_mm_and_si128(v, lo4), eight);
-            __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), lo4), eight);
-            store16_q(p + k, lo, d);
-            store16_q(p + k + 16, hi, d);
-        }
-        return;
-    }
-    default: break;
-    }
-}
-
-static void avx2_panel_fill(float *panel, int64_t kcp, const lisa_tensor *w, int64_t n0, int nv,
-                              int64_t k0, int64_t kc) {
-    for (int j = 0; j < NR; j++) {
-        float *p = panel + j * kcp;
-        if (j < nv) {
-            row_widen(p, w, n0 + j, k0, kc);
-            memset(p + kc, 0, (size_t)(kcp - kc) * sizeof *p);
-        } else {
-            memset(p, 0, (size_t)kcp * sizeof *p);
-        }
-    }
-    /* leave no dirty upper state for the SSE code that follows (GCC omits
-     * its own vzeroupper below -O2, and then every later SSE instruction
-     * pays a transition: 5x slower scalar code in sanitizer builds) */
-    _mm256_zeroupper();
-}
-
-/* The block for a constant mr (inlined into one function per mr so the
- * accumulators live in registers). */
-static inline __attribute__((always_inline)) void block_mr(
-    const int mr, const float *x, int64_t ldx, const float *panel, int64_t kcp, int64_t kc,
-    float *acc, int first, int last, float *out, int64_t ldo, int nv) {
-    __m256 a[MR][NR];
-#pragma GCC unroll 4
-    for (int i = 0; i < mr; i++)
-#pragma GCC unroll 3
-        for (int j = 0; j < NR; j++)
-            a[i][j] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(acc + (i * NR + j) * VL);
-    int64_t kv = kc / VL * VL;
-    for (int64_t k = 0; k < kv; k += VL) {
-        __m256 wv[NR];
-#pragma GCC unroll 3
-        for (int j = 0; j < NR; j++) wv[j] = _mm256_loadu_ps(panel + j * kcp + k);
-#pragma GCC unroll 4
-        for (int i = 0; i < mr; i++) {
-            __m256 xv = _mm256_loadu_ps(x + i * ldx + k);
-#pragma GCC unroll 3
-            for (int j = 0; j < NR; j++) a[i][j] = _mm256_fmadd_ps(xv, wv[j], a[i][j]);
-        }
-    }
-    if (kv < kc) {
-        int t = (int)(kc - kv);
-        __m256i m = tail_mask(t);
-        __m256 wv[NR];
-#pragma GCC unroll 3
-        for (int j = 0; j < NR; j++) wv[j] = _mm256_loadu_ps(panel + j * kcp + kv);
-#pragma GCC unroll 4
-        for (int i = 0; i < mr; i++) {
-            __m256 xv = _mm256_maskload_ps(x + i * ldx + kv, m);
-#pragma GCC unroll 3
-            for (int j = 0; j < NR; j++) a[i][j] = _mm256_fmadd_ps(xv, wv[j], a[i][j]);
-        }
-    }
-    if (!last) {
-#pragma GCC unroll 4
-        for (int i = 0; i < mr; i++)
-#pragma GCC unroll 3
-            for (int j = 0; j < NR; j++) _mm256_storeu_ps(acc + (i * NR + j) * VL, a[i][j]);
-        return;
-    }
-    for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nv; j++) out[i * ldo + j] = hsum8(a[i][j]);
-}
-
-static void avx2_block(const float *x, int64_t ldx, int mr, const float *panel, int64_t kcp,
-                         int64_t kc, float *acc, int first, int last, float *out, int64_t ldo,
-                         int nv) {
-    switch (mr) {
-    case 4: block_mr(4, x, ldx, panel, kcp, kc, acc, first, last, out, ldo, nv); break;
-    case 3: block_mr(3, x, ldx, panel, kcp, kc, acc, first, last, out, ldo, nv); break;
-    case 2: block_mr(2, x, ldx, panel, kcp, kc, acc, first, last, out, ldo, nv); break;
-    default: block_mr(1, x, ldx, panel, kcp, kc, acc, first, last, out, ldo, nv); break;
-    }
-    _mm256_zeroupper(); /* as in the panel fill */
 }
 
 /* 8 weights of a row at column k (k % 8 == 0), widened in registers
@@ -221,12 +92,12 @@ static inline __attribute__((always_inline)) __m256 wvec_tail(const lisa_dtype d
     return dt == LISA_DTYPE_BF16 ? w8_bf16(h) : w8_f16(h);
 }
 
-/* Small calls (mr <= MR rows in all): the NR weight rows of a panel are
- * widened in registers and used at once, with no panel buffer: the same
- * lane sums in the same order as block_mr over a widened panel (lane l sums
- * k = l mod 8 in order of k; the tail's lanes past K add x = 0 times w = 0),
- * so the same bits. Rows past nv repeat the last row (their sums are not
- * stored). */
+/* One group of mr <= MR activation rows against the NR weight rows of a
+ * panel, widened in registers and used at once: the lane sums of
+ * matmul-cpu.h in their order (lane l sums k = l mod 8 in order of k; the
+ * tail's lanes past K add x = 0 times w = 0), so the bits of the generic
+ * kernel's widened panels to fp32 rounding. Rows past nv repeat the last
+ * row (their sums are not stored). */
 static inline __attribute__((always_inline)) void direct_mr(
     const int mr, const lisa_dtype dt, const float *x, int64_t ldx, const lisa_tensor *w,
     int64_t n0, int nv, float *out, int64_t ldo) {
@@ -296,7 +167,10 @@ static void avx2_direct(const float *x, int64_t ldx, int mr, const lisa_tensor *
     case LISA_DTYPE_Q4_0: DIRECT_DT(LISA_DTYPE_Q4_0) break;
     default: DIRECT_DT(LISA_DTYPE_F32) break;
     }
-    _mm256_zeroupper(); /* as in the panel fill */
+    /* leave no dirty upper state for the SSE code that follows (GCC omits
+     * its own vzeroupper below -O2, and then every later SSE instruction
+     * pays a transition: 5x slower scalar code in sanitizer builds) */
+    _mm256_zeroupper();
 }
 
 /* Packed weights: up to 4 activation rows against the group's 16 rows (two
@@ -442,17 +316,22 @@ static void avx2_quantize_row(cpu_xq_block *dst, const float *x, int64_t K) {
         s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
         dst[b].sum = _mm_cvtsi128_si32(s4);
     }
-    _mm256_zeroupper(); /* as in the panel fill */
+    _mm256_zeroupper(); /* as in avx2_direct */
 }
 
-/* direct_x_bytes: the direct kernel in groups of rows up to 512 KB of
- * activations, Zen 3's L2 (batched decode's M = 16 of every projection of
- * the 1.1B shape; prefill chunks keep panels). Measured only on a Zen 5 with
- * LISA_CPU_ISA=avx2: bf16 decode b=16 62..64 -> 94 tok/s (2 interleaved
- * runs; a 1 MB limit gave 88..90 in 3), prefill unchanged. */
-static const cpu_mm_isa k_avx2 = {"avx2", MR, NR, VL, CPU_MM_KC,
-                                  avx2_panel_fill, avx2_block, avx2_direct, avx2_qgroup,
-                                  avx2_quantize_row, (size_t)512 << 10};
+/* No panels: the direct kernel takes every call (direct_x_bytes SIZE_MAX),
+ * in tiles of 16 panels (48 weight rows). On the 2-core AMD EPYC (Zen 3)
+ * this is tuned on, one thread, bf16 weights out of the caches, best of 4
+ * to 8 interleaved runs (the machine's neighbours halve a run at times):
+ * M = 128, K = N = 2048 panels 47.5 GFLOP/s, direct a panel at a time 57.5,
+ * tiles of 4 61.1, 8 66.9, 16 67.3 (32 and 64 no better); M = 128,
+ * K = 5632: panels 52.1, direct 66.0, tiles of 16 69.3; M = 512, K = 13824
+ * (LLaMA-13B's down projection): panels 14.5, tiles of 16 51.8. The panels'
+ * 2 KB row stride and the x rows' 8 KB one fall on the same L1 sets, and
+ * a panel chunk reads each x row in short 2 KB runs. The FMA peak here is
+ * about 86 GFLOP/s per core. */
+static const cpu_mm_isa k_avx2 = {"avx2", MR, NR, VL, CPU_MM_KC, NULL, NULL, avx2_direct,
+                                  avx2_qgroup, avx2_quantize_row, SIZE_MAX, 16};
 
 /* F16C from CPUID leaf 1 (clang's __builtin_cpu_supports does not know
  * "f16c"). */

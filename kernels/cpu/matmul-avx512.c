@@ -488,10 +488,10 @@ static void avx512_quantize_row(cpu_xq_block *dst, const float *x, int64_t K) {
 
 static const cpu_mm_isa k_avx512 = {"avx512", MR, NR, VL, KC, avx512_panel_fill, avx512_block,
                                     avx512_direct, avx512_qgroup, avx512_quantize_row,
-                                    DIRECT_X_BYTES};
+                                    DIRECT_X_BYTES, 1};
 static const cpu_mm_isa k_avx512_vnni = {"avx512", MR, NR, VL, KC, avx512_panel_fill, avx512_block,
                                          avx512_direct, avx512_qgroup_vnni,
-                                         avx512_quantize_row, DIRECT_X_BYTES};
+                                         avx512_quantize_row, DIRECT_X_BYTES, 1};
 
 /* --- the bf16 dot-product path (matmul-cpu.h) --- */
 

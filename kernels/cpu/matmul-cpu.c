@@ -74,7 +74,7 @@ void cpu_mm_quantize_row(cpu_xq_block *dst, const float *x, int64_t K) {
 
 static const cpu_mm_isa k_generic = {"generic", GEN_MR, GEN_NR, GEN_VL, CPU_MM_KC,
                                      gen_panel_fill, gen_block, NULL, cpu_qgroup_c,
-                                     cpu_mm_quantize_row, 0};
+                                     cpu_mm_quantize_row, 0, 0};
 
 void cpu_mm_qrun(const cpu_mm_isa *isa, float *out, const cpu_xq_block *xq, int64_t M, int64_t K,
                  const lisa_tensor *w, int64_t g0, int64_t g1) {
@@ -117,12 +117,16 @@ void cpu_mm_run(const cpu_mm_isa *isa, float *out, const float *x, int64_t M, in
     int64_t N = w->shape[0];
     float *panel = scratch, *acc = scratch + mm_panel_floats(isa, KC);
     if (isa->direct && (M <= isa->mr || (size_t)(M * K) * sizeof *x <= isa->direct_x_bytes)) {
-        for (int64_t p = p0; p < p1; p++) {
-            int64_t n0 = p * isa->nr;
-            int nv = (int)(N - n0 < isa->nr ? N - n0 : isa->nr);
+        int64_t tile = isa->direct_tile > 1 ? isa->direct_tile : 1;
+        for (int64_t t0 = p0; t0 < p1; t0 += tile) {
+            int64_t t1 = p1 - t0 < tile ? p1 : t0 + tile;
             for (int64_t i = 0; i < M; i += isa->mr) {
                 int mr = (int)(M - i < isa->mr ? M - i : isa->mr);
-                isa->direct(x + i * K, K, mr, w, n0, nv, out + i * N + n0, N);
+                for (int64_t p = t0; p < t1; p++) {
+                    int64_t n0 = p * isa->nr;
+                    int nv = (int)(N - n0 < isa->nr ? N - n0 : isa->nr);
+                    isa->direct(x + i * K, K, mr, w, n0, nv, out + i * N + n0, N);
+                }
             }
         }
         return;

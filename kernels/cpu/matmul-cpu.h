@@ -86,10 +86,17 @@ typedef struct cpu_mm_isa {
      * packed matmul: the scalar rounding cost half as much as the products). */
     void (*quantize_row)(cpu_xq_block *dst, const float *x, int64_t K);
     /* direct also takes calls of more than mr rows, in groups of mr, while
-     * x (M, K) fp32 is at most this many bytes (0: only M <= mr). Each
-     * group reads the panel's weight rows again, from the caches after the
-     * first; it saves the panel's stores and loads, and the same bits. */
+     * x (M, K) fp32 is at most this many bytes (0: only M <= mr; SIZE_MAX:
+     * every call, and block and panel_fill may be NULL). Each group reads
+     * the panel's weight rows again, from the caches after the first; it
+     * saves the panel's stores and loads, and the same bits. */
     size_t direct_x_bytes;
+    /* Panels per tile of such a call (0 or 1: one panel at a time): every
+     * group of mr x rows runs against the tile's panels before the next
+     * group, so a group is read from farther out once per tile instead of
+     * once per panel, and the tile's weight rows stay in L2. The same bits
+     * (each output is still one direct call's). */
+    int direct_tile;
 } cpu_mm_isa;
 
 /* x (K) -> K / 32 blocks: lisa_quantize_q8_0's rounding, the scale kept as
