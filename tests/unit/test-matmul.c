@@ -268,8 +268,9 @@ int main(int argc, char **argv) {
         }
         /* one case the size of a LLaMA projection */
         one_case(be, be1, isa, LISA_DTYPE_BF16, 130, 2048, 64);
-        /* activations over the direct kernel's 2 MB (direct_x_bytes): the
-         * panels, with their rows alone on the direct kernel */
+        /* activations over AVX-512's 2 MB (direct_x_bytes): the panels,
+         * with their rows alone on the direct kernel (AVX2 has no panels:
+         * these are its direct kernel in tiles, against rows alone) */
         for (size_t d = 0; !bf16dot && d < sizeof dts / sizeof dts[0]; d++) {
             int quant = lisa_dtype_is_quant(dts[d]) || lisa_dtype_is_packed(dts[d]);
             one_case(be, be1, isa, dts[d], 130, 4128, lisa_dtype_is_packed(dts[d]) ? 16 : 13);
