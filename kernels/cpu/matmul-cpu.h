@@ -10,10 +10,12 @@
  * L1, and every block of MR activation rows is multiplied with it in vector
  * registers. Each output keeps VL lane sums (lane l sums k = l mod VL in
  * order of k) carried across chunks in the per-thread accumulator buffer,
- * and is reduced in one fixed order at the end. So a row's result depends
- * on nothing but its own x row and w: not on M, on which rows share the
- * call, on the blocking or on the threads (batch invariance: see
- * backend-cpu.c).
+ * and is reduced in one fixed order at the end. Where an isa's direct
+ * kernel takes the call (a few rows always; with AVX2 every call, in tiles
+ * of panels), a panel's rows are widened in registers instead, with the
+ * same lane sums. So a row's result depends on nothing but its own x row
+ * and w: not on M, on which rows share the call, on the blocking or on the
+ * threads (batch invariance: see backend-cpu.c).
  *
  * Packed block weights (Q8_0X16 / Q4_0X16, dtype.h) take another path,
  * llama.cpp's for Q8_0/Q4_0 weights: every activation row is quantized to
