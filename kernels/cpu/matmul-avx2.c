@@ -57,7 +57,7 @@ static inline float hsum8(__m256 v) {
 }
 
 /* 8 weights of a row at column k (k % 8 == 0), widened in registers
- * exactly as row_widen does; dt is a constant where this is inlined. A
+ * exactly as lisa_dtype_to_f32; dt is a constant where this is inlined. A
  * block type's 32 weights are 4 vectors: k % 32 picks the quarter (Q4_0:
  * the low nibbles of bytes 0..15 are weights 0..15, the high ones 16..31). */
 static inline __attribute__((always_inline)) __m256 wvec(const lisa_dtype dt, const char *row,
@@ -326,10 +326,11 @@ static void avx2_quantize_row(cpu_xq_block *dst, const float *x, int64_t K) {
  * M = 128, K = N = 2048 panels 47.5 GFLOP/s, direct a panel at a time 57.5,
  * tiles of 4 61.1, 8 66.9, 16 67.3 (32 and 64 no better); M = 128,
  * K = 5632: panels 52.1, direct 66.0, tiles of 16 69.3; M = 512, K = 13824
- * (LLaMA-13B's down projection): panels 14.5, tiles of 16 51.8. The panels'
- * 2 KB row stride and the x rows' 8 KB one fall on the same L1 sets, and
- * a panel chunk reads each x row in short 2 KB runs. The FMA peak here is
- * about 86 GFLOP/s per core. */
+ * (LLaMA-13B's down projection): panels 14.5, tiles of 16 51.8. Part of
+ * the panels' loss is L1 sets (their 2 KB row stride and the x rows' 8 KB
+ * one fall on the same sets: padding the panel rows took 39 to 50), the
+ * rest likely the short 2 KB runs a chunk reads along each x row. The FMA
+ * peak here is about 86 GFLOP/s per core. */
 static const cpu_mm_isa k_avx2 = {"avx2", MR, NR, VL, CPU_MM_KC, NULL, NULL, avx2_direct,
                                   avx2_qgroup, avx2_quantize_row, SIZE_MAX, 16};
 
